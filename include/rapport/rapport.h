@@ -1,0 +1,154 @@
+/*
+ * Rapport's stable C ABI.
+ *
+ * Conventions (they hold for every function below):
+ *  - Every function that can fail returns an `int` status: RAPPORT_OK (0) or
+ *    one of the RAPPORT_* codes, numbered as absl::StatusCode. On failure
+ *    rapport_last_error_message() says what was wrong, and nothing changed.
+ *  - Out parameters come first. A buffer the library returns through
+ *    `uint8_t** out, size_t* out_len` is owned by the caller and must be
+ *    released with rapport_free(), never free(). On failure *out is NULL and
+ *    *out_len is 0.
+ *  - Rich values cross as bytes: protobuf (rapport.v1 messages, see
+ *    proto/rapport/v1/) or protobuf's canonical JSON, chosen by a `format`
+ *    argument. Results come back in the same family as the input: protobuf
+ *    for RAPPORT_FORMAT_PROTOBUF and RAPPORT_FORMAT_PROTOBUF_DELIMITED, JSON
+ *    for RAPPORT_FORMAT_JSON and RAPPORT_FORMAT_JSON_LINES.
+ *  - Input is borrowed for the duration of the call only.
+ *  - Thread-safety: an engine handle may be used from several threads at
+ *    once; writes are serialized, reads run concurrently. The error message is
+ *    per thread.
+ *  - Limits: an input buffer of at most RAPPORT_MAX_INPUT_BYTES; a batch of at
+ *    most RAPPORT_MAX_BATCH_EVENTS events; ids of at most 128 bytes.
+ *
+ * Versioning: a shipped signature never changes; new behaviour gets a new
+ * function (`_v2`). Status codes and enum values are only ever appended.
+ */
+#ifndef RAPPORT_RAPPORT_H_
+#define RAPPORT_RAPPORT_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(RAPPORT_BUILDING_LIBRARY)
+#define RAPPORT_C_API __attribute__((visibility("default")))
+#else
+#define RAPPORT_C_API
+#endif
+
+/* X * 1000000 + Y * 1000 + Z for version X.Y.Z. */
+#define RAPPORT_VERSION_NUMBER 1000
+#define RAPPORT_VERSION_STRING "0.1.0"
+
+#define RAPPORT_MAX_INPUT_BYTES ((size_t)256 << 20)
+#define RAPPORT_MAX_BATCH_EVENTS ((size_t)1 << 20)
+
+/* Status codes: the numbering of absl::StatusCode. Only ever appended. */
+#define RAPPORT_OK 0
+#define RAPPORT_CANCELLED 1
+#define RAPPORT_UNKNOWN 2
+#define RAPPORT_INVALID_ARGUMENT 3
+#define RAPPORT_DEADLINE_EXCEEDED 4
+#define RAPPORT_NOT_FOUND 5
+/* Also: an event id seen before with other content (a conflict). */
+#define RAPPORT_ALREADY_EXISTS 6
+#define RAPPORT_PERMISSION_DENIED 7
+#define RAPPORT_RESOURCE_EXHAUSTED 8
+#define RAPPORT_FAILED_PRECONDITION 9
+#define RAPPORT_ABORTED 10
+#define RAPPORT_OUT_OF_RANGE 11
+#define RAPPORT_UNIMPLEMENTED 12
+#define RAPPORT_INTERNAL 13
+#define RAPPORT_UNAVAILABLE 14
+#define RAPPORT_DATA_LOSS 15
+#define RAPPORT_UNAUTHENTICATED 16
+
+/* Formats of rich values. */
+#define RAPPORT_FORMAT_PROTOBUF 0
+#define RAPPORT_FORMAT_JSON 1
+/* A stream of varint-length-prefixed rapport.v1.Event messages. */
+#define RAPPORT_FORMAT_PROTOBUF_DELIMITED 2
+/* One JSON rapport.v1.Event per line; blank lines are skipped. */
+#define RAPPORT_FORMAT_JSON_LINES 3
+
+/* Batch modes. */
+/* All or nothing; the error names the index of the first bad event. */
+#define RAPPORT_BATCH_ATOMIC 0
+/* Apply the good events; the result lists every rejected index and reason. */
+#define RAPPORT_BATCH_BEST_EFFORT 1
+
+/* An engine: opaque. */
+typedef struct rapport_engine rapport_engine;
+
+/* The library's version, RAPPORT_VERSION_NUMBER of the build. Thread-safe. */
+RAPPORT_C_API int32_t rapport_version_number(void);
+
+/* The message of the last failed call on this thread ("" if none).
+ * Borrowed: valid until the next rapport_* call on the same thread. */
+RAPPORT_C_API const char* rapport_last_error_message(void);
+
+/* Releases a buffer the library returned. NULL is a no-op. */
+RAPPORT_C_API void rapport_free(void* buffer);
+
+/* Creates an engine. `config` is a rapport.v1.EngineConfig in `format`
+ * (PROTOBUF or JSON); NULL with length 0 takes every default.
+ * *out is owned by the caller: release it with rapport_engine_destroy(). */
+RAPPORT_C_API int rapport_engine_create(rapport_engine** out, const uint8_t* config,
+                                        size_t config_len, int format);
+
+/* Destroys an engine; NULL is a no-op. No other thread may be using it. */
+RAPPORT_C_API void rapport_engine_destroy(rapport_engine* engine);
+
+/* Rebuilds an engine from a snapshot (rapport.v1.EngineSnapshot in `format`,
+ * PROTOBUF or JSON), exactly. *out as for rapport_engine_create(). */
+RAPPORT_C_API int rapport_engine_restore(rapport_engine** out, const uint8_t* snapshot,
+                                         size_t snapshot_len, int format);
+
+/* The engine's whole state as a rapport.v1.EngineSnapshot in `format`
+ * (PROTOBUF: deterministic bytes; or JSON). */
+RAPPORT_C_API int rapport_engine_snapshot(uint8_t** out, size_t* out_len,
+                                          const rapport_engine* engine, int format);
+
+/* Ingests one rapport.v1.Event (`format`: PROTOBUF or JSON). `result`
+ * (may be NULL, with `result_len`) receives a rapport.v1.IngestResult. */
+RAPPORT_C_API int rapport_ingest_event(uint8_t** result, size_t* result_len,
+                                       rapport_engine* engine, const uint8_t* event,
+                                       size_t event_len, int format);
+
+/* Ingests several events in order. `format`: PROTOBUF (a rapport.v1.EventBatch),
+ * PROTOBUF_DELIMITED, JSON (a rapport.v1.EventBatch) or JSON_LINES. `mode`:
+ * RAPPORT_BATCH_ATOMIC or RAPPORT_BATCH_BEST_EFFORT. `result` (may be NULL)
+ * receives a rapport.v1.IngestResult. Input that does not parse fails the
+ * whole call in either mode, naming the event (or line) that did not parse. */
+RAPPORT_C_API int rapport_ingest_batch(uint8_t** result, size_t* result_len,
+                                       rapport_engine* engine, const uint8_t* events,
+                                       size_t events_len, int format, int mode);
+
+/* Moves the engine's clock to `now_us` (microseconds since the epoch).
+ * `actions` (may be NULL) receives the rapport.v1.ActionList produced, in
+ * `format` (PROTOBUF or JSON). */
+RAPPORT_C_API int rapport_advance(uint8_t** actions, size_t* actions_len,
+                                  rapport_engine* engine, int64_t now_us, int format);
+
+/* Reads one account (rapport.v1.Account) or deal with its stage history
+ * (rapport.v1.Deal) by id (`id_len` bytes, not necessarily NUL-terminated),
+ * in `format` (PROTOBUF or JSON). RAPPORT_NOT_FOUND for an unknown id. */
+RAPPORT_C_API int rapport_get_account(uint8_t** out, size_t* out_len,
+                                      const rapport_engine* engine, const char* id,
+                                      size_t id_len, int format);
+RAPPORT_C_API int rapport_get_deal(uint8_t** out, size_t* out_len,
+                                   const rapport_engine* engine, const char* id,
+                                   size_t id_len, int format);
+
+/* Events accepted so far. Never fails; 0 for NULL. */
+RAPPORT_C_API int64_t rapport_events_accepted(const rapport_engine* engine);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* RAPPORT_RAPPORT_H_ */

@@ -1,0 +1,50 @@
+#include "rapport/json.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace rapport {
+
+absl::Status FromJson(absl::string_view json, google::protobuf::Message* message) {
+  message->Clear();
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto st = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), message, options);
+  if (!st.ok()) {
+    message->Clear();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid JSON for ", message->GetTypeName(), ": ", std::string(st.message())));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  auto st = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!st.ok()) return absl::InternalError(std::string(st.message()));
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::Event>> EventsFromJsonLines(absl::string_view text) {
+  std::vector<v1::Event> events;
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) continue;
+    v1::Event& e = events.emplace_back();
+    if (absl::Status st = FromJson(line, &e); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", line_no, ": ", st.message()));
+    }
+  }
+  return events;
+}
+
+}  // namespace rapport

@@ -1,0 +1,15 @@
+// Data files compiled into the library (lib/data/*.textproto). The host can
+// replace each through EngineConfig.
+#ifndef RAPPORT_LIB_DATA_EMBEDDED_H_
+#define RAPPORT_LIB_DATA_EMBEDDED_H_
+
+#include "absl/strings/string_view.h"
+
+namespace rapport::data {
+
+// rapport.v1.PipelineSet: the partner and client pipelines of SPEC §3.
+absl::string_view DefaultPipelines();
+
+}  // namespace rapport::data
+
+#endif  // RAPPORT_LIB_DATA_EMBEDDED_H_

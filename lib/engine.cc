@@ -1,0 +1,266 @@
+#include "rapport/engine.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/ingest/validate.h"
+#include "lib/lifecycle/apply.h"
+#include "lib/state/config.h"
+#include "lib/state/engine_state.h"
+#include "lib/storage/snapshot.h"
+
+namespace rapport {
+namespace {
+
+// Prefixes a validation error with the event it is about.
+absl::Status Annotate(const absl::Status& st, const v1::Event& e, int64_t index) {
+  std::string where = absl::StrCat("event '", e.event_id(), "'");
+  if (index >= 0) absl::StrAppend(&where, " (index ", index, ")");
+  return absl::Status(st.code(), absl::StrCat(where, ": ", st.message()));
+}
+
+template <typename Row>
+absl::StatusOr<Row> Lookup(const Table<Row>& table, absl::string_view kind,
+                           absl::string_view id) {
+  const Row* row = table.Find(id);
+  if (row == nullptr) return absl::NotFoundError(absl::StrCat("unknown ", kind, " '", id, "'"));
+  return *row;
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<EngineState> state) : state_(std::move(state)) {}
+Engine::~Engine() = default;
+
+const v1::EngineConfig& Engine::DefaultConfig() {
+  static const v1::EngineConfig* config = [] {
+    auto full = WithDefaults(v1::EngineConfig());
+    return new v1::EngineConfig(full.ok() ? *full : v1::EngineConfig());
+  }();
+  return *config;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const v1::EngineConfig& config) {
+  absl::StatusOr<v1::EngineConfig> full = WithDefaults(config);
+  if (!full.ok()) return full.status();
+  auto state = std::make_unique<EngineState>();
+  if (absl::Status st = Configure(*full, state.get()); !st.ok()) return st;
+  return std::unique_ptr<Engine>(new Engine(std::move(state)));
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Restore(absl::string_view snapshot_bytes) {
+  auto state = std::make_unique<EngineState>();
+  if (absl::Status st = ReadSnapshot(snapshot_bytes, state.get()); !st.ok()) return st;
+  return std::unique_ptr<Engine>(new Engine(std::move(state)));
+}
+
+absl::StatusOr<v1::IngestResult> Engine::Ingest(const v1::Event& event) {
+  EngineState& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  const uint64_t fp = EventFingerprint(event);
+  Verdict verdict;
+  if (absl::Status st = ValidateEvent(event, fp, s, nullptr, &verdict); !st.ok()) {
+    return Annotate(st, event, -1);
+  }
+  v1::IngestResult result;
+  if (verdict == Verdict::kDuplicate) {
+    result.set_duplicates(1);
+  } else {
+    ApplyEvent(event, fp, &s);
+    result.set_accepted(1);
+  }
+  return result;
+}
+
+namespace {
+
+// The batch logic over any random-access sequence of events; `at(i)` gives
+// the i-th event.
+template <typename At>
+absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
+                                              IngestOptions options) {
+  if (n > kMaxBatchEvents) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("batch of ", n, " events exceeds the limit of ", kMaxBatchEvents));
+  }
+  absl::MutexLock lock(&s.mu);
+  v1::IngestResult result;
+  int64_t accepted = 0;
+  int64_t duplicates = 0;
+
+  if (options.mode == BatchMode::kBestEffort) {
+    for (size_t i = 0; i < n; ++i) {
+      const v1::Event& e = at(i);
+      const uint64_t fp = EventFingerprint(e);
+      Verdict verdict;
+      absl::Status st = ValidateEvent(e, fp, s, nullptr, &verdict);
+      if (!st.ok()) {
+        v1::Rejection* r = result.add_rejected();
+        r->set_index(static_cast<int64_t>(i));
+        r->set_event_id(e.event_id());
+        r->set_code(static_cast<int32_t>(st.code()));
+        r->set_message(std::string(Annotate(st, e, static_cast<int64_t>(i)).message()));
+        continue;
+      }
+      if (verdict == Verdict::kDuplicate) {
+        ++duplicates;
+      } else {
+        ApplyEvent(e, fp, &s);
+        ++accepted;
+      }
+    }
+  } else {
+    // Validate everything against the state plus what the batch creates, then
+    // apply: a bad event anywhere leaves the state untouched.
+    BatchOverlay overlay;
+    std::vector<uint64_t> fps(n);
+    std::vector<Verdict> verdicts(n);
+    for (size_t i = 0; i < n; ++i) {
+      fps[i] = EventFingerprint(at(i));
+      absl::Status st = ValidateEvent(at(i), fps[i], s, &overlay, &verdicts[i]);
+      if (!st.ok()) return Annotate(st, at(i), static_cast<int64_t>(i));
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (verdicts[i] == Verdict::kDuplicate) {
+        ++duplicates;
+      } else {
+        ApplyEvent(at(i), fps[i], &s);
+        ++accepted;
+      }
+    }
+  }
+  result.set_accepted(accepted);
+  result.set_duplicates(duplicates);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::IngestResult> Engine::IngestBatch(absl::Span<const v1::Event> events,
+                                                     IngestOptions options) {
+  return IngestEvents(
+      *state_, events.size(), [&](size_t i) -> const v1::Event& { return events[i]; }, options);
+}
+
+absl::StatusOr<v1::IngestResult> Engine::IngestBatch(const v1::EventBatch& batch,
+                                                     IngestOptions options) {
+  return IngestEvents(
+      *state_, static_cast<size_t>(batch.events_size()),
+      [&](size_t i) -> const v1::Event& { return batch.events(static_cast<int>(i)); }, options);
+}
+
+absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
+  if (now_us < kMinTimeUs || now_us >= kMaxTimeUs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("advance: ", now_us, " is outside years 1970..9999 (microseconds)"));
+  }
+  absl::MutexLock lock(&state_->mu);
+  AdvanceClock(now_us, state_.get());
+  return v1::ActionList();
+}
+
+absl::StatusOr<v1::Account> Engine::GetAccount(absl::string_view id) const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return Lookup(state_->accounts, "account", id);
+}
+absl::StatusOr<v1::Deal> Engine::GetDeal(absl::string_view id) const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return Lookup(state_->deals, "deal", id);
+}
+absl::StatusOr<v1::Order> Engine::GetOrder(absl::string_view id) const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return Lookup(state_->orders, "order", id);
+}
+absl::StatusOr<v1::Manager> Engine::GetManager(absl::string_view id) const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return Lookup(state_->managers, "manager", id);
+}
+absl::StatusOr<v1::Team> Engine::GetTeam(absl::string_view id) const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return Lookup(state_->teams, "team", id);
+}
+
+std::vector<v1::Account> Engine::AccountsByStatus(v1::AccountStatus status) const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  std::vector<v1::Account> out;
+  for (const v1::Account& a : state_->accounts.rows()) {
+    if (a.status() == status) out.push_back(a);
+  }
+  return out;
+}
+
+std::vector<int64_t> Engine::AccountStatusCounts() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  std::vector<int64_t> counts(v1::AccountStatus_ARRAYSIZE, 0);
+  for (const v1::Account& a : state_->accounts.rows()) ++counts[a.status()];
+  return counts;
+}
+
+std::vector<v1::StageCount> Engine::DealsByStage() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  const Pipelines& pipelines = state_->pipelines;
+  std::vector<std::vector<int64_t>> counts;
+  for (const PipelineInfo& p : pipelines.all()) counts.emplace_back(p.size(), 0);
+  for (const v1::Deal& d : state_->deals.rows()) {
+    if (d.status() == v1::DEAL_STATUS_LOST) continue;
+    const PipelineInfo* p = pipelines.Find(d.pipeline_id());
+    ++counts[p - pipelines.all().data()][p->StageIndex(d.stage())];
+  }
+  std::vector<v1::StageCount> out;
+  for (size_t i = 0; i < pipelines.all().size(); ++i) {
+    const PipelineInfo& p = pipelines.all()[i];
+    for (int j = 0; j < p.size(); ++j) {
+      v1::StageCount& c = out.emplace_back();
+      c.set_pipeline_id(p.pipeline.id());
+      c.set_stage(p.stage(j).id());
+      c.set_deals(counts[i][j]);
+    }
+  }
+  return out;
+}
+
+std::vector<v1::StuckDeal> Engine::StuckDeals(int64_t at_us) const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  std::vector<v1::StuckDeal> out;
+  for (const v1::Deal& d : state_->deals.rows()) {
+    if (d.status() == v1::DEAL_STATUS_LOST || d.history_size() == 0) continue;
+    const PipelineInfo* p = state_->pipelines.Find(d.pipeline_id());
+    const int idx = p->StageIndex(d.stage());
+    if (idx == p->size() - 1) continue;
+    const int64_t sla = p->stage(idx).sla_us();
+    const int64_t entered = d.history(d.history_size() - 1).entered_at_us();
+    if (sla <= 0 || at_us - entered <= sla) continue;
+    v1::StuckDeal& s = out.emplace_back();
+    s.set_deal_id(d.deal_id());
+    s.set_account_id(d.account_id());
+    s.set_pipeline_id(d.pipeline_id());
+    s.set_stage(d.stage());
+    s.set_entered_at_us(entered);
+    s.set_sla_us(sla);
+    s.set_dwell_us(at_us - entered);
+  }
+  return out;
+}
+
+int64_t Engine::events_accepted() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return state_->events_accepted;
+}
+
+int64_t Engine::clock_us() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return state_->clock_us;
+}
+
+v1::EngineConfig Engine::config() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return state_->config;
+}
+
+absl::StatusOr<std::string> Engine::Snapshot() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return WriteSnapshot(*state_);
+}
+
+}  // namespace rapport

@@ -1,0 +1,320 @@
+#include "lib/lifecycle/apply.h"
+
+#include <algorithm>
+
+#include "absl/strings/string_view.h"
+
+namespace rapport {
+namespace {
+
+void SetStatus(v1::Account& a, v1::AccountStatus status, int64_t at) {
+  if (a.status() == status) return;
+  a.set_status(status);
+  a.set_status_since_us(at);
+}
+
+// Resolves the team of an account: as given, else the owner's, else the first
+// team serving its segment, else the configured default team.
+std::string ResolveTeam(const v1::AccountUpserted& p, const EngineState& s) {
+  if (!p.team_id().empty()) return p.team_id();
+  if (!p.owner_id().empty()) {
+    const v1::Manager* m = s.managers.Find(p.owner_id());
+    if (m != nullptr && !m->team_id().empty()) return m->team_id();
+  }
+  if (!p.segment().empty()) {
+    for (const v1::Team& t : s.teams.rows()) {
+      for (const std::string& seg : t.segments()) {
+        if (seg == p.segment()) return t.team_id();
+      }
+    }
+  }
+  if (s.teams.Find(s.config.default_team_id()) != nullptr) return s.config.default_team_id();
+  return std::string();
+}
+
+void AddAttribution(EngineState* s, uint32_t account, int64_t since, int64_t seq,
+                    const v1::Account& a) {
+  std::vector<v1::Attribution>& h = s->attributions[account];
+  v1::Attribution entry;
+  entry.set_since_us(since);
+  entry.set_seq(seq);
+  entry.set_owner_id(a.owner_id());
+  entry.set_team_id(a.team_id());
+  entry.set_segment(a.segment());
+  auto pos = std::upper_bound(h.begin(), h.end(), entry,
+                              [](const v1::Attribution& x, const v1::Attribution& y) {
+                                return std::make_pair(x.since_us(), x.seq()) <
+                                       std::make_pair(y.since_us(), y.seq());
+                              });
+  h.insert(pos, std::move(entry));
+}
+
+void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, EngineState* s) {
+  uint32_t idx = s->accounts.IndexOf(p.account_id());
+  const bool is_new = idx == Table<v1::Account>::kNone;
+  if (is_new) {
+    idx = static_cast<uint32_t>(s->accounts.size());
+    v1::Account& a = s->accounts.Insert(p.account_id());
+    s->attributions.emplace_back();
+    a.set_account_id(p.account_id());
+    a.set_kind(p.kind());
+    a.set_created_at_us(p.created_at_us() != 0 ? p.created_at_us() : t);
+    a.set_status(p.kind() == v1::ACCOUNT_KIND_PARTNER ? v1::ACCOUNT_STATUS_PROSPECT
+                                                      : v1::ACCOUNT_STATUS_LEAD);
+    a.set_status_since_us(a.created_at_us());
+    a.set_last_feedback_score(-1);
+  }
+  std::string team = ResolveTeam(p, *s);
+  v1::Account& a = s->accounts.at(idx);
+  a.set_name(p.name());
+  a.set_owner_id(p.owner_id());
+  a.set_team_id(std::move(team));
+  a.set_segment(p.segment());
+  a.set_tier(p.tier());
+  a.set_preferred_channel(p.preferred_channel());
+  a.set_referred_by(p.referred_by());
+  a.set_source_partner_id(p.source_partner_id());
+  AddAttribution(s, idx, t, seq, a);
+}
+
+void EnterStage(v1::Deal& d, const PipelineInfo& pl, int stage, int64_t t) {
+  if (d.history_size() > 0) d.mutable_history()->rbegin()->set_left_at_us(t);
+  v1::StageVisit* visit = d.add_history();
+  visit->set_stage(pl.stage(stage).id());
+  visit->set_entered_at_us(t);
+  d.set_stage(pl.stage(stage).id());
+  if (pl.stage(stage).won()) {
+    d.set_won_at_us(d.won_at_us() == 0 ? t : std::min(d.won_at_us(), t));
+    if (d.status() != v1::DEAL_STATUS_LOST) d.set_status(v1::DEAL_STATUS_WON);
+  }
+  if (pl.stage(stage).lost()) {
+    d.set_status(v1::DEAL_STATUS_LOST);
+    d.set_lost_at_us(t);
+  }
+}
+
+void ApplyOrderPlaced(const v1::OrderPlaced& p, int64_t t, EngineState* s) {
+  v1::Order& o = s->orders.Insert(p.order_id());
+  o.set_order_id(p.order_id());
+  o.set_account_id(p.account_id());
+  o.set_deal_id(p.deal_id());
+  *o.mutable_amount() = p.amount();
+  o.set_placed_at_us(t);
+  o.set_due_at_us(p.due_at_us());
+  o.set_status(v1::ORDER_STATUS_PLACED);
+
+  uint32_t idx = s->accounts.IndexOf(p.account_id());
+  v1::Account& a = s->accounts.at(idx);
+  a.set_order_count(a.order_count() + 1);
+  a.set_last_order_at_us(std::max(a.last_order_at_us(), t));
+  if (a.kind() == v1::ACCOUNT_KIND_CLIENT) {
+    SetStatus(a, a.order_count() >= 2 ? v1::ACCOUNT_STATUS_REPEAT : v1::ACCOUNT_STATUS_CLIENT, t);
+    // Both terms are below kMaxTimeUs (validated), so the sum cannot overflow.
+    s->churn_deadlines.emplace(a.last_order_at_us() + s->config.client_churn_after_us(), idx);
+  }
+}
+
+}  // namespace
+
+const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
+                                     int64_t at_us) {
+  const std::vector<v1::Attribution>& h = state.attributions[account];
+  if (h.empty()) return nullptr;
+  auto it = std::upper_bound(h.begin(), h.end(), at_us,
+                             [](int64_t t, const v1::Attribution& x) { return t < x.since_us(); });
+  return it == h.begin() ? &h.front() : &*(it - 1);
+}
+
+void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
+  const int64_t t = e.occurred_at_us();
+  const int64_t seq = s->events_accepted++;
+  s->event_ids.Add(e.event_id(), fingerprint);
+
+  switch (e.payload_case()) {
+    case v1::Event::kAccountUpserted:
+      ApplyAccountUpserted(e.account_upserted(), t, seq, s);
+      break;
+    case v1::Event::kManagerUpserted: {
+      const auto& p = e.manager_upserted();
+      v1::Manager* m = s->managers.Find(p.manager_id());
+      const bool is_new = m == nullptr;
+      if (is_new) m = &s->managers.Insert(p.manager_id());
+      m->set_manager_id(p.manager_id());
+      m->set_name(p.name());
+      m->set_team_id(p.team_id());
+      m->set_grade(p.grade());
+      if (p.hired_at_us() != 0 || is_new) m->set_hired_at_us(p.hired_at_us() != 0 ? p.hired_at_us() : t);
+      m->set_is_head(p.is_head());
+      break;
+    }
+    case v1::Event::kTeamUpserted: {
+      const auto& p = e.team_upserted();
+      v1::Team* team = s->teams.Find(p.team_id());
+      if (team == nullptr) team = &s->teams.Insert(p.team_id());
+      team->set_team_id(p.team_id());
+      team->set_name(p.name());
+      team->set_lead_id(p.lead_id());
+      *team->mutable_segments() = p.segments();
+      break;
+    }
+    case v1::Event::kLeadCreated: {
+      const auto& p = e.lead_created();
+      const v1::Account* a = s->accounts.Find(p.account_id());
+      const PipelineInfo* pl = p.pipeline_id().empty() ? s->pipelines.DefaultFor(a->kind())
+                                                       : s->pipelines.Find(p.pipeline_id());
+      v1::Deal& d = s->deals.Insert(p.deal_id());
+      d.set_deal_id(p.deal_id());
+      d.set_account_id(p.account_id());
+      d.set_pipeline_id(pl->pipeline.id());
+      d.set_source_partner_id(p.source_partner_id().empty() ? a->source_partner_id()
+                                                            : p.source_partner_id());
+      d.set_created_at_us(t);
+      d.set_status(v1::DEAL_STATUS_OPEN);
+      EnterStage(d, *pl, 0, t);
+      break;
+    }
+    case v1::Event::kDealStageChanged: {
+      const auto& p = e.deal_stage_changed();
+      v1::Deal* d = s->deals.Find(p.deal_id());
+      if (d->stage() == p.to_stage()) break;  // already there: nothing moves
+      const PipelineInfo* pl = s->pipelines.Find(d->pipeline_id());
+      EnterStage(*d, *pl, pl->StageIndex(p.to_stage()), t);
+      break;
+    }
+    case v1::Event::kDealWon: {
+      v1::Deal* d = s->deals.Find(e.deal_won().deal_id());
+      const PipelineInfo* pl = s->pipelines.Find(d->pipeline_id());
+      d->set_won_at_us(d->won_at_us() == 0 ? t : std::min(d->won_at_us(), t));
+      d->set_status(v1::DEAL_STATUS_WON);
+      if (pl->won_stage >= 0 && pl->StageIndex(d->stage()) < pl->won_stage) {
+        EnterStage(*d, *pl, pl->won_stage, t);
+      }
+      break;
+    }
+    case v1::Event::kDealLost: {
+      v1::Deal* d = s->deals.Find(e.deal_lost().deal_id());
+      d->set_status(v1::DEAL_STATUS_LOST);
+      d->set_lost_at_us(t);
+      d->set_lost_reason(e.deal_lost().reason());
+      break;
+    }
+    case v1::Event::kPartnerAgreed:
+      SetStatus(*s->accounts.Find(e.partner_agreed().account_id()), v1::ACCOUNT_STATUS_ACTIVE, t);
+      break;
+    case v1::Event::kPartnerChurned:
+      SetStatus(*s->accounts.Find(e.partner_churned().account_id()), v1::ACCOUNT_STATUS_CHURNED, t);
+      break;
+    case v1::Event::kAccountChurned:
+      SetStatus(*s->accounts.Find(e.account_churned().account_id()), v1::ACCOUNT_STATUS_CHURNED, t);
+      break;
+    case v1::Event::kOrderPlaced:
+      ApplyOrderPlaced(e.order_placed(), t, s);
+      break;
+    case v1::Event::kOrderDelayed: {
+      v1::Order* o = s->orders.Find(e.order_delayed().order_id());
+      o->set_due_at_us(e.order_delayed().new_due_at_us());
+      o->set_delays(o->delays() + 1);
+      if (o->status() != v1::ORDER_STATUS_COMPLETED) o->set_status(v1::ORDER_STATUS_DELAYED);
+      break;
+    }
+    case v1::Event::kOrderCompleted: {
+      v1::Order* o = s->orders.Find(e.order_completed().order_id());
+      if (o->status() != v1::ORDER_STATUS_COMPLETED) {
+        o->set_status(v1::ORDER_STATUS_COMPLETED);
+        o->set_completed_at_us(t);
+      }
+      break;
+    }
+    case v1::Event::kInvoiceIssued: {
+      const auto& p = e.invoice_issued();
+      v1::Invoice& inv = s->invoices.Insert(p.invoice_id());
+      inv.set_invoice_id(p.invoice_id());
+      inv.set_account_id(p.account_id());
+      inv.set_order_id(p.order_id());
+      *inv.mutable_amount() = p.amount();
+      inv.set_issued_at_us(t);
+      inv.set_due_at_us(p.due_at_us());
+      break;
+    }
+    case v1::Event::kPaymentReceived: {
+      const auto& p = e.payment_received();
+      if (!p.invoice_id().empty()) {
+        v1::Invoice* inv = s->invoices.Find(p.invoice_id());
+        int64_t paid;
+        // Saturates rather than wraps: an invoice paid beyond int64 is paid.
+        if (__builtin_add_overflow(inv->paid_minor(), p.amount().amount_minor(), &paid)) {
+          paid = INT64_MAX;
+        }
+        inv->set_paid_minor(paid);
+      }
+      break;
+    }
+    case v1::Event::kActivity: {
+      const auto& p = e.activity();
+      if (p.direction() == v1::DIRECTION_OUTBOUND) {
+        v1::Account* a = s->accounts.Find(p.account_id());
+        a->set_last_outbound_at_us(std::max(a->last_outbound_at_us(), t));
+      }
+      break;
+    }
+    case v1::Event::kFeedbackReceived: {
+      const auto& p = e.feedback_received();
+      v1::Account* a = s->accounts.Find(p.account_id());
+      if (a->last_feedback_score() < 0 || t >= a->last_feedback_at_us()) {
+        a->set_last_feedback_score(p.score());
+        a->set_last_feedback_at_us(t);
+      }
+      break;
+    }
+    case v1::Event::kComplaintOpened: {
+      const auto& p = e.complaint_opened();
+      v1::Complaint& c = s->complaints.Insert(p.complaint_id());
+      c.set_complaint_id(p.complaint_id());
+      c.set_account_id(p.account_id());
+      c.set_severity(p.severity());
+      c.set_opened_at_us(t);
+      v1::Account* a = s->accounts.Find(p.account_id());
+      a->set_open_complaints(a->open_complaints() + 1);
+      break;
+    }
+    case v1::Event::kComplaintResolved: {
+      v1::Complaint* c = s->complaints.Find(e.complaint_resolved().complaint_id());
+      if (c->resolved_at_us() == 0) {
+        c->set_resolved_at_us(t);
+        v1::Account* a = s->accounts.Find(c->account_id());
+        a->set_open_complaints(a->open_complaints() - 1);
+      }
+      break;
+    }
+    case v1::Event::kCaseStudyPublished: {
+      v1::Account* a = s->accounts.Find(e.case_study_published().account_id());
+      a->set_case_studies(a->case_studies() + 1);
+      break;
+    }
+    case v1::Event::kTaskCompleted: {
+      v1::Action* task = s->actions.Find(e.task_completed().task_id());
+      task->set_state(v1::ACTION_STATE_DONE);
+      break;
+    }
+    case v1::Event::PAYLOAD_NOT_SET:
+      break;
+  }
+}
+
+void AdvanceClock(int64_t now_us, EngineState* s) {
+  if (now_us <= s->clock_us) return;
+  s->clock_us = now_us;
+  const int64_t churn_after = s->config.client_churn_after_us();
+  while (!s->churn_deadlines.empty() && s->churn_deadlines.top().first <= now_us) {
+    auto [deadline, idx] = s->churn_deadlines.top();
+    s->churn_deadlines.pop();
+    v1::Account& a = s->accounts.at(idx);
+    const bool current = a.last_order_at_us() + churn_after == deadline;
+    if (current && (a.status() == v1::ACCOUNT_STATUS_CLIENT ||
+                    a.status() == v1::ACCOUNT_STATUS_REPEAT)) {
+      SetStatus(a, v1::ACCOUNT_STATUS_CHURNED, deadline);
+    }
+  }
+}
+
+}  // namespace rapport

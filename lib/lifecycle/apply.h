@@ -1,0 +1,27 @@
+// The lifecycle of SPEC §3: how each validated event changes the state.
+#ifndef RAPPORT_LIB_LIFECYCLE_APPLY_H_
+#define RAPPORT_LIB_LIFECYCLE_APPLY_H_
+
+#include <cstdint>
+
+#include "lib/state/engine_state.h"
+#include "rapport/v1/event.pb.h"
+
+namespace rapport {
+
+// Applies an event that ValidateEvent accepted as new. Cannot fail.
+void ApplyEvent(const v1::Event& event, uint64_t fingerprint, EngineState* state);
+
+// Moves the clock to `now_us`: clients whose last order is older than the
+// configured churn time become churned.
+void AdvanceClock(int64_t now_us, EngineState* state);
+
+// The attribution of an account at `at_us` (the latest entry with
+// since_us <= at_us; the earliest entry for times before all of them), or
+// nullptr when the account has none.
+const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
+                                     int64_t at_us);
+
+}  // namespace rapport
+
+#endif  // RAPPORT_LIB_LIFECYCLE_APPLY_H_

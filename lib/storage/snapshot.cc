@@ -1,0 +1,230 @@
+#include "lib/storage/snapshot.h"
+
+#include <climits>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
+#include "lib/state/config.h"
+#include "rapport/engine.h"
+#include "rapport/v1/snapshot.pb.h"
+
+namespace rapport {
+namespace {
+
+using google::protobuf::MessageLite;
+using google::protobuf::io::CodedOutputStream;
+using google::protobuf::internal::WireFormatLite;
+
+constexpr int kFormatVersion = 1;
+
+// Field numbers of rapport.v1.EngineSnapshot.
+enum : int {
+  kFieldFormatVersion = 1,
+  kFieldConfig = 2,
+  kFieldEventsAccepted = 3,
+  kFieldClock = 4,
+  kFieldAccounts = 10,
+  kFieldManagers = 11,
+  kFieldTeams = 12,
+  kFieldDeals = 13,
+  kFieldOrders = 14,
+  kFieldInvoices = 15,
+  kFieldComplaints = 16,
+  kFieldAttributions = 17,
+  kFieldEventIds = 20,
+  kFieldEventFingerprints = 21,
+  kFieldActions = 31,
+};
+
+void WriteMessage(int field, const MessageLite& m, CodedOutputStream* out) {
+  WireFormatLite::WriteTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
+  out->WriteVarint32(static_cast<uint32_t>(m.ByteSizeLong()));
+  m.SerializeWithCachedSizes(out);
+}
+
+template <typename Row>
+void WriteTable(int field, const Table<Row>& table, CodedOutputStream* out) {
+  for (const Row& row : table.rows()) WriteMessage(field, row, out);
+}
+
+absl::Status Inconsistent(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("snapshot: ", what));
+}
+
+// Moves `rows` into `table`, rejecting empty or repeated ids.
+template <typename Row, typename IdOf>
+absl::Status Fill(google::protobuf::RepeatedPtrField<Row>* rows, absl::string_view name,
+                  IdOf id_of, Table<Row>* table) {
+  table->Reserve(rows->size());
+  for (Row& row : *rows) {
+    const std::string& id = id_of(row);
+    if (id.empty() || id.size() > kMaxIdBytes) {
+      return Inconsistent(absl::StrCat(name, ": an id is empty or over ", kMaxIdBytes, " bytes"));
+    }
+    if (table->Find(id) != nullptr) {
+      return Inconsistent(absl::StrCat(name, ": id '", id, "' is repeated"));
+    }
+    std::string key = id;
+    table->Insert(key) = std::move(row);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string WriteSnapshot(const EngineState& s) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    CodedOutputStream out(&stream);
+    out.SetSerializationDeterministic(true);
+    WireFormatLite::WriteInt32(kFieldFormatVersion, kFormatVersion, &out);
+    WriteMessage(kFieldConfig, s.config, &out);
+    WireFormatLite::WriteInt64(kFieldEventsAccepted, s.events_accepted, &out);
+    WireFormatLite::WriteInt64(kFieldClock, s.clock_us, &out);
+    WriteTable(kFieldAccounts, s.accounts, &out);
+    WriteTable(kFieldManagers, s.managers, &out);
+    WriteTable(kFieldTeams, s.teams, &out);
+    WriteTable(kFieldDeals, s.deals, &out);
+    WriteTable(kFieldOrders, s.orders, &out);
+    WriteTable(kFieldInvoices, s.invoices, &out);
+    WriteTable(kFieldComplaints, s.complaints, &out);
+    v1::AccountAttribution attribution;
+    for (size_t i = 0; i < s.accounts.size(); ++i) {
+      attribution.set_account_id(s.accounts.at(static_cast<uint32_t>(i)).account_id());
+      attribution.mutable_history()->Assign(s.attributions[i].begin(), s.attributions[i].end());
+      WriteMessage(kFieldAttributions, attribution, &out);
+    }
+    for (const std::string& id : s.event_ids.ids()) {
+      WireFormatLite::WriteString(kFieldEventIds, id, &out);
+    }
+    const std::vector<uint64_t>& fps = s.event_ids.fingerprints();
+    if (!fps.empty()) {
+      WireFormatLite::WriteTag(kFieldEventFingerprints, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+                               &out);
+      out.WriteVarint32(static_cast<uint32_t>(fps.size() * sizeof(uint64_t)));
+      for (uint64_t fp : fps) out.WriteLittleEndian64(fp);
+    }
+    WriteTable(kFieldActions, s.actions, &out);
+  }
+  return bytes;
+}
+
+absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
+  v1::EngineSnapshot snap;
+  {
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                              static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
+    in.SetTotalBytesLimit(INT_MAX);
+    if (bytes.size() > static_cast<size_t>(INT_MAX) || !snap.ParseFromCodedStream(&in) ||
+        !in.ConsumedEntireMessage()) {
+      return absl::DataLossError("snapshot: the bytes are not a rapport.v1.EngineSnapshot");
+    }
+  }
+  if (snap.format_version() != kFormatVersion) {
+    return Inconsistent(absl::StrCat("format_version ", snap.format_version(),
+                                     " is not supported (expected ", kFormatVersion, ")"));
+  }
+  absl::StatusOr<v1::EngineConfig> config = WithDefaults(snap.config());
+  if (!config.ok()) return config.status();
+  if (absl::Status st = Configure(*config, s); !st.ok()) return st;
+  if (snap.events_accepted() < 0 || snap.clock_us() < 0 || snap.clock_us() >= kMaxTimeUs) {
+    return Inconsistent("events_accepted or clock_us is out of range");
+  }
+  s->events_accepted = snap.events_accepted();
+  s->clock_us = snap.clock_us();
+
+  auto st = Fill(snap.mutable_accounts(), "accounts",
+                 [](const v1::Account& r) -> const std::string& { return r.account_id(); },
+                 &s->accounts);
+  if (st.ok()) st = Fill(snap.mutable_managers(), "managers",
+                         [](const v1::Manager& r) -> const std::string& { return r.manager_id(); },
+                         &s->managers);
+  if (st.ok()) st = Fill(snap.mutable_teams(), "teams",
+                         [](const v1::Team& r) -> const std::string& { return r.team_id(); },
+                         &s->teams);
+  if (st.ok()) st = Fill(snap.mutable_deals(), "deals",
+                         [](const v1::Deal& r) -> const std::string& { return r.deal_id(); },
+                         &s->deals);
+  if (st.ok()) st = Fill(snap.mutable_orders(), "orders",
+                         [](const v1::Order& r) -> const std::string& { return r.order_id(); },
+                         &s->orders);
+  if (st.ok()) st = Fill(snap.mutable_invoices(), "invoices",
+                         [](const v1::Invoice& r) -> const std::string& { return r.invoice_id(); },
+                         &s->invoices);
+  if (st.ok()) st = Fill(snap.mutable_complaints(), "complaints",
+                         [](const v1::Complaint& r) -> const std::string& { return r.complaint_id(); },
+                         &s->complaints);
+  if (st.ok()) st = Fill(snap.mutable_actions(), "actions",
+                         [](const v1::Action& r) -> const std::string& { return r.action_id(); },
+                         &s->actions);
+  if (!st.ok()) return st;
+
+  // References the lifecycle dereferences without checking.
+  for (const v1::Deal& d : s->deals.rows()) {
+    const PipelineInfo* pl = s->pipelines.Find(d.pipeline_id());
+    if (pl == nullptr || pl->StageIndex(d.stage()) < 0 || s->accounts.Find(d.account_id()) == nullptr) {
+      return Inconsistent(absl::StrCat("deal '", d.deal_id(),
+                                       "' names an unknown account, pipeline or stage"));
+    }
+  }
+  for (const v1::Order& o : s->orders.rows()) {
+    if (s->accounts.Find(o.account_id()) == nullptr) {
+      return Inconsistent(absl::StrCat("order '", o.order_id(), "' names an unknown account"));
+    }
+  }
+  for (const v1::Invoice& inv : s->invoices.rows()) {
+    if (s->accounts.Find(inv.account_id()) == nullptr) {
+      return Inconsistent(absl::StrCat("invoice '", inv.invoice_id(), "' names an unknown account"));
+    }
+  }
+  for (const v1::Complaint& c : s->complaints.rows()) {
+    if (s->accounts.Find(c.account_id()) == nullptr) {
+      return Inconsistent(absl::StrCat("complaint '", c.complaint_id(), "' names an unknown account"));
+    }
+  }
+
+  if (snap.attributions_size() != static_cast<int>(s->accounts.size())) {
+    return Inconsistent("attributions do not match the accounts one to one");
+  }
+  for (int i = 0; i < snap.attributions_size(); ++i) {
+    v1::AccountAttribution* a = snap.mutable_attributions(i);
+    if (a->account_id() != s->accounts.at(static_cast<uint32_t>(i)).account_id()) {
+      return Inconsistent(absl::StrCat("attributions[", i, "] is not for account '",
+                                       s->accounts.at(static_cast<uint32_t>(i)).account_id(), "'"));
+    }
+    s->attributions.emplace_back(std::make_move_iterator(a->mutable_history()->begin()),
+                                 std::make_move_iterator(a->mutable_history()->end()));
+  }
+
+  if (snap.event_ids_size() != snap.event_fingerprints_size() ||
+      snap.event_ids_size() != snap.events_accepted()) {
+    return Inconsistent("event_ids, event_fingerprints and events_accepted disagree");
+  }
+  s->event_ids.Reserve(snap.event_ids_size());
+  for (int i = 0; i < snap.event_ids_size(); ++i) {
+    const std::string& id = snap.event_ids(i);
+    if (s->event_ids.Find(id) != nullptr) {
+      return Inconsistent(absl::StrCat("event id '", id, "' is repeated"));
+    }
+    s->event_ids.Add(id, snap.event_fingerprints(i));
+  }
+
+  const int64_t churn_after = s->config.client_churn_after_us();
+  for (uint32_t i = 0; i < s->accounts.size(); ++i) {
+    const v1::Account& a = s->accounts.at(i);
+    if (a.status() == v1::ACCOUNT_STATUS_CLIENT || a.status() == v1::ACCOUNT_STATUS_REPEAT) {
+      if (a.last_order_at_us() < 0 || a.last_order_at_us() >= kMaxTimeUs) {
+        return Inconsistent(absl::StrCat("account '", a.account_id(), "' has an invalid last order time"));
+      }
+      s->churn_deadlines.emplace(a.last_order_at_us() + churn_after, i);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rapport

@@ -1,0 +1,25 @@
+// The engine's state to and from rapport.v1.EngineSnapshot bytes.
+#ifndef RAPPORT_LIB_STORAGE_SNAPSHOT_H_
+#define RAPPORT_LIB_STORAGE_SNAPSHOT_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "lib/state/engine_state.h"
+
+namespace rapport {
+
+// Deterministic: every table is written in insertion order and no map field
+// is used, so the same state always gives the same bytes.
+std::string WriteSnapshot(const EngineState& state);
+
+// Fills a fresh `state` from snapshot bytes, checking that they describe a
+// consistent state (unique ids, references that resolve, known pipelines and
+// stages). Errors: DATA_LOSS for bytes that do not parse, INVALID_ARGUMENT for
+// an inconsistent snapshot, naming the part.
+absl::Status ReadSnapshot(absl::string_view bytes, EngineState* state);
+
+}  // namespace rapport
+
+#endif  // RAPPORT_LIB_STORAGE_SNAPSHOT_H_
