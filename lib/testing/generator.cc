@@ -469,7 +469,7 @@ class Generator::Impl {
             cs->set_account_id(c->id);
             cs->set_deal_id(deal);
           }
-          Stage(now2 + kDay, deal, "closed");
+          At(now2 + kDay, [=](int64_t now3) { Stage(now3, deal, "closed"); });
         });
       }
       // Farming: occasional contacts, an owner change, a churn, a repeat order.

@@ -1,0 +1,267 @@
+// SPEC §2's rules of ingest: validation, idempotency, batches, late events.
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "rapport/engine.h"
+#include "rapport/json.h"
+#include "tests/test_util.h"
+
+namespace rapport::test {
+namespace {
+
+struct BadCase {
+  const char* name;
+  int64_t at;
+  std::string payload;
+  absl::StatusCode code;
+  const char* field;
+};
+
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
+class Validation : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(Validation, RejectsNamingEventAndFieldAndChangesNothing) {
+  const BadCase& c = GetParam();
+  auto engine = NewEngine();
+  Seed(*engine);
+  MustIngest(*engine, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
+  MustIngest(*engine, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
+                                    "amount { amount_minor: 5 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("i1", kT0, "invoice_issued { invoice_id: 'i1' account_id: 'c1' "
+                                    "amount { amount_minor: 5 currency: 'RUB' } due_at_us: 1 }"));
+  const std::string before = *engine->Snapshot();
+
+  auto r = engine->Ingest(Ev("bad-1", c.at, c.payload));
+  ASSERT_FALSE(r.ok()) << c.name;
+  EXPECT_EQ(r.status().code(), c.code) << r.status();
+  const std::string msg(r.status().message());
+  EXPECT_NE(msg.find("event 'bad-1'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(absl::StrCat("field '", c.field, "'")), std::string::npos) << msg;
+  EXPECT_EQ(*engine->Snapshot(), before) << "a rejected event changed the state";
+}
+
+const std::string kLong(kMaxIdBytes + 1, 'x');
+const std::string kText(kMaxTextBytes + 1, 'y');
+using C = absl::StatusCode;
+
+INSTANTIATE_TEST_SUITE_P(
+    Ingest, Validation,
+    ::testing::Values(
+        BadCase{"no_payload", kT0, "", C::kInvalidArgument, "payload"},
+        BadCase{"time_before_1970", -1, "partner_agreed { account_id: 'p1' }", C::kInvalidArgument,
+                "occurred_at_us"},
+        BadCase{"time_after_9999", kMaxTimeUs, "partner_agreed { account_id: 'p1' }",
+                C::kInvalidArgument, "occurred_at_us"},
+        BadCase{"unknown_account", kT0, "partner_agreed { account_id: 'zz' }", C::kNotFound,
+                "partner_agreed.account_id"},
+        BadCase{"client_is_not_partner", kT0, "partner_agreed { account_id: 'c1' }",
+                C::kFailedPrecondition, "partner_agreed.account_id"},
+        BadCase{"unknown_deal", kT0, "deal_won { deal_id: 'zz' }", C::kNotFound, "deal_won.deal_id"},
+        BadCase{"stage_not_in_pipeline", kT0,
+                "deal_stage_changed { deal_id: 'd1' to_stage: 'training' }", C::kInvalidArgument,
+                "deal_stage_changed.to_stage"},
+        BadCase{"unknown_order", kT0, "order_completed { order_id: 'zz' }", C::kNotFound,
+                "order_completed.order_id"},
+        BadCase{"unknown_manager", kT0,
+                "activity { account_id: 'c1' manager_id: 'zz' kind: ACTIVITY_KIND_CALL "
+                "direction: DIRECTION_OUTBOUND }",
+                C::kNotFound, "activity.manager_id"},
+        BadCase{"negative_amount", kT0,
+                "order_placed { order_id: 'o9' account_id: 'c1' amount { amount_minor: -1 "
+                "currency: 'RUB' } }",
+                C::kInvalidArgument, "order_placed.amount.amount_minor"},
+        BadCase{"bad_currency", kT0,
+                "payment_received { account_id: 'c1' amount { amount_minor: 1 currency: 'rub' } }",
+                C::kInvalidArgument, "payment_received.amount.currency"},
+        BadCase{"currency_differs_from_invoice", kT0,
+                "payment_received { account_id: 'c1' invoice_id: 'i1' amount { amount_minor: 1 "
+                "currency: 'USD' } }",
+                C::kInvalidArgument, "payment_received.amount.currency"},
+        BadCase{"score_above_10", kT0, "feedback_received { account_id: 'c1' score: 11 }",
+                C::kInvalidArgument, "feedback_received.score"},
+        BadCase{"score_below_0", kT0, "feedback_received { account_id: 'c1' score: -1 }",
+                C::kInvalidArgument, "feedback_received.score"},
+        BadCase{"oversize_id", kT0, "partner_agreed { account_id: '" + kLong + "' }",
+                C::kInvalidArgument, "partner_agreed.account_id"},
+        BadCase{"oversize_text", kT0, "deal_lost { deal_id: 'd1' reason: '" + kText + "' }",
+                C::kInvalidArgument, "deal_lost.reason"},
+        BadCase{"kind_cannot_change", kT0,
+                "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_PARTNER }",
+                C::kFailedPrecondition, "account_upserted.kind"},
+        BadCase{"phone_is_not_written", kT0,
+                "account_upserted { account_id: 'c9' kind: ACCOUNT_KIND_CLIENT "
+                "preferred_channel: CHANNEL_PHONE }",
+                C::kInvalidArgument, "account_upserted.preferred_channel"},
+        BadCase{"deal_id_taken", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }",
+                C::kAlreadyExists, "lead_created.deal_id"},
+        BadCase{"order_id_taken", kT0,
+                "order_placed { order_id: 'o1' account_id: 'c1' amount { amount_minor: 1 "
+                "currency: 'RUB' } }",
+                C::kAlreadyExists, "order_placed.order_id"},
+        BadCase{"unknown_pipeline", kT0,
+                "lead_created { deal_id: 'd9' account_id: 'c1' pipeline_id: 'nope' }", C::kNotFound,
+                "lead_created.pipeline_id"},
+        BadCase{"source_is_not_a_partner", kT0,
+                "lead_created { deal_id: 'd9' account_id: 'c1' source_partner_id: 'c1' }",
+                C::kFailedPrecondition, "lead_created.source_partner_id"},
+        BadCase{"unknown_task", kT0, "task_completed { task_id: 'zz' }", C::kNotFound,
+                "task_completed.task_id"},
+        BadCase{"missing_amount", kT0, "order_placed { order_id: 'o9' account_id: 'c1' }",
+                C::kInvalidArgument, "order_placed.amount"},
+        BadCase{"missing_activity_kind", kT0,
+                "activity { account_id: 'c1' manager_id: 'm1' direction: DIRECTION_INBOUND }",
+                C::kInvalidArgument, "activity.kind"},
+        BadCase{"deal_of_other_account", kT0,
+                "order_placed { order_id: 'o9' account_id: 'p1' deal_id: 'd1' amount { "
+                "amount_minor: 1 currency: 'RUB' } }",
+                C::kInvalidArgument, "order_placed.deal_id"},
+        BadCase{"unknown_complaint", kT0, "complaint_resolved { complaint_id: 'zz' }", C::kNotFound,
+                "complaint_resolved.complaint_id"},
+        BadCase{"bad_due_date", kT0, "order_delayed { order_id: 'o1' new_due_at_us: -3 }",
+                C::kInvalidArgument, "order_delayed.new_due_at_us"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+TEST(Ingest, EmptyEventIdIsRejected) {
+  auto engine = NewEngine();
+  auto r = engine->Ingest(Ev("", kT0, "team_upserted { team_id: 't1' }"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("field 'event_id'"), std::string::npos);
+}
+
+TEST(Ingest, DuplicateIsANoOpAndOtherContentIsAConflict) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  const v1::Event e = Ev("x1", kT0, "partner_agreed { account_id: 'p1' }");
+  MustIngest(*engine, e);
+  const std::string before = *engine->Snapshot();
+  auto again = engine->Ingest(e);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->duplicates(), 1);
+  EXPECT_EQ(again->accepted(), 0);
+  EXPECT_EQ(*engine->Snapshot(), before);
+
+  auto conflict = engine->Ingest(Ev("x1", kT0 + 1, "partner_agreed { account_id: 'p1' }"));
+  EXPECT_EQ(conflict.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(conflict.status().message().find("conflict"), std::string::npos);
+  EXPECT_NE(conflict.status().message().find("event 'x1'"), std::string::npos);
+  EXPECT_EQ(*engine->Snapshot(), before);
+}
+
+TEST(Ingest, AtomicBatchIsAllOrNothingAndNamesTheIndex) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  const std::string before = *engine->Snapshot();
+  std::vector<v1::Event> batch = {
+      Ev("b0", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT }"),
+      // Refers to an account created earlier in the same batch.
+      Ev("b1", kT0, "lead_created { deal_id: 'd2' account_id: 'c2' }"),
+      Ev("b2", kT0, "deal_stage_changed { deal_id: 'd2' to_stage: 'qualified' }"),
+      Ev("b3", kT0, "feedback_received { account_id: 'c2' score: 42 }"),
+  };
+  auto r = engine->IngestBatch(batch);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("event 'b3' (index 3)"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("feedback_received.score"), std::string::npos);
+  EXPECT_EQ(*engine->Snapshot(), before);
+  EXPECT_FALSE(engine->GetAccount("c2").ok());
+
+  batch.pop_back();
+  auto ok = engine->IngestBatch(batch);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->accepted(), 3);
+  EXPECT_EQ(engine->GetDeal("d2")->stage(), "qualified");
+}
+
+TEST(Ingest, AtomicBatchSeesRepeatsWithinItself) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  const v1::Event e = Ev("r1", kT0, "partner_agreed { account_id: 'p1' }");
+  auto r = engine->IngestBatch({e, e});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->accepted(), 1);
+  EXPECT_EQ(r->duplicates(), 1);
+  v1::Event other = e;
+  other.set_occurred_at_us(kT0 + 5);
+  auto c = engine->IngestBatch({Ev("r2", kT0, "partner_churned { account_id: 'p1' }"),
+                                Ev("r2", kT0 + 1, "partner_churned { account_id: 'p1' }")});
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(c.status().message().find("(index 1)"), std::string::npos);
+  EXPECT_FALSE(engine->Ingest(other).ok());
+}
+
+TEST(Ingest, BestEffortBatchAppliesTheGoodAndListsTheBad) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  std::vector<v1::Event> batch = {
+      Ev("b0", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT }"),
+      Ev("b1", kT0, "lead_created { deal_id: 'd2' account_id: 'nope' }"),
+      Ev("b2", kT0, "lead_created { deal_id: 'd2' account_id: 'c2' }"),
+      Ev("b3", kT0, "feedback_received { account_id: 'c2' score: 42 }"),
+      Ev("b0", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT }"),
+  };
+  IngestOptions options;
+  options.mode = BatchMode::kBestEffort;
+  auto r = engine->IngestBatch(batch, options);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->accepted(), 2);
+  EXPECT_EQ(r->duplicates(), 1);
+  ASSERT_EQ(r->rejected_size(), 2);
+  EXPECT_EQ(r->rejected(0).index(), 1);
+  EXPECT_EQ(r->rejected(0).event_id(), "b1");
+  EXPECT_EQ(r->rejected(0).code(), static_cast<int>(absl::StatusCode::kNotFound));
+  EXPECT_NE(r->rejected(0).message().find("lead_created.account_id"), std::string::npos);
+  EXPECT_EQ(r->rejected(1).index(), 3);
+  EXPECT_TRUE(engine->GetDeal("d2").ok());
+}
+
+TEST(Ingest, OversizeBatchIsRefused) {
+  auto engine = NewEngine();
+  std::vector<v1::Event> batch(kMaxBatchEvents + 1);
+  auto r = engine->IngestBatch(batch);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine->events_accepted(), 0);
+}
+
+TEST(Ingest, LateEventsFollowArrivalForStateAndKeepTheirTime) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  MustIngest(*engine, Ev("a2", kT0 + 2 * kDay, "partner_churned { account_id: 'p1' }"));
+  // Arrives after, happened before: state follows arrival order.
+  MustIngest(*engine, Ev("a1", kT0 + kDay, "partner_agreed { account_id: 'p1' }"));
+  auto p1 = engine->GetAccount("p1");
+  EXPECT_EQ(p1->status(), v1::ACCOUNT_STATUS_ACTIVE);
+  EXPECT_EQ(p1->status_since_us(), kT0 + kDay);
+  // A late order keeps its own time; the latest order time does not go back.
+  MustIngest(*engine, Ev("o2", kT0 + 9 * kDay, "order_placed { order_id: 'o2' account_id: 'c1' "
+                                               "amount { amount_minor: 1 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("o1", kT0 + 3 * kDay, "order_placed { order_id: 'o1' account_id: 'c1' "
+                                               "amount { amount_minor: 1 currency: 'RUB' } }"));
+  EXPECT_EQ(engine->GetOrder("o1")->placed_at_us(), kT0 + 3 * kDay);
+  EXPECT_EQ(engine->GetAccount("c1")->last_order_at_us(), kT0 + 9 * kDay);
+  EXPECT_EQ(engine->GetAccount("c1")->status(), v1::ACCOUNT_STATUS_REPEAT);
+}
+
+TEST(Json, EventsRoundTripThroughCanonicalJson) {
+  const v1::Event e = Ev("j1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
+                                    "amount { amount_minor: 5 currency: 'RUB' } }");
+  auto json = ToJson(e);
+  ASSERT_TRUE(json.ok());
+  v1::Event back;
+  ASSERT_TRUE(FromJson(*json, &back).ok());
+  EXPECT_EQ(back.SerializeAsString(), e.SerializeAsString());
+  // lowerCamelCase names are accepted too.
+  ASSERT_TRUE(FromJson(R"({"eventId":"j2","occurredAtUs":"5","partnerAgreed":{"accountId":"p"}})",
+                       &back).ok());
+  EXPECT_EQ(back.partner_agreed().account_id(), "p");
+  auto bad = FromJson(R"({"eventId":"j3","nope":1})", &back);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  auto lines = EventsFromJsonLines("{\"event_id\":\"a\"}\n\n{\"event_id\":\"b\"}\n{oops}\n");
+  EXPECT_EQ(lines.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(lines.status().message().find("line 4"), std::string::npos) << lines.status();
+}
+
+}  // namespace
+}  // namespace rapport::test
