@@ -114,6 +114,7 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
     // Validate everything against the state plus what the batch creates, then
     // apply: a bad event anywhere leaves the state untouched.
     BatchOverlay overlay;
+    overlay.event_ids.reserve(n);
     std::vector<uint64_t> fps(n);
     std::vector<Verdict> verdicts(n);
     for (size_t i = 0; i < n; ++i) {

@@ -119,7 +119,7 @@ TEST(Snapshot, GarbageAndInconsistentSnapshotsAreRefused) {
   EXPECT_FALSE(Engine::Restore(dup.SerializeAsString()).ok());
 
   v1::EngineSnapshot short_ids = snap;
-  short_ids.mutable_event_ids()->RemoveLast();
+  short_ids.mutable_event_id_lengths()->RemoveLast();
   EXPECT_FALSE(Engine::Restore(short_ids.SerializeAsString()).ok());
 
   v1::EngineSnapshot version = snap;

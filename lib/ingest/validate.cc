@@ -112,13 +112,19 @@ class View {
     return s_.orders.Find(id) != nullptr || (o_ != nullptr && o_->orders.contains(id));
   }
   // The invoice's currency, or nullptr.
-  const std::string* InvoiceCurrency(absl::string_view id) const {
-    if (const v1::Invoice* inv = s_.invoices.Find(id)) return &inv->amount().currency();
+  bool InvoiceCurrency(absl::string_view id, absl::string_view* currency) const {
+    if (const v1::Invoice* inv = s_.invoices.Find(id)) {
+      *currency = inv->amount().currency();
+      return true;
+    }
     if (o_ != nullptr) {
       auto it = o_->invoices.find(id);
-      if (it != o_->invoices.end()) return &it->second;
+      if (it != o_->invoices.end()) {
+        *currency = it->second;
+        return true;
+      }
     }
-    return nullptr;
+    return false;
   }
   bool HasComplaint(absl::string_view id) const {
     return s_.complaints.Find(id) != nullptr || (o_ != nullptr && o_->complaints.contains(id));
@@ -326,7 +332,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
       if (!p.has_amount()) return Invalid("order_placed.amount", "is required");
       RETURN_IF_ERROR(CheckMoney("order_placed.amount", p.amount()));
       RETURN_IF_ERROR(CheckTime("order_placed.due_at_us", p.due_at_us(), false));
-      if (o != nullptr) o->orders.emplace(p.order_id(), p.account_id());
+      if (o != nullptr) o->orders.insert(p.order_id());
       return absl::OkStatus();
     }
     case v1::Event::kOrderDelayed: {
@@ -340,7 +346,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
     case v1::Event::kInvoiceIssued: {
       const auto& p = e.invoice_issued();
       RETURN_IF_ERROR(CheckId("invoice_issued.invoice_id", p.invoice_id()));
-      if (v.InvoiceCurrency(p.invoice_id()) != nullptr) {
+      absl::string_view existing;
+      if (v.InvoiceCurrency(p.invoice_id(), &existing)) {
         return Exists("invoice_issued.invoice_id", "invoice", p.invoice_id());
       }
       RETURN_IF_ERROR(NeedAccount(v, "invoice_issued.account_id", p.account_id()));
@@ -363,12 +370,14 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
       }));
       return Optional(p.invoice_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("payment_received.invoice_id", p.invoice_id()));
-        const std::string* cur = v.InvoiceCurrency(p.invoice_id());
-        if (cur == nullptr) return NotFound("payment_received.invoice_id", "invoice", p.invoice_id());
-        if (*cur != p.amount().currency()) {
+        absl::string_view cur;
+        if (!v.InvoiceCurrency(p.invoice_id(), &cur)) {
+          return NotFound("payment_received.invoice_id", "invoice", p.invoice_id());
+        }
+        if (cur != p.amount().currency()) {
           return Invalid("payment_received.amount.currency",
                          StrCat("'", p.amount().currency(), "' differs from invoice '",
-                                p.invoice_id(), "' in ", *cur));
+                                p.invoice_id(), "' in ", cur));
         }
         return absl::OkStatus();
       });

@@ -15,20 +15,22 @@
 namespace rapport {
 
 // What the earlier events of an atomic batch create, so that later events of
-// the same batch may refer to it before anything is applied.
+// the same batch may refer to it before anything is applied. Keys and values
+// view strings inside the batch's events, which outlive the overlay: nothing
+// is copied on this hot path.
 struct BatchOverlay {
   struct DealInfo {
     const PipelineInfo* pipeline;
-    std::string account_id;
+    absl::string_view account_id;
   };
-  absl::flat_hash_map<std::string, v1::AccountKind> accounts;
-  absl::flat_hash_set<std::string> managers;
-  absl::flat_hash_set<std::string> teams;
-  absl::flat_hash_map<std::string, DealInfo> deals;
-  absl::flat_hash_map<std::string, std::string> orders;  // -> account id
-  absl::flat_hash_map<std::string, std::string> invoices;  // -> currency
-  absl::flat_hash_set<std::string> complaints;
-  absl::flat_hash_map<std::string, uint64_t> event_ids;  // -> fingerprint
+  absl::flat_hash_map<absl::string_view, v1::AccountKind> accounts;
+  absl::flat_hash_set<absl::string_view> managers;
+  absl::flat_hash_set<absl::string_view> teams;
+  absl::flat_hash_map<absl::string_view, DealInfo> deals;
+  absl::flat_hash_set<absl::string_view> orders;
+  absl::flat_hash_map<absl::string_view, absl::string_view> invoices;  // -> currency
+  absl::flat_hash_set<absl::string_view> complaints;
+  absl::flat_hash_map<absl::string_view, uint64_t> event_ids;  // -> fingerprint
 
   void Clear();
 };

@@ -299,6 +299,8 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
     case v1::Event::PAYLOAD_NOT_SET:
       break;
   }
+  // Derived structures that follow the lifecycle are updated here, after the
+  // state change (the KPI fact store; the regulations).
 }
 
 void AdvanceClock(int64_t now_us, EngineState* s) {

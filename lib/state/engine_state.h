@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/lifecycle/pipelines.h"
+#include "lib/state/event_id_log.h"
 #include "lib/state/table.h"
 #include "rapport/v1/config.pb.h"
 #include "rapport/v1/entities.pb.h"
@@ -23,34 +24,6 @@
 #include "rapport/v1/snapshot.pb.h"
 
 namespace rapport {
-
-// Accepted event ids with the fingerprint of their content, in arrival order.
-class EventIdLog {
- public:
-  // The fingerprint stored for `id`, or nullptr if the id is new.
-  const uint64_t* Find(absl::string_view id) const {
-    auto it = index_.find(id);
-    return it == index_.end() ? nullptr : &fingerprints_[it->second];
-  }
-  void Add(absl::string_view id, uint64_t fingerprint) {
-    // Keys view the strings in `ids_`, whose deque never moves them.
-    const std::string& stored = ids_.emplace_back(id);
-    fingerprints_.push_back(fingerprint);
-    index_.emplace(stored, static_cast<uint32_t>(fingerprints_.size() - 1));
-  }
-  size_t size() const { return fingerprints_.size(); }
-  const std::deque<std::string>& ids() const { return ids_; }
-  const std::vector<uint64_t>& fingerprints() const { return fingerprints_; }
-  void Reserve(size_t n) {
-    index_.reserve(n);
-    fingerprints_.reserve(n);
-  }
-
- private:
-  std::deque<std::string> ids_;
-  std::vector<uint64_t> fingerprints_;
-  absl::flat_hash_map<absl::string_view, uint32_t> index_;
-};
 
 // A client's churn deadline: (last order + churn time, account index). Stale
 // entries (the client ordered again) are skipped when popped.

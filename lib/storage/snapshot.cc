@@ -35,8 +35,9 @@ enum : int {
   kFieldInvoices = 15,
   kFieldComplaints = 16,
   kFieldAttributions = 17,
-  kFieldEventIds = 20,
   kFieldEventFingerprints = 21,
+  kFieldEventIdData = 22,
+  kFieldEventIdLengths = 23,
   kFieldActions = 31,
 };
 
@@ -99,15 +100,21 @@ std::string WriteSnapshot(const EngineState& s) {
       attribution.mutable_history()->Assign(s.attributions[i].begin(), s.attributions[i].end());
       WriteMessage(kFieldAttributions, attribution, &out);
     }
-    for (const std::string& id : s.event_ids.ids()) {
-      WireFormatLite::WriteString(kFieldEventIds, id, &out);
-    }
     const std::vector<uint64_t>& fps = s.event_ids.fingerprints();
     if (!fps.empty()) {
       WireFormatLite::WriteTag(kFieldEventFingerprints, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
                                &out);
       out.WriteVarint32(static_cast<uint32_t>(fps.size() * sizeof(uint64_t)));
       for (uint64_t fp : fps) out.WriteLittleEndian64(fp);
+      std::string ids;
+      s.event_ids.AppendIds(&ids);
+      WireFormatLite::WriteString(kFieldEventIdData, ids, &out);
+      WireFormatLite::WriteTag(kFieldEventIdLengths, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+                               &out);
+      size_t packed = 0;
+      for (uint32_t n : s.event_ids.lengths()) packed += CodedOutputStream::VarintSize32(n);
+      out.WriteVarint32(static_cast<uint32_t>(packed));
+      for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
     }
     WriteTable(kFieldActions, s.actions, &out);
   }
@@ -201,17 +208,13 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
                                  std::make_move_iterator(a->mutable_history()->end()));
   }
 
-  if (snap.event_ids_size() != snap.event_fingerprints_size() ||
-      snap.event_ids_size() != snap.events_accepted()) {
-    return Inconsistent("event_ids, event_fingerprints and events_accepted disagree");
+  if (snap.event_fingerprints_size() != snap.events_accepted()) {
+    return Inconsistent("event_fingerprints and events_accepted disagree");
   }
-  s->event_ids.Reserve(snap.event_ids_size());
-  for (int i = 0; i < snap.event_ids_size(); ++i) {
-    const std::string& id = snap.event_ids(i);
-    if (s->event_ids.Find(id) != nullptr) {
-      return Inconsistent(absl::StrCat("event id '", id, "' is repeated"));
-    }
-    s->event_ids.Add(id, snap.event_fingerprints(i));
+  if (absl::Status st = s->event_ids.Load(snap.event_id_data(), snap.event_id_lengths(),
+                                          snap.event_fingerprints(), kMaxIdBytes);
+      !st.ok()) {
+    return Inconsistent(st.message());
   }
 
   const int64_t churn_after = s->config.client_churn_after_us();

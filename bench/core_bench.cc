@@ -1,0 +1,121 @@
+// Core engine speed: ingest of the generated stream (from parsed protobuf and
+// from JSON lines), snapshot and restore.
+//
+//   build/release/bench/core_bench --benchmark_counters_tabular=true
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "benchmark/benchmark.h"
+#include "rapport/engine.h"
+#include "rapport/json.h"
+#include "rapport/testing/generator.h"
+
+namespace rapport {
+namespace {
+
+constexpr size_t kBatch = 10000;
+
+const std::vector<v1::Event>& Stream(int64_t n) {
+  static auto* cache = new std::map<int64_t, std::vector<v1::Event>>();
+  auto it = cache->find(n);
+  if (it == cache->end()) {
+    testing::GeneratorOptions o;
+    o.max_events = n;
+    it = cache->emplace(n, testing::GenerateStream(o)).first;
+  }
+  return it->second;
+}
+
+std::unique_ptr<Engine> Loaded(const std::vector<v1::Event>& events) {
+  auto engine = *Engine::Create();
+  for (size_t i = 0; i < events.size(); i += kBatch) {
+    auto r = engine->IngestBatch(
+        absl::MakeConstSpan(events).subspan(i, std::min(kBatch, events.size() - i)));
+    if (!r.ok()) std::abort();
+  }
+  return engine;
+}
+
+void BM_IngestProtobuf(benchmark::State& state) {
+  const auto& events = Stream(state.range(0));
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto engine = *Engine::Create();
+    state.ResumeTiming();
+    for (size_t i = 0; i < events.size(); i += kBatch) {
+      auto r = engine->IngestBatch(
+          absl::MakeConstSpan(events).subspan(i, std::min(kBatch, events.size() - i)));
+      if (!r.ok()) state.SkipWithError(std::string(r.status().message()).c_str());
+    }
+    state.PauseTiming();
+    engine.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
+}
+BENCHMARK(BM_IngestProtobuf)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_IngestJsonLines(benchmark::State& state) {
+  const auto& events = Stream(state.range(0));
+  std::vector<std::string> chunks;
+  for (size_t i = 0; i < events.size(); i += kBatch) {
+    std::string chunk;
+    for (size_t j = i; j < std::min(i + kBatch, events.size()); ++j) {
+      absl::StrAppend(&chunk, *ToJson(events[j]), "\n");
+    }
+    chunks.push_back(std::move(chunk));
+  }
+  int64_t bytes = 0;
+  for (const auto& c : chunks) bytes += static_cast<int64_t>(c.size());
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto engine = *Engine::Create();
+    state.ResumeTiming();
+    for (const std::string& chunk : chunks) {
+      auto parsed = EventsFromJsonLines(chunk);
+      if (!parsed.ok()) state.SkipWithError("parse");
+      auto r = engine->IngestBatch(*parsed);
+      if (!r.ok()) state.SkipWithError(std::string(r.status().message()).c_str());
+    }
+    state.PauseTiming();
+    engine.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+BENCHMARK(BM_IngestJsonLines)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_Snapshot(benchmark::State& state) {
+  auto engine = Loaded(Stream(state.range(0)));
+  size_t size = 0;
+  for (auto _ : state) {
+    auto bytes = engine->Snapshot();
+    size = bytes->size();
+    benchmark::DoNotOptimize(bytes);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(size));
+  state.counters["snapshot_MB"] = static_cast<double>(size) / 1e6;
+}
+BENCHMARK(BM_Snapshot)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_Restore(benchmark::State& state) {
+  const std::string bytes = *Loaded(Stream(state.range(0)))->Snapshot();
+  for (auto _ : state) {
+    auto engine = Engine::Restore(bytes);
+    if (!engine.ok()) state.SkipWithError("restore");
+    state.PauseTiming();
+    engine->reset();
+    state.ResumeTiming();
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
+}
+BENCHMARK(BM_Restore)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace rapport
+
+BENCHMARK_MAIN();

@@ -1,0 +1,72 @@
+#include "lib/state/event_id_log.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace rapport {
+
+void EventIdLog::Add(absl::string_view id, uint64_t fingerprint) {
+  if (blocks_.empty() || blocks_.back().size - blocks_.back().used < id.size()) {
+    Block b;
+    b.size = std::max(kBlockBytes, id.size());
+    b.data.reset(new char[b.size]);
+    blocks_.push_back(std::move(b));
+  }
+  Block& b = blocks_.back();
+  char* at = b.data.get() + b.used;
+  std::memcpy(at, id.data(), id.size());
+  b.used += id.size();
+  id_bytes_ += id.size();
+  index_.emplace(absl::string_view(at, id.size()), static_cast<uint32_t>(fingerprints_.size()));
+  fingerprints_.push_back(fingerprint);
+  lengths_.push_back(static_cast<uint32_t>(id.size()));
+}
+
+void EventIdLog::AppendIds(std::string* out) const {
+  out->reserve(out->size() + id_bytes_);
+  for (const Block& b : blocks_) out->append(b.data.get(), b.used);
+}
+
+absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> lengths,
+                              absl::Span<const uint64_t> fingerprints, size_t max_id_bytes) {
+  if (lengths.size() != fingerprints.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(lengths.size(), " event id lengths but ",
+                                                   fingerprints.size(), " fingerprints"));
+  }
+  size_t total = 0;
+  for (uint32_t n : lengths) {
+    if (n == 0 || n > max_id_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("an event id length of ", n,
+                                                     " is outside 1..", max_id_bytes));
+    }
+    total += n;
+  }
+  if (total != ids.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("event id lengths add up to ", total,
+                                                   " bytes but ", ids.size(), " are stored"));
+  }
+  blocks_.clear();
+  index_.clear();
+  Block b;
+  b.size = std::max<size_t>(ids.size(), 1);
+  b.used = ids.size();
+  b.data.reset(new char[b.size]);
+  std::memcpy(b.data.get(), ids.data(), ids.size());
+  const char* at = b.data.get();
+  blocks_.push_back(std::move(b));
+  index_.reserve(lengths.size());
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    if (!index_.emplace(absl::string_view(at, lengths[i]), static_cast<uint32_t>(i)).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("event id '", absl::string_view(at, lengths[i]), "' is repeated"));
+    }
+    at += lengths[i];
+  }
+  fingerprints_.assign(fingerprints.begin(), fingerprints.end());
+  lengths_.assign(lengths.begin(), lengths.end());
+  id_bytes_ = ids.size();
+  return absl::OkStatus();
+}
+
+}  // namespace rapport

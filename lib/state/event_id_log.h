@@ -1,0 +1,65 @@
+// The ids of accepted events with the fingerprint of their content, in
+// arrival order: the idempotency index (SPEC §2).
+#ifndef RAPPORT_LIB_STATE_EVENT_ID_LOG_H_
+#define RAPPORT_LIB_STATE_EVENT_ID_LOG_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace rapport {
+
+class EventIdLog {
+ public:
+  EventIdLog() = default;
+  EventIdLog(const EventIdLog&) = delete;
+  EventIdLog& operator=(const EventIdLog&) = delete;
+
+  // The fingerprint stored for `id`, or nullptr if the id is new.
+  const uint64_t* Find(absl::string_view id) const {
+    auto it = index_.find(id);
+    return it == index_.end() ? nullptr : &fingerprints_[it->second];
+  }
+  // Records a new id (the caller checked it is new; at most 128 bytes).
+  void Add(absl::string_view id, uint64_t fingerprint);
+
+  size_t size() const { return fingerprints_.size(); }
+  const std::vector<uint64_t>& fingerprints() const { return fingerprints_; }
+  const std::vector<uint32_t>& lengths() const { return lengths_; }
+  // Appends every id, back to back in arrival order, to `out`.
+  void AppendIds(std::string* out) const;
+  // Bytes of all ids together.
+  size_t id_bytes() const { return id_bytes_; }
+
+  // Replaces the contents with ids stored back to back in `ids`, split by
+  // `lengths`. Errors: INVALID_ARGUMENT when the parts disagree, an id is
+  // empty or over `max_id_bytes`, or an id repeats.
+  absl::Status Load(absl::string_view ids, absl::Span<const uint32_t> lengths,
+                    absl::Span<const uint64_t> fingerprints, size_t max_id_bytes);
+
+ private:
+  // Ids live in fixed blocks that never move, so the index can view them
+  // without a string per id.
+  struct Block {
+    std::unique_ptr<char[]> data;
+    size_t size = 0;
+    size_t used = 0;
+  };
+  static constexpr size_t kBlockBytes = 1 << 20;
+
+  std::vector<Block> blocks_;
+  std::vector<uint64_t> fingerprints_;
+  std::vector<uint32_t> lengths_;
+  size_t id_bytes_ = 0;
+  absl::flat_hash_map<absl::string_view, uint32_t> index_;
+};
+
+}  // namespace rapport
+
+#endif  // RAPPORT_LIB_STATE_EVENT_ID_LOG_H_
