@@ -6,19 +6,17 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
+#include "lib/codec/json_parser.h"
 
 namespace rapport {
 
 absl::Status FromJson(absl::string_view json, google::protobuf::Message* message) {
   message->Clear();
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  auto st = google::protobuf::util::JsonStringToMessage(
-      google::protobuf::StringPiece(json.data(), json.size()), message, options);
+  absl::Status st = ParseJsonInto(json, message);
   if (!st.ok()) {
     message->Clear();
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid JSON for ", message->GetTypeName(), ": ", std::string(st.message())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON for ", message->GetTypeName(), ": ", st.message()));
   }
   return absl::OkStatus();
 }
