@@ -34,19 +34,22 @@ struct EngineState {
   v1::EngineConfig config;
   Pipelines pipelines;
 
-  Table<v1::Account> accounts;
-  Table<v1::Manager> managers;
-  Table<v1::Team> teams;
-  Table<v1::Deal> deals;
-  Table<v1::Order> orders;
-  Table<v1::Invoice> invoices;
-  Table<v1::Complaint> complaints;
+  // Owns every table row (and, after Restore, the parsed snapshot they came
+  // from); declared before the tables so that it outlives them.
+  google::protobuf::Arena arena;
+  Table<v1::Account> accounts{&arena};
+  Table<v1::Manager> managers{&arena};
+  Table<v1::Team> teams{&arena};
+  Table<v1::Deal> deals{&arena};
+  Table<v1::Order> orders{&arena};
+  Table<v1::Invoice> invoices{&arena};
+  Table<v1::Complaint> complaints{&arena};
   // Owner/team/segment over occurred_at, per account index, ordered by
   // (since_us, seq); the KPIs attribute events with it.
   std::deque<std::vector<v1::Attribution>> attributions;
   // Actions the regulations produced; tasks among them stay open until a
   // task-completed event closes them.
-  Table<v1::Action> actions;
+  Table<v1::Action> actions{&arena};
 
   EventIdLog event_ids;
   // Accepted events; the next event's arrival sequence number.

@@ -10,11 +10,12 @@ void EventIdLog::Add(absl::string_view id, uint64_t fingerprint) {
   if (blocks_.empty() || blocks_.back().size - blocks_.back().used < id.size()) {
     Block b;
     b.size = std::max(kBlockBytes, id.size());
-    b.data.reset(new char[b.size]);
+    b.owned.reset(new char[b.size]);
+    b.data = b.owned.get();
     blocks_.push_back(std::move(b));
   }
   Block& b = blocks_.back();
-  char* at = b.data.get() + b.used;
+  char* at = b.data + b.used;
   std::memcpy(at, id.data(), id.size());
   b.used += id.size();
   id_bytes_ += id.size();
@@ -25,11 +26,12 @@ void EventIdLog::Add(absl::string_view id, uint64_t fingerprint) {
 
 void EventIdLog::AppendIds(std::string* out) const {
   out->reserve(out->size() + id_bytes_);
-  for (const Block& b : blocks_) out->append(b.data.get(), b.used);
+  for (const Block& b : blocks_) out->append(b.data, b.used);
 }
 
 absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> lengths,
-                              absl::Span<const uint64_t> fingerprints, size_t max_id_bytes) {
+                              absl::Span<const uint64_t> fingerprints, size_t max_id_bytes,
+                              bool borrow) {
   if (lengths.size() != fingerprints.size()) {
     return absl::InvalidArgumentError(absl::StrCat(lengths.size(), " event id lengths but ",
                                                    fingerprints.size(), " fingerprints"));
@@ -49,11 +51,17 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   blocks_.clear();
   index_.clear();
   Block b;
-  b.size = std::max<size_t>(ids.size(), 1);
+  b.size = ids.size();
   b.used = ids.size();
-  b.data.reset(new char[b.size]);
-  std::memcpy(b.data.get(), ids.data(), ids.size());
-  const char* at = b.data.get();
+  if (borrow) {
+    // Never written to: a borrowed block is always full.
+    b.data = const_cast<char*>(ids.data());
+  } else {
+    b.owned.reset(new char[std::max<size_t>(ids.size(), 1)]);
+    b.data = b.owned.get();
+    std::memcpy(b.data, ids.data(), ids.size());
+  }
+  const char* at = b.data;
   blocks_.push_back(std::move(b));
   index_.reserve(lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) {

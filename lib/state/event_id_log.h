@@ -38,16 +38,19 @@ class EventIdLog {
   size_t id_bytes() const { return id_bytes_; }
 
   // Replaces the contents with ids stored back to back in `ids`, split by
-  // `lengths`. Errors: INVALID_ARGUMENT when the parts disagree, an id is
-  // empty or over `max_id_bytes`, or an id repeats.
+  // `lengths`. With `borrow`, the log keeps viewing `ids` instead of copying
+  // it, so `ids` must outlive the log. Errors: INVALID_ARGUMENT when the parts
+  // disagree, an id is empty or over `max_id_bytes`, or an id repeats.
   absl::Status Load(absl::string_view ids, absl::Span<const uint32_t> lengths,
-                    absl::Span<const uint64_t> fingerprints, size_t max_id_bytes);
+                    absl::Span<const uint64_t> fingerprints, size_t max_id_bytes,
+                    bool borrow = false);
 
  private:
   // Ids live in fixed blocks that never move, so the index can view them
   // without a string per id.
   struct Block {
-    std::unique_ptr<char[]> data;
+    std::unique_ptr<char[]> owned;
+    char* data = nullptr;  // owned.get(), or borrowed
     size_t size = 0;
     size_t used = 0;
   };

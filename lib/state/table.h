@@ -3,15 +3,20 @@
 // Insertion order makes iteration (and so snapshots and listings)
 // deterministic without sorting, and gives each row a dense, stable index
 // that other structures use instead of the string.
+//
+// Rows are protobuf messages allocated on the engine's arena: no malloc per
+// row or per string field on the ingest path, and Restore keeps the messages
+// it parsed where they are instead of copying them.
 #ifndef RAPPORT_LIB_STATE_TABLE_H_
 #define RAPPORT_LIB_STATE_TABLE_H_
 
 #include <cstdint>
-#include <deque>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/arena.h"
 
 namespace rapport {
 
@@ -20,33 +25,74 @@ class Table {
  public:
   static constexpr uint32_t kNone = UINT32_MAX;
 
+  // Iterates rows as references, in insertion order.
+  class Rows {
+   public:
+    class iterator {
+     public:
+      using value_type = Row;
+      explicit iterator(Row* const* p) : p_(p) {}
+      Row& operator*() const { return **p_; }
+      Row* operator->() const { return *p_; }
+      iterator& operator++() {
+        ++p_;
+        return *this;
+      }
+      bool operator!=(const iterator& o) const { return p_ != o.p_; }
+      bool operator==(const iterator& o) const { return p_ == o.p_; }
+
+     private:
+      Row* const* p_;
+    };
+    explicit Rows(const std::vector<Row*>& rows) : rows_(rows) {}
+    iterator begin() const { return iterator(rows_.data()); }
+    iterator end() const { return iterator(rows_.data() + rows_.size()); }
+    size_t size() const { return rows_.size(); }
+    Row& operator[](size_t i) const { return *rows_[i]; }
+
+   private:
+    const std::vector<Row*>& rows_;
+  };
+
+  // `arena` outlives the table.
+  explicit Table(google::protobuf::Arena* arena) : arena_(arena) {}
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
   uint32_t IndexOf(absl::string_view id) const {
     auto it = index_.find(id);
     return it == index_.end() ? kNone : it->second;
   }
   const Row* Find(absl::string_view id) const {
     uint32_t i = IndexOf(id);
-    return i == kNone ? nullptr : &rows_[i];
+    return i == kNone ? nullptr : rows_[i];
   }
   Row* Find(absl::string_view id) {
     uint32_t i = IndexOf(id);
-    return i == kNone ? nullptr : &rows_[i];
+    return i == kNone ? nullptr : rows_[i];
   }
   // Appends a default row for a new id; the caller checked it is new.
   Row& Insert(absl::string_view id) {
-    index_.emplace(std::string(id), static_cast<uint32_t>(rows_.size()));
-    return rows_.emplace_back();
+    return *Adopt(id, google::protobuf::Arena::CreateMessage<Row>(arena_));
   }
-  Row& at(uint32_t i) { return rows_[i]; }
-  const Row& at(uint32_t i) const { return rows_[i]; }
+  // Appends a row that lives on the same arena (Restore); returns it.
+  Row* Adopt(absl::string_view id, Row* row) {
+    index_.emplace(std::string(id), static_cast<uint32_t>(rows_.size()));
+    rows_.push_back(row);
+    return row;
+  }
+  Row& at(uint32_t i) { return *rows_[i]; }
+  const Row& at(uint32_t i) const { return *rows_[i]; }
   size_t size() const { return rows_.size(); }
-  const std::deque<Row>& rows() const { return rows_; }
-  std::deque<Row>& rows() { return rows_; }
-  void Reserve(size_t n) { index_.reserve(n); }
+  Rows rows() const { return Rows(rows_); }
+  void Reserve(size_t n) {
+    index_.reserve(n);
+    rows_.reserve(n);
+  }
 
  private:
-  // A deque keeps rows in place as the table grows.
-  std::deque<Row> rows_;
+  google::protobuf::Arena* arena_;
+  std::vector<Row*> rows_;
   absl::flat_hash_map<std::string, uint32_t> index_;
 };
 

@@ -56,21 +56,22 @@ absl::Status Inconsistent(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("snapshot: ", what));
 }
 
-// Moves `rows` into `table`, rejecting empty or repeated ids.
+// Hands the rows of `rows` (on the state's arena) to `table`, rejecting empty
+// or repeated ids.
 template <typename Row, typename IdOf>
 absl::Status Fill(google::protobuf::RepeatedPtrField<Row>* rows, absl::string_view name,
                   IdOf id_of, Table<Row>* table) {
   table->Reserve(rows->size());
-  for (Row& row : *rows) {
-    const std::string& id = id_of(row);
+  for (int i = 0; i < rows->size(); ++i) {
+    Row* row = rows->Mutable(i);
+    const std::string& id = id_of(*row);
     if (id.empty() || id.size() > kMaxIdBytes) {
       return Inconsistent(absl::StrCat(name, ": an id is empty or over ", kMaxIdBytes, " bytes"));
     }
     if (table->Find(id) != nullptr) {
       return Inconsistent(absl::StrCat(name, ": id '", id, "' is repeated"));
     }
-    std::string key = id;
-    table->Insert(key) = std::move(row);
+    table->Adopt(id, row);
   }
   return absl::OkStatus();
 }
@@ -122,7 +123,9 @@ std::string WriteSnapshot(const EngineState& s) {
 }
 
 absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
-  v1::EngineSnapshot snap;
+  // Parsed on the state's arena, where the rows stay: restoring copies
+  // nothing but the indexes.
+  v1::EngineSnapshot& snap = *google::protobuf::Arena::CreateMessage<v1::EngineSnapshot>(&s->arena);
   {
     google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
                                               static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
@@ -211,8 +214,10 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   if (snap.event_fingerprints_size() != snap.events_accepted()) {
     return Inconsistent("event_fingerprints and events_accepted disagree");
   }
+  // The blob lives on the arena as long as the state: the log can borrow it.
   if (absl::Status st = s->event_ids.Load(snap.event_id_data(), snap.event_id_lengths(),
-                                          snap.event_fingerprints(), kMaxIdBytes);
+                                          snap.event_fingerprints(), kMaxIdBytes,
+                                          /*borrow=*/true);
       !st.ok()) {
     return Inconsistent(st.message());
   }
