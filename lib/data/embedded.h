@@ -10,6 +10,9 @@ namespace rapport::data {
 // rapport.v1.PipelineSet: the partner and client pipelines of SPEC §3.
 absl::string_view DefaultPipelines();
 
+// rapport.v1.GradePolicy: the default grade ladder of SPEC §6.
+absl::string_view DefaultGradePolicy();
+
 }  // namespace rapport::data
 
 #endif  // RAPPORT_LIB_DATA_EMBEDDED_H_
