@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
 #include "lib/data/embedded.h"
+#include "lib/grading/grading.h"
 #include "rapport/engine.h"
 
 namespace rapport {
@@ -16,6 +17,20 @@ absl::StatusOr<v1::EngineConfig> WithDefaults(const v1::EngineConfig& config) {
     if (!google::protobuf::TextFormat::ParseFromString(text, out.mutable_pipelines())) {
       return absl::InternalError("the compiled-in default pipelines do not parse");
     }
+  }
+  if (!out.has_grade_policy()) {
+    std::string text(data::DefaultGradePolicy());
+    if (!google::protobuf::TextFormat::ParseFromString(text, out.mutable_grade_policy())) {
+      return absl::InternalError("the compiled-in default grade policy does not parse");
+    }
+  }
+  {
+    absl::StatusOr<v1::GradePolicy> policy = GradePolicyWithDefaults(out.grade_policy());
+    if (!policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config field 'grade_policy': ", policy.status().message()));
+    }
+    *out.mutable_grade_policy() = *std::move(policy);
   }
   if (out.client_churn_after_us() < 0 || out.client_churn_after_us() >= kMaxTimeUs) {
     return absl::InvalidArgumentError(
