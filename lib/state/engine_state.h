@@ -29,6 +29,15 @@ namespace rapport {
 // entries (the client ordered again) are skipped when popped.
 using ChurnDeadline = std::pair<int64_t, uint32_t>;
 
+// Large arena blocks: an engine holds up to millions of rows, and protobuf's
+// default (blocks of at most 8 KiB) would cost a malloc every few rows.
+inline google::protobuf::ArenaOptions ArenaOptions() {
+  google::protobuf::ArenaOptions o;
+  o.start_block_size = 64 << 10;
+  o.max_block_size = 4 << 20;
+  return o;
+}
+
 struct EngineState {
   // The configuration with every default filled in.
   v1::EngineConfig config;
@@ -36,7 +45,7 @@ struct EngineState {
 
   // Owns every table row (and, after Restore, the parsed snapshot they came
   // from); declared before the tables so that it outlives them.
-  google::protobuf::Arena arena;
+  google::protobuf::Arena arena{ArenaOptions()};
   Table<v1::Account> accounts{&arena};
   Table<v1::Manager> managers{&arena};
   Table<v1::Team> teams{&arena};
