@@ -5,10 +5,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/ingest/validate.h"
+#include "lib/kpi/query.h"
 #include "lib/lifecycle/apply.h"
 #include "lib/state/config.h"
 #include "lib/state/engine_state.h"
 #include "lib/storage/snapshot.h"
+#include "lib/storage/store.h"
 
 namespace rapport {
 namespace {
@@ -57,18 +59,29 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Restore(absl::string_view snapsh
 
 absl::StatusOr<v1::IngestResult> Engine::Ingest(const v1::Event& event) {
   EngineState& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  absl::ReleasableMutexLock lock(&s.mu);
   const uint64_t fp = EventFingerprint(event);
   Verdict verdict;
   if (absl::Status st = ValidateEvent(event, fp, s, nullptr, &verdict); !st.ok()) {
     return Annotate(st, event, -1);
   }
   v1::IngestResult result;
+  uint64_t seq = 0;  // the journal record of a persistent engine
   if (verdict == Verdict::kDuplicate) {
     result.set_duplicates(1);
   } else {
+    if (store_ != nullptr) {
+      const v1::Event* one = &event;
+      absl::StatusOr<uint64_t> journaled = store_->AppendEvents(absl::MakeConstSpan(&one, 1));
+      if (!journaled.ok()) return journaled.status();
+      seq = *journaled;
+    }
     ApplyEvent(event, fp, &s);
     result.set_accepted(1);
+  }
+  lock.Release();
+  if (seq != 0) {
+    if (absl::Status st = FinishWrite(seq); !st.ok()) return st;
   }
   return result;
 }
@@ -79,7 +92,8 @@ namespace {
 // the i-th event.
 template <typename At>
 absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
-                                              IngestOptions options) {
+                                              IngestOptions options, Store* store = nullptr,
+                                              uint64_t* seq = nullptr) {
   if (n > kMaxBatchEvents) {
     return absl::ResourceExhaustedError(
         absl::StrCat("batch of ", n, " events exceeds the limit of ", kMaxBatchEvents));
@@ -89,7 +103,10 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
   int64_t accepted = 0;
   int64_t duplicates = 0;
 
-  if (options.mode == BatchMode::kBestEffort) {
+  // A persistent engine journals what it accepts before applying anything,
+  // so best effort validates the whole batch first too (below, with the
+  // overlay standing in for the earlier events).
+  if (options.mode == BatchMode::kBestEffort && store == nullptr) {
     for (size_t i = 0; i < n; ++i) {
       const v1::Event& e = at(i);
       const uint64_t fp = EventFingerprint(e);
@@ -117,12 +134,36 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
     overlay.event_ids.reserve(n);
     std::vector<uint64_t> fps(n);
     std::vector<Verdict> verdicts(n);
+    std::vector<bool> rejected;
     for (size_t i = 0; i < n; ++i) {
       fps[i] = EventFingerprint(at(i));
       absl::Status st = ValidateEvent(at(i), fps[i], s, &overlay, &verdicts[i]);
+      if (!st.ok() && options.mode == BatchMode::kBestEffort) {
+        v1::Rejection* r = result.add_rejected();
+        r->set_index(static_cast<int64_t>(i));
+        r->set_event_id(at(i).event_id());
+        r->set_code(static_cast<int32_t>(st.code()));
+        r->set_message(std::string(Annotate(st, at(i), static_cast<int64_t>(i)).message()));
+        rejected.resize(n);
+        rejected[i] = true;
+        continue;
+      }
       if (!st.ok()) return Annotate(st, at(i), static_cast<int64_t>(i));
     }
+    if (store != nullptr) {
+      std::vector<const v1::Event*> fresh;
+      fresh.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        if (verdicts[i] != Verdict::kDuplicate && (rejected.empty() || !rejected[i])) {
+          fresh.push_back(&at(i));
+        }
+      }
+      absl::StatusOr<uint64_t> journaled = store->AppendEvents(fresh);
+      if (!journaled.ok()) return journaled.status();
+      *seq = *journaled;
+    }
     for (size_t i = 0; i < n; ++i) {
+      if (!rejected.empty() && rejected[i]) continue;
       if (verdicts[i] == Verdict::kDuplicate) {
         ++duplicates;
       } else {
@@ -140,15 +181,27 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
 
 absl::StatusOr<v1::IngestResult> Engine::IngestBatch(absl::Span<const v1::Event> events,
                                                      IngestOptions options) {
-  return IngestEvents(
-      *state_, events.size(), [&](size_t i) -> const v1::Event& { return events[i]; }, options);
+  uint64_t seq = 0;
+  absl::StatusOr<v1::IngestResult> r = IngestEvents(
+      *state_, events.size(), [&](size_t i) -> const v1::Event& { return events[i]; }, options,
+      store_.get(), &seq);
+  if (r.ok() && seq != 0) {
+    if (absl::Status st = FinishWrite(seq); !st.ok()) return st;
+  }
+  return r;
 }
 
 absl::StatusOr<v1::IngestResult> Engine::IngestBatch(const v1::EventBatch& batch,
                                                      IngestOptions options) {
-  return IngestEvents(
+  uint64_t seq = 0;
+  absl::StatusOr<v1::IngestResult> r = IngestEvents(
       *state_, static_cast<size_t>(batch.events_size()),
-      [&](size_t i) -> const v1::Event& { return batch.events(static_cast<int>(i)); }, options);
+      [&](size_t i) -> const v1::Event& { return batch.events(static_cast<int>(i)); }, options,
+      store_.get(), &seq);
+  if (r.ok() && seq != 0) {
+    if (absl::Status st = FinishWrite(seq); !st.ok()) return st;
+  }
+  return r;
 }
 
 absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
@@ -157,6 +210,11 @@ absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
         absl::StrCat("advance: ", now_us, " is outside years 1970..9999 (microseconds)"));
   }
   absl::MutexLock lock(&state_->mu);
+  // A persistent engine journals the clock move (durably) before it happens,
+  // so that replay fires the same timers at the same points.
+  if (store_ != nullptr && now_us > state_->clock_us) {
+    if (absl::Status st = store_->JournalAdvance(now_us); !st.ok()) return st;
+  }
   AdvanceClock(now_us, state_.get());
   return v1::ActionList();
 }
@@ -257,6 +315,23 @@ int64_t Engine::clock_us() const {
 v1::EngineConfig Engine::config() const {
   absl::ReaderMutexLock lock(&state_->mu);
   return state_->config;
+}
+
+absl::StatusOr<v1::KpiPartial> Engine::KpiPartial(const v1::KpiQuery& query) const {
+  absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
+  if (!plan.ok()) return plan.status();
+  absl::ReaderMutexLock lock(&state_->mu);
+  return kpi::ScanPartial(*state_, *plan);
+}
+
+absl::StatusOr<v1::KpiReport> Engine::Kpis(const v1::KpiQuery& query) const {
+  absl::StatusOr<v1::KpiPartial> partial = KpiPartial(query);
+  if (!partial.ok()) return partial.status();
+  return kpi::MergePartials(absl::MakeConstSpan(&*partial, 1));
+}
+
+absl::StatusOr<v1::KpiReport> Engine::MergeKpiPartials(absl::Span<const v1::KpiPartial> partials) {
+  return kpi::MergePartials(partials);
 }
 
 absl::StatusOr<std::string> Engine::Snapshot() const {

@@ -27,6 +27,7 @@
 #include "rapport/v1/entities.pb.h"
 #include "rapport/v1/event.pb.h"
 #include "rapport/v1/ingest.pb.h"
+#include "rapport/v1/kpi.pb.h"
 #include "rapport/v1/rules.pb.h"
 
 namespace rapport {
@@ -56,7 +57,54 @@ struct IngestOptions {
   BatchMode mode = BatchMode::kAtomic;
 };
 
+// How a persistent engine (Engine::Open) makes a write durable before the
+// write returns.
+enum class SyncMode {
+  // fdatasync of the journal before every write returns: an acknowledged
+  // write survives a machine crash or power loss. The default.
+  kPerBatch,
+  // Writers on several threads share one fdatasync: a write still returns
+  // only once it is on disk, but the state shows it to readers a moment
+  // before. If that fdatasync fails, the writers waiting on it get the error
+  // and their writes stay applied in memory (not durable); the engine then
+  // refuses writes until reopened, and reopening gives the durable state.
+  kGroupCommit,
+  // No fdatasync: a write is in the operating system's page cache when it
+  // returns, which survives the process crashing (even SIGKILL) but NOT a
+  // machine crash or power loss, after which recent writes may be missing
+  // (never half there).
+  kOff,
+};
+
+// Internal: the file-system interface (lib/storage/env.h); tests inject
+// faults through it.
+class Env;
+
+struct OpenOptions {
+  SyncMode sync = SyncMode::kPerBatch;
+  // The configuration of a NEW engine, used only when the directory holds
+  // none yet (unset parts take the defaults). An existing directory keeps
+  // the configuration it was created with, and this is ignored.
+  v1::EngineConfig config;
+  // Damage in the middle of the journal is an error (DATA_LOSS naming the
+  // file and offset) unless this is set; then Open stops at the last good
+  // record, snapshots that state, and sets the damaged journal files aside
+  // (renamed to *.corrupt) — the writes after the damage are lost.
+  bool point_in_time_recovery = false;
+  // Snapshot policy: a write that brings the journal since the last
+  // snapshot past this many bytes then takes a snapshot (Checkpoint) before
+  // returning, which bounds both disk use and the time Open spends replaying.
+  // 0: only explicit Checkpoint() calls.
+  int64_t snapshot_every_bytes = int64_t{256} << 20;
+  // The journal continues in a new file after this many bytes.
+  int64_t segment_bytes = int64_t{64} << 20;
+  // Internal (tests): file-system operations; nullptr is the real file
+  // system. Not owned; must outlive the engine.
+  Env* env = nullptr;
+};
+
 class EngineState;
+class Store;
 
 class Engine {
  public:
@@ -71,6 +119,33 @@ class Engine {
   // Errors: INVALID_ARGUMENT (DATA_LOSS for unparseable bytes).
   static absl::StatusOr<std::unique_ptr<Engine>> Restore(
       absl::string_view snapshot_bytes);
+
+  // Opens the persistent engine in directory `dir` (created if missing, its
+  // parent must exist), or creates one there with `options.config`. Every
+  // write (Ingest, IngestBatch, Advance) is appended to a journal in `dir`
+  // before it is applied and returns only once the journal holds it (see
+  // SyncMode); a write the journal cannot take fails and changes nothing.
+  // Open loads the newest valid snapshot and replays the journal after it,
+  // so the engine continues exactly where the last acknowledged write left
+  // it: timers and the outbox included, nothing fires twice. A write cut
+  // short by a crash (never acknowledged) is dropped cleanly.
+  // The directory is locked (flock on dir/LOCK) while the engine lives.
+  // Errors: FAILED_PRECONDITION if another engine (in any process) has the
+  // directory open; DATA_LOSS naming the file and offset of damage in the
+  // middle of the journal (see OpenOptions::point_in_time_recovery) or a
+  // damaged snapshot; the file system's errors (RESOURCE_EXHAUSTED for a full
+  // disk, UNAVAILABLE for I/O errors, PERMISSION_DENIED) naming the path.
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(const std::string& dir,
+                                                      const OpenOptions& options = {});
+
+  // Persistent engines only: writes a snapshot of the state (temp file,
+  // fsync, rename, fsync of the directory) and removes the journal files and
+  // snapshots it makes redundant. Writes wait only while the state is
+  // captured, not while the file is written.
+  // Errors: FAILED_PRECONDITION for an engine that is not persistent or
+  // whose journal failed; the file system's errors naming the path (the
+  // engine stays usable and its journal intact).
+  absl::Status Checkpoint();
 
   // The compiled-in defaults: the partner and client pipelines of SPEC §3.
   static const v1::EngineConfig& DefaultConfig();
@@ -126,6 +201,29 @@ class Engine {
   // The configuration in effect, defaults filled in.
   v1::EngineConfig config() const;
 
+  // KPIs of SPEC §5 over the period [start_us, end_us) of `query`, by bucket
+  // (in the query's IANA time zone, default UTC) and group, with ratios null
+  // for a zero denominator and money exact per currency. A late event counts
+  // in its own period; attribution follows each event's occurred_at.
+  // Thread-safety: a reader (shared lock); runs alongside other readers.
+  // Errors: INVALID_ARGUMENT for start_us >= end_us or a period outside
+  // [0, kMaxTimeUs], as_of_us outside it, an unknown enum, an unknown time
+  // zone, or more than 100000 buckets; OUT_OF_RANGE when a money sum
+  // overflows int64 (the message names the KPI and the currency).
+  absl::StatusOr<v1::KpiReport> Kpis(const v1::KpiQuery& query) const;
+
+  // The same query's partial result over the accounts this engine holds:
+  // sums and counts before any ratio, for MergeKpiPartials. Same errors.
+  absl::StatusOr<v1::KpiPartial> KpiPartial(const v1::KpiQuery& query) const;
+
+  // Merges partials of engines holding disjoint sets of accounts (each
+  // engine with the managers and teams it needs) into the report one engine
+  // holding all of them would give. Thread-safe (touches no engine).
+  // Errors: INVALID_ARGUMENT for an empty span, partials of different
+  // queries, or an account present in two partials; OUT_OF_RANGE for a money
+  // sum overflow (naming the KPI and currency).
+  static absl::StatusOr<v1::KpiReport> MergeKpiPartials(absl::Span<const v1::KpiPartial> partials);
+
   // The whole state as deterministic protobuf bytes (rapport.v1.EngineSnapshot):
   // the same state always gives the same bytes.
   absl::StatusOr<std::string> Snapshot() const;
@@ -133,6 +231,11 @@ class Engine {
  private:
   explicit Engine(std::unique_ptr<EngineState> state);
   std::unique_ptr<EngineState> state_;
+  // Persistent engines only (Open): the journal and snapshots; null otherwise.
+  std::unique_ptr<Store> store_;
+  // After a journaled write, without the state lock: waits for a group
+  // commit, then applies the snapshot policy (lib/storage/persistent_engine.cc).
+  absl::Status FinishWrite(uint64_t seq);
 };
 
 }  // namespace rapport

@@ -147,6 +147,91 @@ RAPPORT_C_API int rapport_get_deal(uint8_t** out, size_t* out_len,
 /* Events accepted so far. Never fails; 0 for NULL. */
 RAPPORT_C_API int64_t rapport_events_accepted(const rapport_engine* engine);
 
+/* ---- Appended in ABI RAPPORT_1 (0.1.0): more reads, KPIs, persistence. ---- */
+
+/* Reads one order (rapport.v1.Order), manager (rapport.v1.Manager) or team
+ * (rapport.v1.Team) by id, as rapport_get_account(). Thread-safety: readers;
+ * they run concurrently with each other. */
+RAPPORT_C_API int rapport_get_order(uint8_t** out, size_t* out_len,
+                                    const rapport_engine* engine, const char* id,
+                                    size_t id_len, int format);
+RAPPORT_C_API int rapport_get_manager(uint8_t** out, size_t* out_len,
+                                      const rapport_engine* engine, const char* id,
+                                      size_t id_len, int format);
+RAPPORT_C_API int rapport_get_team(uint8_t** out, size_t* out_len,
+                                   const rapport_engine* engine, const char* id,
+                                   size_t id_len, int format);
+
+/* The configuration in effect, defaults filled in (rapport.v1.EngineConfig
+ * in `format`, PROTOBUF or JSON). *out is the caller's: rapport_free(). */
+RAPPORT_C_API int rapport_engine_config(uint8_t** out, size_t* out_len,
+                                        const rapport_engine* engine, int format);
+
+/* The engine's clock: the latest rapport_advance() time (0 before any).
+ * Never fails; 0 for NULL. */
+RAPPORT_C_API int64_t rapport_clock_us(const rapport_engine* engine);
+
+/* KPIs of SPEC section 5. `query` is a rapport.v1.KpiQuery in `format`
+ * (PROTOBUF or JSON); *out receives the rapport.v1.KpiReport in the same
+ * format (the caller's: rapport_free()). Thread-safety: a reader; runs
+ * concurrently with other readers.
+ * Errors: RAPPORT_INVALID_ARGUMENT for a bad period, as_of, enum, time zone
+ * or too many buckets; RAPPORT_OUT_OF_RANGE when a money sum overflows. */
+RAPPORT_C_API int rapport_kpis(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                               const uint8_t* query, size_t query_len, int format);
+
+/* The same query's partial result over the accounts this engine holds
+ * (rapport.v1.KpiPartial), to merge with rapport_kpi_merge(). Same errors. */
+RAPPORT_C_API int rapport_kpi_partial(uint8_t** out, size_t* out_len,
+                                      const rapport_engine* engine, const uint8_t* query,
+                                      size_t query_len, int format);
+
+/* Merges `count` partials (partials[i] of partial_lens[i] bytes, each a
+ * rapport.v1.KpiPartial in `format`) of engines holding disjoint sets of
+ * accounts into the rapport.v1.KpiReport one engine holding all of them would
+ * give. Borrows the inputs; touches no engine, so it is thread-safe.
+ * Errors: RAPPORT_INVALID_ARGUMENT for count 0, a NULL array, partials of
+ * different queries or an account in two partials; RAPPORT_OUT_OF_RANGE for a
+ * money sum overflow. */
+RAPPORT_C_API int rapport_kpi_merge(uint8_t** out, size_t* out_len,
+                                    const uint8_t* const* partials, const size_t* partial_lens,
+                                    size_t count, int format);
+
+/* How a persistent engine makes a write durable before the write returns
+ * (rapport_engine_open). Only appended. */
+/* fdatasync before every write returns: survives power loss. */
+#define RAPPORT_SYNC_PER_BATCH 0
+/* Writers on several threads share one fdatasync. */
+#define RAPPORT_SYNC_GROUP_COMMIT 1
+/* No fdatasync: survives a process crash, not a machine crash. */
+#define RAPPORT_SYNC_OFF 2
+
+/* Flags of rapport_engine_open, OR-ed. Only appended. */
+/* Damage in the middle of the journal: stop at the last good record (the
+ * writes after it are lost) instead of failing with RAPPORT_DATA_LOSS. */
+#define RAPPORT_OPEN_POINT_IN_TIME_RECOVERY 1
+
+/* Opens the persistent engine in directory `dir` (a NUL-terminated path,
+ * created if missing; its parent must exist), or creates one there with
+ * `config` (rapport.v1.EngineConfig in `format`, PROTOBUF or JSON; NULL with
+ * length 0 for the defaults; ignored when the directory holds an engine).
+ * Every write is journaled before it returns (see `sync_mode`). The
+ * directory stays locked until rapport_engine_destroy(). *out as for
+ * rapport_engine_create().
+ * Errors: RAPPORT_FAILED_PRECONDITION if another engine has the directory
+ * open; RAPPORT_DATA_LOSS for a damaged journal or snapshot; the file
+ * system's errors (RAPPORT_RESOURCE_EXHAUSTED, RAPPORT_UNAVAILABLE,
+ * RAPPORT_PERMISSION_DENIED) naming the path. */
+RAPPORT_C_API int rapport_engine_open(rapport_engine** out, const char* dir,
+                                      const uint8_t* config, size_t config_len, int format,
+                                      int sync_mode, int flags);
+
+/* Persistent engines only: writes a snapshot and drops the journal it makes
+ * redundant. Thread-safety: a writer.
+ * Errors: RAPPORT_FAILED_PRECONDITION for an engine that is not persistent;
+ * the file system's errors naming the path (the engine stays usable). */
+RAPPORT_C_API int rapport_engine_checkpoint(rapport_engine* engine);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

@@ -3,6 +3,7 @@
 // plus a thread-local message.
 #include "rapport/rapport.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -10,12 +11,12 @@
 #include <new>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "google/protobuf/util/delimited_message_util.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/v1/snapshot.pb.h"
@@ -78,23 +79,39 @@ absl::Status Parse(const uint8_t* data, size_t len, int format, google::protobuf
   return absl::OkStatus();
 }
 
-// Serializes `m` in the output family of `format` into a malloc'ed buffer.
-int Emit(const google::protobuf::Message& m, int format, uint8_t** out, size_t* out_len) {
-  std::string bytes;
-  if (IsJson(format)) {
-    absl::StatusOr<std::string> json = rapport::ToJson(m);
-    if (!json.ok()) return Fail(json.status());
-    bytes = *std::move(json);
-  } else {
-    bytes = m.SerializeAsString();
-  }
-  // One extra NUL so JSON results can be read as C strings.
+// Every buffer handed to the caller comes from malloc, so that rapport_free()
+// is a plain free() whatever allocator the C++ side uses. One extra NUL byte
+// lets JSON results be read as C strings.
+int EmitBytes(absl::string_view bytes, uint8_t** out, size_t* out_len) {
   auto* buf = static_cast<uint8_t*>(std::malloc(bytes.size() + 1));
   if (buf == nullptr) return FailWith(RAPPORT_RESOURCE_EXHAUSTED, "out of memory");
-  std::memcpy(buf, bytes.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(buf, bytes.data(), bytes.size());
   buf[bytes.size()] = 0;
   *out = buf;
   *out_len = bytes.size();
+  return RAPPORT_OK;
+}
+
+// Serializes `m` in the output family of `format` into a malloc'ed buffer.
+int Emit(const google::protobuf::Message& m, int format, uint8_t** out, size_t* out_len) {
+  if (IsJson(format)) {
+    absl::StatusOr<std::string> json = rapport::ToJson(m);
+    if (!json.ok()) return Fail(json.status());
+    return EmitBytes(*json, out, out_len);
+  }
+  // Straight into the caller's buffer: no intermediate std::string, which
+  // matters for snapshots and large reports.
+  const size_t size = m.ByteSizeLong();
+  if (size > static_cast<size_t>(INT32_MAX)) {
+    return FailWith(RAPPORT_RESOURCE_EXHAUSTED,
+                    absl::StrCat(m.GetTypeName(), " is over 2 GiB serialized"));
+  }
+  auto* buf = static_cast<uint8_t*>(std::malloc(size + 1));
+  if (buf == nullptr) return FailWith(RAPPORT_RESOURCE_EXHAUSTED, "out of memory");
+  m.SerializeWithCachedSizesToArray(buf);
+  buf[size] = 0;
+  *out = buf;
+  *out_len = size;
   return RAPPORT_OK;
 }
 
@@ -130,27 +147,34 @@ absl::Status ParseBatch(const uint8_t* data, size_t len, int format, EventBatch*
       return absl::OkStatus();
     }
     case RAPPORT_FORMAT_PROTOBUF_DELIMITED: {
-      google::protobuf::io::ArrayInputStream stream(data, static_cast<int>(len));
-      for (int64_t i = 0;; ++i) {
-        {
-          // Peek for a clean end of the stream between two messages.
-          google::protobuf::io::CodedInputStream probe(&stream);
-          if (probe.ExpectAtEnd()) break;
-        }
-        bool clean_eof = false;
-        Event* e = batch->add_events();
-        if (!google::protobuf::util::ParseDelimitedFromZeroCopyStream(e, &stream, &clean_eof)) {
-          if (clean_eof) {
-            batch->mutable_events()->RemoveLast();
-            break;
-          }
-          return absl::InvalidArgumentError(
-              absl::StrCat("delimited stream: event ", i, " is not a valid rapport.v1.Event"));
-        }
-        if (static_cast<size_t>(batch->events_size()) > RAPPORT_MAX_BATCH_EVENTS) {
+      // One CodedInputStream over the whole buffer (at most
+      // RAPPORT_MAX_INPUT_BYTES, far below its 2 GiB limit): constructing a
+      // stream per event costs more than parsing a small event.
+      google::protobuf::io::CodedInputStream in(data, static_cast<int>(len));
+      for (int64_t i = 0; static_cast<size_t>(in.CurrentPosition()) < len; ++i) {
+        if (static_cast<size_t>(i) >= RAPPORT_MAX_BATCH_EVENTS) {
           return absl::ResourceExhaustedError(absl::StrCat(
               "delimited stream: more than ", RAPPORT_MAX_BATCH_EVENTS, " events"));
         }
+        uint32_t size = 0;
+        if (!in.ReadVarint32(&size)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("delimited stream: event ", i, " has a malformed length prefix"));
+        }
+        const size_t left = len - static_cast<size_t>(in.CurrentPosition());
+        if (size > left) {
+          return absl::InvalidArgumentError(absl::StrCat("delimited stream: event ", i, " is ",
+                                                         size, " bytes but only ", left,
+                                                         " remain (truncated)"));
+        }
+        const auto limit = in.PushLimit(static_cast<int>(size));
+        Event* e = batch->add_events();
+        if (!e->MergeFromCodedStream(&in) || !in.ConsumedEntireMessage() ||
+            in.BytesUntilLimit() != 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("delimited stream: event ", i, " is not a valid rapport.v1.Event"));
+        }
+        in.PopLimit(limit);
       }
       return absl::OkStatus();
     }
@@ -225,12 +249,8 @@ int rapport_engine_snapshot(uint8_t** out, size_t* out_len, const rapport_engine
       if (!snap.ParseFromString(*bytes)) return FailWith(RAPPORT_INTERNAL, "snapshot does not parse");
       return Emit(snap, format, out, out_len);
     }
-    auto* buf = static_cast<uint8_t*>(std::malloc(bytes->size() + 1));
-    if (buf == nullptr) return FailWith(RAPPORT_RESOURCE_EXHAUSTED, "out of memory");
-    std::memcpy(buf, bytes->data(), bytes->size());
-    *out = buf;
-    *out_len = bytes->size();
-    return RAPPORT_OK;
+    // The engine's own deterministic bytes, not a re-serialization.
+    return EmitBytes(*bytes, out, out_len);
   });
 }
 
@@ -265,12 +285,15 @@ int rapport_ingest_batch(uint8_t** result, size_t* result_len, rapport_engine* e
     }
     if (absl::Status st = CheckInput(events, events_len, "events"); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, true); !st.ok()) return Fail(st);
-    EventBatch batch;
-    if (absl::Status st = ParseBatch(events, events_len, format, &batch); !st.ok()) return Fail(st);
+    // The parsed batch lives on an arena: one free for thousands of small
+    // messages, which is most of the C ABI's cost over the C++ API.
+    google::protobuf::Arena arena;
+    auto* batch = google::protobuf::Arena::CreateMessage<EventBatch>(&arena);
+    if (absl::Status st = ParseBatch(events, events_len, format, batch); !st.ok()) return Fail(st);
     rapport::IngestOptions options;
     options.mode = mode == RAPPORT_BATCH_BEST_EFFORT ? rapport::BatchMode::kBestEffort
                                                      : rapport::BatchMode::kAtomic;
-    auto r = engine->engine->IngestBatch(batch, options);
+    auto r = engine->engine->IngestBatch(*batch, options);
     if (!r.ok()) return Fail(r.status());
     return result == nullptr ? RAPPORT_OK : Emit(*r, format, result, result_len);
   });
@@ -338,6 +361,173 @@ int64_t rapport_events_accepted(const rapport_engine* engine) {
   } catch (...) {
     return 0;
   }
+}
+
+int rapport_get_order(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                      const char* id, size_t id_len, int format) {
+  return GetById(out, out_len, engine, id, id_len, format,
+                 [](const rapport::Engine& e, absl::string_view i) { return e.GetOrder(i); });
+}
+
+int rapport_get_manager(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                        const char* id, size_t id_len, int format) {
+  return GetById(out, out_len, engine, id, id_len, format,
+                 [](const rapport::Engine& e, absl::string_view i) { return e.GetManager(i); });
+}
+
+int rapport_get_team(uint8_t** out, size_t* out_len, const rapport_engine* engine, const char* id,
+                     size_t id_len, int format) {
+  return GetById(out, out_len, engine, id, id_len, format,
+                 [](const rapport::Engine& e, absl::string_view i) { return e.GetTeam(i); });
+}
+
+int rapport_engine_config(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                          int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (out == nullptr || out_len == nullptr || engine == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
+    }
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    return Emit(engine->engine->config(), format, out, out_len);
+  });
+}
+
+int64_t rapport_clock_us(const rapport_engine* engine) {
+  if (engine == nullptr) return 0;
+  try {
+    return engine->engine->clock_us();
+  } catch (...) {
+    return 0;
+  }
+}
+
+}  // extern "C"
+
+namespace {
+
+// The shape of rapport_kpis and rapport_kpi_partial: parse a query, run it on
+// the engine, emit the result.
+template <typename Run>
+int RunQuery(uint8_t** out, size_t* out_len, const rapport_engine* engine, const uint8_t* query,
+             size_t query_len, int format, Run run) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (out == nullptr || out_len == nullptr || engine == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
+    }
+    if (absl::Status st = CheckInput(query, query_len, "query"); !st.ok()) return Fail(st);
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    rapport::v1::KpiQuery q;
+    if (query_len > 0) {
+      if (absl::Status st = Parse(query, query_len, format, &q); !st.ok()) return Fail(st);
+    }
+    auto r = run(*engine->engine, q);
+    if (!r.ok()) return Fail(r.status());
+    return Emit(*r, format, out, out_len);
+  });
+}
+
+}  // namespace
+
+extern "C" {
+
+int rapport_kpis(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                 const uint8_t* query, size_t query_len, int format) {
+  return RunQuery(out, out_len, engine, query, query_len, format,
+                  [](const rapport::Engine& e, const rapport::v1::KpiQuery& q) {
+                    return e.Kpis(q);
+                  });
+}
+
+int rapport_kpi_partial(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                        const uint8_t* query, size_t query_len, int format) {
+  return RunQuery(out, out_len, engine, query, query_len, format,
+                  [](const rapport::Engine& e, const rapport::v1::KpiQuery& q) {
+                    return e.KpiPartial(q);
+                  });
+}
+
+int rapport_kpi_merge(uint8_t** out, size_t* out_len, const uint8_t* const* partials,
+                      const size_t* partial_lens, size_t count, int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (out == nullptr || out_len == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "out and out_len must not be NULL");
+    }
+    if (count == 0) return FailWith(RAPPORT_INVALID_ARGUMENT, "no partials to merge (count is 0)");
+    if (partials == nullptr || partial_lens == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "partials and partial_lens must not be NULL");
+    }
+    if (count > RAPPORT_MAX_BATCH_EVENTS) {
+      return FailWith(RAPPORT_RESOURCE_EXHAUSTED,
+                      absl::StrCat(count, " partials; the limit is ", RAPPORT_MAX_BATCH_EVENTS));
+    }
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    std::vector<rapport::v1::KpiPartial> parts(count);
+    size_t total = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const std::string what = absl::StrCat("partial ", i);
+      if (absl::Status st = CheckInput(partials[i], partial_lens[i], what.c_str()); !st.ok()) {
+        return Fail(st);
+      }
+      total += partial_lens[i];
+      if (total > RAPPORT_MAX_INPUT_BYTES) {
+        return FailWith(RAPPORT_RESOURCE_EXHAUSTED,
+                        absl::StrCat("the partials exceed ", RAPPORT_MAX_INPUT_BYTES, " bytes"));
+      }
+      if (absl::Status st = Parse(partials[i], partial_lens[i], format, &parts[i]); !st.ok()) {
+        return FailWith(static_cast<int>(st.code()), absl::StrCat(what, ": ", st.message()));
+      }
+    }
+    auto r = rapport::Engine::MergeKpiPartials(parts);
+    if (!r.ok()) return Fail(r.status());
+    return Emit(*r, format, out, out_len);
+  });
+}
+
+int rapport_engine_open(rapport_engine** out, const char* dir, const uint8_t* config,
+                        size_t config_len, int format, int sync_mode, int flags) {
+  return Guard([&] {
+    if (out == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "out is NULL");
+    *out = nullptr;
+    if (dir == nullptr || dir[0] == 0) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "dir is NULL or empty");
+    }
+    if (absl::Status st = CheckInput(config, config_len, "config"); !st.ok()) return Fail(st);
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    rapport::OpenOptions options;
+    switch (sync_mode) {
+      case RAPPORT_SYNC_PER_BATCH: options.sync = rapport::SyncMode::kPerBatch; break;
+      case RAPPORT_SYNC_GROUP_COMMIT: options.sync = rapport::SyncMode::kGroupCommit; break;
+      case RAPPORT_SYNC_OFF: options.sync = rapport::SyncMode::kOff; break;
+      default:
+        return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("sync mode ", sync_mode,
+                                                               " is not valid"));
+    }
+    if ((flags & ~RAPPORT_OPEN_POINT_IN_TIME_RECOVERY) != 0) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("open flags ", flags,
+                                                             " include unknown bits"));
+    }
+    options.point_in_time_recovery = (flags & RAPPORT_OPEN_POINT_IN_TIME_RECOVERY) != 0;
+    if (config_len > 0) {
+      if (absl::Status st = Parse(config, config_len, format, &options.config); !st.ok()) {
+        return Fail(st);
+      }
+    }
+    auto engine = rapport::Engine::Open(dir, options);
+    if (!engine.ok()) return Fail(engine.status());
+    *out = new rapport_engine{*std::move(engine)};
+    return RAPPORT_OK;
+  });
+}
+
+int rapport_engine_checkpoint(rapport_engine* engine) {
+  return Guard([&] {
+    if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
+    if (absl::Status st = engine->engine->Checkpoint(); !st.ok()) return Fail(st);
+    return RAPPORT_OK;
+  });
 }
 
 }  // extern "C"

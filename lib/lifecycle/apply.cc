@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/string_view.h"
+#include "lib/kpi/ingest.h"
+#include "lib/rules/runtime.h"
 
 namespace rapport {
 namespace {
@@ -301,21 +303,31 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
   }
   // Derived structures that follow the lifecycle are updated here, after the
   // state change (the KPI fact store; the regulations).
+  kpi::RecordFacts(e, seq, s);
+  rules::OnEvent(e, s);
 }
 
 void AdvanceClock(int64_t now_us, EngineState* s) {
   if (now_us <= s->clock_us) return;
   s->clock_us = now_us;
   const int64_t churn_after = s->config.client_churn_after_us();
-  while (!s->churn_deadlines.empty() && s->churn_deadlines.top().first <= now_us) {
-    auto [deadline, idx] = s->churn_deadlines.top();
-    s->churn_deadlines.pop();
-    v1::Account& a = s->accounts.at(idx);
-    const bool current = a.last_order_at_us() + churn_after == deadline;
-    if (current && (a.status() == v1::ACCOUNT_STATUS_CLIENT ||
-                    a.status() == v1::ACCOUNT_STATUS_REPEAT)) {
-      SetStatus(a, v1::ACCOUNT_STATUS_CHURNED, deadline);
+  // Churn deadlines and the regulations' timers interleave in time order, so
+  // a timer sees every churn due at or before it and none after.
+  for (;;) {
+    const int64_t next_timer = rules::NextTimerAt(*s);
+    const int64_t until = std::min(now_us, next_timer);
+    while (!s->churn_deadlines.empty() && s->churn_deadlines.top().first <= until) {
+      auto [deadline, idx] = s->churn_deadlines.top();
+      s->churn_deadlines.pop();
+      v1::Account& a = s->accounts.at(idx);
+      const bool current = a.last_order_at_us() + churn_after == deadline;
+      if (current && (a.status() == v1::ACCOUNT_STATUS_CLIENT ||
+                      a.status() == v1::ACCOUNT_STATUS_REPEAT)) {
+        SetStatus(a, v1::ACCOUNT_STATUS_CHURNED, deadline);
+      }
     }
+    if (next_timer > now_us) break;
+    rules::FireNextTimer(s);
   }
 }
 

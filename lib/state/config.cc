@@ -18,6 +18,12 @@ absl::StatusOr<v1::EngineConfig> WithDefaults(const v1::EngineConfig& config) {
       return absl::InternalError("the compiled-in default pipelines do not parse");
     }
   }
+  if (!out.has_rule_set()) {
+    std::string text(data::DefaultPlaybook());
+    if (!google::protobuf::TextFormat::ParseFromString(text, out.mutable_rule_set())) {
+      return absl::InternalError("the compiled-in default playbook does not parse");
+    }
+  }
   if (!out.has_grade_policy()) {
     std::string text(data::DefaultGradePolicy());
     if (!google::protobuf::TextFormat::ParseFromString(text, out.mutable_grade_policy())) {
@@ -50,6 +56,10 @@ absl::Status Configure(const v1::EngineConfig& full_config, EngineState* state) 
   if (!pipelines.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("config field 'pipelines': ", pipelines.status().message()));
+  }
+  // The rule set is checked against the pipelines it will move deals in.
+  if (absl::Status st = rules::Install(full_config.rule_set(), *pipelines, &state->rules); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config field 'rule_set': ", st.message()));
   }
   state->config = full_config;
   state->pipelines = *std::move(pipelines);

@@ -15,7 +15,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/kpi/fact_store.h"
 #include "lib/lifecycle/pipelines.h"
+#include "lib/rules/runtime.h"
 #include "lib/state/event_id_log.h"
 #include "lib/state/table.h"
 #include "rapport/v1/config.pb.h"
@@ -59,6 +61,9 @@ struct EngineState {
   // Actions the regulations produced; tasks among them stay open until a
   // task-completed event closes them.
   Table<v1::Action> actions{&arena};
+  // The regulations' rule set, timers, outbox and per-account memory
+  // (lib/rules/runtime.h); its timers view ids in `event_ids`.
+  rules::Runtime rules;
 
   EventIdLog event_ids;
   // Accepted events; the next event's arrival sequence number.
@@ -66,6 +71,9 @@ struct EngineState {
   int64_t clock_us = 0;
   std::priority_queue<ChurnDeadline, std::vector<ChurnDeadline>, std::greater<>>
       churn_deadlines;
+
+  // The KPIs' fact store (lib/kpi/), kept by ApplyEvent.
+  kpi::FactStore kpi;
 
   // Guards everything above: writers hold it exclusively, readers shared.
   mutable absl::Mutex mu;

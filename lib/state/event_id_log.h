@@ -29,6 +29,14 @@ class EventIdLog {
   // Records a new id (the caller checked it is new; at most 128 bytes).
   void Add(absl::string_view id, uint64_t fingerprint);
 
+  // The log's own copy of a recorded id, or an empty view if the id is
+  // unknown. Ids never move, so the view stays valid as long as the log:
+  // the regulations' timers keep their causing event's id this way.
+  absl::string_view Stored(absl::string_view id) const {
+    auto it = index_.find(id);
+    return it == index_.end() ? absl::string_view() : it->first;
+  }
+
   size_t size() const { return fingerprints_.size(); }
   const std::vector<uint64_t>& fingerprints() const { return fingerprints_; }
   const std::vector<uint32_t>& lengths() const { return lengths_; }

@@ -8,6 +8,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "lib/kpi/ingest.h"
 #include "lib/state/config.h"
 #include "rapport/engine.h"
 #include "rapport/v1/snapshot.pb.h"
@@ -39,6 +40,7 @@ enum : int {
   kFieldEventIdData = 22,
   kFieldEventIdLengths = 23,
   kFieldActions = 31,
+  kFieldFacts = 40,
 };
 
 void WriteMessage(int field, const MessageLite& m, CodedOutputStream* out) {
@@ -118,6 +120,11 @@ std::string WriteSnapshot(const EngineState& s) {
       for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
     }
     WriteTable(kFieldActions, s.actions, &out);
+    {
+      v1::FactColumns facts;
+      kpi::WriteFactColumns(s, &facts);
+      WriteMessage(kFieldFacts, facts, &out);
+    }
   }
   return bytes;
 }
@@ -221,6 +228,8 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
       !st.ok()) {
     return Inconsistent(st.message());
   }
+
+  if (absl::Status st = kpi::ReadFactColumns(snap.facts(), s); !st.ok()) return st;
 
   const int64_t churn_after = s->config.client_churn_after_us();
   for (uint32_t i = 0; i < s->accounts.size(); ++i) {

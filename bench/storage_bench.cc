@@ -1,0 +1,235 @@
+// Persistent engine speed: ingest through the journal in each sync mode
+// (batches of 1 000 events), and Open's recovery of a large journal.
+//
+//   build/release/bench/storage_bench --benchmark_counters_tabular=true
+//
+// Files go under $RAPPORT_BENCH_DIR, else $TMPDIR, else /tmp — on a real
+// disk, since fdatasync is the point — and are removed afterwards.
+// RAPPORT_BENCH_EVENTS shrinks the streams (the CTest smoke run);
+// RAPPORT_BENCH_RECOVERY_EVENTS sets the recovery journal (default 10 M).
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "benchmark/benchmark.h"
+#include "rapport/engine.h"
+#include "rapport/testing/generator.h"
+
+namespace rapport {
+namespace {
+
+constexpr size_t kBatch = 1000;
+
+int64_t EnvCount(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::atoll(v) : fallback;
+}
+
+std::string BenchRoot() {
+  for (const char* name : {"RAPPORT_BENCH_DIR", "TMPDIR"}) {
+    if (const char* v = std::getenv(name)) return v;
+  }
+  return "/tmp";
+}
+
+std::string MakeDir() {
+  std::string tmpl = BenchRoot() + "/rapport-bench-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  return tmpl;
+}
+
+void RemoveAll(const std::string& path) {
+  if (DIR* d = opendir(path.c_str())) {
+    while (struct dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      std::string p = path + "/" + name;
+      struct stat st;
+      if (lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        RemoveAll(p);
+      } else {
+        unlink(p.c_str());
+      }
+    }
+    closedir(d);
+  }
+  rmdir(path.c_str());
+}
+
+const std::vector<v1::Event>& Stream(int64_t n) {
+  n = EnvCount("RAPPORT_BENCH_EVENTS", n);
+  static auto* cache = new std::map<int64_t, std::vector<v1::Event>>();
+  auto it = cache->find(n);
+  if (it == cache->end()) {
+    testing::GeneratorOptions o;
+    o.max_events = n;
+    it = cache->emplace(n, testing::GenerateStream(o)).first;
+  }
+  return it->second;
+}
+
+OpenOptions Options(SyncMode sync) {
+  OpenOptions o;
+  o.sync = sync;
+  o.snapshot_every_bytes = 0;
+  return o;
+}
+
+// One writer thread, the generated stream in batches of 1 000.
+void BM_JournalIngest(benchmark::State& state) {
+  const auto& events = Stream(200000);
+  const auto sync = static_cast<SyncMode>(state.range(0));
+  for (auto _ : state) {
+    state.PauseTiming();
+    const std::string dir = MakeDir();
+    auto engine = Engine::Open(dir + "/db", Options(sync));
+    if (!engine.ok()) state.SkipWithError(std::string(engine.status().message()).c_str());
+    state.ResumeTiming();
+    for (size_t i = 0; engine.ok() && i < events.size(); i += kBatch) {
+      auto r = (*engine)->IngestBatch(
+          absl::MakeConstSpan(events).subspan(i, std::min(kBatch, events.size() - i)));
+      if (!r.ok()) {
+        state.SkipWithError(std::string(r.status().message()).c_str());
+        break;
+      }
+    }
+    state.PauseTiming();
+    engine = absl::StatusOr<std::unique_ptr<Engine>>();
+    RemoveAll(dir);
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
+  state.SetLabel(sync == SyncMode::kPerBatch ? "fdatasync per batch"
+                 : sync == SyncMode::kOff    ? "sync off"
+                                             : "group commit");
+}
+BENCHMARK(BM_JournalIngest)
+    ->ArgName("sync")
+    ->Arg(static_cast<int>(SyncMode::kPerBatch))
+    ->Arg(static_cast<int>(SyncMode::kGroupCommit))
+    ->Arg(static_cast<int>(SyncMode::kOff))
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Several writer threads on one engine, batches of 1 000 independent events
+// (activities on accounts that exist): group commit lets them share syncs.
+void BM_JournalIngestThreads(benchmark::State& state) {
+  const auto& base = Stream(50000);
+  const auto sync = static_cast<SyncMode>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  std::vector<v1::Event> templates;
+  for (const v1::Event& e : base) {
+    if (e.has_activity()) templates.push_back(e);
+  }
+  const int64_t per_thread = EnvCount("RAPPORT_BENCH_EVENTS", 200000) / threads;
+  int64_t total = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    const std::string dir = MakeDir();
+    auto opened = Engine::Open(dir + "/db", Options(SyncMode::kOff));
+    if (!opened.ok()) std::abort();
+    std::unique_ptr<Engine> engine = *std::move(opened);
+    for (size_t i = 0; i < base.size(); i += 10000) {
+      if (!engine->IngestBatch(absl::MakeConstSpan(base).subspan(i, std::min<size_t>(10000, base.size() - i))).ok()) std::abort();
+    }
+    engine.reset();
+    engine = *Engine::Open(dir + "/db", Options(sync));
+    // Each thread's batches, made before the clock starts.
+    std::vector<std::vector<std::vector<v1::Event>>> work(threads);
+    for (int t = 0; t < threads; ++t) {
+      for (int64_t i = 0; i < per_thread; i += kBatch) {
+        auto& batch = work[t].emplace_back();
+        for (int64_t j = i; j < std::min<int64_t>(per_thread, i + kBatch); ++j) {
+          v1::Event e = templates[static_cast<size_t>(j) % templates.size()];
+          e.set_event_id(absl::StrCat("bench-", t, "-", j));
+          batch.push_back(std::move(e));
+        }
+      }
+    }
+    std::atomic<bool> failed{false};
+    state.ResumeTiming();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (const auto& batch : work[t]) {
+          if (!engine->IngestBatch(batch).ok()) failed = true;
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    state.PauseTiming();
+    if (failed) state.SkipWithError("an ingest failed");
+    total += per_thread * threads;
+    engine.reset();
+    RemoveAll(dir);
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(total);
+}
+BENCHMARK(BM_JournalIngestThreads)
+    ->ArgNames({"sync", "threads"})
+    ->Args({static_cast<int>(SyncMode::kPerBatch), 4})
+    ->Args({static_cast<int>(SyncMode::kGroupCommit), 4})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Open of a directory whose snapshot is empty and whose journal holds the
+// whole stream: every event is read, checked and replayed. The journal is
+// written once (sync off, generated in pieces to bound memory) and removed at
+// the end.
+void BM_Recovery(benchmark::State& state) {
+  const int64_t n = EnvCount("RAPPORT_BENCH_EVENTS", EnvCount("RAPPORT_BENCH_RECOVERY_EVENTS", 10000000));
+  const std::string dir = MakeDir();
+  const std::string db = dir + "/db";
+  {
+    auto engine = *Engine::Open(db, Options(SyncMode::kOff));
+    testing::GeneratorOptions o;
+    o.max_events = n;
+    testing::Generator gen(o);
+    std::vector<v1::Event> batch(10000);
+    for (;;) {
+      size_t k = 0;
+      while (k < batch.size() && gen.Next(&batch[k])) ++k;
+      if (k == 0) break;
+      if (!engine->IngestBatch(absl::MakeConstSpan(batch).subspan(0, k)).ok()) std::abort();
+    }
+  }
+  int64_t bytes = 0;
+  if (DIR* d = opendir(db.c_str())) {
+    while (struct dirent* e = readdir(d)) {
+      struct stat st;
+      if (stat((db + "/" + e->d_name).c_str(), &st) == 0 && S_ISREG(st.st_mode)) bytes += st.st_size;
+    }
+    closedir(d);
+  }
+  int64_t replayed = 0;
+  for (auto _ : state) {
+    auto engine = Engine::Open(db, Options(SyncMode::kOff));
+    if (!engine.ok()) {
+      state.SkipWithError(std::string(engine.status().message()).c_str());
+      break;
+    }
+    replayed += (*engine)->events_accepted();
+    state.PauseTiming();
+    engine = absl::StatusOr<std::unique_ptr<Engine>>();
+    state.ResumeTiming();
+  }
+  RemoveAll(dir);
+  state.SetItemsProcessed(replayed);
+  state.counters["journal_MiB"] = static_cast<double>(bytes) / (1 << 20);
+}
+BENCHMARK(BM_Recovery)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+}  // namespace
+}  // namespace rapport
+
+BENCHMARK_MAIN();

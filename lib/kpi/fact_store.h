@@ -1,0 +1,237 @@
+// The KPIs' fact store: every fact a KPI of SPEC §5 reads, kept on ingest.
+//
+// Facts live in one time-ordered column set per kind (leads, stage entries,
+// orders, payments, activities, ...), so a query reads only the kinds it needs
+// and, within a kind, only its time range. Each column set is a list of
+// blocks sorted by (occurred_at, arrival): the time column on its own (for the
+// range search) beside a small payload. A late event is inserted into its
+// block (a move of at most one block); a full block splits. Ids are dense
+// indexes into the engine's tables or into the store's string pool.
+//
+// Beside the facts, per-entity timelines (an account's orders, outbound
+// contacts, feedback, status events and attribution; a deal's stage visits and
+// first win and loss) answer the cross-event questions of the KPIs ("was this
+// the account's first order", "did a contact follow within 7 days") without a
+// scan. They are derived from the facts and the engine's tables, so a snapshot
+// stores the facts only and rebuilds the rest.
+//
+// Thread-safety: none of its own; the engine's mutex guards it like the rest
+// of EngineState.
+#ifndef RAPPORT_LIB_KPI_FACT_STORE_H_
+#define RAPPORT_LIB_KPI_FACT_STORE_H_
+
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+
+namespace rapport::kpi {
+
+inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
+// Interned strings (manager, team, partner ids, segments, currencies); id 0
+// is the empty string.
+class StringPool {
+ public:
+  StringPool() { Intern(""); }
+  uint32_t Intern(absl::string_view s);
+  // kMissing when absent.
+  uint32_t Find(absl::string_view s) const;
+  const std::string& at(uint32_t id) const { return strings_[id]; }
+  size_t size() const { return strings_.size(); }
+  size_t MemoryBytes() const;
+  static constexpr uint32_t kMissing = UINT32_MAX;
+
+ private:
+  std::deque<std::string> strings_;
+  absl::flat_hash_map<std::string, uint32_t> ids_;
+};
+
+enum class FactKind : uint8_t {
+  kLead = 0,            // subject: deal
+  kStageEntry = 1,      // subject: deal; aux: stage index; value: seq
+  kWon = 2,             // subject: deal; value: seq
+  kLost = 3,            // subject: deal; value: seq
+  kPartnerAgreed = 4,   // value: seq
+  kPartnerChurned = 5,  // value: seq
+  kAccountChurned = 6,  // value: seq
+  kOrderPlaced = 7,     // subject: order; aux: currency; value: amount
+  kOrderCompleted = 8,  // subject: order
+  kPayment = 9,         // subject: invoice + 1 (0: none); aux: currency; value: amount
+  kActivity = 10,       // subject: manager (string id); aux: ActivityCode
+  kFeedback = 11,       // value: score 0..10
+};
+inline constexpr int kFactKinds = 12;
+
+// An activity's kind and direction in one number: (kind - 1) * 2 + inbound,
+// 0..7, the order of rapport.v1.ActivityCounts.
+inline uint32_t ActivityCode(int kind, bool inbound) {
+  return static_cast<uint32_t>((kind - 1) * 2 + (inbound ? 1 : 0));
+}
+inline bool ActivityInbound(uint32_t code) { return (code & 1) != 0; }
+
+// A fact's payload; its time is in the block's own column.
+struct Fact {
+  int64_t value;
+  uint32_t account;
+  uint32_t subject;
+  uint32_t aux;
+};
+
+// Facts of one kind ordered by (time, arrival).
+class FactColumn {
+ public:
+  static constexpr int kBlock = 1024;
+  struct Block {
+    int n = 0;
+    int64_t t[kBlock];
+    Fact f[kBlock];
+  };
+
+  void Insert(int64_t t, const Fact& f);
+  size_t size() const { return size_; }
+  const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }
+  size_t MemoryBytes() const;
+
+  // Calls fn(t, fact) for every fact with t in [from, to), in order.
+  template <typename Fn>
+  void ForRange(int64_t from, int64_t to, Fn&& fn) const {
+    if (from >= to) return;
+    for (size_t b = FirstBlock(from); b < blocks_.size(); ++b) {
+      const Block& blk = *blocks_[b];
+      if (blk.n == 0 || blk.t[0] >= to) break;
+      int i = 0;
+      if (blk.t[0] < from) {
+        while (i < blk.n && blk.t[i] < from) ++i;
+      }
+      for (; i < blk.n; ++i) {
+        if (blk.t[i] >= to) return;
+        fn(blk.t[i], blk.f[i]);
+      }
+    }
+  }
+  template <typename Fn>
+  void ForAll(Fn&& fn) const {
+    for (const auto& b : blocks_) {
+      for (int i = 0; i < b->n; ++i) fn(b->t[i], b->f[i]);
+    }
+  }
+
+ private:
+  // The first block that may hold a fact at or after `t`.
+  size_t FirstBlock(int64_t t) const;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  size_t size_ = 0;
+};
+
+// (time, arrival seq): the order of "before" and of ties (later arrival wins).
+struct Stamp {
+  int64_t t;
+  int64_t seq;
+  friend bool operator<(const Stamp& a, const Stamp& b) {
+    return a.t != b.t ? a.t < b.t : a.seq < b.seq;
+  }
+  friend bool operator==(const Stamp& a, const Stamp& b) { return a.t == b.t && a.seq == b.seq; }
+};
+
+struct AttrEntry {
+  Stamp since;
+  uint32_t owner;
+  uint32_t team;
+  uint32_t segment;
+};
+
+struct OrderRef {
+  Stamp at;
+  uint32_t order;
+};
+
+struct StatusEvent {
+  Stamp at;
+  // Partners: true for agreed, false for churned. Clients: false (churned).
+  bool agreed;
+};
+
+struct FeedbackRef {
+  int64_t t;
+  int32_t score;
+};
+
+struct AccountData {
+  // Copy of EngineState.attributions with interned ids.
+  std::vector<AttrEntry> attr;
+  // Sorted by stamp.
+  std::vector<OrderRef> orders;
+  std::vector<int64_t> outbound;
+  std::vector<FeedbackRef> feedback;
+  std::vector<StatusEvent> status;
+  uint32_t source_partner = 0;
+  uint8_t kind = 0;
+  bool referred = false;
+};
+
+struct Visit {
+  Stamp at;
+  int32_t stage;
+};
+
+struct DealData {
+  uint32_t account = 0;
+  uint32_t source_partner = 0;
+  int32_t pipeline = 0;
+  int64_t created_at = 0;
+  // The first win / loss by (time, arrival); kNever if none.
+  Stamp won{kNever, kNever};
+  Stamp lost{kNever, kNever};
+  // Sorted by stamp.
+  std::vector<Visit> visits;
+};
+
+struct OrderData {
+  uint32_t account = 0;
+  Stamp placed{0, 0};
+  // A completion took effect (the first to arrive counts).
+  bool completed = false;
+};
+
+struct Payment {
+  int64_t t;
+  int64_t amount;
+};
+
+struct FactStore {
+  StringPool strings;
+  FactColumn columns[kFactKinds];
+  std::deque<AccountData> accounts;
+  std::deque<DealData> deals;
+  std::deque<OrderData> orders;
+  // Payments naming each invoice, by invoice index (empty for most).
+  std::deque<std::vector<Payment>> invoice_payments;
+  // Stage counts of every pipeline, and the offset of each pipeline's first
+  // stage in a flat stage numbering.
+  std::vector<int32_t> stage_offset;
+
+  const FactColumn& column(FactKind k) const { return columns[static_cast<int>(k)]; }
+  FactColumn& column(FactKind k) { return columns[static_cast<int>(k)]; }
+  size_t facts() const;
+  // Bytes of memory held (facts, timelines, strings), approximately.
+  size_t MemoryBytes() const;
+};
+
+// Inserts `x` into the sorted vector `v` after every element not greater.
+template <typename T, typename Less>
+void InsertSorted(std::vector<T>& v, T x, Less less) {
+  auto pos = v.end();
+  while (pos != v.begin() && less(x, *(pos - 1))) --pos;
+  v.insert(pos, std::move(x));
+}
+
+}  // namespace rapport::kpi
+
+#endif  // RAPPORT_LIB_KPI_FACT_STORE_H_

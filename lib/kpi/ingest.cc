@@ -1,0 +1,340 @@
+#include "lib/kpi/ingest.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "rapport/engine.h"
+
+namespace rapport::kpi {
+namespace {
+
+bool StampLess(const Stamp& a, const Stamp& b) { return a < b; }
+
+void Sync(EngineState* s) {
+  FactStore& st = s->kpi;
+  if (st.stage_offset.empty()) {
+    int32_t off = 0;
+    for (const PipelineInfo& p : s->pipelines.all()) {
+      st.stage_offset.push_back(off);
+      off += p.size();
+    }
+    st.stage_offset.push_back(off);
+  }
+  while (st.accounts.size() < s->accounts.size()) {
+    st.accounts.emplace_back().kind =
+        static_cast<uint8_t>(s->accounts.at(static_cast<uint32_t>(st.accounts.size())).kind());
+  }
+  while (st.invoice_payments.size() < s->invoices.size()) {
+    const v1::Invoice& inv = s->invoices.at(static_cast<uint32_t>(st.invoice_payments.size()));
+    st.strings.Intern(inv.amount().currency());
+    st.invoice_payments.emplace_back();
+  }
+  while (st.deals.size() < s->deals.size()) {
+    const v1::Deal& d = s->deals.at(static_cast<uint32_t>(st.deals.size()));
+    DealData& dd = st.deals.emplace_back();
+    dd.account = s->accounts.IndexOf(d.account_id());
+    dd.source_partner = st.strings.Intern(d.source_partner_id());
+    const PipelineInfo* p = s->pipelines.Find(d.pipeline_id());
+    dd.pipeline = static_cast<int32_t>(p - s->pipelines.all().data());
+    dd.created_at = d.created_at_us();
+  }
+}
+
+// The account's attribution history and current attributes, interned.
+void SyncAccount(uint32_t idx, EngineState* s) {
+  FactStore& st = s->kpi;
+  AccountData& a = st.accounts[idx];
+  a.attr.clear();
+  for (const v1::Attribution& x : s->attributions[idx]) {
+    a.attr.push_back(AttrEntry{Stamp{x.since_us(), x.seq()}, st.strings.Intern(x.owner_id()),
+                               st.strings.Intern(x.team_id()), st.strings.Intern(x.segment())});
+  }
+  const v1::Account& acc = s->accounts.at(idx);
+  a.source_partner = st.strings.Intern(acc.source_partner_id());
+  a.referred = !acc.referred_by().empty();
+}
+
+// Stores a fact and threads it into the timelines.
+void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_seq) {
+  st.column(kind).Insert(t, f);
+  switch (kind) {
+    case FactKind::kStageEntry:
+      InsertSorted(st.deals[f.subject].visits, Visit{Stamp{t, f.value}, static_cast<int32_t>(f.aux)},
+                   [](const Visit& x, const Visit& y) { return x.at < y.at; });
+      break;
+    case FactKind::kWon:
+      st.deals[f.subject].won = std::min(st.deals[f.subject].won, Stamp{t, f.value}, StampLess);
+      break;
+    case FactKind::kLost:
+      st.deals[f.subject].lost = std::min(st.deals[f.subject].lost, Stamp{t, f.value}, StampLess);
+      break;
+    case FactKind::kPartnerAgreed:
+    case FactKind::kPartnerChurned:
+    case FactKind::kAccountChurned: {
+      AccountData& a = st.accounts[f.account];
+      // Partners follow agreed/churned; clients follow account-churned.
+      const bool partner = a.kind == v1::ACCOUNT_KIND_PARTNER;
+      if (partner == (kind == FactKind::kAccountChurned)) break;
+      InsertSorted(a.status, StatusEvent{Stamp{t, f.value}, kind == FactKind::kPartnerAgreed},
+                   [](const StatusEvent& x, const StatusEvent& y) { return x.at < y.at; });
+      break;
+    }
+    case FactKind::kOrderPlaced: {
+      while (st.orders.size() <= f.subject) st.orders.emplace_back();
+      st.orders[f.subject].account = f.account;
+      st.orders[f.subject].placed = Stamp{t, order_seq};
+      InsertSorted(st.accounts[f.account].orders, OrderRef{Stamp{t, order_seq}, f.subject},
+                   [](const OrderRef& x, const OrderRef& y) { return x.at < y.at; });
+      break;
+    }
+    case FactKind::kOrderCompleted:
+      st.orders[f.subject].completed = true;
+      break;
+    case FactKind::kPayment:
+      if (f.subject != 0) {
+        InsertSorted(st.invoice_payments[f.subject - 1], Payment{t, f.value},
+                     [](const Payment& x, const Payment& y) { return x.t < y.t; });
+      }
+      break;
+    case FactKind::kActivity:
+      if (!ActivityInbound(f.aux)) {
+        InsertSorted(st.accounts[f.account].outbound, t,
+                     [](int64_t x, int64_t y) { return x < y; });
+      }
+      break;
+    case FactKind::kFeedback:
+      InsertSorted(st.accounts[f.account].feedback, FeedbackRef{t, static_cast<int32_t>(f.value)},
+                   [](const FeedbackRef& x, const FeedbackRef& y) { return x.t < y.t; });
+      break;
+    case FactKind::kLead:
+      break;
+  }
+}
+
+// Records the stage the deal entered by this event, if it entered one;
+// returns whether that stage wins the deal.
+bool RecordEntry(uint32_t deal, int64_t t, int64_t seq, EngineState* s) {
+  FactStore& st = s->kpi;
+  const v1::Deal& d = s->deals.at(deal);
+  DealData& dd = st.deals[deal];
+  if (static_cast<size_t>(d.history_size()) <= dd.visits.size()) return false;
+  const PipelineInfo& p = s->pipelines.all()[static_cast<size_t>(dd.pipeline)];
+  const int stage = p.StageIndex(d.history(d.history_size() - 1).stage());
+  const uint32_t account = dd.account;
+  Add(st, FactKind::kStageEntry, t, Fact{seq, account, deal, static_cast<uint32_t>(stage)}, 0);
+  if (p.stage(stage).lost()) Add(st, FactKind::kLost, t, Fact{seq, account, deal, 0}, 0);
+  if (p.stage(stage).won()) {
+    Add(st, FactKind::kWon, t, Fact{seq, account, deal, 0}, 0);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void RecordFacts(const v1::Event& e, int64_t seq, EngineState* s) {
+  FactStore& st = s->kpi;
+  const int64_t t = e.occurred_at_us();
+  Sync(s);
+  switch (e.payload_case()) {
+    case v1::Event::kAccountUpserted:
+      SyncAccount(s->accounts.IndexOf(e.account_upserted().account_id()), s);
+      break;
+    case v1::Event::kLeadCreated: {
+      const uint32_t deal = static_cast<uint32_t>(s->deals.size() - 1);
+      Add(st, FactKind::kLead, t, Fact{0, st.deals[deal].account, deal, 0}, 0);
+      RecordEntry(deal, t, seq, s);
+      break;
+    }
+    case v1::Event::kDealStageChanged:
+      RecordEntry(s->deals.IndexOf(e.deal_stage_changed().deal_id()), t, seq, s);
+      break;
+    case v1::Event::kDealWon: {
+      const uint32_t deal = s->deals.IndexOf(e.deal_won().deal_id());
+      if (!RecordEntry(deal, t, seq, s)) {
+        Add(st, FactKind::kWon, t, Fact{seq, st.deals[deal].account, deal, 0}, 0);
+      }
+      break;
+    }
+    case v1::Event::kDealLost: {
+      const uint32_t deal = s->deals.IndexOf(e.deal_lost().deal_id());
+      Add(st, FactKind::kLost, t, Fact{seq, st.deals[deal].account, deal, 0}, 0);
+      break;
+    }
+    case v1::Event::kPartnerAgreed:
+      Add(st, FactKind::kPartnerAgreed, t,
+          Fact{seq, s->accounts.IndexOf(e.partner_agreed().account_id()), 0, 0}, 0);
+      break;
+    case v1::Event::kPartnerChurned:
+      Add(st, FactKind::kPartnerChurned, t,
+          Fact{seq, s->accounts.IndexOf(e.partner_churned().account_id()), 0, 0}, 0);
+      break;
+    case v1::Event::kAccountChurned:
+      Add(st, FactKind::kAccountChurned, t,
+          Fact{seq, s->accounts.IndexOf(e.account_churned().account_id()), 0, 0}, 0);
+      break;
+    case v1::Event::kOrderPlaced: {
+      const auto& p = e.order_placed();
+      Add(st, FactKind::kOrderPlaced, t,
+          Fact{p.amount().amount_minor(), s->accounts.IndexOf(p.account_id()),
+               static_cast<uint32_t>(s->orders.size() - 1), st.strings.Intern(p.amount().currency())},
+          seq);
+      break;
+    }
+    case v1::Event::kOrderCompleted: {
+      const uint32_t order = s->orders.IndexOf(e.order_completed().order_id());
+      if (order < st.orders.size() && !st.orders[order].completed) {
+        Add(st, FactKind::kOrderCompleted, t, Fact{0, st.orders[order].account, order, 0}, 0);
+      }
+      break;
+    }
+    case v1::Event::kPaymentReceived: {
+      const auto& p = e.payment_received();
+      const uint32_t inv = p.invoice_id().empty() ? 0 : s->invoices.IndexOf(p.invoice_id()) + 1;
+      Add(st, FactKind::kPayment, t,
+          Fact{p.amount().amount_minor(), s->accounts.IndexOf(p.account_id()), inv,
+               st.strings.Intern(p.amount().currency())},
+          0);
+      break;
+    }
+    case v1::Event::kActivity: {
+      const auto& p = e.activity();
+      Add(st, FactKind::kActivity, t,
+          Fact{0, s->accounts.IndexOf(p.account_id()), st.strings.Intern(p.manager_id()),
+               ActivityCode(p.kind(), p.direction() == v1::DIRECTION_INBOUND)},
+          0);
+      break;
+    }
+    case v1::Event::kFeedbackReceived: {
+      const auto& p = e.feedback_received();
+      Add(st, FactKind::kFeedback, t, Fact{p.score(), s->accounts.IndexOf(p.account_id()), 0, 0}, 0);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void WriteFactColumns(const EngineState& s, v1::FactColumns* out) {
+  const FactStore& st = s.kpi;
+  for (size_t i = 0; i < st.strings.size(); ++i) out->add_strings(st.strings.at(static_cast<uint32_t>(i)));
+  const size_t n = st.facts();
+  out->mutable_occurred_at_us()->Reserve(static_cast<int>(n));
+  out->mutable_account()->Reserve(static_cast<int>(n));
+  out->mutable_subject()->Reserve(static_cast<int>(n));
+  out->mutable_aux()->Reserve(static_cast<int>(n));
+  out->mutable_value()->Reserve(static_cast<int>(n));
+  for (int k = 0; k < kFactKinds; ++k) {
+    out->add_kind_sizes(st.columns[k].size());
+    st.columns[k].ForAll([&](int64_t t, const Fact& f) {
+      out->add_occurred_at_us(t);
+      out->add_account(f.account);
+      out->add_subject(f.subject);
+      out->add_aux(f.aux);
+      out->add_value(f.value);
+      if (k == static_cast<int>(FactKind::kOrderPlaced)) out->add_order_seq(st.orders[f.subject].placed.seq);
+    });
+  }
+}
+
+absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot: facts: ", what));
+  };
+  FactStore& st = s->kpi;
+  if (in.strings_size() == 0 && in.kind_sizes_size() == 0 && in.occurred_at_us_size() == 0) {
+    // An engine with no events at all.
+  } else {
+    if (in.strings_size() == 0 || !in.strings(0).empty()) return bad("strings[0] must be empty");
+    for (int i = 1; i < in.strings_size(); ++i) {
+      if (in.strings(i).size() > kMaxTextBytes) return bad(absl::StrCat("strings[", i, "] is too long"));
+      if (st.strings.Find(in.strings(i)) != StringPool::kMissing) {
+        return bad(absl::StrCat("strings[", i, "] is repeated"));
+      }
+      st.strings.Intern(in.strings(i));
+    }
+    if (in.kind_sizes_size() != kFactKinds) return bad("kind_sizes must have 12 entries");
+  }
+  uint64_t total = 0;
+  for (uint64_t k : in.kind_sizes()) {
+    if (k > static_cast<uint64_t>(INT32_MAX) || total + k > static_cast<uint64_t>(INT32_MAX)) {
+      return bad("kind_sizes are too large");
+    }
+    total += k;
+  }
+  const int n = static_cast<int>(total);
+  if (in.occurred_at_us_size() != n || in.account_size() != n || in.subject_size() != n ||
+      in.aux_size() != n || in.value_size() != n) {
+    return bad("columns differ in length from the sum of kind_sizes");
+  }
+  const uint64_t orders_expected =
+      in.kind_sizes_size() == kFactKinds ? in.kind_sizes(static_cast<int>(FactKind::kOrderPlaced)) : 0;
+  if (static_cast<uint64_t>(in.order_seq_size()) != orders_expected) {
+    return bad("order_seq does not match the order facts");
+  }
+  Sync(s);
+  for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, s);
+  const uint32_t strings = static_cast<uint32_t>(st.strings.size());
+  int row = 0;
+  int order_row = 0;
+  for (int k = 0; k < in.kind_sizes_size(); ++k) {
+    const FactKind kind = static_cast<FactKind>(k);
+    int64_t prev_t = 0;
+    for (uint64_t j = 0; j < in.kind_sizes(k); ++j, ++row) {
+      const int64_t t = in.occurred_at_us(row);
+      Fact f{in.value(row), in.account(row), in.subject(row), in.aux(row)};
+      auto where = [&] { return absl::StrCat("fact ", row, " (kind ", k, ")"); };
+      if (t < kMinTimeUs || t >= kMaxTimeUs || t < prev_t) {
+        return bad(absl::StrCat(where(), ": occurred_at_us out of range or order"));
+      }
+      prev_t = t;
+      if (f.account >= s->accounts.size()) return bad(absl::StrCat(where(), ": unknown account"));
+      bool ok = true;
+      int64_t order_seq = 0;
+      switch (kind) {
+        case FactKind::kLead:
+        case FactKind::kStageEntry:
+        case FactKind::kWon:
+        case FactKind::kLost:
+          ok = f.subject < st.deals.size() && st.deals[f.subject].account == f.account;
+          if (ok && kind == FactKind::kStageEntry) {
+            ok = f.aux < static_cast<uint32_t>(
+                             s->pipelines.all()[static_cast<size_t>(st.deals[f.subject].pipeline)].size());
+          }
+          if (kind != FactKind::kLead) ok = ok && f.value >= 0 && f.value < s->events_accepted;
+          break;
+        case FactKind::kPartnerAgreed:
+        case FactKind::kPartnerChurned:
+        case FactKind::kAccountChurned:
+          ok = f.value >= 0 && f.value < s->events_accepted;
+          break;
+        case FactKind::kOrderPlaced:
+          order_seq = in.order_seq(order_row++);
+          ok = f.subject < s->orders.size() && f.aux < strings && f.value >= 0 && order_seq >= 0 &&
+               order_seq < s->events_accepted &&
+               s->orders.IndexOf(s->orders.at(f.subject).order_id()) == f.subject &&
+               s->accounts.IndexOf(s->orders.at(f.subject).account_id()) == f.account;
+          break;
+        case FactKind::kOrderCompleted:
+          ok = f.subject < st.orders.size() && st.orders[f.subject].account == f.account &&
+               !st.orders[f.subject].completed;
+          break;
+        case FactKind::kPayment:
+          ok = f.subject <= s->invoices.size() && f.aux < strings && f.value >= 0;
+          break;
+        case FactKind::kActivity:
+          ok = f.subject < strings && f.aux < 8;
+          break;
+        case FactKind::kFeedback:
+          ok = f.value >= 0 && f.value <= 10;
+          break;
+      }
+      if (!ok) return bad(absl::StrCat(where(), ": an index, code or value is out of range"));
+      Add(st, kind, t, f, order_seq);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rapport::kpi

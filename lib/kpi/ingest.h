@@ -1,0 +1,30 @@
+// Keeping the KPI fact store in step with the engine: one hook per applied
+// event, and the store's part of a snapshot.
+#ifndef RAPPORT_LIB_KPI_INGEST_H_
+#define RAPPORT_LIB_KPI_INGEST_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "lib/state/engine_state.h"
+#include "rapport/v1/event.pb.h"
+#include "rapport/v1/snapshot.pb.h"
+
+namespace rapport::kpi {
+
+// Records the facts of `event`, which ApplyEvent has just applied to `state`
+// with arrival sequence `seq`. Cannot fail; amortized O(1) for events in time
+// order, O(block) for late ones.
+void RecordFacts(const v1::Event& event, int64_t seq, EngineState* state);
+
+// The store's facts as snapshot columns (deterministic).
+void WriteFactColumns(const EngineState& state, v1::FactColumns* out);
+
+// Rebuilds the store of a restored `state` (tables already filled) from
+// snapshot columns, checking every index, time and code.
+// Errors: INVALID_ARGUMENT naming the column and the offending entry.
+absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* state);
+
+}  // namespace rapport::kpi
+
+#endif  // RAPPORT_LIB_KPI_INGEST_H_

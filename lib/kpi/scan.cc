@@ -1,0 +1,514 @@
+// The scan: a partial computed from the fact columns in the period, plus the
+// entity timelines for figures at instants (active partners, clients, stuck
+// deals, receivables). Definitions follow SPEC §5 line by line; the comments
+// name the row they implement.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "lib/kpi/accumulator.h"
+#include "lib/kpi/health.h"
+#include "lib/kpi/query.h"
+#include "rapport/engine.h"
+
+namespace rapport::kpi {
+namespace {
+
+constexpr int64_t kDay = kMicrosPerDay;
+
+class Scanner {
+ public:
+  Scanner(const EngineState& s, const Plan& p)
+      : s_(s), st_(s.kpi), p_(p), by_(p.query.group_by()), as_of_(p.as_of),
+        nb_(p.buckets()), rows_(static_cast<size_t>(nb_)),
+        client_group_(static_cast<uint32_t>(st_.strings.size())),
+        partner_group_(client_group_ + 1),
+        slot_(st_.strings.size() + 2, -1) {
+    if (by_ == v1::GROUP_BY_NONE) {
+      for (int b = 0; b < nb_; ++b) At(b, 0).touched = true;
+    }
+  }
+
+  absl::StatusOr<v1::KpiPartial> Run() {
+    for (int b = 0; b < nb_; ++b) {
+      lo_ = p_.bounds[b];
+      hi_ = p_.bounds[b + 1];
+      b_ = b;
+      Leads();
+      Stages();
+      Wins();
+      Partners();
+      Orders();
+      Completions();
+      Payments();
+      Activities();
+      Feedback();
+    }
+    ActivePartners();
+    ClientChurn();
+    StuckDeals();
+    Receivables();
+    if (!error_.ok()) return error_;
+    return Emit();
+  }
+
+ private:
+  // ---- groups ------------------------------------------------------------
+
+  static const AttrEntry* AttrAt(const AccountData& a, int64_t t) {
+    if (a.attr.empty()) return nullptr;
+    if (a.attr.size() == 1) return &a.attr.front();
+    auto it = std::upper_bound(a.attr.begin(), a.attr.end(), t,
+                               [](int64_t x, const AttrEntry& e) { return x < e.since.t; });
+    return it == a.attr.begin() ? &a.attr.front() : &*(it - 1);
+  }
+
+  // SPEC §5 "Attribution": the account's owner/team/segment at `t`.
+  uint32_t GroupOf(uint32_t account, int64_t t) const {
+    const AccountData& a = st_.accounts[account];
+    switch (by_) {
+      case v1::GROUP_BY_MANAGER:
+      case v1::GROUP_BY_TEAM:
+      case v1::GROUP_BY_SEGMENT: {
+        const AttrEntry* e = AttrAt(a, t);
+        if (e == nullptr) return 0;
+        return by_ == v1::GROUP_BY_MANAGER ? e->owner : by_ == v1::GROUP_BY_TEAM ? e->team : e->segment;
+      }
+      case v1::GROUP_BY_SOURCE_PARTNER:
+        return a.source_partner;
+      case v1::GROUP_BY_ACCOUNT_KIND:
+        return a.kind == v1::ACCOUNT_KIND_CLIENT    ? client_group_
+               : a.kind == v1::ACCOUNT_KIND_PARTNER ? partner_group_
+                                                    : 0;
+      default:
+        return 0;
+    }
+  }
+  // Deal-level figures: by source partner, the deal's own.
+  uint32_t DealGroup(uint32_t deal, int64_t t) const {
+    const DealData& d = st_.deals[deal];
+    return by_ == v1::GROUP_BY_SOURCE_PARTNER ? d.source_partner : GroupOf(d.account, t);
+  }
+
+  Acc& At(int b, uint32_t group) {
+    int32_t& slot = slot_[group];
+    if (slot < 0) {
+      slot = static_cast<int32_t>(groups_.size());
+      groups_.push_back(group);
+    }
+    std::vector<Acc>& row = rows_[static_cast<size_t>(b)];
+    if (row.size() <= static_cast<size_t>(slot)) row.resize(static_cast<size_t>(slot) + 1);
+    Acc& acc = row[static_cast<size_t>(slot)];
+    acc.touched = true;
+    return acc;
+  }
+
+  void Overflow(absl::string_view kpi, uint32_t currency) {
+    if (error_.ok()) {
+      error_ = absl::OutOfRangeError(absl::StrCat("KPI '", kpi, "': the sum in currency '",
+                                                  st_.strings.at(currency), "' overflows int64"));
+    }
+  }
+
+  // ---- facts in the bucket -----------------------------------------------
+
+  // leads; lead_conversion: of the leads, won before as_of.
+  void Leads() {
+    st_.column(FactKind::kLead).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      Acc& a = At(b_, DealGroup(f.subject, t));
+      ++a.c[kLeads];
+      if (st_.deals[f.subject].won.t < as_of_) ++a.c[kLeadsWon];
+    });
+  }
+
+  // stage_conversion: a deal counts once per bucket and stage, at its first
+  // entry in the bucket; converted when it entered a later stage after that
+  // entry and before as_of.
+  void Stages() {
+    st_.column(FactKind::kStageEntry).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      const DealData& d = st_.deals[f.subject];
+      const Stamp me{t, f.value};
+      const int32_t stage = static_cast<int32_t>(f.aux);
+      bool converted = false;
+      for (const Visit& v : d.visits) {
+        if (v.stage == stage && v.at < me && v.at.t >= lo_) return;  // not the first in the bucket
+        if (v.stage > stage && me < v.at && v.at.t < as_of_) converted = true;
+      }
+      Acc& a = At(b_, DealGroup(f.subject, t));
+      const size_t flat = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + stage);
+      if (a.stages.size() <= flat) a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
+      ++a.stages[flat].first;
+      if (converted) ++a.stages[flat].second;
+    });
+  }
+
+  // win_rate and time_to_win: each deal at its first win and its first loss.
+  void Wins() {
+    st_.column(FactKind::kWon).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      const DealData& d = st_.deals[f.subject];
+      if (!(d.won == Stamp{t, f.value})) return;
+      Acc& a = At(b_, DealGroup(f.subject, t));
+      ++a.c[kWon];
+      a.time_to_win.push_back(static_cast<double>(t - d.created_at) / static_cast<double>(kDay));
+    });
+    st_.column(FactKind::kLost).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      const DealData& d = st_.deals[f.subject];
+      if (!(d.lost == Stamp{t, f.value})) return;
+      ++At(b_, DealGroup(f.subject, t)).c[kLost];
+    });
+  }
+
+  // partners_new, partners_churned: the events in the period.
+  void Partners() {
+    st_.column(FactKind::kPartnerAgreed).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      ++At(b_, GroupOf(f.account, t)).c[kPartnersNew];
+    });
+    st_.column(FactKind::kPartnerChurned).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      ++At(b_, GroupOf(f.account, t)).c[kPartnersChurned];
+    });
+  }
+
+  // clients_new, referral_rate, repeat_order_share, repeat_customer_rate,
+  // post_purchase_contact_rate.
+  void Orders() {
+    st_.column(FactKind::kOrderPlaced).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      const AccountData& acc = st_.accounts[f.account];
+      Acc& a = At(b_, GroupOf(f.account, t));
+      ++a.c[kOrders];
+      const Stamp me = st_.orders[f.subject].placed;
+      if (acc.orders.front().order == f.subject) {
+        ++a.c[kClientsNew];
+        if (acc.referred) ++a.c[kReferred];
+      } else {
+        ++a.c[kRepeatOrders];
+      }
+      // The account's first order in the bucket stands for the account.
+      auto it = std::lower_bound(acc.orders.begin(), acc.orders.end(), me,
+                                 [](const OrderRef& o, const Stamp& x) { return o.at < x; });
+      if (it == acc.orders.begin() || (it - 1)->at.t < lo_) {
+        ++a.c[kRcrDen];
+        if (acc.orders.size() >= 2 && acc.orders[1].at.t < hi_) ++a.c[kRcrNum];
+      }
+      if (t + 7 * kDay < as_of_) {
+        ++a.c[kPpcDen];
+        auto o = std::upper_bound(acc.outbound.begin(), acc.outbound.end(), t);
+        if (o != acc.outbound.end() && *o <= t + 7 * kDay) ++a.c[kPpcNum];
+      }
+    });
+  }
+
+  // feedback_coverage.
+  void Completions() {
+    st_.column(FactKind::kOrderCompleted).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      if (!(t + 30 * kDay < as_of_)) return;
+      Acc& a = At(b_, GroupOf(f.account, t));
+      ++a.c[kFbDen];
+      const auto& fb = st_.accounts[f.account].feedback;
+      auto it = std::upper_bound(fb.begin(), fb.end(), t,
+                                 [](int64_t x, const FeedbackRef& r) { return x < r.t; });
+      if (it != fb.end() && it->t <= t + 30 * kDay) ++a.c[kFbNum];
+    });
+  }
+
+  // revenue, and the previous period of equal length for revenue_growth.
+  void Payments() {
+    const FactColumn& col = st_.column(FactKind::kPayment);
+    col.ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      if (!Acc::AddMoney(At(b_, GroupOf(f.account, t)).revenue, f.aux, f.value, false)) {
+        Overflow("revenue", f.aux);
+      }
+    });
+    const int64_t len = hi_ - lo_;
+    col.ForRange(std::max<int64_t>(0, lo_ - len), lo_, [&](int64_t t, const Fact& f) {
+      if (!Acc::AddMoney(At(b_, GroupOf(f.account, t)).revenue, f.aux, f.value, true)) {
+        Overflow("revenue_growth", f.aux);
+      }
+    });
+  }
+
+  // activities; hunter_share: outbound contacts with accounts that were not
+  // customers at that moment (a partner not active, a client with no order).
+  void Activities() {
+    st_.column(FactKind::kActivity).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      Acc& a = At(b_, by_ == v1::GROUP_BY_MANAGER ? f.subject : GroupOf(f.account, t));
+      ++a.c[kActivity0 + f.aux];
+      if (ActivityInbound(f.aux)) return;
+      ++a.c[kHunterDen];
+      const AccountData& acc = st_.accounts[f.account];
+      bool customer;
+      if (acc.kind == v1::ACCOUNT_KIND_PARTNER) {
+        customer = PartnerActiveAt(acc, t);
+      } else {
+        customer = !acc.orders.empty() && acc.orders.front().at.t < t;
+      }
+      if (!customer) ++a.c[kHunterNum];
+    });
+  }
+
+  // nps.
+  void Feedback() {
+    st_.column(FactKind::kFeedback).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+      Acc& a = At(b_, GroupOf(f.account, t));
+      ++a.c[kNpsResponses];
+      if (f.value >= 9) ++a.c[kNpsPromoters];
+      if (f.value <= 6) ++a.c[kNpsDetractors];
+    });
+  }
+
+  // ---- figures at instants ---------------------------------------------
+
+  // The last agreed/churned event before `x` is "agreed" (ties: the later
+  // arrival, which sorts last).
+  static bool PartnerActiveAt(const AccountData& a, int64_t x) {
+    auto it = std::lower_bound(a.status.begin(), a.status.end(), x,
+                               [](const StatusEvent& e, int64_t v) { return e.at.t < v; });
+    return it != a.status.begin() && (it - 1)->agreed;
+  }
+
+  // partners_active at each bucket's start and end.
+  void ActivePartners() {
+    for (uint32_t i = 0; i < st_.accounts.size(); ++i) {
+      const AccountData& a = st_.accounts[i];
+      if (a.kind != v1::ACCOUNT_KIND_PARTNER || a.status.empty()) continue;
+      for (int b = 0; b < nb_; ++b) {
+        const int64_t s = p_.bounds[b], e = p_.bounds[b + 1];
+        if (PartnerActiveAt(a, s)) ++At(b, GroupOf(i, s)).c[kPartnersActiveStart];
+        if (PartnerActiveAt(a, e)) ++At(b, GroupOf(i, e)).c[kPartnersActiveEnd];
+      }
+    }
+  }
+
+  // client_churn_rate. A client is a client from its first order (after a
+  // churn: its next order) until it churns: by an account-churned event, or
+  // when the configured time passes with no order (an order exactly at the
+  // deadline keeps it). It is a client at x when it became one before x and
+  // had not churned before x.
+  void ClientChurn() {
+    const int64_t after = s_.config.client_churn_after_us();
+    const int64_t first = p_.bounds.front(), last = p_.bounds.back();
+    struct Span { int64_t from, to; };
+    std::vector<Span> spans;
+    for (uint32_t i = 0; i < st_.accounts.size(); ++i) {
+      const AccountData& a = st_.accounts[i];
+      if (a.kind == v1::ACCOUNT_KIND_PARTNER || a.orders.empty()) continue;
+      spans.clear();
+      bool client = false;
+      int64_t since = 0, deadline = 0;
+      size_t oi = 0, ci = 0;
+      while (oi < a.orders.size() || ci < a.status.size()) {
+        const bool order = ci == a.status.size() ||
+                           (oi < a.orders.size() && a.orders[oi].at < a.status[ci].at);
+        const int64_t t = order ? a.orders[oi].at.t : a.status[ci].at.t;
+        if (client && deadline < t) {
+          spans.push_back({since, deadline});
+          client = false;
+        }
+        if (order) {
+          if (!client) since = t;
+          client = true;
+          deadline = t + after;
+          ++oi;
+        } else {
+          if (client) spans.push_back({since, t});
+          client = false;
+          ++ci;
+        }
+      }
+      if (client) spans.push_back({since, deadline});
+      for (const Span& sp : spans) {
+        if (sp.to >= first && sp.to < last) {
+          const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), sp.to) -
+                                         p_.bounds.begin()) - 1;
+          ++At(b, GroupOf(i, sp.to)).c[kChurnNum];
+        }
+        if (sp.from >= last || sp.to < first) continue;
+        for (int b = 0; b < nb_; ++b) {
+          const int64_t x = p_.bounds[b];
+          if (sp.from < x && x <= sp.to) ++At(b, GroupOf(i, x)).c[kChurnDen];
+        }
+      }
+    }
+  }
+
+  // stuck_deals at as_of, reported in every bucket.
+  void StuckDeals() {
+    for (uint32_t i = 0; i < st_.deals.size(); ++i) {
+      const DealData& d = st_.deals[i];
+      if (d.lost.t < as_of_) continue;
+      auto it = std::lower_bound(d.visits.begin(), d.visits.end(), as_of_,
+                                 [](const Visit& v, int64_t x) { return v.at.t < x; });
+      if (it == d.visits.begin()) continue;
+      const Visit& cur = *(it - 1);
+      const PipelineInfo& pl = s_.pipelines.all()[static_cast<size_t>(d.pipeline)];
+      if (cur.stage == pl.size() - 1) continue;
+      const int64_t sla = pl.stage(cur.stage).sla_us();
+      if (sla <= 0 || as_of_ - cur.at.t <= sla) continue;
+      const uint32_t g = DealGroup(i, as_of_);
+      for (int b = 0; b < nb_; ++b) ++At(b, g).c[kStuck];
+    }
+  }
+
+  // receivables_overdue at as_of, reported in every bucket.
+  void Receivables() {
+    for (uint32_t i = 0; i < s_.invoices.size(); ++i) {
+      const v1::Invoice& inv = s_.invoices.at(i);
+      int64_t owed;
+      if (!OverdueAt(inv, st_.invoice_payments[i], as_of_, &owed)) continue;
+      const uint32_t account = s_.accounts.IndexOf(inv.account_id());
+      const uint32_t cur = st_.strings.Find(inv.amount().currency());
+      const uint32_t g = GroupOf(account, as_of_);
+      for (int b = 0; b < nb_; ++b) {
+        Acc& a = At(b, g);
+        ++a.c[kReceivables];
+        if (!Acc::AddMoney(a.receivables, cur, owed, false)) Overflow("receivables_overdue", cur);
+      }
+    }
+  }
+
+  // ---- output ------------------------------------------------------------
+
+  const std::string& GroupName(uint32_t g) const {
+    static const std::string kClient = "client", kPartner = "partner";
+    return g == client_group_ ? kClient : g == partner_group_ ? kPartner : st_.strings.at(g);
+  }
+
+  static void SetRatio(v1::Ratio* r, int64_t num, int64_t den) {
+    r->set_numerator(num);
+    r->set_denominator(den);
+  }
+
+  void Fill(const Acc& a, v1::KpiValues* v, v1::KpiPartial::Row* row) const {
+    const int64_t* c = a.c;
+    v->set_partners_active_start(c[kPartnersActiveStart]);
+    v->set_partners_active_end(c[kPartnersActiveEnd]);
+    v->set_partners_new(c[kPartnersNew]);
+    v->set_partners_churned(c[kPartnersChurned]);
+    SetRatio(v->mutable_partner_growth(), c[kPartnersActiveEnd] - c[kPartnersActiveStart],
+             c[kPartnersActiveStart]);
+    v->set_leads(c[kLeads]);
+    SetRatio(v->mutable_lead_conversion(), c[kLeadsWon], c[kLeads]);
+    v->set_clients_new(c[kClientsNew]);
+    SetRatio(v->mutable_repeat_order_share(), c[kRepeatOrders], c[kOrders]);
+    SetRatio(v->mutable_repeat_customer_rate(), c[kRcrNum], c[kRcrDen]);
+    SetRatio(v->mutable_referral_rate(), c[kReferred], c[kClientsNew]);
+    std::vector<MoneyLine> revenue = a.revenue;
+    std::sort(revenue.begin(), revenue.end(), [&](const MoneyLine& x, const MoneyLine& y) {
+      return st_.strings.at(x.currency) < st_.strings.at(y.currency);
+    });
+    for (const MoneyLine& l : revenue) {
+      v1::RevenueLine* r = v->add_revenue();
+      r->set_currency(st_.strings.at(l.currency));
+      r->set_amount_minor(l.amount);
+      r->set_previous_minor(l.previous);
+    }
+    v1::ActivityCounts* act = v->mutable_activities();
+    act->set_calls_outbound(c[kActivity0 + 0]);
+    act->set_calls_inbound(c[kActivity0 + 1]);
+    act->set_emails_outbound(c[kActivity0 + 2]);
+    act->set_emails_inbound(c[kActivity0 + 3]);
+    act->set_messengers_outbound(c[kActivity0 + 4]);
+    act->set_messengers_inbound(c[kActivity0 + 5]);
+    act->set_meetings_outbound(c[kActivity0 + 6]);
+    act->set_meetings_inbound(c[kActivity0 + 7]);
+    SetRatio(v->mutable_post_purchase_contact_rate(), c[kPpcNum], c[kPpcDen]);
+    SetRatio(v->mutable_feedback_coverage(), c[kFbNum], c[kFbDen]);
+    v->set_nps_promoters(c[kNpsPromoters]);
+    v->set_nps_detractors(c[kNpsDetractors]);
+    v->set_nps_responses(c[kNpsResponses]);
+    // Stages by pipeline id, then stage order.
+    std::vector<size_t> order(s_.pipelines.all().size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+      return s_.pipelines.all()[x].pipeline.id() < s_.pipelines.all()[y].pipeline.id();
+    });
+    for (size_t pi : order) {
+      const PipelineInfo& pl = s_.pipelines.all()[pi];
+      for (int j = 0; j < pl.size(); ++j) {
+        const size_t flat = static_cast<size_t>(st_.stage_offset[pi] + j);
+        if (flat >= a.stages.size() || a.stages[flat].first == 0) continue;
+        v1::StageConversion* sc = v->add_stage_conversion();
+        sc->set_pipeline_id(pl.pipeline.id());
+        sc->set_stage(pl.stage(j).id());
+        sc->set_stage_index(j);
+        SetRatio(sc->mutable_conversion(), a.stages[flat].second, a.stages[flat].first);
+      }
+    }
+    SetRatio(v->mutable_win_rate(), c[kWon], c[kWon] + c[kLost]);
+    SetRatio(v->mutable_client_churn_rate(), c[kChurnNum], c[kChurnDen]);
+    v->set_stuck_deals(c[kStuck]);
+    v->set_receivables_overdue_count(c[kReceivables]);
+    std::vector<MoneyLine> recv = a.receivables;
+    std::sort(recv.begin(), recv.end(), [&](const MoneyLine& x, const MoneyLine& y) {
+      return st_.strings.at(x.currency) < st_.strings.at(y.currency);
+    });
+    for (const MoneyLine& l : recv) {
+      v1::Money* m = v->add_receivables_overdue();
+      m->set_currency(st_.strings.at(l.currency));
+      m->set_amount_minor(l.amount);
+    }
+    SetRatio(v->mutable_hunter_share(), c[kHunterNum], c[kHunterDen]);
+    std::vector<double> ttw = a.time_to_win;
+    std::sort(ttw.begin(), ttw.end());
+    for (double d : ttw) row->add_time_to_win_days(d);
+  }
+
+  v1::KpiPartial Emit() const {
+    v1::KpiPartial out;
+    *out.mutable_query() = p_.query;
+    std::vector<std::pair<const std::string*, size_t>> order;
+    for (int b = 0; b < nb_; ++b) {
+      const std::vector<Acc>& row = rows_[static_cast<size_t>(b)];
+      order.clear();
+      for (size_t slot = 0; slot < row.size(); ++slot) {
+        if (row[slot].touched) order.emplace_back(&GroupName(groups_[slot]), slot);
+      }
+      std::sort(order.begin(), order.end(),
+                [](const auto& x, const auto& y) { return *x.first < *y.first; });
+      for (const auto& [name, slot] : order) {
+        v1::KpiPartial::Row* r = out.add_rows();
+        r->set_bucket_start_us(p_.bounds[b]);
+        r->set_bucket_end_us(p_.bounds[b + 1]);
+        r->set_group(*name);
+        Fill(row[slot], r->mutable_values(), r);
+      }
+    }
+    if (p_.query.include_health()) AppendHealth(s_, as_of_, out.mutable_health());
+    return out;
+  }
+
+  const EngineState& s_;
+  const FactStore& st_;
+  const Plan& p_;
+  const v1::GroupBy by_;
+  const int64_t as_of_;
+  const int nb_;
+  // Accumulators by bucket, then dense group slot.
+  std::vector<std::vector<Acc>> rows_;
+  const uint32_t client_group_, partner_group_;
+  // Dense slot of each group id (-1: none yet), and the group of each slot.
+  std::vector<int32_t> slot_;
+  std::vector<uint32_t> groups_;
+  absl::Status error_;
+  int b_ = 0;
+  int64_t lo_ = 0, hi_ = 0;
+};
+
+}  // namespace
+
+bool OverdueAt(const v1::Invoice& inv, const std::vector<Payment>& payments, int64_t at,
+               int64_t* owed) {
+  if (inv.issued_at_us() >= at || inv.due_at_us() >= at) return false;
+  int64_t paid = 0;
+  for (const Payment& p : payments) {
+    if (p.t >= at) break;
+    if (__builtin_add_overflow(paid, p.amount, &paid)) paid = INT64_MAX;
+  }
+  if (paid >= inv.amount().amount_minor()) return false;
+  *owed = inv.amount().amount_minor() - paid;
+  return true;
+}
+
+absl::StatusOr<v1::KpiPartial> ScanPartial(const EngineState& state, const Plan& plan) {
+  return Scanner(state, plan).Run();
+}
+
+}  // namespace rapport::kpi

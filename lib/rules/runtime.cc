@@ -1,0 +1,800 @@
+#include "lib/rules/runtime.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "lib/state/engine_state.h"
+#include "lib/util/fingerprint.h"
+#include "rapport/engine.h"
+
+namespace rapport::rules {
+namespace {
+
+constexpr uint32_t kNone = UINT32_MAX;
+
+// What a rule fires about.
+struct Context {
+  int64_t fire_at = 0;
+  // The causing event's id (empty: none) and what the action id derives
+  // from (the cause, or for open-tasks rules the task that tipped them).
+  absl::string_view cause;
+  absl::string_view cause_key;
+  uint32_t account = kNone;
+  uint32_t deal = kNone;
+  int severity = 0;
+  // Open-tasks rules: the manager holding the tasks (OWNER means them).
+  absl::string_view manager;
+  // Calendar triggers: "holiday:new_year:2026", "anniversary:2027".
+  std::string occasion;
+};
+
+// The account, deal and severity an event concerns.
+struct Subject {
+  uint32_t account = kNone;
+  uint32_t deal = kNone;
+  int severity = 0;
+};
+
+Subject SubjectOf(const v1::Event& e, const EngineState& s) {
+  Subject out;
+  auto account = [&](const std::string& id) { out.account = s.accounts.IndexOf(id); };
+  auto deal = [&](const std::string& id) {
+    out.deal = s.deals.IndexOf(id);
+    if (out.deal != kNone) out.account = s.accounts.IndexOf(s.deals.at(out.deal).account_id());
+  };
+  auto order = [&](const std::string& id) {
+    const v1::Order* o = s.orders.Find(id);
+    if (o == nullptr) return;
+    out.account = s.accounts.IndexOf(o->account_id());
+    if (!o->deal_id().empty()) out.deal = s.deals.IndexOf(o->deal_id());
+  };
+  switch (e.payload_case()) {
+    case v1::Event::kAccountUpserted: account(e.account_upserted().account_id()); break;
+    case v1::Event::kLeadCreated: deal(e.lead_created().deal_id()); break;
+    case v1::Event::kDealStageChanged: deal(e.deal_stage_changed().deal_id()); break;
+    case v1::Event::kDealWon: deal(e.deal_won().deal_id()); break;
+    case v1::Event::kDealLost: deal(e.deal_lost().deal_id()); break;
+    case v1::Event::kPartnerAgreed: account(e.partner_agreed().account_id()); break;
+    case v1::Event::kPartnerChurned: account(e.partner_churned().account_id()); break;
+    case v1::Event::kAccountChurned: account(e.account_churned().account_id()); break;
+    case v1::Event::kOrderPlaced: order(e.order_placed().order_id()); break;
+    case v1::Event::kOrderDelayed: order(e.order_delayed().order_id()); break;
+    case v1::Event::kOrderCompleted: order(e.order_completed().order_id()); break;
+    case v1::Event::kInvoiceIssued: account(e.invoice_issued().account_id()); break;
+    case v1::Event::kPaymentReceived: account(e.payment_received().account_id()); break;
+    case v1::Event::kActivity: account(e.activity().account_id()); break;
+    case v1::Event::kFeedbackReceived: account(e.feedback_received().account_id()); break;
+    case v1::Event::kComplaintOpened:
+      account(e.complaint_opened().account_id());
+      out.severity = e.complaint_opened().severity();
+      break;
+    case v1::Event::kComplaintResolved: {
+      const v1::Complaint* c = s.complaints.Find(e.complaint_resolved().complaint_id());
+      if (c != nullptr) account(c->account_id());
+      break;
+    }
+    case v1::Event::kCaseStudyPublished:
+      account(e.case_study_published().account_id());
+      if (!e.case_study_published().deal_id().empty()) {
+        out.deal = s.deals.IndexOf(e.case_study_published().deal_id());
+      }
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+bool Matches(const v1::EventFilter& f, const v1::Event& e, const v1::Account& a, int severity) {
+  if (f.account_kind() != 0 && f.account_kind() != a.kind()) return false;
+  if (e.payload_case() == v1::Event::kActivity) {
+    if (f.activity_kind() != 0 && f.activity_kind() != e.activity().kind()) return false;
+    if (f.direction() != 0 && f.direction() != e.activity().direction()) return false;
+  }
+  if (f.min_severity() != 0 && severity < f.min_severity()) return false;
+  return true;
+}
+
+// Calendar arithmetic in UTC.
+int64_t MicrosOf(absl::CivilSecond c) {
+  return absl::ToUnixMicros(absl::FromCivil(c, absl::UTCTimeZone()));
+}
+int DaysIn(absl::CivilMonth m) {
+  return static_cast<int>((absl::CivilDay(m + 1) - 1).day());
+}
+// The date (month, day) of `year` moved `months` back, at 00:00 UTC; a day
+// past the month's end falls on its last day.
+int64_t DateMinusMonths(int64_t year, int month, int day, int months) {
+  absl::CivilMonth m = absl::CivilMonth(year, month) - months;
+  return MicrosOf(absl::CivilDay(m.year(), m.month(), std::min(day, DaysIn(m))));
+}
+int64_t AddMonths(int64_t at_us, int months) {
+  absl::CivilSecond c = absl::ToCivilSecond(absl::FromUnixMicros(at_us), absl::UTCTimeZone());
+  absl::CivilMonth m = absl::CivilMonth(c) + months;
+  const int64_t sub = at_us - MicrosOf(c);
+  return MicrosOf(absl::CivilSecond(m.year(), m.month(), std::min<int>(c.day(), DaysIn(m)), c.hour(),
+                                    c.minute(), c.second())) +
+         sub;
+}
+absl::CivilDay DayOf(int64_t at_us) {
+  return absl::ToCivilDay(absl::FromUnixMicros(at_us), absl::UTCTimeZone());
+}
+
+int64_t Clamp(int64_t t) { return std::min(std::max(t, kMinTimeUs), kMaxTimeUs - 1); }
+
+class Runner {
+ public:
+  explicit Runner(EngineState* s) : s_(*s), rt_(s->rules), r_(*s->rules.rules) {}
+
+  void PushTimer(int64_t fire_at, int rule, uint32_t subject, uint32_t extra, absl::string_view cause,
+                 int aux) {
+    if (fire_at >= kMaxTimeUs) return;  // never comes
+    Timer t;
+    t.fire_at_us = fire_at;
+    t.cause = cause.empty() ? nullptr : cause.data();
+    t.cause_len = static_cast<uint8_t>(cause.size());
+    t.seq = rt_.next_timer_seq++;
+    t.subject = subject;
+    t.extra = extra;
+    t.rule = static_cast<uint16_t>(rule);
+    t.aux = static_cast<uint8_t>(aux);
+    rt_.timers.push_back(t);
+    std::push_heap(rt_.timers.begin(), rt_.timers.end(), TimerAfter());
+  }
+
+  // The first occurrence of holiday `h` for `rule` in `year` or later whose
+  // fire time is at or after `not_before`; false when none is left.
+  void ScheduleHoliday(int rule, int h, int64_t year, int64_t not_before) {
+    const v1::Trigger::Calendar& c = r_.rule(rule).trigger().calendar();
+    const v1::Holiday& hd = r_.set().holidays(h);
+    for (; year <= 9999; ++year) {
+      const int64_t at = DateMinusMonths(year, hd.month(), hd.day(), c.lead_months()) - c.lead_us() +
+                         r_.rule(rule).delay_us();
+      if (at >= kMaxTimeUs) return;
+      if (at >= not_before) {
+        PushTimer(at, rule, static_cast<uint32_t>(h), static_cast<uint32_t>(year), {}, 0);
+        return;
+      }
+    }
+  }
+  void ScheduleAnniversary(int rule, uint32_t account, int64_t year, int64_t not_before) {
+    const v1::Trigger::Calendar& c = r_.rule(rule).trigger().calendar();
+    const absl::CivilDay born = DayOf(s_.accounts.at(account).created_at_us());
+    for (; year <= 9999; ++year) {
+      const int64_t at = DateMinusMonths(year, born.month(), born.day(), c.lead_months()) - c.lead_us() +
+                         r_.rule(rule).delay_us();
+      if (at >= kMaxTimeUs) return;
+      if (at >= not_before) {
+        PushTimer(at, rule, account, static_cast<uint32_t>(year), {}, 0);
+        return;
+      }
+    }
+  }
+
+  void ScheduleClock() {
+    const int64_t eff = r_.set().effective_at_us();
+    for (uint16_t rule : r_.holidays()) {
+      for (int h = 0; h < r_.set().holidays_size(); ++h) ScheduleHoliday(rule, h, DayOf(eff).year(), eff);
+    }
+    for (uint16_t rule : r_.rule_set_age()) {
+      const int months = r_.rule(rule).trigger().rule_set_age().older_than_months();
+      PushTimer(AddMonths(eff, months) + r_.rule(rule).delay_us(), rule, 0, 0, {}, 0);
+    }
+  }
+
+  void OnEvent(const v1::Event& e) {
+    const int type = EventTypeOf(e);
+    const auto& on_event = r_.OnEvent(type);
+    const auto& absence = r_.AbsenceAfter(type);
+    const auto& watches = r_.WatchesOf(type);
+    const bool stages = (!r_.stage_entered().empty() || !r_.sla().empty()) &&
+                        (type == v1::EVENT_TYPE_LEAD_CREATED || type == v1::EVENT_TYPE_DEAL_STAGE_CHANGED ||
+                         type == v1::EVENT_TYPE_DEAL_WON);
+    const bool tasks = type == v1::EVENT_TYPE_TASK_COMPLETED && !rt_.open_tasks.empty();
+    const bool accounts = type == v1::EVENT_TYPE_ACCOUNT_UPSERTED && !r_.anniversaries().empty();
+    if (on_event.empty() && absence.empty() && watches.empty() && !stages && !tasks && !accounts) {
+      return;
+    }
+    if (tasks) TaskCompleted(e.task_completed().task_id());
+    if (accounts) {
+      const int64_t eff = r_.set().effective_at_us();
+      for (; rt_.accounts_seen < s_.accounts.size(); ++rt_.accounts_seen) {
+        const int64_t created = s_.accounts.at(rt_.accounts_seen).created_at_us();
+        for (uint16_t rule : r_.anniversaries()) {
+          ScheduleAnniversary(rule, rt_.accounts_seen, DayOf(created).year() + 1, std::max(eff, created));
+        }
+      }
+    }
+    if (on_event.empty() && absence.empty() && watches.empty() && !stages) return;
+    const Subject sub = SubjectOf(e, s_);
+    if (sub.account == kNone) return;
+    const v1::Account& a = s_.accounts.at(sub.account);
+    const int64_t t = e.occurred_at_us();
+    absl::string_view cause;  // the log's copy, for timers
+
+    for (uint16_t w : watches) {
+      if (Matches(r_.watches()[w].filter, e, a, sub.severity)) Record(w, sub.account, t);
+    }
+    for (uint16_t rule : on_event) {
+      const v1::Rule& rl = r_.rule(rule);
+      const v1::EventFilter& f = rl.trigger().on_event().filter();
+      if (!Matches(f, e, a, sub.severity)) continue;
+      if (f.first_for_account() && !rt_.first_seen[rule].insert(sub.account).second) continue;
+      if (rl.delay_us() == 0) {
+        Context ctx;
+        ctx.fire_at = t;
+        ctx.cause = ctx.cause_key = e.event_id();
+        ctx.account = sub.account;
+        ctx.deal = sub.deal;
+        ctx.severity = sub.severity;
+        Fire(rule, ctx);
+      } else {
+        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id());
+        PushTimer(t + rl.delay_us(), rule, sub.account, sub.deal == kNone ? 0 : sub.deal + 1, cause,
+                  sub.severity);
+      }
+    }
+    for (uint16_t rule : absence) {
+      const v1::Rule& rl = r_.rule(rule);
+      if (!Matches(rl.trigger().absence().after(), e, a, sub.severity)) continue;
+      if (cause.empty()) cause = s_.event_ids.Stored(e.event_id());
+      PushTimer(t + rl.trigger().absence().window_us() + rl.delay_us(), rule, sub.account,
+                sub.deal == kNone ? 0 : sub.deal + 1, cause, sub.severity);
+    }
+    if (stages && sub.deal != kNone) {
+      if (rt_.deal_visits.size() < s_.deals.size()) rt_.deal_visits.resize(s_.deals.size(), 0);
+      const v1::Deal& d = s_.deals.at(sub.deal);
+      for (uint32_t v = rt_.deal_visits[sub.deal]; v < static_cast<uint32_t>(d.history_size()); ++v) {
+        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id());
+        StageEntered(sub.account, sub.deal, v, e.event_id(), cause);
+      }
+      rt_.deal_visits[sub.deal] = static_cast<uint32_t>(d.history_size());
+    }
+  }
+
+  void StageEntered(uint32_t account, uint32_t deal, uint32_t visit, absl::string_view event_id,
+                    absl::string_view cause) {
+    const v1::Deal& d = s_.deals.at(deal);
+    const v1::StageVisit& sv = d.history(static_cast<int>(visit));
+    const PipelineInfo* pl = s_.pipelines.Find(d.pipeline_id());
+    const int stage = pl->StageIndex(sv.stage());
+    for (uint16_t rule : r_.stage_entered()) {
+      const v1::Rule& rl = r_.rule(rule);
+      const auto& st = rl.trigger().stage_entered();
+      if ((!st.pipeline_id().empty() && st.pipeline_id() != d.pipeline_id()) || st.stage() != sv.stage()) {
+        continue;
+      }
+      if (rl.delay_us() == 0) {
+        Context ctx;
+        ctx.fire_at = sv.entered_at_us();
+        ctx.cause = ctx.cause_key = event_id;
+        ctx.account = account;
+        ctx.deal = deal;
+        Fire(rule, ctx);
+      } else {
+        PushTimer(sv.entered_at_us() + rl.delay_us(), rule, account, deal + 1, cause, 0);
+      }
+    }
+    const int64_t sla = pl->stage(stage).sla_us();
+    if (sla <= 0 || d.status() == v1::DEAL_STATUS_LOST) return;
+    for (uint16_t rule : r_.sla()) {
+      const v1::Rule& rl = r_.rule(rule);
+      const auto& st = rl.trigger().sla_exceeded();
+      if (!st.pipeline_id().empty() && st.pipeline_id() != d.pipeline_id()) continue;
+      if (st.phase() != 0 && st.phase() != pl->stage(stage).phase()) continue;
+      PushTimer(sv.entered_at_us() + sla + 1 + rl.delay_us(), rule, deal, visit, cause, 0);
+    }
+  }
+
+  void FireTimer() {
+    std::pop_heap(rt_.timers.begin(), rt_.timers.end(), TimerAfter());
+    const Timer t = rt_.timers.back();
+    rt_.timers.pop_back();
+    const v1::Rule& rl = r_.rule(t.rule);
+    Context ctx;
+    ctx.fire_at = t.fire_at_us;
+    ctx.cause = ctx.cause_key = t.cause == nullptr ? absl::string_view() : absl::string_view(t.cause, t.cause_len);
+    ctx.severity = t.aux;
+    switch (rl.trigger().kind_case()) {
+      case v1::Trigger::kOnEvent:
+      case v1::Trigger::kStageEntered:
+        ctx.account = t.subject;
+        ctx.deal = t.extra == 0 ? kNone : t.extra - 1;
+        Fire(t.rule, ctx);
+        break;
+      case v1::Trigger::kAbsence: {
+        const auto& ab = rl.trigger().absence();
+        const int64_t after = t.fire_at_us - rl.delay_us() - ab.window_us();
+        if (CountIn(r_.AbsenceWatch(t.rule), t.subject, after, after + ab.window_us()) > 0) break;
+        ctx.account = t.subject;
+        ctx.deal = t.extra == 0 ? kNone : t.extra - 1;
+        Fire(t.rule, ctx);
+        break;
+      }
+      case v1::Trigger::kSlaExceeded: {
+        const v1::Deal& d = s_.deals.at(t.subject);
+        // Still in the stay the timer watches, and not lost since.
+        if (static_cast<uint32_t>(d.history_size()) != t.extra + 1 || d.status() == v1::DEAL_STATUS_LOST) break;
+        ctx.account = s_.accounts.IndexOf(d.account_id());
+        ctx.deal = t.subject;
+        Fire(t.rule, ctx);
+        break;
+      }
+      case v1::Trigger::kCalendar:
+        if (rl.trigger().calendar().holidays()) {
+          const v1::Holiday& h = r_.set().holidays(static_cast<int>(t.subject));
+          ctx.occasion = absl::StrCat("holiday:", h.id(), ":", t.extra);
+          ctx.cause_key = ctx.occasion;
+          for (uint32_t i = 0; i < s_.accounts.size(); ++i) {
+            ctx.account = i;
+            Fire(t.rule, ctx);
+          }
+          ScheduleHoliday(t.rule, static_cast<int>(t.subject), int64_t{t.extra} + 1, 0);
+        } else {
+          ctx.occasion = absl::StrCat("anniversary:", t.extra);
+          ctx.cause_key = ctx.occasion;
+          ctx.account = t.subject;
+          Fire(t.rule, ctx);
+          ScheduleAnniversary(t.rule, t.subject, int64_t{t.extra} + 1, 0);
+        }
+        break;
+      case v1::Trigger::kRuleSetAge:
+        ctx.cause_key = "rule_set_age";
+        Fire(t.rule, ctx);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // Evaluates the rule's conditions, then produces each action whose own
+  // conditions hold.
+  void Fire(int rule, const Context& ctx) {
+    const v1::Rule& rl = r_.rule(rule);
+    for (int c = 0; c < rl.conditions_size(); ++c) {
+      if (!Holds(rl.conditions(c), r_.CountWatch(rule, -1, c), ctx)) return;
+    }
+    for (int a = 0; a < rl.actions_size(); ++a) {
+      const v1::ActionSpec& spec = rl.actions(a);
+      bool ok = true;
+      for (int c = 0; ok && c < spec.conditions_size(); ++c) {
+        ok = Holds(spec.conditions(c), r_.CountWatch(rule, a, c), ctx);
+      }
+      if (ok) Produce(rule, a, ctx);
+    }
+  }
+
+  bool Holds(const v1::Condition& c, int watch, const Context& ctx) const {
+    return HoldsPlain(c, watch, ctx) != c.negate();
+  }
+
+  bool HoldsPlain(const v1::Condition& c, int watch, const Context& ctx) const {
+    if (ctx.account == kNone) return false;
+    const v1::Account& a = s_.accounts.at(ctx.account);
+    const v1::Deal* d = ctx.deal == kNone ? nullptr : &s_.deals.at(ctx.deal);
+    switch (c.kind_case()) {
+      case v1::Condition::kAccountKind:
+        return a.kind() == c.account_kind();
+      case v1::Condition::kStatus:
+        return std::find(c.status().any_of().begin(), c.status().any_of().end(), a.status()) !=
+               c.status().any_of().end();
+      case v1::Condition::kSegment:
+        return a.segment() == c.segment();
+      case v1::Condition::kTierAtMost:
+        return a.tier() != v1::TIER_UNSPECIFIED && a.tier() <= c.tier_at_most();
+      case v1::Condition::kStage:
+        return d != nullptr && d->stage() == c.stage();
+      case v1::Condition::kCount: {
+        const auto& n = c.count();
+        const int64_t from = n.window_us() == 0 ? INT64_MIN : ctx.fire_at - n.window_us();
+        const int64_t count = CountIn(watch, ctx.account, from, ctx.fire_at);
+        return count >= n.at_least() && (!n.has_at_most() || count <= n.at_most());
+      }
+      case v1::Condition::kOpenComplaint:
+        return a.open_complaints() > 0;
+      case v1::Condition::kPreferredChannel:
+        return WrittenChannel(a) == c.preferred_channel();
+      case v1::Condition::kPhase: {
+        if (d == nullptr) return false;
+        const PipelineInfo* pl = s_.pipelines.Find(d->pipeline_id());
+        return pl->stage(pl->StageIndex(d->stage())).phase() == c.phase();
+      }
+      case v1::Condition::kHasPreviousStage: {
+        if (d == nullptr) return false;
+        return s_.pipelines.Find(d->pipeline_id())->StageIndex(d->stage()) > 0;
+      }
+      case v1::Condition::kCauseMinSeverity:
+        return ctx.severity >= c.cause_min_severity();
+      case v1::Condition::KIND_NOT_SET:
+        return true;
+    }
+    return true;
+  }
+
+  static v1::Channel WrittenChannel(const v1::Account& a) {
+    return a.preferred_channel() == v1::CHANNEL_MESSENGER ? v1::CHANNEL_MESSENGER : v1::CHANNEL_EMAIL;
+  }
+
+  // Times in the watch's log for the account within (from, to].
+  int64_t CountIn(int watch, uint32_t account, int64_t from, int64_t to) const {
+    const auto& logs = rt_.watch_logs[watch];
+    auto it = logs.find(account);
+    if (it == logs.end()) return 0;
+    const std::vector<int64_t>& v = it->second;
+    return std::upper_bound(v.begin(), v.end(), to) - std::upper_bound(v.begin(), v.end(), from);
+  }
+
+  void Record(int watch, uint32_t account, int64_t t) {
+    std::vector<int64_t>& v = rt_.watch_logs[watch][account];
+    if (v.empty() || v.back() <= t) {
+      v.push_back(t);
+    } else {
+      v.insert(std::upper_bound(v.begin(), v.end(), t), t);
+    }
+  }
+
+  const v1::Manager* Head() const {
+    for (const v1::Manager& m : s_.managers.rows()) {
+      if (m.is_head()) return &m;
+    }
+    return nullptr;
+  }
+
+  std::string AssigneeId(v1::Assignee role, const v1::Account* a, absl::string_view manager) const {
+    switch (role) {
+      case v1::ASSIGNEE_OWNER:
+        return std::string(!manager.empty() ? manager : a != nullptr ? absl::string_view(a->owner_id()) : "");
+      case v1::ASSIGNEE_TEAM_LEAD: {
+        absl::string_view who = !manager.empty() ? manager : a != nullptr ? absl::string_view(a->owner_id()) : "";
+        const v1::Manager* m = who.empty() ? nullptr : s_.managers.Find(who);
+        absl::string_view team = m != nullptr && !m->team_id().empty() ? absl::string_view(m->team_id())
+                                 : a != nullptr                          ? absl::string_view(a->team_id())
+                                                                         : absl::string_view();
+        const v1::Team* tm = team.empty() ? nullptr : s_.teams.Find(team);
+        return tm != nullptr ? tm->lead_id() : std::string();
+      }
+      case v1::ASSIGNEE_HEAD: {
+        const v1::Manager* h = Head();
+        return h != nullptr ? h->manager_id() : std::string();
+      }
+      case v1::ASSIGNEE_ACCOUNT:
+        return a != nullptr ? a->account_id() : std::string();
+      default:
+        return std::string();
+    }
+  }
+
+  void Produce(int rule, int action, const Context& ctx) {
+    const v1::Rule& rl = r_.rule(rule);
+    const v1::ActionSpec& spec = rl.actions(action);
+    const v1::Account* a = ctx.account == kNone ? nullptr : &s_.accounts.at(ctx.account);
+    const v1::Deal* d = ctx.deal == kNone ? nullptr : &s_.deals.at(ctx.deal);
+
+    std::string to_stage;
+    if (spec.kind() == v1::ACTION_KIND_MOVE_STAGE) {
+      if (d == nullptr) return;
+      const PipelineInfo* pl = s_.pipelines.Find(d->pipeline_id());
+      const int cur = pl->StageIndex(d->stage());
+      if (spec.to_stage() == "previous") {
+        if (cur <= 0) return;  // nothing below the first stage
+        to_stage = pl->stage(cur - 1).id();
+      } else {
+        if (pl->StageIndex(spec.to_stage()) < 0 || spec.to_stage() == d->stage()) return;
+        to_stage = spec.to_stage();
+      }
+    }
+
+    // The id: a fingerprint of everything that tells two actions apart.
+    std::string key;
+    const absl::string_view account_id = a != nullptr ? absl::string_view(a->account_id()) : "";
+    const absl::string_view deal_id = d != nullptr ? absl::string_view(d->deal_id()) : "";
+    absl::StrAppend(&key, rl.id(), "\x1f", ctx.cause_key, "\x1f", ctx.fire_at, "\x1f", account_id, "\x1f",
+                    deal_id, "\x1f", action, "\x1f", ctx.occasion);
+    const uint64_t h1 = Fingerprint64(key);
+    const uint64_t h2 = Mix64(h1 ^ Fingerprint64(absl::StrCat("\x1e", key)));
+    std::string id = absl::StrCat(rl.id(), "-", absl::Hex(h1, absl::kZeroPad16), absl::Hex(h2, absl::kZeroPad16));
+    if (s_.actions.IndexOf(id) != Table<v1::Action>::kNone) return;  // produced already
+
+    const auto index = static_cast<uint32_t>(s_.actions.size());
+    v1::Action& out = s_.actions.Insert(id);
+    out.set_action_id(std::move(id));
+    out.set_rule_id(rl.id());
+    out.set_rule_set_id(r_.set().id());
+    out.set_rule_set_version(r_.set().version());
+    out.set_kind(spec.kind());
+    out.set_cause_event_id(std::string(ctx.cause));
+    out.set_account_id(std::string(account_id));
+    out.set_deal_id(std::string(deal_id));
+    v1::Assignee role = spec.assignee();
+    if (spec.kind() == v1::ACTION_KIND_SEND_MESSAGE || spec.kind() == v1::ACTION_KIND_SEND_SURVEY) {
+      role = v1::ASSIGNEE_ACCOUNT;
+      out.set_channel(spec.channel() != v1::CHANNEL_UNSPECIFIED ? spec.channel() : WrittenChannel(*a));
+    } else if (spec.kind() == v1::ACTION_KIND_MOVE_STAGE) {
+      role = v1::ASSIGNEE_OWNER;
+    }
+    out.set_assignee_role(role);
+    out.set_assignee_id(AssigneeId(role, a, ctx.manager));
+    out.set_fired_at_us(ctx.fire_at);
+    int64_t due = Clamp(ctx.fire_at + spec.due_offset_us());
+    if (spec.due_end_of_day()) due = Clamp(MicrosOf(DayOf(due) + 1) - 1);
+    out.set_due_at_us(due);
+    out.set_template_(spec.template_());
+    out.set_to_stage(std::move(to_stage));
+    out.set_state(v1::ACTION_STATE_PENDING);
+    out.set_occasion(ctx.occasion);
+    rt_.produced.push_back(index);
+    rt_.outbox.push_back(index);
+
+    if (a != nullptr) {
+      const int w = r_.ActionWatch(spec.kind());
+      if (w >= 0) Record(w, ctx.account, ctx.fire_at);
+    }
+    if (spec.kind() == v1::ACTION_KIND_CREATE_TASK && !out.assignee_id().empty()) {
+      rt_.open_tasks.insert(index);
+      CountTask(out, +1, index);
+    }
+  }
+
+  // Adds `delta` to the open tasks of the task's assignee for every
+  // open-tasks rule that counts it; a rise above a rule's threshold fires it.
+  void CountTask(const v1::Action& task, int delta, uint32_t index) {
+    for (uint16_t rule : r_.open_tasks()) {
+      if (!r_.CountsTask(rule, task.template_())) continue;
+      int32_t& n = rt_.open_task_counts[rule][task.assignee_id()];
+      n += delta;
+      if (delta > 0 && n == r_.rule(rule).trigger().open_tasks().more_than() + 1) {
+        Context ctx;
+        ctx.fire_at = task.fired_at_us();
+        ctx.cause = task.cause_event_id();
+        ctx.cause_key = task.action_id();
+        ctx.account = task.account_id().empty() ? kNone : s_.accounts.IndexOf(task.account_id());
+        ctx.manager = task.assignee_id();
+        Fire(rule, ctx);
+      }
+    }
+    (void)index;
+  }
+
+  void TaskCompleted(const std::string& task_id) {
+    const uint32_t index = s_.actions.IndexOf(task_id);
+    if (index == Table<v1::Action>::kNone || rt_.open_tasks.erase(index) == 0) return;
+    CountTask(s_.actions.at(index), -1, index);
+  }
+
+ private:
+  EngineState& s_;
+  Runtime& rt_;
+  const CompiledRules& r_;
+};
+
+}  // namespace
+
+absl::Status Install(const v1::RuleSet& set, const Pipelines& pipelines, Runtime* rt) {
+  absl::StatusOr<std::unique_ptr<const CompiledRules>> compiled = CompiledRules::Compile(set, pipelines);
+  if (!compiled.ok()) return compiled.status();
+  rt->rules = *std::move(compiled);
+  const CompiledRules& r = *rt->rules;
+  rt->first_seen.assign(r.size(), {});
+  rt->watch_logs.assign(r.watches().size(), {});
+  rt->open_task_counts.assign(r.size(), {});
+  return absl::OkStatus();
+}
+
+void ScheduleClockTimers(EngineState* s) {
+  if (s->rules.rules->size() == 0) return;
+  Runner(s).ScheduleClock();
+}
+
+void OnEvent(const v1::Event& e, EngineState* s) {
+  if (s->rules.rules->size() == 0) return;
+  Runner(s).OnEvent(e);
+}
+
+int64_t NextTimerAt(const EngineState& s) {
+  return s.rules.timers.empty() ? INT64_MAX : s.rules.timers.front().fire_at_us;
+}
+
+void FireNextTimer(EngineState* s) { Runner(s).FireTimer(); }
+
+void TakeProduced(EngineState* s, google::protobuf::RepeatedPtrField<v1::Action>* out) {
+  out->Reserve(out->size() + static_cast<int>(s->rules.produced.size()));
+  for (uint32_t i : s->rules.produced) *out->Add() = s->actions.at(i);
+  s->rules.produced.clear();
+}
+
+v1::ActionList Outbox(const EngineState& s) {
+  v1::ActionList out;
+  for (uint32_t i : s.rules.outbox) {
+    const v1::Action& a = s.actions.at(i);
+    if (a.state() == v1::ACTION_STATE_PENDING) *out.add_actions() = a;
+  }
+  return out;
+}
+
+absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
+  std::vector<uint32_t> found;
+  found.reserve(ids.size());
+  absl::flat_hash_set<uint32_t> seen;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint32_t idx = s->actions.IndexOf(ids[i]);
+    if (idx == Table<v1::Action>::kNone) {
+      return absl::NotFoundError(absl::StrCat("acknowledge: ids[", i, "]: unknown action '", ids[i], "'"));
+    }
+    if (!seen.insert(idx).second) {
+      return absl::InvalidArgumentError(absl::StrCat("acknowledge: ids[", i, "]: '", ids[i], "' is repeated"));
+    }
+    found.push_back(idx);
+  }
+  size_t stale = 0;
+  for (uint32_t idx : found) {
+    v1::Action& a = s->actions.at(idx);
+    if (a.state() == v1::ACTION_STATE_PENDING) {
+      a.set_state(v1::ACTION_STATE_ACKNOWLEDGED);
+      ++stale;
+    }
+  }
+  // Compact once most of the outbox is no longer pending.
+  std::vector<uint32_t>& outbox = s->rules.outbox;
+  if (stale > 0 && outbox.size() > 64) {
+    size_t pending = 0;
+    for (uint32_t i : outbox) pending += s->actions.at(i).state() == v1::ACTION_STATE_PENDING;
+    if (pending * 2 < outbox.size()) {
+      outbox.erase(std::remove_if(outbox.begin(), outbox.end(),
+                                  [&](uint32_t i) {
+                                    return s->actions.at(i).state() != v1::ACTION_STATE_PENDING;
+                                  }),
+                   outbox.end());
+    }
+  }
+  return absl::OkStatus();
+}
+
+void WriteRuntime(const EngineState& s, v1::RulesRuntime* out) {
+  const Runtime& rt = s.rules;
+  for (const Timer& t : rt.timers) {
+    out->add_timer_fire_at_us(t.fire_at_us);
+    out->add_timer_seq(t.seq);
+    out->add_timer_rule(t.rule);
+    out->add_timer_subject(t.subject);
+    out->add_timer_extra(t.extra);
+    out->add_timer_aux(t.aux);
+    out->add_timer_cause(t.cause == nullptr ? std::string() : std::string(t.cause, t.cause_len));
+  }
+  out->set_next_timer_seq(rt.next_timer_seq);
+  for (size_t r = 0; r < rt.first_seen.size(); ++r) {
+    if (rt.first_seen[r].empty()) continue;
+    v1::RulesRuntime::FirstSeen* f = out->add_first_seen();
+    f->set_rule(static_cast<uint32_t>(r));
+    std::vector<uint32_t> accounts(rt.first_seen[r].begin(), rt.first_seen[r].end());
+    std::sort(accounts.begin(), accounts.end());
+    f->mutable_accounts()->Assign(accounts.begin(), accounts.end());
+  }
+  for (size_t w = 0; w < rt.watch_logs.size(); ++w) {
+    std::vector<uint32_t> accounts;
+    accounts.reserve(rt.watch_logs[w].size());
+    for (const auto& [account, times] : rt.watch_logs[w]) accounts.push_back(account);
+    std::sort(accounts.begin(), accounts.end());
+    for (uint32_t account : accounts) {
+      const std::vector<int64_t>& times = rt.watch_logs[w].at(account);
+      v1::RulesRuntime::WatchLog* log = out->add_watch_logs();
+      log->set_watch(static_cast<uint32_t>(w));
+      log->set_account(account);
+      log->mutable_times_us()->Assign(times.begin(), times.end());
+    }
+  }
+}
+
+absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
+  Runtime& rt = s->rules;
+  const CompiledRules& r = *rt.rules;
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot: rules: ", what));
+  };
+  const int n = in.timer_fire_at_us_size();
+  if (in.timer_seq_size() != n || in.timer_rule_size() != n || in.timer_subject_size() != n ||
+      in.timer_extra_size() != n || in.timer_aux_size() != n || in.timer_cause_size() != n) {
+    return bad("the timer columns differ in length");
+  }
+  rt.timers.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    Timer t;
+    t.fire_at_us = in.timer_fire_at_us(i);
+    t.seq = in.timer_seq(i);
+    const uint32_t rule = in.timer_rule(i);
+    t.subject = in.timer_subject(i);
+    t.extra = in.timer_extra(i);
+    const std::string where = absl::StrCat("timer ", i);
+    if (rule >= static_cast<uint32_t>(r.size())) return bad(absl::StrCat(where, ": unknown rule index ", rule));
+    t.rule = static_cast<uint16_t>(rule);
+    if (t.fire_at_us < kMinTimeUs || t.fire_at_us >= kMaxTimeUs) return bad(absl::StrCat(where, ": fire time out of range"));
+    if (in.timer_aux(i) > v1::Severity_MAX) return bad(absl::StrCat(where, ": aux out of range"));
+    t.aux = static_cast<uint8_t>(in.timer_aux(i));
+    const std::string& cause = in.timer_cause(i);
+    if (cause.empty()) {
+      t.cause = nullptr;
+      t.cause_len = 0;
+    } else {
+      absl::string_view stored = s->event_ids.Stored(cause);
+      if (stored.empty()) return bad(absl::StrCat(where, ": cause '", cause, "' is not an accepted event"));
+      t.cause = stored.data();
+      t.cause_len = static_cast<uint8_t>(stored.size());
+    }
+    const v1::Trigger& trig = r.rule(rule).trigger();
+    bool ok = true;
+    switch (trig.kind_case()) {
+      case v1::Trigger::kOnEvent:
+      case v1::Trigger::kStageEntered:
+      case v1::Trigger::kAbsence:
+        ok = t.subject < s->accounts.size() && t.extra <= s->deals.size();
+        break;
+      case v1::Trigger::kSlaExceeded:
+        ok = t.subject < s->deals.size() &&
+             t.extra < static_cast<uint32_t>(s->deals.at(t.subject).history_size());
+        break;
+      case v1::Trigger::kCalendar:
+        ok = (trig.calendar().holidays() ? t.subject < static_cast<uint32_t>(r.set().holidays_size())
+                                         : t.subject < s->accounts.size()) &&
+             t.extra >= 1970 && t.extra <= 9999;
+        break;
+      default:
+        break;
+    }
+    if (!ok) return bad(absl::StrCat(where, ": subject or extra out of range for rule '", r.rule(rule).id(), "'"));
+    rt.timers.push_back(t);
+  }
+  if (!std::is_heap(rt.timers.begin(), rt.timers.end(), TimerAfter())) {
+    return bad("the timers are not in heap order");
+  }
+  rt.next_timer_seq = in.next_timer_seq();
+
+  for (const auto& f : in.first_seen()) {
+    if (f.rule() >= static_cast<uint32_t>(r.size()) ||
+        !r.rule(static_cast<int>(f.rule())).trigger().on_event().filter().first_for_account()) {
+      return bad(absl::StrCat("first_seen: rule index ", f.rule(), " has no first-for-account filter"));
+    }
+    for (uint32_t a : f.accounts()) {
+      if (a >= s->accounts.size()) return bad("first_seen: account index out of range");
+      rt.first_seen[f.rule()].insert(a);
+    }
+  }
+  for (const auto& log : in.watch_logs()) {
+    if (log.watch() >= r.watches().size() || log.account() >= s->accounts.size()) {
+      return bad("watch_logs: watch or account index out of range");
+    }
+    std::vector<int64_t>& v = rt.watch_logs[log.watch()][log.account()];
+    if (!v.empty()) return bad("watch_logs: a watch and account repeat");
+    v.assign(log.times_us().begin(), log.times_us().end());
+    if (v.empty() || !std::is_sorted(v.begin(), v.end())) return bad("watch_logs: times are empty or unsorted");
+  }
+
+  // Derived parts.
+  rt.deal_visits.resize(s->deals.size());
+  for (uint32_t i = 0; i < s->deals.size(); ++i) {
+    rt.deal_visits[i] = static_cast<uint32_t>(s->deals.at(i).history_size());
+  }
+  rt.accounts_seen = static_cast<uint32_t>(s->accounts.size());
+  for (uint32_t i = 0; i < s->actions.size(); ++i) {
+    const v1::Action& a = s->actions.at(i);
+    if (!v1::ActionState_IsValid(a.state()) || a.state() == v1::ACTION_STATE_UNSPECIFIED) {
+      return bad(absl::StrCat("action '", a.action_id(), "' has no valid state"));
+    }
+    if (a.state() == v1::ACTION_STATE_PENDING) rt.outbox.push_back(i);
+    if (a.kind() == v1::ACTION_KIND_CREATE_TASK && a.state() != v1::ACTION_STATE_DONE &&
+        !a.assignee_id().empty()) {
+      rt.open_tasks.insert(i);
+      for (uint16_t rule : r.open_tasks()) {
+        if (r.CountsTask(rule, a.template_())) ++rt.open_task_counts[rule][a.assignee_id()];
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+size_t TimerBytes(const Runtime& rt) { return rt.timers.capacity() * sizeof(Timer); }
+
+}  // namespace rapport::rules

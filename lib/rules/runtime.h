@@ -1,0 +1,134 @@
+// The regulations at run time: events wake rules on ingest, timers wait in a
+// heap and fire on Advance in time order (each exactly once), and produced
+// actions go to the actions table, the outbox, and the caller of the write
+// that produced them.
+//
+// The engine never carries an action out: a MOVE_STAGE action asks the host,
+// who reports the move back as a deal-stage-changed event. So every stage
+// entry is a real event, and an SLA timer watches exactly one stage entry.
+//
+// Everything here runs under the state's lock (writers exclusive), called by
+// ApplyEvent, AdvanceClock, the Engine and snapshot code.
+#ifndef RAPPORT_LIB_RULES_RUNTIME_H_
+#define RAPPORT_LIB_RULES_RUNTIME_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "lib/lifecycle/pipelines.h"
+#include "lib/rules/rule_set.h"
+#include "rapport/v1/event.pb.h"
+#include "rapport/v1/rules.pb.h"
+#include "rapport/v1/snapshot.pb.h"
+
+namespace rapport {
+
+struct EngineState;
+
+namespace rules {
+
+// A pending timer: 32 bytes, so that a heap of them (at most twice its size
+// while the vector grows) stays within 64 bytes per pending timer.
+struct Timer {
+  int64_t fire_at_us;
+  // The causing event's id, viewed in the engine's event id log (which never
+  // moves its ids); nullptr when there is none.
+  const char* cause;
+  // Creation order; breaks ties at one instant.
+  uint32_t seq;
+  // By trigger (see rapport.v1.RulesRuntime): account, deal or holiday index.
+  uint32_t subject;
+  // By trigger: deal index + 1 (0: none), stage visit index, or year.
+  uint32_t extra;
+  uint16_t rule;
+  uint8_t cause_len;
+  // The causing complaint's severity, else 0.
+  uint8_t aux;
+};
+static_assert(sizeof(Timer) == 32, "keep pending timers at 32 bytes");
+
+// Orders the heap: the earliest timer (then the first created) on top.
+struct TimerAfter {
+  bool operator()(const Timer& a, const Timer& b) const {
+    return a.fire_at_us != b.fire_at_us ? a.fire_at_us > b.fire_at_us : a.seq > b.seq;
+  }
+};
+
+struct Runtime {
+  // The rule set in effect; set by Install, never null afterwards.
+  std::unique_ptr<const CompiledRules> rules;
+
+  // Pending timers: a binary min-heap (std::push_heap with TimerAfter).
+  std::vector<Timer> timers;
+  uint32_t next_timer_seq = 0;
+  // Per rule: accounts that had their first event matching the rule's
+  // first-for-account filter.
+  std::vector<absl::flat_hash_set<uint32_t>> first_seen;
+  // Per watch: account index -> ascending times.
+  std::vector<absl::flat_hash_map<uint32_t, std::vector<int64_t>>> watch_logs;
+
+  // Derived from the tables (rebuilt on restore).
+  // Stage visits already seen per deal index, to spot new stage entries.
+  std::vector<uint32_t> deal_visits;
+  // Accounts already seen (anniversary timers start on creation).
+  uint32_t accounts_seen = 0;
+  // Indexes of CREATE_TASK actions not yet done, with an assignee.
+  absl::flat_hash_set<uint32_t> open_tasks;
+  // Per rule (open-tasks triggers only): manager id -> open tasks counted.
+  std::vector<absl::flat_hash_map<std::string, int32_t>> open_task_counts;
+  // Action indexes in creation order that were pending when produced; the
+  // ones no longer pending are skipped and compacted away.
+  std::vector<uint32_t> outbox;
+  // Actions produced since the last TakeProduced.
+  std::vector<uint32_t> produced;
+};
+
+// Validates `set` against `pipelines` and makes it the runtime's rule set.
+// Errors: see CompiledRules::Compile.
+absl::Status Install(const v1::RuleSet& set, const Pipelines& pipelines, Runtime* runtime);
+
+// A new engine: schedules the clock-driven timers (holidays, the rule set's
+// age). Restore loads them from the snapshot instead.
+void ScheduleClockTimers(EngineState* state);
+
+// Runs the rules an applied event wakes (ApplyEvent calls it last).
+void OnEvent(const v1::Event& event, EngineState* state);
+
+// The earliest pending timer's fire time, or INT64_MAX when none.
+int64_t NextTimerAt(const EngineState& state);
+// Fires the earliest pending timer (there must be one).
+void FireNextTimer(EngineState* state);
+
+// Moves the actions produced since the last call into `out`, in order.
+void TakeProduced(EngineState* state, google::protobuf::RepeatedPtrField<v1::Action>* out);
+
+// Pending actions (produced, not yet acknowledged), in creation order.
+v1::ActionList Outbox(const EngineState& state);
+
+// Marks actions acknowledged. Errors: NOT_FOUND naming the first unknown id,
+// INVALID_ARGUMENT for a repeated one; then nothing changes.
+absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* state);
+
+// The runtime's part of a snapshot, deterministically (sorted where the
+// in-memory order is a hash map's).
+void WriteRuntime(const EngineState& state, v1::RulesRuntime* out);
+// Loads it into a state whose tables, config and event ids are loaded, and
+// rebuilds the derived parts. Errors: INVALID_ARGUMENT naming what is
+// inconsistent (an index out of range, an unknown cause, a broken heap).
+absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* state);
+
+// Bytes the pending timers take (the heap's capacity), for measurements.
+size_t TimerBytes(const Runtime& runtime);
+
+}  // namespace rules
+}  // namespace rapport
+
+#endif  // RAPPORT_LIB_RULES_RUNTIME_H_

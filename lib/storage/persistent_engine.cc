@@ -1,0 +1,117 @@
+// The persistent half of rapport::Engine: Open, Checkpoint and what a write
+// does after the journal took it. The in-memory half is lib/engine.cc.
+#include "lib/storage/persistent_engine.h"
+
+#include <climits>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "google/protobuf/arena.h"
+#include "lib/state/engine_state.h"
+#include "lib/storage/snapshot.h"
+#include "lib/storage/store.h"
+
+namespace rapport {
+
+absl::Status ReplayRecord(const journal::Record& record, Engine* engine) {
+  switch (record.kind) {
+    case journal::RecordKind::kEvents: {
+      google::protobuf::Arena arena;
+      auto* batch = google::protobuf::Arena::CreateMessage<v1::EventBatch>(&arena);
+      if (record.payload.size() > static_cast<size_t>(INT_MAX) ||
+          !batch->ParseFromArray(record.payload.data(), static_cast<int>(record.payload.size()))) {
+        return absl::DataLossError("the events do not parse as a rapport.v1.EventBatch");
+      }
+      if (batch->events_size() == 0) return absl::DataLossError("an events record with no events");
+      // Best effort applies each event on the state the previous one left,
+      // as the original write did (atomic or not), and reports rather than
+      // stops at an event that no longer fits.
+      IngestOptions options;
+      options.mode = BatchMode::kBestEffort;
+      absl::StatusOr<v1::IngestResult> r = engine->IngestBatch(*batch, options);
+      if (!r.ok()) return absl::DataLossError(r.status().message());
+      if (r->rejected_size() > 0) {
+        return absl::DataLossError(absl::StrCat("event ", r->rejected(0).index(), " of ",
+                                                batch->events_size(), " is rejected: ",
+                                                r->rejected(0).message()));
+      }
+      if (r->accepted() != batch->events_size()) {
+        return absl::DataLossError(absl::StrCat(batch->events_size() - r->accepted(), " of ",
+                                                batch->events_size(),
+                                                " events repeat earlier ones"));
+      }
+      return absl::OkStatus();
+    }
+    case journal::RecordKind::kAdvance: {
+      absl::StatusOr<int64_t> now = journal::DecodeAdvance(record.payload);
+      if (!now.ok()) return now.status();
+      if (*now <= engine->clock_us()) {
+        return absl::DataLossError(absl::StrCat("advance to ", *now, " is not after the clock (",
+                                                engine->clock_us(), ")"));
+      }
+      absl::StatusOr<v1::ActionList> actions = engine->Advance(*now);
+      if (!actions.ok()) return absl::DataLossError(actions.status().message());
+      return absl::OkStatus();
+    }
+  }
+  return absl::DataLossError("unknown record kind");
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::string& dir,
+                                                     const OpenOptions& options) {
+  std::unique_ptr<Engine> engine;
+  Store::Hooks hooks;
+  hooks.create = [&]() -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Engine>> e = Create(options.config);
+    if (!e.ok()) return e.status();
+    engine = *std::move(e);
+    return absl::OkStatus();
+  };
+  hooks.load_snapshot = [&](absl::string_view payload) -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Engine>> e = Restore(payload);
+    if (!e.ok()) return e.status();
+    engine = *std::move(e);
+    return absl::OkStatus();
+  };
+  hooks.replay = [&](const journal::Record& r) { return ReplayRecord(r, engine.get()); };
+  hooks.snapshot = [&]() { return engine->Snapshot(); };
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, options, hooks);
+  if (!store.ok()) return store.status();
+  // Attached last: replay went through the public write path unjournaled.
+  engine->store_ = *std::move(store);
+  return engine;
+}
+
+absl::Status Engine::Checkpoint() {
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "checkpoint: this engine is not persistent (open one with Engine::Open)");
+  }
+  absl::MutexLock serial(store_->checkpoint_mu());
+  uint64_t seq;
+  std::string bytes;
+  {
+    // Writers wait only for the capture; the file is written without the lock.
+    absl::MutexLock lock(&state_->mu);
+    absl::StatusOr<uint64_t> covered = store_->BeginCheckpoint();
+    if (!covered.ok()) return covered.status();
+    seq = *covered;
+    bytes = WriteSnapshot(*state_);
+  }
+  return store_->FinishCheckpoint(seq, bytes);
+}
+
+absl::Status Engine::FinishWrite(uint64_t seq) {
+  if (absl::Status st = store_->AwaitDurable(seq); !st.ok()) return st;
+  if (store_->WantsCheckpoint()) {
+    // The write is durable in the journal already, so a failed snapshot costs
+    // only disk space and replay time; the next write retries it.
+    Checkpoint().IgnoreError();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rapport

@@ -1,0 +1,521 @@
+#include "lib/storage/store.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "lib/storage/crc32c.h"
+
+namespace rapport {
+namespace {
+
+constexpr absl::string_view kSnapshotMagic = "RPSNAP01";
+constexpr size_t kSnapshotHeader = 28;
+constexpr absl::string_view kSegmentPrefix = "journal-";
+constexpr absl::string_view kSegmentSuffix = ".log";
+constexpr absl::string_view kSnapshotPrefix = "snapshot-";
+constexpr absl::string_view kSnapshotSuffix = ".snap";
+constexpr absl::string_view kTempSuffix = ".tmp";
+constexpr absl::string_view kCorruptSuffix = ".corrupt";
+// Larger write buffers are released after use rather than kept for the
+// engine's lifetime.
+constexpr size_t kKeepBufferBytes = 16 << 20;
+
+std::string Numbered(absl::string_view prefix, uint64_t n, absl::string_view suffix) {
+  char digits[24];
+  std::snprintf(digits, sizeof(digits), "%020" PRIu64, n);
+  return absl::StrCat(prefix, digits, suffix);
+}
+
+// Parses "<prefix><20 digits><suffix>".
+bool ParseNumbered(absl::string_view name, absl::string_view prefix, absl::string_view suffix,
+                   uint64_t* n) {
+  if (name.size() != prefix.size() + 20 + suffix.size() || !absl::StartsWith(name, prefix) ||
+      !absl::EndsWith(name, suffix)) {
+    return false;
+  }
+  absl::string_view digits = name.substr(prefix.size(), 20);
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+  }
+  return absl::SimpleAtoi(digits, n);
+}
+
+void PutLE64(std::string* s, uint64_t v) {
+  for (int i = 0; i < 8; ++i) s->push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetLE(const char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+absl::Status WithContext(const absl::Status& st, absl::string_view context) {
+  return absl::Status(st.code(), absl::StrCat(context, ": ", st.message()));
+}
+
+}  // namespace
+
+std::string EncodeSnapshotFile(uint64_t seq, absl::string_view payload) {
+  std::string out;
+  out.reserve(kSnapshotHeader + payload.size());
+  out.append(kSnapshotMagic.data(), kSnapshotMagic.size());
+  PutLE64(&out, seq);
+  PutLE64(&out, payload.size());
+  uint32_t crc = crc32c::Value(out.data() + 8, 16);
+  crc = crc32c::Extend(crc, payload.data(), payload.size());
+  const uint32_t masked = crc32c::Mask(crc);
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(masked >> (8 * i)));
+  out.append(payload.data(), payload.size());
+  return out;
+}
+
+absl::Status DecodeSnapshotFile(absl::string_view name, absl::string_view file, uint64_t* seq,
+                                absl::string_view* payload) {
+  auto bad = [&](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("snapshot file '", name, "' is damaged: ", why));
+  };
+  if (file.size() < kSnapshotHeader) return bad("shorter than its header");
+  if (file.substr(0, 8) != kSnapshotMagic) return bad("wrong magic");
+  const uint64_t n = GetLE(file.data() + 16, 8);
+  if (n != file.size() - kSnapshotHeader) {
+    return bad(absl::StrCat("header says ", n, " payload bytes, the file has ",
+                            file.size() - kSnapshotHeader));
+  }
+  uint32_t crc = crc32c::Value(file.data() + 8, 16);
+  crc = crc32c::Extend(crc, file.data() + kSnapshotHeader, n);
+  if (crc32c::Unmask(static_cast<uint32_t>(GetLE(file.data() + 24, 4))) != crc) {
+    return bad("checksum mismatch");
+  }
+  *seq = GetLE(file.data() + 8, 8);
+  *payload = file.substr(kSnapshotHeader);
+  return absl::OkStatus();
+}
+
+Store::Store(Env* env, std::string dir, const OpenOptions& options)
+    : env_(env),
+      dir_(std::move(dir)),
+      sync_(options.sync),
+      segment_bytes_(options.segment_bytes > 0 ? static_cast<uint64_t>(options.segment_bytes)
+                                               : uint64_t{64} << 20),
+      snapshot_every_bytes_(options.snapshot_every_bytes > 0
+                                ? static_cast<uint64_t>(options.snapshot_every_bytes)
+                                : 0) {}
+
+Store::~Store() {
+  absl::MutexLock l(&mu_);
+  while (syncing_) cv_.Wait(&mu_);
+  if (segment_ != nullptr) segment_->Close().IgnoreError();
+}
+
+std::string Store::SegmentPath(uint64_t first_seq) const {
+  return JoinPath(dir_, Numbered(kSegmentPrefix, first_seq, kSegmentSuffix));
+}
+std::string Store::SnapshotPath(uint64_t seq) const {
+  return JoinPath(dir_, Numbered(kSnapshotPrefix, seq, kSnapshotSuffix));
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
+                                                   const OpenOptions& options, const Hooks& hooks) {
+  if (dir.empty()) return absl::InvalidArgumentError("open: the directory name is empty");
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  std::unique_ptr<Store> store(new Store(env, dir, options));
+  RecoveryInfo& info = store->recovery_;
+  if (absl::Status st = env->CreateDir(dir); !st.ok()) return st;
+  absl::StatusOr<std::unique_ptr<FileLock>> lock = env->LockFile(JoinPath(dir, "LOCK"));
+  if (!lock.ok()) return lock.status();
+  store->lock_ = *std::move(lock);
+
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir);
+  if (!names.ok()) return names.status();
+  std::vector<uint64_t> snapshots;
+  std::vector<uint64_t> segments;
+  for (const std::string& name : *names) {
+    uint64_t n;
+    if (absl::EndsWith(name, kTempSuffix)) {
+      // A snapshot whose write a crash interrupted: never renamed, never used.
+      if (absl::Status st = env->RemoveFile(JoinPath(dir, name)); !st.ok()) return st;
+    } else if (ParseNumbered(name, kSnapshotPrefix, kSnapshotSuffix, &n)) {
+      snapshots.push_back(n);
+    } else if (ParseNumbered(name, kSegmentPrefix, kSegmentSuffix, &n)) {
+      segments.push_back(n);
+    }
+  }
+  std::sort(snapshots.begin(), snapshots.end());
+  std::sort(segments.begin(), segments.end());
+
+  // store->mu_ is taken only around its fields: the hooks take the engine's
+  // lock, which writers take before mu_ (and no one else sees the store yet).
+  if (snapshots.empty()) {
+    if (!segments.empty()) {
+      return absl::DataLossError(absl::StrCat("'", dir, "' has journal files but no snapshot: ",
+                                              "the snapshot was lost"));
+    }
+    // A new directory: the first snapshot records the config, so that the
+    // journal never has to.
+    if (absl::Status st = hooks.create(); !st.ok()) return st;
+    absl::StatusOr<std::string> bytes = hooks.snapshot();
+    if (!bytes.ok()) return bytes.status();
+    if (absl::Status st = store->WriteSnapshotFile(0, *bytes); !st.ok()) return st;
+    info.created = true;
+    absl::MutexLock l(&store->mu_);
+    if (absl::Status st = store->OpenSegmentLocked(1); !st.ok()) return st;
+    return store;
+  }
+
+  // The newest snapshot that checks out and that the journal continues.
+  absl::Status first_error;
+  std::string contents;
+  uint64_t snap_seq = 0;
+  bool loaded = false;
+  for (auto it = snapshots.rbegin(); it != snapshots.rend() && !loaded; ++it) {
+    const std::string path = store->SnapshotPath(*it);
+    absl::Status st = env->ReadFile(path, &contents);
+    absl::string_view payload;
+    uint64_t seq = 0;
+    if (st.ok()) st = DecodeSnapshotFile(path, contents, &seq, &payload);
+    if (st.ok() && seq != *it) {
+      st = absl::DataLossError(absl::StrCat("snapshot file '", path, "' covers record ", seq,
+                                            ", not the one its name says"));
+    }
+    if (st.ok() && !segments.empty() && segments.front() > seq + 1) {
+      st = absl::DataLossError(absl::StrCat("snapshot file '", path, "' covers records to ", seq,
+                                            " but the journal starts at ", segments.front()));
+    }
+    if (st.ok()) {
+      st = hooks.load_snapshot(payload);
+      if (!st.ok()) return WithContext(st, absl::StrCat("snapshot file '", path, "'"));
+      snap_seq = seq;
+      loaded = true;
+    } else if (first_error.ok()) {
+      first_error = st;
+    }
+  }
+  if (!loaded) return first_error;
+  contents = std::string();
+  info.snapshot_seq = snap_seq;
+
+  // Replay. Segments wholly before the snapshot are skipped unread.
+  uint64_t last = snap_seq;
+  uint64_t prev = 0;  // the last record read (0: none yet)
+  size_t stop_segment = segments.size();
+  uint64_t bytes_after = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (i + 1 < segments.size() && segments[i + 1] <= snap_seq + 1) continue;
+    const std::string path = store->SegmentPath(segments[i]);
+    std::string data;
+    if (absl::Status st = env->ReadFile(path, &data); !st.ok()) return st;
+    journal::SegmentReader reader(data);
+    journal::Record r;
+    std::string why;
+    bool first = true;
+    bool corrupt = false;
+    for (;;) {
+      journal::ReadStatus rs = reader.Next(&r, &why);
+      if (rs == journal::ReadStatus::kEnd) break;
+      if (rs == journal::ReadStatus::kTorn) {
+        if (i + 1 == segments.size()) {
+          info.torn_file = path;
+          info.torn_offset = reader.offset();
+          break;
+        }
+        why = absl::StrCat(why, ", in a segment that is not the last");
+        corrupt = true;
+      } else if (rs == journal::ReadStatus::kCorrupt) {
+        corrupt = true;
+      } else if (first && r.seq != segments[i]) {
+        why = absl::StrCat("the first record is number ", r.seq, " in a file named for ",
+                           segments[i]);
+        corrupt = true;
+      } else if (prev != 0 && r.seq != prev + 1) {
+        why = absl::StrCat("record number ", r.seq, " follows number ", prev);
+        corrupt = true;
+      } else if (r.seq > snap_seq) {
+        if (r.seq != last + 1) {
+          why = absl::StrCat("record number ", r.seq, " follows the snapshot at ", last);
+          corrupt = true;
+        } else if (absl::Status st = hooks.replay(r); !st.ok()) {
+          why = absl::StrCat("record number ", r.seq, " does not replay: ", st.message());
+          corrupt = true;
+        } else {
+          last = r.seq;
+          ++info.records_replayed;
+        }
+      }
+      if (corrupt) break;
+      prev = r.seq;
+      first = false;
+    }
+    if (corrupt) {
+      const uint64_t offset = reader.offset();
+      if (!options.point_in_time_recovery) {
+        return absl::DataLossError(absl::StrCat(
+            "journal file '", path, "' is damaged at offset ", offset, ": ", why,
+            ". The last good record is number ", last,
+            "; open with point-in-time recovery to continue from there"));
+      }
+      info.stopped_at = absl::StrCat(path, " at offset ", offset, ": ", why);
+      stop_segment = i;
+      break;
+    }
+    bytes_after += info.torn_file == path ? info.torn_offset : data.size();
+  }
+  info.last_seq = last;
+
+  if (!info.torn_file.empty()) {
+    // Appends go to a new segment, but the cut keeps this one from looking
+    // damaged (a torn record in a segment that is not the last) next time.
+    if (absl::Status st = env->TruncateFile(info.torn_file, info.torn_offset); !st.ok()) return st;
+  }
+  uint64_t covered = snap_seq;
+  if (stop_segment < segments.size()) {
+    // Point-in-time recovery: a snapshot of the good prefix first, then the
+    // damaged segments are set aside; a crash in between repeats this.
+    absl::StatusOr<std::string> bytes = hooks.snapshot();
+    if (!bytes.ok()) return bytes.status();
+    if (absl::Status st = store->WriteSnapshotFile(last, *bytes); !st.ok()) return st;
+    for (size_t i = stop_segment; i < segments.size(); ++i) {
+      const std::string path = store->SegmentPath(segments[i]);
+      if (absl::Status st = env->RenameFile(path, absl::StrCat(path, kCorruptSuffix)); !st.ok()) {
+        return st;
+      }
+    }
+    if (absl::Status st = env->SyncDir(dir); !st.ok()) return st;
+    segments.resize(stop_segment);
+    covered = last;
+    bytes_after = 0;
+  }
+  {
+    absl::MutexLock l(&store->mu_);
+    store->last_seq_ = last;
+    store->synced_seq_ = last;
+    store->segments_ = segments;
+    store->bytes_since_snapshot_ = bytes_after;
+    if (absl::Status st = store->OpenSegmentLocked(last + 1); !st.ok()) return st;
+  }
+  // Leftovers of a checkpoint that a crash interrupted before its cleanup.
+  if (absl::Status st = store->DropCovered(covered); !st.ok()) return st;
+  return store;
+}
+
+absl::Status Store::OpenSegmentLocked(uint64_t first_seq) {
+  // A file of this name can only hold a torn record (or nothing): any good
+  // record in it would have been replayed and moved last_seq_ past it.
+  absl::StatusOr<std::unique_ptr<WritableFile>> f =
+      env_->NewWritableFile(SegmentPath(first_seq), /*truncate=*/true);
+  if (!f.ok()) return f.status();
+  if (absl::Status st = env_->SyncDir(dir_); !st.ok()) return st;
+  segment_ = *std::move(f);
+  segment_first_seq_ = first_seq;
+  segment_size_ = 0;
+  if (segments_.empty() || segments_.back() != first_seq) segments_.push_back(first_seq);
+  return absl::OkStatus();
+}
+
+absl::Status Store::RollLocked() {
+  while (syncing_) cv_.Wait(&mu_);
+  std::unique_ptr<WritableFile> old = std::move(segment_);
+  if (sync_ != SyncMode::kOff) {
+    if (absl::Status st = old->Sync(); !st.ok()) {
+      failed_ = st;
+      segment_ = std::move(old);
+      return st;
+    }
+    synced_seq_ = last_seq_;
+  }
+  if (absl::Status st = old->Close(); !st.ok()) {
+    failed_ = st;
+    return st;
+  }
+  if (absl::Status st = OpenSegmentLocked(last_seq_ + 1); !st.ok()) {
+    failed_ = st;
+    return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Store::Append(const std::function<void(uint64_t, std::string*)>& encode) {
+  absl::MutexLock l(&mu_);
+  if (!failed_.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the journal in '", dir_, "' refuses writes after an earlier failure (",
+                     failed_.message(), "); reopen the engine to continue"));
+  }
+  if (segment_size_ >= segment_bytes_) {
+    if (absl::Status st = RollLocked(); !st.ok()) return st;
+  }
+  const uint64_t seq = last_seq_ + 1;
+  buffer_.clear();
+  encode(seq, &buffer_);
+  if (buffer_.size() - journal::kHeaderSize > journal::kMaxPayloadBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("a write of ", buffer_.size(),
+                                                     " bytes exceeds the journal's record limit"));
+  }
+  const size_t n = buffer_.size();
+  absl::Status st = segment_->Append(buffer_);
+  if (buffer_.capacity() > kKeepBufferBytes) std::string().swap(buffer_);
+  if (!st.ok()) {
+    // Cut off whatever part of the record reached the file, so that the next
+    // record follows a good one; if even that fails, stop writing.
+    if (absl::Status cut = segment_->Truncate(segment_size_); !cut.ok()) failed_ = st;
+    return WithContext(st, "journal write failed; nothing was applied");
+  }
+  if (sync_ == SyncMode::kPerBatch) {
+    st = segment_->Sync();
+    if (!st.ok()) {
+      // After a failed fdatasync the kernel may have dropped the dirty pages
+      // and cleared the error: nothing written since can be trusted until
+      // recovery reads the file again. Cut the record so that a reopen does
+      // not resurrect a write the caller was told failed (best effort).
+      failed_ = st;
+      segment_->Truncate(segment_size_).IgnoreError();
+      return WithContext(st, "journal fdatasync failed; nothing was applied and the engine "
+                              "refuses writes until reopened");
+    }
+    synced_seq_ = seq;
+  }
+  last_seq_ = seq;
+  segment_size_ += n;
+  bytes_since_snapshot_ += n;
+  return seq;
+}
+
+absl::StatusOr<uint64_t> Store::AppendEvents(absl::Span<const v1::Event* const> events) {
+  if (events.empty()) return 0;
+  return Append([events](uint64_t seq, std::string* out) {
+    journal::AppendEventsRecord(seq, events, out);
+  });
+}
+
+absl::StatusOr<uint64_t> Store::AppendAdvance(int64_t now_us) {
+  return Append([now_us](uint64_t seq, std::string* out) {
+    journal::AppendAdvanceRecord(seq, now_us, out);
+  });
+}
+
+absl::Status Store::JournalAdvance(int64_t now_us) {
+  absl::StatusOr<uint64_t> seq = AppendAdvance(now_us);
+  if (!seq.ok()) return seq.status();
+  return AwaitDurable(*seq);
+}
+
+absl::Status Store::AwaitDurable(uint64_t seq) {
+  if (seq == 0 || sync_ != SyncMode::kGroupCommit) return absl::OkStatus();
+  absl::MutexLock l(&mu_);
+  // One writer at a time syncs everything written so far; the others wait
+  // for it, and whoever still is not covered leads the next round.
+  while (synced_seq_ < seq) {
+    if (!failed_.ok()) {
+      return absl::Status(failed_.code(),
+                          absl::StrCat("journal fdatasync failed (", failed_.message(),
+                                       "); the write is applied in memory but not durable, and "
+                                       "the engine refuses writes until reopened"));
+    }
+    if (syncing_) {
+      cv_.Wait(&mu_);
+      continue;
+    }
+    syncing_ = true;
+    const uint64_t target = last_seq_;
+    WritableFile* file = segment_.get();
+    mu_.Unlock();
+    absl::Status st = file->Sync();
+    mu_.Lock();
+    syncing_ = false;
+    if (st.ok()) {
+      synced_seq_ = std::max(synced_seq_, target);
+    } else {
+      failed_ = st;
+    }
+    cv_.SignalAll();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Store::BeginCheckpoint() {
+  absl::MutexLock l(&mu_);
+  if (!failed_.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint: the journal failed earlier (", failed_.message(),
+                     "); reopen the engine"));
+  }
+  if (segment_first_seq_ <= last_seq_) {
+    if (absl::Status st = RollLocked(); !st.ok()) return st;
+  }
+  return last_seq_;
+}
+
+absl::Status Store::FinishCheckpoint(uint64_t seq, absl::string_view snapshot_bytes) {
+  if (absl::Status st = WriteSnapshotFile(seq, snapshot_bytes); !st.ok()) return st;
+  {
+    absl::MutexLock l(&mu_);
+    // What was written after the snapshot's segment roll.
+    bytes_since_snapshot_ = segment_first_seq_ == seq + 1 ? segment_size_ : bytes_since_snapshot_;
+  }
+  return DropCovered(seq);
+}
+
+bool Store::WantsCheckpoint() const {
+  absl::MutexLock l(&mu_);
+  return snapshot_every_bytes_ > 0 && bytes_since_snapshot_ >= snapshot_every_bytes_ &&
+         failed_.ok();
+}
+
+absl::Status Store::WriteSnapshotFile(uint64_t seq, absl::string_view payload) {
+  const std::string path = SnapshotPath(seq);
+  const std::string tmp = absl::StrCat(path, kTempSuffix);
+  const std::string file = EncodeSnapshotFile(seq, payload);
+  absl::Status st;
+  {
+    absl::StatusOr<std::unique_ptr<WritableFile>> f = env_->NewWritableFile(tmp, true);
+    if (!f.ok()) return WithContext(f.status(), "snapshot");
+    st = (*f)->Append(file);
+    if (st.ok()) st = (*f)->Sync();
+    absl::Status closed = (*f)->Close();
+    if (st.ok()) st = closed;
+  }
+  if (st.ok()) st = env_->RenameFile(tmp, path);
+  if (!st.ok()) {
+    env_->RemoveFile(tmp).IgnoreError();
+    return WithContext(st, "snapshot");
+  }
+  // The rename is durable only once the directory is.
+  if (absl::Status d = env_->SyncDir(dir_); !d.ok()) return WithContext(d, "snapshot");
+  return absl::OkStatus();
+}
+
+absl::Status Store::DropCovered(uint64_t seq) {
+  std::vector<uint64_t> doomed;
+  {
+    absl::MutexLock l(&mu_);
+    // A segment is covered when the next one starts at or before seq + 1.
+    std::vector<uint64_t> kept;
+    for (size_t i = 0; i < segments_.size(); ++i) {
+      const bool covered = i + 1 < segments_.size() && segments_[i + 1] <= seq + 1 &&
+                           segments_[i] != segment_first_seq_;
+      (covered ? doomed : kept).push_back(segments_[i]);
+    }
+    segments_ = std::move(kept);
+  }
+  absl::Status result;
+  for (uint64_t s : doomed) {
+    absl::Status st = env_->RemoveFile(SegmentPath(s));
+    if (!st.ok() && result.ok()) result = st;
+  }
+  absl::StatusOr<std::vector<std::string>> names = env_->ListDir(dir_);
+  if (!names.ok()) return names.status();
+  for (const std::string& name : *names) {
+    uint64_t n;
+    if (ParseNumbered(name, kSnapshotPrefix, kSnapshotSuffix, &n) && n < seq) {
+      absl::Status st = env_->RemoveFile(JoinPath(dir_, name));
+      if (!st.ok() && result.ok()) result = st;
+    }
+  }
+  return result.ok() ? result : WithContext(result, "checkpoint cleanup");
+}
+
+}  // namespace rapport

@@ -1,0 +1,154 @@
+// A persistent engine's directory: the journal (segment files of records,
+// see journal.h) and snapshots, with the rules that make them crash-safe.
+//
+// Layout of the directory:
+//   LOCK                          flock'ed while an engine has it open
+//   snapshot-<seq>.snap           the state after record <seq> (20 digits)
+//   journal-<first seq>.log       a segment; records <first seq>, +1, ...
+//   *.tmp                         a snapshot being written (removed on open)
+//   *.corrupt                     segments set aside by point-in-time recovery
+//
+// A snapshot file is "RPSNAP01", the sequence number it covers (8 bytes LE),
+// the payload length (8 bytes LE), a masked CRC-32C of those 16 bytes and the
+// payload (4 bytes LE), then the payload (rapport.v1.EngineSnapshot bytes).
+// It is written to a temp file, fsync'ed, renamed into place and the
+// directory fsync'ed; only then are the segments it covers removed. A crash at
+// any step leaves either the old snapshot with its journal or the new one.
+//
+// Thread-safety: Append* are called with the engine's writer lock held (which
+// orders the records as the engine applied them); AwaitDurable without it, so
+// that in group-commit mode writers wait for one shared fdatasync together.
+// Checkpoints are serialized by checkpoint_mu().
+#ifndef RAPPORT_LIB_STORAGE_STORE_H_
+#define RAPPORT_LIB_STORAGE_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "lib/storage/env.h"
+#include "lib/storage/journal.h"
+#include "rapport/engine.h"
+
+namespace rapport {
+
+// Snapshot file framing, exposed for the tests and the fuzzer.
+std::string EncodeSnapshotFile(uint64_t seq, absl::string_view payload);
+// Errors: DATA_LOSS naming `name` and what is wrong.
+absl::Status DecodeSnapshotFile(absl::string_view name, absl::string_view file, uint64_t* seq,
+                                absl::string_view* payload);
+
+class Store {
+ public:
+  // How Open builds the engine; the Store knows nothing of its state.
+  struct Hooks {
+    // A new directory: create the engine from the options' config.
+    std::function<absl::Status()> create;
+    // Load a snapshot's payload into a fresh engine.
+    std::function<absl::Status(absl::string_view payload)> load_snapshot;
+    // Apply one journal record after the snapshot.
+    std::function<absl::Status(const journal::Record& record)> replay;
+    // The engine's state bytes now (for the first snapshot of a new
+    // directory and after point-in-time recovery).
+    std::function<absl::StatusOr<std::string>()> snapshot;
+  };
+
+  // What recovery found, for tests and tools.
+  struct RecoveryInfo {
+    bool created = false;
+    uint64_t snapshot_seq = 0;
+    uint64_t records_replayed = 0;
+    uint64_t last_seq = 0;
+    // A torn tail that was cut off: the file and where it was cut.
+    std::string torn_file;
+    uint64_t torn_offset = 0;
+    // Point-in-time recovery stopped here (empty if it did not stop).
+    std::string stopped_at;
+  };
+
+  // Locks `dir`, loads the newest valid snapshot through `hooks` and replays
+  // the journal after it, then opens a fresh segment for appends.
+  // Errors: FAILED_PRECONDITION if another engine holds the directory;
+  // DATA_LOSS naming the file and offset of damage (unless point-in-time
+  // recovery is on); the Env's errors for I/O.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
+                                                     const OpenOptions& options,
+                                                     const Hooks& hooks);
+  ~Store();
+
+  // Journals one write. Returns its sequence number (0 when there was nothing
+  // to journal). In per-batch mode the record is on disk (fdatasync) when
+  // this returns; in group-commit mode call AwaitDurable(seq) after releasing
+  // the engine's lock. Errors: the Env's (RESOURCE_EXHAUSTED for ENOSPC,
+  // UNAVAILABLE for EIO) with the record cut off again; FAILED_PRECONDITION
+  // after an earlier failed fdatasync (the handle refuses writes until the
+  // directory is reopened).
+  absl::StatusOr<uint64_t> AppendEvents(absl::Span<const v1::Event* const> events);
+  absl::StatusOr<uint64_t> AppendAdvance(int64_t now_us);
+  // AppendAdvance and, in group-commit mode, AwaitDurable at once (the
+  // caller keeps the engine's lock: clock moves are rare and small).
+  absl::Status JournalAdvance(int64_t now_us);
+  absl::Status AwaitDurable(uint64_t seq);
+
+  // A checkpoint in two steps. Begin runs under the engine's writer lock,
+  // right after the caller captured the state: it starts a new segment so
+  // that every earlier record is covered, and returns the last sequence
+  // number. Finish runs without the engine's lock: it writes the snapshot file
+  // and drops the covered segments and older snapshots.
+  absl::Mutex* checkpoint_mu() { return &checkpoint_mu_; }
+  absl::StatusOr<uint64_t> BeginCheckpoint();
+  absl::Status FinishCheckpoint(uint64_t seq, absl::string_view snapshot_bytes);
+  // The snapshot policy: journal bytes since the last snapshot exceed
+  // OpenOptions::snapshot_every_bytes.
+  bool WantsCheckpoint() const;
+
+  const RecoveryInfo& recovery() const { return recovery_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  Store(Env* env, std::string dir, const OpenOptions& options);
+  absl::StatusOr<uint64_t> Append(const std::function<void(uint64_t, std::string*)>& encode);
+  absl::Status OpenSegmentLocked(uint64_t first_seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteSnapshotFile(uint64_t seq, absl::string_view payload);
+  // Removes segments whose records are all <= seq (but not the open one) and
+  // snapshots older than seq.
+  absl::Status DropCovered(uint64_t seq);
+  std::string SegmentPath(uint64_t first_seq) const;
+  std::string SnapshotPath(uint64_t seq) const;
+
+  Env* const env_;
+  const std::string dir_;
+  const SyncMode sync_;
+  const uint64_t segment_bytes_;
+  const uint64_t snapshot_every_bytes_;
+  std::unique_ptr<FileLock> lock_;
+  RecoveryInfo recovery_;
+
+  absl::Mutex checkpoint_mu_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::unique_ptr<WritableFile> segment_ ABSL_GUARDED_BY(mu_);
+  uint64_t segment_first_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t segment_size_ ABSL_GUARDED_BY(mu_) = 0;
+  // First sequence numbers of the segment files, ascending (the open one last).
+  std::vector<uint64_t> segments_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t synced_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  bool syncing_ ABSL_GUARDED_BY(mu_) = false;
+  // Sticky: set by a failed fdatasync (or a failed write we could not undo).
+  absl::Status failed_ ABSL_GUARDED_BY(mu_);
+  uint64_t bytes_since_snapshot_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string buffer_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rapport
+
+#endif  // RAPPORT_LIB_STORAGE_STORE_H_

@@ -1,0 +1,316 @@
+// Hand-computed KPI cases for the edges of SPEC §5: zero denominators, events
+// exactly at start and end, as_of before the period ends, DST in bucketing, a
+// late event into a closed period, an owner change mid-period, overflow.
+#include <string>
+
+#include "gtest/gtest.h"
+#include "test_util.h"
+
+namespace rapport::test {
+namespace {
+
+v1::KpiQuery Q(int64_t start, int64_t end, int64_t as_of = 0) {
+  v1::KpiQuery q;
+  q.set_start_us(start);
+  q.set_end_us(end);
+  q.set_as_of_us(as_of);
+  return q;
+}
+
+v1::KpiValues One(const Engine& e, const v1::KpiQuery& q) {
+  auto r = e.Kpis(q);
+  EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows_size(), 1);
+  return r->rows_size() == 1 ? r->rows(0).values() : v1::KpiValues();
+}
+
+std::string Pay(const std::string& account, int64_t amount, const std::string& currency = "RUB",
+                const std::string& invoice = "") {
+  return absl::StrCat("payment_received { account_id: '", account, "' amount { amount_minor: ", amount,
+                      " currency: '", currency, "' } invoice_id: '", invoice, "' }");
+}
+
+TEST(KpiCases, ZeroDenominatorsAreNull) {
+  auto e = NewEngine();
+  Seed(*e);
+  const v1::KpiValues v = One(*e, Q(kT0, kT0 + kDay));
+  EXPECT_FALSE(v.lead_conversion().has_value());
+  EXPECT_FALSE(v.partner_growth().has_value());
+  EXPECT_FALSE(v.repeat_order_share().has_value());
+  EXPECT_FALSE(v.repeat_customer_rate().has_value());
+  EXPECT_FALSE(v.referral_rate().has_value());
+  EXPECT_FALSE(v.post_purchase_contact_rate().has_value());
+  EXPECT_FALSE(v.feedback_coverage().has_value());
+  EXPECT_FALSE(v.has_nps());
+  EXPECT_FALSE(v.win_rate().has_value());
+  EXPECT_FALSE(v.has_time_to_win_days());
+  EXPECT_FALSE(v.client_churn_rate().has_value());
+  EXPECT_FALSE(v.hunter_share().has_value());
+  EXPECT_EQ(v.revenue_size(), 0);
+}
+
+TEST(KpiCases, EventsAtStartCountAndAtEndDoNot) {
+  auto e = NewEngine();
+  Seed(*e);
+  MustIngest(*e, Ev("l1", kT0 + kDay, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
+  MustIngest(*e, Ev("l2", kT0 + 2 * kDay, "lead_created { deal_id: 'd2' account_id: 'c1' }"));
+  MustIngest(*e, Ev("p1", kT0 + kDay, Pay("c1", 500)));
+  MustIngest(*e, Ev("p2", kT0 + 2 * kDay, Pay("c1", 700)));
+  const v1::KpiValues v = One(*e, Q(kT0 + kDay, kT0 + 2 * kDay));
+  EXPECT_EQ(v.leads(), 1);
+  ASSERT_EQ(v.revenue_size(), 1);
+  EXPECT_EQ(v.revenue(0).amount_minor(), 500);
+  EXPECT_EQ(v.revenue(0).previous_minor(), 0);  // [T0, T0+1d) had nothing
+  EXPECT_FALSE(v.revenue(0).has_growth());
+  const v1::KpiValues next = One(*e, Q(kT0 + 2 * kDay, kT0 + 3 * kDay));
+  EXPECT_EQ(next.revenue(0).amount_minor(), 700);
+  EXPECT_EQ(next.revenue(0).previous_minor(), 500);
+  EXPECT_DOUBLE_EQ(next.revenue(0).growth(), 0.4);
+}
+
+TEST(KpiCases, AsOfBeforeThePeriodEnds) {
+  auto e = NewEngine();
+  Seed(*e);
+  const int64_t t = kT0 + kDay;
+  MustIngest(*e, Ev("l1", t, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
+  MustIngest(*e, Ev("w1", t + 2 * kDay, "deal_won { deal_id: 'd1' }"));
+  MustIngest(*e, Ev("o1", t, "order_placed { order_id: 'o1' account_id: 'c1' amount { amount_minor: 100 currency: 'RUB' } }"));
+  // At placed_at: not in (placed, placed + 7d]; at placed + 7d: in.
+  MustIngest(*e, Ev("a0", t, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
+  MustIngest(*e, Ev("a1", t + 7 * kDay, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
+  const int64_t end = t + 30 * kDay;
+  v1::KpiValues v = One(*e, Q(t, end, t + kDay));
+  EXPECT_EQ(v.lead_conversion().numerator(), 0);
+  EXPECT_EQ(v.lead_conversion().denominator(), 1);
+  EXPECT_EQ(v.post_purchase_contact_rate().denominator(), 0);  // window still open
+  v = One(*e, Q(t, end, t + 7 * kDay));
+  EXPECT_EQ(v.lead_conversion().numerator(), 1);
+  EXPECT_EQ(v.post_purchase_contact_rate().denominator(), 0);  // placed + 7d == as_of: not closed
+  v = One(*e, Q(t, end, t + 7 * kDay + 1));
+  EXPECT_EQ(v.post_purchase_contact_rate().denominator(), 1);
+  EXPECT_EQ(v.post_purchase_contact_rate().numerator(), 1);
+  EXPECT_DOUBLE_EQ(v.post_purchase_contact_rate().value(), 1.0);
+  // Time to win: 2 days; win rate 1/1.
+  EXPECT_DOUBLE_EQ(v.time_to_win_days(), 2.0);
+  EXPECT_DOUBLE_EQ(v.win_rate().value(), 1.0);
+}
+
+TEST(KpiCases, BerlinDaysAcrossDaylightSavingTime) {
+  auto e = NewEngine();
+  Seed(*e);
+  // 2025-03-30 00:00 CET is 2025-03-29T23:00Z; clocks jump at 01:00Z.
+  const int64_t mar30 = 1743289200000000;
+  MustIngest(*e, Ev("p1", mar30 + 23 * kHour + kHour / 2, Pay("c1", 9)));  // 00:30 CEST Mar 31
+  v1::KpiQuery q = Q(mar30, mar30 + 3 * kDay);
+  q.set_bucket(v1::BUCKET_DAY);
+  q.set_time_zone("Europe/Berlin");
+  auto r = e->Kpis(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->rows_size(), 4);  // Mar 30 (23 h), Mar 31, Apr 1, and 1 h of Apr 2
+  EXPECT_EQ(r->rows(0).bucket_end_us() - r->rows(0).bucket_start_us(), 23 * kHour);
+  EXPECT_EQ(r->rows(1).bucket_end_us() - r->rows(1).bucket_start_us(), 24 * kHour);
+  EXPECT_EQ(r->rows(0).values().revenue_size(), 0);
+  ASSERT_EQ(r->rows(1).values().revenue_size(), 1);
+  EXPECT_EQ(r->rows(1).values().revenue(0).amount_minor(), 9);
+  // Autumn: 2025-10-26 has 25 hours (00:00 CEST = 2025-10-25T22:00Z).
+  const int64_t oct26 = 1761429600000000;
+  q = Q(oct26, oct26 + 2 * kDay);
+  q.set_bucket(v1::BUCKET_DAY);
+  q.set_time_zone("Europe/Berlin");
+  r = e->Kpis(q);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->rows(0).bucket_end_us() - r->rows(0).bucket_start_us(), 25 * kHour);
+  // Months: April 2025 in Berlin starts at 2025-03-31T22:00Z.
+  q = Q(mar30, mar30 + 40 * kDay);
+  q.set_bucket(v1::BUCKET_MONTH);
+  q.set_time_zone("Europe/Berlin");
+  r = e->Kpis(q);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->rows(1).bucket_start_us(), 1743458400000000);
+}
+
+TEST(KpiCases, LateEventIntoAClosedPeriod) {
+  auto e = NewEngine();
+  Seed(*e);
+  MustIngest(*e, Ev("p1", kT0 + kDay, Pay("c1", 100)));
+  MustIngest(*e, Ev("p2", kT0 + 40 * kDay, Pay("c1", 1)));
+  const v1::KpiQuery jan = Q(kT0, kT0 + 31 * kDay);
+  EXPECT_EQ(One(*e, jan).revenue(0).amount_minor(), 100);
+  MustIngest(*e, Ev("late", kT0 + 3 * kDay, Pay("c1", 50)));  // arrives after February's payment
+  EXPECT_EQ(One(*e, jan).revenue(0).amount_minor(), 150);
+  EXPECT_EQ(One(*e, Q(kT0 + 31 * kDay, kT0 + 62 * kDay)).revenue(0).amount_minor(), 1);
+}
+
+TEST(KpiCases, OwnerChangeMidPeriodAndLateReattribution) {
+  auto e = NewEngine();
+  Seed(*e);  // c1 owned by m2
+  const std::string up = "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm1' segment: 'retail' }";
+  MustIngest(*e, Ev("p1", kT0 + kDay, Pay("c1", 10)));
+  MustIngest(*e, Ev("up", kT0 + 5 * kDay, up));
+  MustIngest(*e, Ev("p2", kT0 + 6 * kDay, Pay("c1", 20)));
+  v1::KpiQuery q = Q(kT0, kT0 + 10 * kDay);
+  q.set_group_by(v1::GROUP_BY_MANAGER);
+  auto r = e->Kpis(q);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->rows_size(), 2);
+  EXPECT_EQ(r->rows(0).group(), "m1");
+  EXPECT_EQ(r->rows(0).values().revenue(0).amount_minor(), 20);
+  EXPECT_EQ(r->rows(1).group(), "m2");
+  EXPECT_EQ(r->rows(1).values().revenue(0).amount_minor(), 10);
+  // A late upsert dated before the first payment moves it to m0 as well.
+  MustIngest(*e, Ev("up-late", kT0 + kDay / 2,
+                    "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm0' segment: 'retail' }"));
+  r = e->Kpis(q);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->rows_size(), 2);
+  EXPECT_EQ(r->rows(0).group(), "m0");
+  EXPECT_EQ(r->rows(0).values().revenue(0).amount_minor(), 10);
+  EXPECT_EQ(r->rows(1).group(), "m1");
+}
+
+TEST(KpiCases, PartnersActiveTiesAndDoubling) {
+  auto e = NewEngine();
+  Seed(*e);
+  MustIngest(*e, Ev("p2", kT0, "account_upserted { account_id: 'p2' kind: ACCOUNT_KIND_PARTNER owner_id: 'm1' }"));
+  MustIngest(*e, Ev("a1", kT0, "partner_agreed { account_id: 'p1' }"));
+  // Churned and agreed at one instant: the later arrival (agreed) wins.
+  MustIngest(*e, Ev("c1", kT0 + 5 * kDay, "partner_churned { account_id: 'p1' }"));
+  MustIngest(*e, Ev("a2", kT0 + 5 * kDay, "partner_agreed { account_id: 'p1' }"));
+  MustIngest(*e, Ev("a3", kT0 + 6 * kDay, "partner_agreed { account_id: 'p2' }"));
+  const v1::KpiValues v = One(*e, Q(kT0 + 1, kT0 + 10 * kDay));
+  EXPECT_EQ(v.partners_active_start(), 1);
+  EXPECT_EQ(v.partners_active_end(), 2);
+  EXPECT_DOUBLE_EQ(v.partner_growth().value(), 1.0);  // "we doubled our partners"
+  EXPECT_EQ(v.partners_new(), 2);
+  EXPECT_EQ(v.partners_churned(), 1);
+  // The start instant itself: an agreement at `start` is not "before" it.
+  EXPECT_EQ(One(*e, Q(kT0, kT0 + kDay)).partners_active_start(), 0);
+}
+
+TEST(KpiCases, NpsOrdersAndReferrals) {
+  auto e = NewEngine();
+  Seed(*e);
+  MustIngest(*e, Ev("c2", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' referred_by: 'c1' }"));
+  int i = 0;
+  for (int score : {10, 9, 7, 6, 0, 10}) {
+    MustIngest(*e, Ev(absl::StrCat("f", i++), kT0 + kDay, absl::StrCat("feedback_received { account_id: 'c1' score: ", score, " }")));
+  }
+  auto order = [&](const std::string& id, const std::string& acc, int64_t at) {
+    MustIngest(*e, Ev(id, at, absl::StrCat("order_placed { order_id: '", id, "' account_id: '", acc,
+                                           "' amount { amount_minor: 1 currency: 'RUB' } }")));
+  };
+  order("o1", "c1", kT0 + kDay);
+  order("o2", "c1", kT0 + 2 * kDay);
+  order("o3", "c2", kT0 + 3 * kDay);
+  order("o0", "c2", kT0 - kDay);  // late: c2's first order was before the period
+  const v1::KpiValues v = One(*e, Q(kT0, kT0 + 10 * kDay));
+  EXPECT_EQ(v.nps_responses(), 6);
+  EXPECT_DOUBLE_EQ(v.nps(), 100.0 * (3 - 2) / 6);
+  EXPECT_EQ(v.clients_new(), 1);  // c1 only
+  EXPECT_EQ(v.referral_rate().denominator(), 1);
+  EXPECT_EQ(v.referral_rate().numerator(), 0);
+  EXPECT_EQ(v.repeat_order_share().numerator(), 2);  // o2, o3
+  EXPECT_EQ(v.repeat_order_share().denominator(), 3);
+  EXPECT_EQ(v.repeat_customer_rate().numerator(), 2);
+  EXPECT_EQ(v.repeat_customer_rate().denominator(), 2);
+  // Before o2: c1 has one order before the end.
+  const v1::KpiValues early = One(*e, Q(kT0, kT0 + 2 * kDay));
+  EXPECT_EQ(early.repeat_customer_rate().numerator(), 0);
+  EXPECT_EQ(early.repeat_customer_rate().denominator(), 1);
+}
+
+TEST(KpiCases, ChurnStuckReceivablesAndHealth) {
+  auto e = NewEngine();
+  Seed(*e);
+  MustIngest(*e, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' amount { amount_minor: 1000 currency: 'USD' } }"));
+  MustIngest(*e, Ev("i1", kT0, "invoice_issued { invoice_id: 'i1' account_id: 'c1' amount { amount_minor: 1000 currency: 'USD' } due_at_us: " +
+                                   std::to_string(kT0 + 10 * kDay) + " }"));
+  MustIngest(*e, Ev("p1", kT0 + 5 * kDay, Pay("c1", 400, "USD", "i1")));
+  MustIngest(*e, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'p1' }"));
+  MustIngest(*e, Ev("f1", kT0 + 2 * kDay, "feedback_received { account_id: 'c1' score: 8 }"));
+  MustIngest(*e, Ev("a1", kT0 + 8 * kDay, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_EMAIL direction: DIRECTION_OUTBOUND }"));
+  // Stuck: the deal sits in "prospect" (SLA 3 days).
+  EXPECT_EQ(One(*e, Q(kT0, kT0 + kDay, kT0 + 3 * kDay)).stuck_deals(), 0);
+  EXPECT_EQ(One(*e, Q(kT0, kT0 + kDay, kT0 + 3 * kDay + 1)).stuck_deals(), 1);
+  // Receivables at T+11d: 600 USD of 1000 outstanding.
+  v1::KpiQuery q = Q(kT0, kT0 + kDay, kT0 + 11 * kDay);
+  q.set_include_health(true);
+  auto r = e->Kpis(q);
+  ASSERT_TRUE(r.ok());
+  const v1::KpiValues& v = r->rows(0).values();
+  EXPECT_EQ(v.receivables_overdue_count(), 1);
+  ASSERT_EQ(v.receivables_overdue_size(), 1);
+  EXPECT_EQ(v.receivables_overdue(0).amount_minor(), 600);
+  // Health of c1 at T+11d: contact 3 days ago 30, no complaints 20, feedback
+  // 8 x 2 = 16, one order 11 days ago (usual interval 182.5 days) 20,
+  // an overdue invoice 0: 86, green.
+  ASSERT_EQ(r->health_size(), 2);
+  const v1::AccountHealth& h = r->health(0);
+  EXPECT_EQ(h.account_id(), "c1");
+  EXPECT_EQ(h.owner_id(), "m2");
+  EXPECT_DOUBLE_EQ(h.score(), 86);
+  EXPECT_EQ(h.band(), "green");
+  ASSERT_EQ(h.factors_size(), 5);
+  EXPECT_EQ(h.factors(4).name(), "no_overdue_invoices");
+  EXPECT_DOUBLE_EQ(h.factors(4).points(), 0);
+  // Partner p1: never contacted 0, 20, 10, 10, 10 = 50, yellow.
+  EXPECT_DOUBLE_EQ(r->health(1).score(), 50);
+  EXPECT_EQ(r->health(1).band(), "yellow");
+  // Churn by inactivity: 365 days after the only order.
+  const int64_t deadline = kT0 + 365 * kDay;
+  const v1::KpiValues c = One(*e, Q(deadline - kDay, deadline + kDay));
+  EXPECT_EQ(c.client_churn_rate().denominator(), 1);
+  EXPECT_EQ(c.client_churn_rate().numerator(), 1);
+}
+
+TEST(KpiCases, StageConversionCountsOnlyLaterEntries) {
+  auto e = NewEngine();
+  Seed(*e);
+  MustIngest(*e, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
+  MustIngest(*e, Ev("s1", kT0 + kHour, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
+  MustIngest(*e, Ev("s2", kT0 + 2 * kHour, "deal_stage_changed { deal_id: 'd1' to_stage: 'lead' }"));
+  // Entered "lead" at T+2h (moved back): "qualified" came before, so no conversion.
+  v1::KpiValues v = One(*e, Q(kT0 + 90 * 60 * 1000000LL, kT0 + 3 * kHour));
+  ASSERT_EQ(v.stage_conversion_size(), 1);
+  EXPECT_EQ(v.stage_conversion(0).stage(), "lead");
+  EXPECT_EQ(v.stage_conversion(0).conversion().numerator(), 0);
+  EXPECT_EQ(v.stage_conversion(0).conversion().denominator(), 1);
+  // Over the whole day the deal counts once for "lead" (two entries) and converted.
+  v = One(*e, Q(kT0, kT0 + kDay));
+  ASSERT_EQ(v.stage_conversion_size(), 2);
+  EXPECT_EQ(v.stage_conversion(0).conversion().denominator(), 1);
+  EXPECT_EQ(v.stage_conversion(0).conversion().numerator(), 1);
+  EXPECT_EQ(v.stage_conversion(1).stage(), "qualified");
+  EXPECT_EQ(v.stage_conversion(1).conversion().numerator(), 0);
+}
+
+TEST(KpiCases, ErrorsNameTheField) {
+  auto e = NewEngine();
+  Seed(*e);
+  auto r = e->Kpis(Q(kT0, kT0));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("start_us"), std::string::npos);
+  v1::KpiQuery q = Q(kT0, kT0 + kDay);
+  q.set_time_zone("Mars/Olympus");
+  r = e->Kpis(q);
+  EXPECT_NE(r.status().message().find("Mars/Olympus"), std::string::npos);
+  q = Q(0, kMaxTimeUs);
+  q.set_bucket(v1::BUCKET_DAY);
+  r = e->Kpis(q);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("100000"), std::string::npos);
+}
+
+TEST(KpiCases, MoneyOverflowIsAnError) {
+  auto e = NewEngine();
+  Seed(*e);
+  MustIngest(*e, Ev("p1", kT0, Pay("c1", INT64_MAX, "EUR")));
+  MustIngest(*e, Ev("p2", kT0, Pay("c1", 1, "EUR")));
+  auto r = e->Kpis(Q(kT0, kT0 + kDay));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(r.status().message().find("'revenue'"), std::string::npos);
+  EXPECT_NE(r.status().message().find("EUR"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rapport::test

@@ -1,0 +1,446 @@
+// The persistent engine: round trips in every sync mode, the lock, snapshots
+// and their crash safety, and injected I/O faults.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "lib/storage/env.h"
+#include "lib/storage/store.h"
+#include "rapport/engine.h"
+#include "tests/storage/storage_test_util.h"
+#include "tests/test_util.h"
+
+namespace rapport::test {
+namespace {
+
+bool HasSuffix(const std::string& dir, const std::string& suffix) {
+  for (const std::string& n : ListNames(dir)) {
+    if (absl::EndsWith(n, suffix)) return true;
+  }
+  return false;
+}
+
+class EverySyncMode : public ::testing::TestWithParam<SyncMode> {};
+
+TEST_P(EverySyncMode, ReopenGivesTheSameStateAndContinues) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(600, 25);
+  const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+  const size_t half = ops.size() / 2;
+  {
+    auto engine = Engine::Open(dir, Options(GetParam()));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < half; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    ASSERT_EQ(*(*engine)->Snapshot(), ref[half]);
+  }
+  {
+    auto engine = Engine::Open(dir, Options(GetParam()));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_EQ(*(*engine)->Snapshot(), ref[half]);
+    ASSERT_TRUE((*engine)->Checkpoint().ok());
+    for (size_t i = half; i < ops.size(); ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+  }
+  auto engine = Engine::Open(dir, Options(GetParam()));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), ref.back());
+  EXPECT_GT((*engine)->clock_us(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, EverySyncMode,
+                         ::testing::Values(SyncMode::kPerBatch, SyncMode::kGroupCommit,
+                                           SyncMode::kOff));
+
+TEST(Storage, OnlyAcceptedEventsAreJournaledAndReplayAgrees) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  std::string expected;
+  {
+    auto engine = Engine::Open(dir, Options());
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    Seed(**engine);
+    // A duplicate, a rejected event and a good one in a best-effort batch.
+    std::vector<v1::Event> batch = {
+        Ev("seed-c1", kT0,
+           "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' "
+           "segment: 'retail' tier: TIER_A }"),
+        Ev("bad", kT0, "order_placed { order_id: 'o1' account_id: 'nobody' }"),
+        Ev("a1", kT0 + kHour, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+           "direction: DIRECTION_OUTBOUND }")};
+    IngestOptions best;
+    best.mode = BatchMode::kBestEffort;
+    auto r = (*engine)->IngestBatch(batch, best);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->rejected_size(), 1);
+    EXPECT_EQ(r->duplicates(), 1);
+    // An atomic batch that fails journals nothing.
+    EXPECT_FALSE((*engine)->IngestBatch(absl::MakeConstSpan(&batch[1], 1)).ok());
+    expected = *(*engine)->Snapshot();
+  }
+  auto engine = Engine::Open(dir, Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), expected);
+}
+
+TEST(Storage, NewDirectoryTakesTheConfigAnExistingOneKeepsItsOwn) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  OpenOptions o = Options();
+  o.config.set_client_churn_after_us(30 * kDay);
+  {
+    auto engine = Engine::Open(dir, o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    EXPECT_EQ((*engine)->config().client_churn_after_us(), 30 * kDay);
+  }
+  o.config.set_client_churn_after_us(99 * kDay);
+  auto engine = Engine::Open(dir, o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->config().client_churn_after_us(), 30 * kDay);
+}
+
+TEST(Storage, BadConfigForANewDirectoryIsRefused) {
+  ScratchDir scratch;
+  OpenOptions o = Options();
+  o.config.set_client_churn_after_us(-5);
+  auto engine = Engine::Open(scratch.Sub("db"), o);
+  EXPECT_FALSE(engine.ok());
+}
+
+TEST(Storage, ASecondWriterIsLockedOutWithAClearError) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  auto first = Engine::Open(dir, Options());
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = Engine::Open(dir, Options());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "LOCK")) << second.status();
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "another engine")) << second.status();
+  first->reset();
+  EXPECT_TRUE(Engine::Open(dir, Options()).ok());
+}
+
+TEST(Storage, CheckpointDropsCoveredSegmentsAndOlderSnapshots) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(1500, 20);
+  const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+  OpenOptions o = Options();
+  o.segment_bytes = 4096;  // many segments
+  {
+    auto engine = Engine::Open(dir, o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < ops.size() / 2; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    EXPECT_GT(FilesWithPrefix(dir, "journal-").size(), 3u);
+    ASSERT_TRUE((*engine)->Checkpoint().ok());
+    EXPECT_EQ(FilesWithPrefix(dir, "journal-").size(), 1u);
+    EXPECT_EQ(FilesWithPrefix(dir, "snapshot-").size(), 1u);
+    for (size_t i = ops.size() / 2; i < ops.size(); ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    EXPECT_GT(FilesWithPrefix(dir, "journal-").size(), 3u);
+  }
+  auto engine = Engine::Open(dir, o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), ref.back());
+}
+
+TEST(Storage, SnapshotPolicyBoundsTheJournal) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(2000, 50);
+  const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+  OpenOptions o = Options();
+  o.snapshot_every_bytes = 20000;
+  {
+    auto engine = Engine::Open(dir, o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < ops.size(); ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+  }
+  // Snapshots were taken along the way: the first one (seq 0) is gone.
+  std::vector<std::string> snaps = FilesWithPrefix(dir, "snapshot-");
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_FALSE(absl::EndsWith(snaps[0], "snapshot-00000000000000000000.snap"));
+  auto engine = Engine::Open(dir, o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), ref.back());
+}
+
+TEST(Storage, InMemoryEngineHasNoCheckpoint) {
+  auto engine = NewEngine();
+  EXPECT_EQ(engine->Checkpoint().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A crash after each file-system step of a checkpoint: reopening gives the
+// state either from the old snapshot plus its journal or from the new one —
+// the same state either way, and never a mix.
+TEST(Storage, CrashAtEachStepOfACheckpointLoadsOldOrNew) {
+  Ops ops(300, 10);
+  const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+  const size_t n = ops.size() / 2;
+  bool completed = false;
+  std::vector<bool> loaded_new;
+  for (int64_t k = 0; k < 50 && !completed; ++k) {
+    ScratchDir scratch;
+    const std::string dir = scratch.Sub("db");
+    FaultInjectionEnv env(Env::Default());
+    OpenOptions o = Options();
+    o.env = &env;
+    {
+      auto engine = Engine::Open(dir, o);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      for (size_t i = 0; i < n; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+      env.CrashAfter(k);
+      absl::Status st = (*engine)->Checkpoint();
+      completed = st.ok();
+      if (!completed) {
+        EXPECT_EQ(st.code(), absl::StatusCode::kAborted) << st;
+      }
+      // The "process" is dead: nothing more reaches the disk.
+    }
+    env.Clear();
+    auto engine = Engine::Open(dir, Options());
+    ASSERT_TRUE(engine.ok()) << "crash after step " << k << ": " << engine.status();
+    ASSERT_EQ(*(*engine)->Snapshot(), ref[n]) << "crash after step " << k;
+    EXPECT_FALSE(HasSuffix(dir, ".tmp"));
+    EXPECT_EQ(FilesWithPrefix(dir, "snapshot-").size(), 1u);
+    loaded_new.push_back(!absl::EndsWith(FilesWithPrefix(dir, "snapshot-")[0],
+                                         "snapshot-00000000000000000000.snap"));
+    ASSERT_TRUE(ops.Apply(**engine, n).ok());
+  }
+  EXPECT_TRUE(completed);
+  // Early crashes keep the old snapshot, late ones the new.
+  ASSERT_GE(loaded_new.size(), 4u);
+  EXPECT_FALSE(loaded_new.front());
+  EXPECT_TRUE(loaded_new.back());
+}
+
+TEST(Storage, HalfWrittenSnapshotTempFileIsIgnored) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(200, 10);
+  const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+  FaultInjectionEnv env(Env::Default());
+  OpenOptions o = Options();
+  o.env = &env;
+  {
+    auto engine = Engine::Open(dir, o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < ops.size(); ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    env.FailNext(FileOp::kAppend, absl::AbortedError("simulated crash mid-write"), ".tmp", 100);
+    // The crash also stops the cleanup of the temp file.
+    env.FailNext(FileOp::kRemove, absl::AbortedError("simulated crash"), ".tmp");
+    EXPECT_EQ((*engine)->Checkpoint().code(), absl::StatusCode::kAborted);
+    EXPECT_TRUE(HasSuffix(dir, ".tmp"));
+  }
+  auto engine = Engine::Open(dir, Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), ref.back());
+  EXPECT_FALSE(HasSuffix(dir, ".tmp"));
+}
+
+TEST(Storage, DamagedSnapshotIsDataLossNamingTheFile) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  {
+    auto engine = Engine::Open(dir, Options());
+    ASSERT_TRUE(engine.ok());
+    Seed(**engine);
+    ASSERT_TRUE((*engine)->Checkpoint().ok());
+  }
+  const std::string snap = FilesWithPrefix(dir, "snapshot-")[0];
+  std::string bytes = ReadAll(snap);
+  for (size_t at : {size_t{3}, size_t{12}, size_t{20}, size_t{26}, bytes.size() / 2,
+                    bytes.size() - 1}) {
+    std::string bad = bytes;
+    bad[at] ^= 0x10;
+    WriteAll(snap, bad);
+    auto engine = Engine::Open(dir, Options());
+    ASSERT_FALSE(engine.ok()) << "flip at " << at;
+    EXPECT_EQ(engine.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_TRUE(absl::StrContains(engine.status().message(), snap)) << engine.status();
+  }
+  WriteAll(snap, bytes.substr(0, bytes.size() - 1));
+  EXPECT_EQ(Engine::Open(dir, Options()).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(Storage, JournalWithoutSnapshotIsDataLoss) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  {
+    auto engine = Engine::Open(dir, Options());
+    ASSERT_TRUE(engine.ok());
+    Seed(**engine);
+  }
+  for (const std::string& s : FilesWithPrefix(dir, "snapshot-")) unlink(s.c_str());
+  EXPECT_EQ(Engine::Open(dir, Options()).status().code(), absl::StatusCode::kDataLoss);
+}
+
+struct WriteFault {
+  FileOp op;
+  absl::StatusCode code;
+  const char* text;
+};
+
+class WriteFaults : public ::testing::TestWithParam<WriteFault> {};
+
+// ENOSPC or EIO on a journal write: the caller gets the error, nothing is
+// applied, and the engine goes on once the fault is gone.
+TEST_P(WriteFaults, ReachTheCallerAndChangeNothing) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(300, 10);
+  const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+  FaultInjectionEnv env(Env::Default());
+  OpenOptions o = Options();
+  o.env = &env;
+  {
+    auto engine = Engine::Open(dir, o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < 5; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    env.FailNext(GetParam().op, absl::Status(GetParam().code, GetParam().text), "journal-",
+                 /*partial_bytes=*/37);
+    absl::Status st = ops.Apply(**engine, 5);
+    EXPECT_EQ(st.code(), GetParam().code) << st;
+    EXPECT_TRUE(absl::StrContains(st.message(), GetParam().text)) << st;
+    EXPECT_EQ(*(*engine)->Snapshot(), ref[5]);
+    for (size_t i = 5; i < 10; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+  }
+  auto engine = Engine::Open(dir, Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), ref[10]);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Storage, WriteFaults,
+    ::testing::Values(
+        WriteFault{FileOp::kAppend, absl::StatusCode::kResourceExhausted,
+                   "No space left on device"},
+        WriteFault{FileOp::kAppend, absl::StatusCode::kUnavailable, "Input/output error"}));
+
+// A failed fdatasync: the error reaches the caller, nothing is applied, the
+// handle refuses every later write, and reopening recovers exactly the
+// acknowledged writes.
+TEST(Storage, FailedFsyncRefusesWritesUntilReopened) {
+  for (absl::StatusCode code :
+       {absl::StatusCode::kUnavailable, absl::StatusCode::kResourceExhausted}) {
+    ScratchDir scratch;
+    const std::string dir = scratch.Sub("db");
+    Ops ops(300, 10);
+    const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+    FaultInjectionEnv env(Env::Default());
+    OpenOptions o = Options();
+    o.env = &env;
+    {
+      auto engine = Engine::Open(dir, o);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      for (size_t i = 0; i < 6; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+      env.FailNext(FileOp::kSync, absl::Status(code, "fdatasync: injected"), "journal-");
+      absl::Status st = ops.Apply(**engine, 6);
+      EXPECT_EQ(st.code(), code) << st;
+      EXPECT_EQ(*(*engine)->Snapshot(), ref[6]);
+      for (int retry = 0; retry < 3; ++retry) {
+        EXPECT_EQ(ops.Apply(**engine, 6).code(), absl::StatusCode::kFailedPrecondition);
+      }
+      EXPECT_EQ((*engine)->Advance(kT0 + 900 * kDay).status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ((*engine)->Checkpoint().code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(*(*engine)->Snapshot(), ref[6]);  // reads still work
+    }
+    auto engine = Engine::Open(dir, Options());
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    EXPECT_EQ(*(*engine)->Snapshot(), ref[6]);
+    ASSERT_TRUE(ops.Apply(**engine, 6).ok());
+  }
+}
+
+TEST(Storage, FailedRenameInCheckpointReachesTheCallerAndKeepsTheJournal) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(300, 10);
+  const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+  FaultInjectionEnv env(Env::Default());
+  OpenOptions o = Options();
+  o.env = &env;
+  {
+    auto engine = Engine::Open(dir, o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < 8; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    env.FailNext(FileOp::kRename, absl::UnavailableError("rename: Input/output error"));
+    absl::Status st = (*engine)->Checkpoint();
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+    EXPECT_TRUE(absl::StrContains(st.message(), "Input/output error")) << st;
+    EXPECT_FALSE(HasSuffix(dir, ".tmp"));
+    env.FailNext(FileOp::kSync, absl::ResourceExhaustedError("No space left on device"), ".tmp");
+    EXPECT_EQ((*engine)->Checkpoint().code(), absl::StatusCode::kResourceExhausted);
+    // The engine is still writable.
+    for (size_t i = 8; i < 12; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+  }
+  auto engine = Engine::Open(dir, Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), ref[12]);
+}
+
+TEST(Storage, OpenReportsFileSystemErrors) {
+  ScratchDir scratch;
+  auto engine = Engine::Open(scratch.Sub("missing-parent/db"), Options());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kNotFound) << engine.status();
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), "missing-parent")) << engine.status();
+  WriteAll(scratch.Sub("file"), "x");
+  EXPECT_FALSE(Engine::Open(scratch.Sub("file"), Options()).ok());
+  EXPECT_EQ(Engine::Open("", Options()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Storage, GroupCommitSharesSyncsAcrossThreads) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 50;
+  {
+    auto engine = Engine::Open(dir, Options(SyncMode::kGroupCommit));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    Seed(**engine);
+    std::vector<std::thread> threads;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          auto r = (*engine)->Ingest(Ev(absl::StrCat("a-", t, "-", i), kT0 + i,
+                                        "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+           "direction: DIRECTION_OUTBOUND }"));
+          if (!r.ok()) ++failures;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(failures.load(), 0);
+  }
+  auto engine = Engine::Open(dir, Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->events_accepted(), 7 + kThreads * kPerThread);
+}
+
+TEST(Storage, GroupCommitSyncFailureReachesTheWriter) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  FaultInjectionEnv env(Env::Default());
+  OpenOptions o = Options(SyncMode::kGroupCommit);
+  o.env = &env;
+  auto engine = Engine::Open(dir, o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  Seed(**engine);
+  env.FailNext(FileOp::kSync, absl::UnavailableError("fdatasync: Input/output error"), "journal-");
+  auto r = (*engine)->Ingest(Ev("a1", kT0, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+           "direction: DIRECTION_OUTBOUND }"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  auto again = (*engine)->Ingest(Ev("a2", kT0, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+           "direction: DIRECTION_OUTBOUND }"));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition) << again.status();
+}
+
+}  // namespace
+}  // namespace rapport::test
