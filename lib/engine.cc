@@ -4,9 +4,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/grading/figures.h"
 #include "lib/ingest/validate.h"
 #include "lib/kpi/query.h"
 #include "lib/lifecycle/apply.h"
+#include "lib/rules/runtime.h"
 #include "lib/state/config.h"
 #include "lib/state/engine_state.h"
 #include "lib/storage/snapshot.h"
@@ -48,6 +50,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const v1::EngineConfig& c
   if (!full.ok()) return full.status();
   auto state = std::make_unique<EngineState>();
   if (absl::Status st = Configure(*full, state.get()); !st.ok()) return st;
+  // Holidays and the rule set's age are timers from the start (a restored
+  // engine reads them from its snapshot instead).
+  rules::ScheduleClockTimers(state.get());
   return std::unique_ptr<Engine>(new Engine(std::move(state)));
 }
 
@@ -78,6 +83,7 @@ absl::StatusOr<v1::IngestResult> Engine::Ingest(const v1::Event& event) {
     }
     ApplyEvent(event, fp, &s);
     result.set_accepted(1);
+    rules::TakeProduced(&s, result.mutable_actions());
   }
   lock.Release();
   if (seq != 0) {
@@ -174,6 +180,7 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
   }
   result.set_accepted(accepted);
   result.set_duplicates(duplicates);
+  rules::TakeProduced(&s, result.mutable_actions());
   return result;
 }
 
@@ -216,7 +223,9 @@ absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
     if (absl::Status st = store_->JournalAdvance(now_us); !st.ok()) return st;
   }
   AdvanceClock(now_us, state_.get());
-  return v1::ActionList();
+  v1::ActionList produced;
+  rules::TakeProduced(state_.get(), produced.mutable_actions());
+  return produced;
 }
 
 absl::StatusOr<v1::Account> Engine::GetAccount(absl::string_view id) const {
@@ -317,6 +326,18 @@ v1::EngineConfig Engine::config() const {
   return state_->config;
 }
 
+absl::StatusOr<v1::GradeEvaluation> Engine::Grades(int64_t as_of_us) const {
+  if (as_of_us < kMinTimeUs || as_of_us >= kMaxTimeUs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("grades: as_of ", as_of_us, " is outside years 1970..9999 (microseconds)"));
+  }
+  absl::ReaderMutexLock lock(&state_->mu);
+  const v1::GradePolicy& policy = state_->config.grade_policy();
+  absl::StatusOr<GradingInputs> inputs = ComputeGradingInputs(*state_, policy, as_of_us);
+  if (!inputs.ok()) return inputs.status();
+  return EvaluateGrades(*state_, policy, as_of_us, *inputs);
+}
+
 absl::StatusOr<v1::KpiPartial> Engine::KpiPartial(const v1::KpiQuery& query) const {
   absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
   if (!plan.ok()) return plan.status();
@@ -332,6 +353,29 @@ absl::StatusOr<v1::KpiReport> Engine::Kpis(const v1::KpiQuery& query) const {
 
 absl::StatusOr<v1::KpiReport> Engine::MergeKpiPartials(absl::Span<const v1::KpiPartial> partials) {
   return kpi::MergePartials(partials);
+}
+
+v1::ActionList Engine::Outbox() const {
+  absl::ReaderMutexLock lock(&state_->mu);
+  return rules::Outbox(*state_);
+}
+
+absl::Status Engine::Acknowledge(absl::Span<const std::string> action_ids) {
+  absl::MutexLock lock(&state_->mu);
+  return rules::Acknowledge(action_ids, state_.get());
+}
+
+absl::StatusOr<v1::RuleSet> Engine::LoadRuleSet(absl::string_view text,
+                                                const v1::PipelineSet* pipelines) {
+  absl::StatusOr<v1::RuleSet> set = rules::ParseRuleSet(text);
+  if (!set.ok()) return set.status();
+  absl::StatusOr<Pipelines> built =
+      Pipelines::Build(pipelines != nullptr ? *pipelines : DefaultConfig().pipelines());
+  if (!built.ok()) return built.status();
+  absl::StatusOr<std::unique_ptr<const rules::CompiledRules>> compiled =
+      rules::CompiledRules::Compile(*set, *built);
+  if (!compiled.ok()) return compiled.status();
+  return set;
 }
 
 absl::StatusOr<std::string> Engine::Snapshot() const {

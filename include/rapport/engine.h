@@ -27,6 +27,7 @@
 #include "rapport/v1/entities.pb.h"
 #include "rapport/v1/event.pb.h"
 #include "rapport/v1/ingest.pb.h"
+#include "rapport/v1/grading.pb.h"
 #include "rapport/v1/kpi.pb.h"
 #include "rapport/v1/rules.pb.h"
 
@@ -103,13 +104,14 @@ struct OpenOptions {
   Env* env = nullptr;
 };
 
-class EngineState;
+struct EngineState;
 class Store;
 
 class Engine {
  public:
   // Creates an empty engine. Unset parts of `config` take the compiled-in
-  // defaults (see DefaultConfig()).
+  // defaults (see DefaultConfig()); an absent rule_set is the default
+  // playbook, a rule set with no rules means no regulations.
   // Errors: INVALID_ARGUMENT naming the part of the config that is wrong.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(
       const v1::EngineConfig& config = v1::EngineConfig());
@@ -172,8 +174,10 @@ class Engine {
                                                IngestOptions options = {});
 
   // Moves the engine's clock to `now_us` (microseconds): clients with no
-  // order for the configured time churn. Returns the actions produced. A time
-  // at or before the clock is a no-op.
+  // order for the configured time churn, and the regulations' timers due at
+  // or before `now_us` fire, each exactly once, in time order (interleaved
+  // with the churns). Returns the actions produced. A time at or before the
+  // clock is a no-op.
   // Errors: INVALID_ARGUMENT for a time outside the valid range.
   absl::StatusOr<v1::ActionList> Advance(int64_t now_us);
 
@@ -212,6 +216,17 @@ class Engine {
   // overflows int64 (the message names the KPI and the currency).
   absl::StatusOr<v1::KpiReport> Kpis(const v1::KpiQuery& query) const;
 
+  // Grades of every manager at `as_of_us` under the config's grade policy
+  // (SPEC §6): current and eligible grade (never skipping one), each unmet
+  // requirement with actual vs required, the bonus multiplier, the hunter
+  // share and its drift flag; ABC tiers of every account over the policy's
+  // window; and every assignment violation (an account above its owner's
+  // grade, a manager over the account limit) with a suggested owner.
+  // Thread-safety: a reader (shared lock).
+  // Errors: INVALID_ARGUMENT for as_of_us outside [0, kMaxTimeUs);
+  // OUT_OF_RANGE when a money sum overflows.
+  absl::StatusOr<v1::GradeEvaluation> Grades(int64_t as_of_us) const;
+
   // The same query's partial result over the accounts this engine holds:
   // sums and counts before any ratio, for MergeKpiPartials. Same errors.
   absl::StatusOr<v1::KpiPartial> KpiPartial(const v1::KpiQuery& query) const;
@@ -223,6 +238,38 @@ class Engine {
   // queries, or an account present in two partials; OUT_OF_RANGE for a money
   // sum overflow (naming the KPI and currency).
   static absl::StatusOr<v1::KpiReport> MergeKpiPartials(absl::Span<const v1::KpiPartial> partials);
+
+  // Regulations (SPEC §4). Ingest, IngestBatch and Advance return the actions
+  // they produced (IngestResult.actions, the ActionList); every action also
+  // waits in the outbox until the host acknowledges it. The engine carries
+  // nothing out itself: for a MOVE_STAGE action the host moves the deal and
+  // reports it as a deal-stage-changed event; a CREATE_TASK action stays an
+  // open task until a task-completed event names its action_id.
+
+  // The pending actions (produced, not yet acknowledged, tasks not yet
+  // completed), in the order they were produced. A copy the caller owns.
+  // Thread-safety: a reader (shared lock).
+  v1::ActionList Outbox() const;
+
+  // Marks the actions acknowledged: they leave the outbox (a task stays
+  // open until completed). Acknowledging an action again is a no-op.
+  // A persistent engine keeps acknowledgements in its snapshots only: after
+  // a reopen, those made since the last Checkpoint are pending again (the
+  // outbox delivers at least once).
+  // Thread-safety: a writer. Errors: NOT_FOUND naming the first unknown id,
+  // INVALID_ARGUMENT naming a repeated one; then nothing changes.
+  absl::Status Acknowledge(absl::Span<const std::string> action_ids);
+
+  // Parses a rule set (rapport.v1.RuleSet) from protobuf text format, or from
+  // protobuf's canonical JSON when `text` starts (after white space) with
+  // '{', and validates it against `pipelines` (nullptr: the default
+  // pipelines), as Create would. Pass the result in EngineConfig.rule_set.
+  // Thread-safe (touches no engine).
+  // Errors: INVALID_ARGUMENT with the parser's position, or naming the rule
+  // id and the field that is wrong (unknown stage or template, an assignee
+  // that cannot exist, a move-stage loop that would never settle).
+  static absl::StatusOr<v1::RuleSet> LoadRuleSet(absl::string_view text,
+                                                 const v1::PipelineSet* pipelines = nullptr);
 
   // The whole state as deterministic protobuf bytes (rapport.v1.EngineSnapshot):
   // the same state always gives the same bytes.

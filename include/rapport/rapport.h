@@ -232,6 +232,53 @@ RAPPORT_C_API int rapport_engine_open(rapport_engine** out, const char* dir,
  * the file system's errors naming the path (the engine stays usable). */
 RAPPORT_C_API int rapport_engine_checkpoint(rapport_engine* engine);
 
+/* ---- Appended in ABI RAPPORT_1 (0.1.0): regulations and grading. ---- */
+
+/* The outbox: actions the regulations produced that the host has not
+ * acknowledged yet (and tasks not yet completed), in the order they were
+ * produced, as a rapport.v1.ActionList in `format` (PROTOBUF or JSON).
+ * *out is the caller's: rapport_free(). Thread-safety: a reader. */
+RAPPORT_C_API int rapport_outbox(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                 int format);
+
+/* Acknowledges `count` actions by id (ids[i] of id_lens[i] bytes, not
+ * necessarily NUL-terminated): they leave the outbox; a task stays open
+ * until a task-completed event. Acknowledging again is a no-op. The arrays are
+ * borrowed for the call. Thread-safety: a writer.
+ * Errors: RAPPORT_NOT_FOUND naming the first unknown id,
+ * RAPPORT_INVALID_ARGUMENT naming a repeated one; then nothing changes. */
+RAPPORT_C_API int rapport_acknowledge(rapport_engine* engine, const char* const* ids,
+                                      const size_t* id_lens, size_t count);
+
+/* Grades of every manager at `as_of_us` under the configured grade policy
+ * (SPEC section 6), as a rapport.v1.GradeEvaluation in `format` (PROTOBUF or
+ * JSON). *out is the caller's: rapport_free(). Thread-safety: a reader.
+ * Errors: RAPPORT_INVALID_ARGUMENT for as_of_us outside years 1970..9999;
+ * RAPPORT_OUT_OF_RANGE when a money sum overflows. */
+RAPPORT_C_API int rapport_grades(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                 int64_t as_of_us, int format);
+
+/* Parses and validates a rule set: `text` is a rapport.v1.RuleSet in protobuf
+ * text format, or canonical JSON when it starts (after white space) with '{'.
+ * `pipelines` (a rapport.v1.PipelineSet in `format`; NULL with length 0 for
+ * the default pipelines) is what the rules are checked against. *out
+ * receives the rapport.v1.RuleSet in `format` (PROTOBUF or JSON), ready for
+ * EngineConfig.rule_set. Touches no engine: thread-safe.
+ * Errors: RAPPORT_INVALID_ARGUMENT with the parser's position, or naming the
+ * rule id and the field that is wrong. */
+RAPPORT_C_API int rapport_load_rule_set(uint8_t** out, size_t* out_len, const char* text,
+                                        size_t text_len, const uint8_t* pipelines,
+                                        size_t pipelines_len, int format);
+
+/* rapport_ingest_batch() with the result's format chosen apart from the
+ * input's: `result_format` is RAPPORT_FORMAT_PROTOBUF or RAPPORT_FORMAT_JSON.
+ * A host that streams protobuf events but cannot decode protobuf (a script
+ * with no protobuf runtime) asks for a JSON result. Otherwise the same. */
+RAPPORT_C_API int rapport_ingest_batch_v2(uint8_t** result, size_t* result_len,
+                                          rapport_engine* engine, const uint8_t* events,
+                                          size_t events_len, int format, int mode,
+                                          int result_format);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

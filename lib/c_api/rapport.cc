@@ -274,6 +274,13 @@ int rapport_ingest_event(uint8_t** result, size_t* result_len, rapport_engine* e
 
 int rapport_ingest_batch(uint8_t** result, size_t* result_len, rapport_engine* engine,
                          const uint8_t* events, size_t events_len, int format, int mode) {
+  return rapport_ingest_batch_v2(result, result_len, engine, events, events_len, format, mode,
+                                 IsJson(format) ? RAPPORT_FORMAT_JSON : RAPPORT_FORMAT_PROTOBUF);
+}
+
+int rapport_ingest_batch_v2(uint8_t** result, size_t* result_len, rapport_engine* engine,
+                            const uint8_t* events, size_t events_len, int format, int mode,
+                            int result_format) {
   return Guard([&] {
     ClearOut(result, result_len);
     if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
@@ -285,6 +292,10 @@ int rapport_ingest_batch(uint8_t** result, size_t* result_len, rapport_engine* e
     }
     if (absl::Status st = CheckInput(events, events_len, "events"); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, true); !st.ok()) return Fail(st);
+    if (result_format != RAPPORT_FORMAT_PROTOBUF && result_format != RAPPORT_FORMAT_JSON) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT,
+                      absl::StrCat("result format ", result_format, " is not valid here"));
+    }
     // The parsed batch lives on an arena: one free for thousands of small
     // messages, which is most of the C ABI's cost over the C++ API.
     google::protobuf::Arena arena;
@@ -295,7 +306,7 @@ int rapport_ingest_batch(uint8_t** result, size_t* result_len, rapport_engine* e
                                                      : rapport::BatchMode::kAtomic;
     auto r = engine->engine->IngestBatch(*batch, options);
     if (!r.ok()) return Fail(r.status());
-    return result == nullptr ? RAPPORT_OK : Emit(*r, format, result, result_len);
+    return result == nullptr ? RAPPORT_OK : Emit(*r, result_format, result, result_len);
   });
 }
 
@@ -527,6 +538,90 @@ int rapport_engine_checkpoint(rapport_engine* engine) {
     if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
     if (absl::Status st = engine->engine->Checkpoint(); !st.ok()) return Fail(st);
     return RAPPORT_OK;
+  });
+}
+
+int rapport_outbox(uint8_t** out, size_t* out_len, const rapport_engine* engine, int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (out == nullptr || out_len == nullptr || engine == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
+    }
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    return Emit(engine->engine->Outbox(), format, out, out_len);
+  });
+}
+
+int rapport_acknowledge(rapport_engine* engine, const char* const* ids, const size_t* id_lens,
+                        size_t count) {
+  return Guard([&] {
+    if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
+    if (count > 0 && (ids == nullptr || id_lens == nullptr)) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "ids and id_lens must not be NULL");
+    }
+    if (count > RAPPORT_MAX_BATCH_EVENTS) {
+      return FailWith(RAPPORT_RESOURCE_EXHAUSTED,
+                      absl::StrCat(count, " ids; the limit is ", RAPPORT_MAX_BATCH_EVENTS));
+    }
+    std::vector<std::string> list;
+    list.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      if (ids[i] == nullptr) {
+        return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("ids[", i, "] is NULL"));
+      }
+      if (id_lens[i] > rapport::kMaxIdBytes) {
+        return FailWith(RAPPORT_INVALID_ARGUMENT,
+                        absl::StrCat("ids[", i, "] is ", id_lens[i], " bytes; the limit is ",
+                                     rapport::kMaxIdBytes));
+      }
+      list.emplace_back(ids[i], id_lens[i]);
+    }
+    if (absl::Status st = engine->engine->Acknowledge(list); !st.ok()) return Fail(st);
+    return RAPPORT_OK;
+  });
+}
+
+int rapport_grades(uint8_t** out, size_t* out_len, const rapport_engine* engine, int64_t as_of_us,
+                   int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (out == nullptr || out_len == nullptr || engine == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
+    }
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    auto r = engine->engine->Grades(as_of_us);
+    if (!r.ok()) return Fail(r.status());
+    return Emit(*r, format, out, out_len);
+  });
+}
+
+int rapport_load_rule_set(uint8_t** out, size_t* out_len, const char* text, size_t text_len,
+                          const uint8_t* pipelines, size_t pipelines_len, int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (out == nullptr || out_len == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "out and out_len must not be NULL");
+    }
+    if (absl::Status st = CheckInput(reinterpret_cast<const uint8_t*>(text), text_len, "text");
+        !st.ok()) {
+      return Fail(st);
+    }
+    if (absl::Status st = CheckInput(pipelines, pipelines_len, "pipelines"); !st.ok()) {
+      return Fail(st);
+    }
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    rapport::v1::PipelineSet set;
+    const rapport::v1::PipelineSet* given = nullptr;
+    if (pipelines_len > 0) {
+      if (absl::Status st = Parse(pipelines, pipelines_len, format, &set); !st.ok()) {
+        return Fail(st);
+      }
+      given = &set;
+    }
+    auto r = rapport::Engine::LoadRuleSet(absl::string_view(text == nullptr ? "" : text, text_len),
+                                          given);
+    if (!r.ok()) return Fail(r.status());
+    return Emit(*r, format, out, out_len);
   });
 }
 

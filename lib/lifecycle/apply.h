@@ -13,7 +13,8 @@ namespace rapport {
 void ApplyEvent(const v1::Event& event, uint64_t fingerprint, EngineState* state);
 
 // Moves the clock to `now_us`: clients whose last order is older than the
-// configured churn time become churned.
+// configured churn time become churned, and the regulations' timers due at or
+// before `now_us` fire, interleaved with the churns in time order.
 void AdvanceClock(int64_t now_us, EngineState* state);
 
 // The attribution of an account at `at_us` (the latest entry with

@@ -40,6 +40,7 @@ enum : int {
   kFieldEventIdData = 22,
   kFieldEventIdLengths = 23,
   kFieldActions = 31,
+  kFieldRules = 32,
   kFieldFacts = 40,
 };
 
@@ -120,6 +121,11 @@ std::string WriteSnapshot(const EngineState& s) {
       for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
     }
     WriteTable(kFieldActions, s.actions, &out);
+    {
+      v1::RulesRuntime rules;
+      rules::WriteRuntime(s, &rules);
+      WriteMessage(kFieldRules, rules, &out);
+    }
     {
       v1::FactColumns facts;
       kpi::WriteFactColumns(s, &facts);
@@ -230,6 +236,8 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   }
 
   if (absl::Status st = kpi::ReadFactColumns(snap.facts(), s); !st.ok()) return st;
+  // After the tables and event ids: timers name rows and causing events.
+  if (absl::Status st = rules::ReadRuntime(snap.rules(), s); !st.ok()) return st;
 
   const int64_t churn_after = s->config.client_churn_after_us();
   for (uint32_t i = 0; i < s->accounts.size(); ++i) {

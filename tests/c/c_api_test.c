@@ -327,6 +327,16 @@ static void test_ingest_batch(void) {
                                   RAPPORT_BATCH_ATOMIC));
     CHECK(len == 2 && out[0] == 0x10 && out[1] == 2); /* duplicates = 2 */
     rapport_free(out);
+    /* _v2: protobuf in, JSON out. */
+    CHECK_OK(rapport_ingest_batch_v2(&out, &len, e, stream.data, stream.len,
+                                     RAPPORT_FORMAT_PROTOBUF_DELIMITED, RAPPORT_BATCH_ATOMIC,
+                                     RAPPORT_FORMAT_JSON));
+    CHECK(strstr((const char*)out, "\"duplicates\"") != NULL);
+    rapport_free(out);
+    CHECK_FAILS(rapport_ingest_batch_v2(&out, &len, e, stream.data, stream.len,
+                                        RAPPORT_FORMAT_PROTOBUF_DELIMITED, RAPPORT_BATCH_ATOMIC,
+                                        RAPPORT_FORMAT_JSON_LINES),
+                RAPPORT_INVALID_ARGUMENT, "result format 3");
     /* An empty stream is an empty batch. */
     CHECK_OK(rapport_ingest_batch(NULL, NULL, e, NULL, 0, RAPPORT_FORMAT_PROTOBUF_DELIMITED,
                                   RAPPORT_BATCH_ATOMIC));
@@ -654,6 +664,141 @@ static void test_persistence(void) {
   rapport_engine_destroy(e);
 }
 
+/* Copies the first "action_id" of a JSON ActionList into `id`. */
+static int first_action_id(const char* json, char* id, size_t cap) {
+  const char* key = "\"action_id\":\"";
+  const char* p = strstr(json, key);
+  size_t n = 0;
+  if (p == NULL) key = "\"actionId\":\"", p = strstr(json, key);
+  if (p == NULL) return 0;
+  p += strlen(key);
+  while (p[n] != '"' && n + 1 < cap) ++n;
+  memcpy(id, p, n);
+  id[n] = 0;
+  return (int)n;
+}
+
+static void test_regulations(void) {
+  rapport_engine* e = new_engine();
+  uint8_t* out = NULL;
+  size_t len = 0;
+  char id[256];
+  const char* ids[2];
+  size_t lens[2];
+  seed(e);
+  /* P1 of the default playbook: the first outbound call to a partner
+   * prospect asks for a message through its preferred written channel. */
+  CHECK_OK(rapport_outbox(&out, &len, e, RAPPORT_FORMAT_JSON));
+  CHECK(strstr((const char*)out, "after_first_call") == NULL);
+  rapport_free(out);
+  ingest_json(e, "{\"eventId\":\"call\",\"occurredAtUs\":\"1736035200000000\",\"activity\":{"
+                 "\"accountId\":\"p-1\",\"managerId\":\"m-1\",\"kind\":\"ACTIVITY_KIND_CALL\","
+                 "\"direction\":\"DIRECTION_OUTBOUND\"}}");
+  CHECK_OK(rapport_outbox(&out, &len, e, RAPPORT_FORMAT_JSON));
+  CHECK(strstr((const char*)out, "after_first_call") != NULL);
+  CHECK(strstr((const char*)out, "CHANNEL_EMAIL") != NULL);
+  CHECK(first_action_id((const char*)out, id, sizeof id) > 0);
+  rapport_free(out);
+
+  /* Errors change nothing: an unknown id, a repeated one. */
+  ids[0] = id;
+  lens[0] = strlen(id);
+  ids[1] = "no-such-action";
+  lens[1] = strlen(ids[1]);
+  CHECK_FAILS(rapport_acknowledge(e, ids, lens, 2), RAPPORT_NOT_FOUND, "no-such-action");
+  ids[1] = id;
+  lens[1] = lens[0];
+  CHECK_FAILS(rapport_acknowledge(e, ids, lens, 2), RAPPORT_INVALID_ARGUMENT, id);
+  CHECK_OK(rapport_outbox(&out, &len, e, RAPPORT_FORMAT_PROTOBUF));
+  CHECK(len > 0);
+  rapport_free(out);
+  CHECK_OK(rapport_outbox(&out, &len, e, RAPPORT_FORMAT_JSON));
+  CHECK(strstr((const char*)out, id) != NULL);
+  rapport_free(out);
+  /* Acknowledged, the message leaves the outbox; again is a no-op. */
+  CHECK_OK(rapport_acknowledge(e, ids, lens, 1));
+  CHECK_OK(rapport_outbox(&out, &len, e, RAPPORT_FORMAT_JSON));
+  CHECK(strstr((const char*)out, id) == NULL);
+  rapport_free(out);
+  CHECK_OK(rapport_acknowledge(e, ids, lens, 1));
+  CHECK_OK(rapport_acknowledge(e, NULL, NULL, 0));
+  CHECK_FAILS(rapport_acknowledge(NULL, ids, lens, 1), RAPPORT_INVALID_ARGUMENT, "engine is NULL");
+  CHECK_FAILS(rapport_acknowledge(e, NULL, lens, 1), RAPPORT_INVALID_ARGUMENT, "must not be NULL");
+  ids[1] = NULL;
+  CHECK_FAILS(rapport_acknowledge(e, ids, lens, 2), RAPPORT_INVALID_ARGUMENT, "ids[1] is NULL");
+  lens[0] = 500;
+  CHECK_FAILS(rapport_acknowledge(e, ids, lens, 1), RAPPORT_INVALID_ARGUMENT, "limit is 128");
+  CHECK_FAILS(rapport_outbox(NULL, &len, e, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT,
+              "must not be NULL");
+  CHECK_FAILS(rapport_outbox(&out, &len, e, 4), RAPPORT_INVALID_ARGUMENT, "format 4");
+
+  /* A rule set from text format and from JSON; errors name the problem. */
+  {
+    const char* text =
+        "id: \"mine\" version: 2 templates: \"hello\" rules { id: \"R-1\" trigger { on_event { "
+        "filter { type: EVENT_TYPE_PARTNER_AGREED } } } actions { kind: ACTION_KIND_SEND_MESSAGE "
+        "template: \"hello\" } }";
+    const char* bad = "id: \"mine\" version: 1 rules { id: \"R-1\" trigger { on_event { filter { type: "
+                      "EVENT_TYPE_PARTNER_AGREED } } } actions { kind: ACTION_KIND_MOVE_STAGE "
+                      "to_stage: \"no_such_stage\" } }";
+    uint8_t* json = NULL;
+    size_t json_len = 0;
+    CHECK_OK(rapport_load_rule_set(&json, &json_len, text, strlen(text), NULL, 0,
+                                   RAPPORT_FORMAT_JSON));
+    CHECK(strstr((const char*)json, "\"R-1\"") != NULL);
+    /* Its JSON loads back to the same protobuf bytes as the text. */
+    CHECK_OK(rapport_load_rule_set(&out, &len, text, strlen(text), NULL, 0,
+                                   RAPPORT_FORMAT_PROTOBUF));
+    {
+      uint8_t* again = NULL;
+      size_t again_len = 0;
+      CHECK_OK(rapport_load_rule_set(&again, &again_len, (const char*)json, json_len, NULL, 0,
+                                     RAPPORT_FORMAT_PROTOBUF));
+      CHECK(again_len == len && memcmp(again, out, len) == 0);
+      rapport_free(again);
+    }
+    rapport_free(out);
+    rapport_free(json);
+    CHECK_FAILS(rapport_load_rule_set(&out, &len, bad, strlen(bad), NULL, 0, RAPPORT_FORMAT_JSON),
+                RAPPORT_INVALID_ARGUMENT, "R-1");
+    CHECK_FAILS(rapport_load_rule_set(&out, &len, "rules {", 7, NULL, 0, RAPPORT_FORMAT_JSON),
+                RAPPORT_INVALID_ARGUMENT, "");
+    CHECK_FAILS(rapport_load_rule_set(&out, &len, text, strlen(text), U("{x"), 2,
+                                      RAPPORT_FORMAT_JSON),
+                RAPPORT_INVALID_ARGUMENT, "");
+    CHECK_FAILS(rapport_load_rule_set(NULL, &len, text, strlen(text), NULL, 0,
+                                      RAPPORT_FORMAT_JSON),
+                RAPPORT_INVALID_ARGUMENT, "must not be NULL");
+    CHECK_FAILS(rapport_load_rule_set(&out, &len, NULL, 5, NULL, 0, RAPPORT_FORMAT_JSON),
+                RAPPORT_INVALID_ARGUMENT, "text is NULL");
+    CHECK_FAILS(rapport_load_rule_set(&out, &len, text, RAPPORT_MAX_INPUT_BYTES + 1, NULL, 0,
+                                      RAPPORT_FORMAT_JSON),
+                RAPPORT_RESOURCE_EXHAUSTED, "limit");
+  }
+  rapport_engine_destroy(e);
+}
+
+static void test_grades(void) {
+  rapport_engine* e = new_engine();
+  uint8_t* out = NULL;
+  size_t len = 0;
+  seed(e);
+  CHECK_OK(rapport_grades(&out, &len, e, 1767225600000000, RAPPORT_FORMAT_JSON));
+  CHECK(strstr((const char*)out, "\"m-1\"") != NULL);
+  CHECK(strstr((const char*)out, "eligible") != NULL);
+  rapport_free(out);
+  CHECK_OK(rapport_grades(&out, &len, e, 1767225600000000, RAPPORT_FORMAT_PROTOBUF));
+  CHECK(len > 0 && out[0] == 0x08); /* GradeEvaluation.as_of_us */
+  rapport_free(out);
+  CHECK_FAILS(rapport_grades(&out, &len, e, -5, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT,
+              "");
+  CHECK(out == NULL && len == 0);
+  CHECK_FAILS(rapport_grades(&out, &len, NULL, 0, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT,
+              "must not be NULL");
+  CHECK_FAILS(rapport_grades(&out, &len, e, 0, 3), RAPPORT_INVALID_ARGUMENT, "format 3");
+  rapport_engine_destroy(e);
+}
+
 int main(void) {
   test_basics();
   test_create();
@@ -663,6 +808,8 @@ int main(void) {
   test_snapshot_restore();
   test_kpis();
   test_persistence();
+  test_regulations();
+  test_grades();
   printf("c_api_test: %d checks passed\n", g_checks);
   return 0;
 }

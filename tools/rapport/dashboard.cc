@@ -73,7 +73,7 @@ std::string BarChart(const Series& s) {
 }
 
 std::string Funnel(const std::vector<FunnelStage>& stages) {
-  const int row = 26, width = 640, label_w = 110;
+  const int row = 22, width = 1100, label_w = 110;
   const int height = row * static_cast<int>(stages.size()) + 8;
   std::string svg = absl::StrFormat(
       "<svg class=\"funnel\" viewBox=\"0 0 %d %d\" width=\"100%%\" role=\"img\" "
@@ -83,7 +83,7 @@ std::string Funnel(const std::vector<FunnelStage>& stages) {
   for (const FunnelStage& s : stages) max = std::max(max, s.entered);
   for (size_t i = 0; i < stages.size(); ++i) {
     const FunnelStage& s = stages[i];
-    const double w = (width - label_w - 170) * static_cast<double>(s.entered) / static_cast<double>(max);
+    const double w = (width - label_w - 230) * static_cast<double>(s.entered) / static_cast<double>(max);
     const int y = static_cast<int>(i) * row + 4;
     std::string conv = s.conversion ? absl::StrFormat("%.1f %% move on", *s.conversion * 100) : "—";
     absl::StrAppend(&svg, absl::StrFormat(

@@ -1,0 +1,470 @@
+"""The Pythonic layer over the C ABI: :class:`Engine`.
+
+Results are plain dicts and lists (protobuf's JSON mapping with snake_case
+keys, 64-bit integers as ints, enums as their names). Inputs may be dicts,
+JSON text, protobuf messages (any object with ``SerializeToString()`` and a
+``DESCRIPTOR`` of a rapport.v1 message, e.g. classes generated from
+proto/rapport/v1/ when ``google.protobuf`` is installed) or protobuf bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from . import _ffi
+from ._schema import INT64_FIELDS
+
+try:  # Optional: only used to recognise messages and to serialize them.
+    import google.protobuf.message as _pb_message  # noqa: F401
+    HAVE_PROTOBUF = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_PROTOBUF = False
+
+# Events per call into the library when ingest() is given an iterable: large
+# enough that the per-call cost vanishes, small enough to bound memory and the
+# size of one atomic unit.
+DEFAULT_BATCH_SIZE = 10000
+
+JsonLike = Union[Dict[str, Any], str, bytes]
+
+_SYNC = {"per_batch": _ffi.SYNC_PER_BATCH, "group_commit": _ffi.SYNC_GROUP_COMMIT,
+         "off": _ffi.SYNC_OFF}
+_BYTES_FORMATS = {"delimited": _ffi.FORMAT_PROTOBUF_DELIMITED,
+                  "protobuf": _ffi.FORMAT_PROTOBUF, "json": _ffi.FORMAT_JSON,
+                  "json_lines": _ffi.FORMAT_JSON_LINES}
+
+
+def _ints(value: Any) -> Any:
+    """Protobuf JSON's 64-bit integer strings back to ints, recursively."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in INT64_FIELDS:
+                if isinstance(v, str) and v.lstrip("-").isdigit():
+                    v = int(v)
+                elif isinstance(v, list):
+                    v = [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else _ints(x)
+                         for x in v]
+                else:
+                    v = _ints(v)
+            else:
+                v = _ints(v)
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+def _decode(data: bytes) -> Any:
+    return _ints(json.loads(data)) if data else {}
+
+
+def _is_message(obj: Any) -> bool:
+    return hasattr(obj, "SerializeToString") and hasattr(obj, "DESCRIPTOR")
+
+
+def _message_name(obj: Any) -> str:
+    return getattr(obj.DESCRIPTOR, "full_name", "")
+
+
+def _encode(value: Any, what: str, expected: str) -> (bytes, int):
+    """A dict, JSON text, protobuf message or protobuf bytes as (bytes, format)
+    for a `const uint8_t*` argument; None means "the defaults"."""
+    if value is None:
+        return None, _ffi.FORMAT_JSON
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":")).encode(), _ffi.FORMAT_JSON
+    if isinstance(value, str):
+        return value.encode(), _ffi.FORMAT_JSON
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), _ffi.FORMAT_PROTOBUF
+    if _is_message(value):
+        name = _message_name(value)
+        if name != expected:
+            raise TypeError(f"{what}: expected a {expected}, got a {name}")
+        return value.SerializeToString(), _ffi.FORMAT_PROTOBUF
+    raise TypeError(f"{what}: expected a dict, JSON str, {expected} message or bytes, "
+                    f"got {type(value).__name__}")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+class _Totals:
+    """Sums the IngestResults of several calls into one, with rejection
+    indexes relative to the whole input."""
+
+    def __init__(self) -> None:
+        self.result: Dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": [],
+                                       "actions": []}
+
+    def add(self, part: Dict[str, Any], offset: int) -> None:
+        r = self.result
+        r["accepted"] += part.get("accepted", 0)
+        r["duplicates"] += part.get("duplicates", 0)
+        for rej in part.get("rejected", ()):
+            rej["index"] = rej.get("index", 0) + offset
+            r["rejected"].append(rej)
+        r["actions"].extend(part.get("actions", ()))
+
+
+class Engine:
+    """One Rapport engine (an opaque handle of the C library).
+
+    Create it in memory (``Engine(config)``), from a snapshot
+    (``Engine.restore(data)``) or on disk (``Engine.open(dir)``). Release it
+    with :meth:`close` or a ``with`` block; ``__del__`` closes a forgotten one.
+
+    Thread-safety: the library serializes writers and runs readers
+    concurrently, so an Engine may be shared between threads (ctypes releases
+    the GIL during each call). Do not close it while another thread uses it.
+    """
+
+    def __init__(self, config: Optional[JsonLike] = None) -> None:
+        """Creates an engine. `config` is a rapport.v1.EngineConfig (dict, JSON
+        text, message or protobuf bytes); None takes every default.
+
+        Raises InvalidArgumentError naming the part of the config that is wrong.
+        """
+        self._handle = ctypes.c_void_p()
+        data, fmt = _encode(config, "config", "rapport.v1.EngineConfig")
+        _ffi.rapport_engine_create(ctypes.byref(self._handle), data,
+                                   0 if data is None else len(data), fmt)
+
+    @classmethod
+    def _adopt(cls, handle: ctypes.c_void_p) -> "Engine":
+        engine = cls.__new__(cls)
+        engine._handle = handle
+        return engine
+
+    @classmethod
+    def restore(cls, snapshot: Union[bytes, str, Dict[str, Any]]) -> "Engine":
+        """Rebuilds an engine from :meth:`snapshot` output (protobuf bytes, or
+        its JSON as text or dict), exactly.
+
+        Raises DataLossError or InvalidArgumentError for damaged input."""
+        data, fmt = _encode(snapshot, "snapshot", "rapport.v1.EngineSnapshot")
+        if data is None:
+            raise TypeError("snapshot: expected bytes, JSON text or a dict, got None")
+        handle = ctypes.c_void_p()
+        _ffi.rapport_engine_restore(ctypes.byref(handle), data, len(data), fmt)
+        return cls._adopt(handle)
+
+    @classmethod
+    def open(cls, directory: Union[str, os.PathLike], config: Optional[JsonLike] = None, *,
+             sync: str = "per_batch", point_in_time_recovery: bool = False) -> "Engine":
+        """Opens (or creates) the persistent engine in `directory`: every write
+        is journaled before it returns. `sync` is "per_batch" (survives power
+        loss), "group_commit" or "off" (survives a process crash only).
+        `config` is used only when the directory holds no engine yet.
+
+        Raises FailedPreconditionError if another engine holds the directory,
+        DataLossError for a damaged journal or snapshot, and the file system's
+        errors (ResourceExhaustedError, UnavailableError, PermissionDeniedError).
+        """
+        if sync not in _SYNC:
+            raise ValueError(f"sync must be one of {sorted(_SYNC)}, not {sync!r}")
+        data, fmt = _encode(config, "config", "rapport.v1.EngineConfig")
+        handle = ctypes.c_void_p()
+        flags = _ffi.OPEN_POINT_IN_TIME_RECOVERY if point_in_time_recovery else 0
+        _ffi.rapport_engine_open(ctypes.byref(handle), os.fsencode(directory), data,
+                                 0 if data is None else len(data), fmt, _SYNC[sync], flags)
+        return cls._adopt(handle)
+
+    # ---- Lifetime. ----
+
+    def close(self) -> None:
+        """Releases the engine (and the lock of a persistent one). Idempotent."""
+        handle = getattr(self, "_handle", None)
+        if handle:
+            self._handle = ctypes.c_void_p()
+            _ffi.rapport_engine_destroy(handle)
+
+    @property
+    def closed(self) -> bool:
+        return not getattr(self, "_handle", None)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to report to
+            pass
+
+    def _h(self) -> ctypes.c_void_p:
+        if not self._handle:
+            raise ValueError("the engine is closed")
+        return self._handle
+
+    def _read(self, func, *args: Any) -> bytes:
+        out = _ffi.OutBuffer()
+        func(*out.args(), *args)
+        return out.take()
+
+    # ---- Writes. ----
+
+    def ingest(self, events: Any, *, best_effort: bool = False,
+               batch_size: int = DEFAULT_BATCH_SIZE, format: Optional[str] = None
+               ) -> Dict[str, Any]:
+        """Ingests events and returns the rapport.v1.IngestResult as a dict:
+        ``accepted``, ``duplicates``, ``rejected`` (best effort: each with its
+        ``index`` in the whole input, ``event_id``, ``code``, ``message``) and
+        ``actions`` the regulations produced.
+
+        `events` may be one event (a dict, a rapport.v1.Event message) or a
+        batch: a rapport.v1.EventBatch message; JSON text (one event, or JSON
+        lines); bytes (a stream of varint-length-delimited rapport.v1.Event
+        messages unless `format` says "protobuf" for an EventBatch, "json" or
+        "json_lines"); or any iterable of dicts, JSON strings, Event messages
+        or serialized Events, sent to the library `batch_size` at a time.
+
+        Atomicity (the default) holds per call into the library: one dict,
+        text or bytes object, or each `batch_size` chunk of an iterable. When
+        a chunk fails, the chunks before it stay applied and the exception's
+        ``offset`` is the index of the chunk's first event (its message names
+        the index within the chunk). With `best_effort` nothing raises for a
+        bad event: the good ones apply and the bad ones are listed.
+
+        Raises the exception of the first bad event (atomic), or
+        InvalidArgumentError for input that does not parse (either mode).
+        """
+        mode = _ffi.BATCH_BEST_EFFORT if best_effort else _ffi.BATCH_ATOMIC
+        totals = _Totals()
+        if isinstance(events, dict):
+            self._call_batch(totals, 0, json.dumps(events, separators=(",", ":")).encode(),
+                             _ffi.FORMAT_JSON_LINES, mode)
+        elif isinstance(events, str):
+            self._call_batch(totals, 0, events.encode(), _ffi.FORMAT_JSON_LINES
+                             if format is None else _BYTES_FORMATS[format], mode)
+        elif isinstance(events, (bytes, bytearray, memoryview)):
+            fmt = _BYTES_FORMATS["delimited" if format is None else format]
+            self._call_batch(totals, 0, bytes(events), fmt, mode)
+        elif _is_message(events):
+            name = _message_name(events)
+            if name == "rapport.v1.EventBatch":
+                self._call_batch(totals, 0, events.SerializeToString(), _ffi.FORMAT_PROTOBUF,
+                                 mode)
+            elif name == "rapport.v1.Event":
+                data = events.SerializeToString()
+                self._call_batch(totals, 0, _varint(len(data)) + data,
+                                 _ffi.FORMAT_PROTOBUF_DELIMITED, mode)
+            else:
+                raise TypeError(f"ingest: expected a rapport.v1.Event or EventBatch, got {name}")
+        else:
+            self._ingest_iterable(totals, events, mode, batch_size)
+        return totals.result
+
+    def _call_batch(self, totals: _Totals, offset: int, data: bytes, fmt: int,
+                    mode: int) -> None:
+        out = _ffi.OutBuffer()
+        try:
+            _ffi.rapport_ingest_batch_v2(*out.args(), self._h(), data, len(data), fmt, mode,
+                                         _ffi.FORMAT_JSON)
+        except _ffi.RapportError as e:
+            e.offset = offset
+            raise
+        totals.add(_decode(out.take()), offset)
+
+    def _ingest_iterable(self, totals: _Totals, events: Iterable[Any], mode: int,
+                         batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        try:
+            iterator = iter(events)
+        except TypeError:
+            raise TypeError(f"ingest: cannot ingest a {type(events).__name__}") from None
+        # Runs of one kind go together: JSON objects as one EventBatch
+        # document, protobuf as one delimited stream.
+        pending: List[Any] = []
+        kind = None  # "dict", "json" or "pb"
+        offset = 0
+
+        def flush() -> None:
+            nonlocal pending, offset
+            if not pending:
+                return
+            if kind == "dict":
+                data = ('{"events":' + json.dumps(pending, separators=(",", ":")) + "}").encode()
+                fmt = _ffi.FORMAT_JSON
+            elif kind == "json":
+                data = "\n".join(pending).encode()
+                fmt = _ffi.FORMAT_JSON_LINES
+            else:
+                data = b"".join(pending)
+                fmt = _ffi.FORMAT_PROTOBUF_DELIMITED
+            self._call_batch(totals, offset, data, fmt, mode)
+            offset += len(pending)
+            pending = []
+
+        for item in iterator:
+            if isinstance(item, dict):
+                k, v = "dict", item
+            elif isinstance(item, str):
+                if "\n" in item.strip():
+                    raise ValueError("ingest: a JSON string in an iterable must be one event "
+                                     "on one line")
+                k, v = "json", item
+            elif isinstance(item, (bytes, bytearray, memoryview)):
+                k, v = "pb", _varint(len(item)) + bytes(item)
+            elif _is_message(item) and _message_name(item) == "rapport.v1.Event":
+                data = item.SerializeToString()
+                k, v = "pb", _varint(len(data)) + data
+            else:
+                raise TypeError(f"ingest: event {offset + len(pending)} is a "
+                                f"{type(item).__name__}, not a dict, JSON str, "
+                                "rapport.v1.Event or bytes")
+            if k != kind or len(pending) >= batch_size:
+                flush()
+                kind = k
+            pending.append(v)
+        flush()
+
+    def advance(self, now_us: int) -> List[Dict[str, Any]]:
+        """Moves the clock to `now_us` (microseconds since the epoch, UTC) and
+        returns the actions whose timers fired. A time at or before the clock
+        is a no-op. Raises InvalidArgumentError outside years 1970..9999."""
+        data = self._read(_ffi.rapport_advance, self._h(), int(now_us), _ffi.FORMAT_JSON)
+        return _decode(data).get("actions", [])
+
+    def acknowledge(self, action_ids: Union[str, Iterable[str]]) -> None:
+        """Marks actions acknowledged: they leave the outbox. Again is a no-op.
+        Raises NotFoundError naming the first unknown id (then nothing
+        changes), InvalidArgumentError for an id given twice."""
+        ids = [action_ids] if isinstance(action_ids, str) else list(action_ids)
+        encoded = [i.encode() for i in ids]
+        arr = (ctypes.c_char_p * len(encoded))(*encoded)
+        lens = (ctypes.c_size_t * len(encoded))(*(len(b) for b in encoded))
+        _ffi.rapport_acknowledge(self._h(), arr, lens, len(encoded))
+
+    def checkpoint(self) -> None:
+        """Persistent engines: writes a snapshot and trims the journal.
+        Raises FailedPreconditionError for an in-memory engine."""
+        _ffi.rapport_engine_checkpoint(self._h())
+
+    # ---- Reads. ----
+
+    def snapshot(self, *, json_format: bool = False) -> Union[bytes, Dict[str, Any]]:
+        """The whole state: deterministic protobuf bytes of a
+        rapport.v1.EngineSnapshot (or, with `json_format`, its JSON as a dict
+        that :meth:`restore` also takes)."""
+        if json_format:
+            return json.loads(self._read(_ffi.rapport_engine_snapshot, self._h(),
+                                         _ffi.FORMAT_JSON))
+        return self._read(_ffi.rapport_engine_snapshot, self._h(), _ffi.FORMAT_PROTOBUF)
+
+    def _get(self, func, entity_id: str) -> Dict[str, Any]:
+        raw = entity_id.encode()
+        return _decode(self._read(func, self._h(), raw, len(raw), _ffi.FORMAT_JSON))
+
+    def account(self, account_id: str) -> Dict[str, Any]:
+        """The account (rapport.v1.Account). Raises NotFoundError."""
+        return self._get(_ffi.rapport_get_account, account_id)
+
+    def deal(self, deal_id: str) -> Dict[str, Any]:
+        """The deal with its stage history (rapport.v1.Deal). Raises NotFoundError."""
+        return self._get(_ffi.rapport_get_deal, deal_id)
+
+    def order(self, order_id: str) -> Dict[str, Any]:
+        """The order (rapport.v1.Order). Raises NotFoundError."""
+        return self._get(_ffi.rapport_get_order, order_id)
+
+    def manager(self, manager_id: str) -> Dict[str, Any]:
+        """The manager (rapport.v1.Manager). Raises NotFoundError."""
+        return self._get(_ffi.rapport_get_manager, manager_id)
+
+    def team(self, team_id: str) -> Dict[str, Any]:
+        """The team (rapport.v1.Team). Raises NotFoundError."""
+        return self._get(_ffi.rapport_get_team, team_id)
+
+    def config(self) -> Dict[str, Any]:
+        """The configuration in effect, defaults filled in."""
+        return _decode(self._read(_ffi.rapport_engine_config, self._h(), _ffi.FORMAT_JSON))
+
+    @property
+    def events_accepted(self) -> int:
+        """Events accepted so far (duplicates not counted)."""
+        return _ffi.rapport_events_accepted(self._h())
+
+    @property
+    def clock_us(self) -> int:
+        """The latest advance() time (0 before any)."""
+        return _ffi.rapport_clock_us(self._h())
+
+    def outbox(self) -> List[Dict[str, Any]]:
+        """Actions produced and not yet acknowledged (tasks not yet completed),
+        in the order they were produced."""
+        return _decode(self._read(_ffi.rapport_outbox, self._h(), _ffi.FORMAT_JSON)).get(
+            "actions", [])
+
+    def kpis(self, query: JsonLike) -> Dict[str, Any]:
+        """The KPI report (rapport.v1.KpiReport as a dict) of a
+        rapport.v1.KpiQuery, e.g. ``{"start_us": a, "end_us": b}``. Ratios
+        with a zero denominator have no ``value`` key (null, never 0).
+        Raises InvalidArgumentError for a bad query, OutOfRangeError when a
+        money sum overflows."""
+        data, fmt = _encode(query, "query", "rapport.v1.KpiQuery")
+        return _decode(self._read(_ffi.rapport_kpis, self._h(), data,
+                                  0 if data is None else len(data), _ffi.FORMAT_JSON))
+
+    def kpi_partial(self, query: JsonLike) -> Dict[str, Any]:
+        """The query's partial result over this engine's accounts, for
+        :meth:`merge_kpi_partials`. Same errors as :meth:`kpis`."""
+        data, fmt = _encode(query, "query", "rapport.v1.KpiQuery")
+        return json.loads(self._read(_ffi.rapport_kpi_partial, self._h(), data,
+                                     0 if data is None else len(data), _ffi.FORMAT_JSON))
+
+    @staticmethod
+    def merge_kpi_partials(partials: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+        """Merges kpi_partial() results of engines holding disjoint accounts
+        into the report over all of them. Raises InvalidArgumentError for no
+        partials, partials of different queries or an account in two."""
+        encoded = [json.dumps(p, separators=(",", ":")).encode() if not isinstance(p, bytes)
+                   else p for p in partials]
+        arr = (ctypes.c_char_p * len(encoded))(*encoded)
+        lens = (ctypes.c_size_t * len(encoded))(*(len(b) for b in encoded))
+        out = _ffi.OutBuffer()
+        _ffi.rapport_kpi_merge(*out.args(), arr, lens, len(encoded), _ffi.FORMAT_JSON)
+        return _decode(out.take())
+
+    def grades(self, as_of_us: int) -> Dict[str, Any]:
+        """Grades of every manager at `as_of_us` (rapport.v1.GradeEvaluation):
+        current and eligible grade, unmet requirements, bonus multiplier, ABC
+        tiers and assignment violations. Raises InvalidArgumentError for a
+        time outside years 1970..9999."""
+        return _decode(self._read(_ffi.rapport_grades, self._h(), int(as_of_us),
+                                  _ffi.FORMAT_JSON))
+
+    @staticmethod
+    def load_rule_set(text: str) -> Dict[str, Any]:
+        """Parses and validates a rule set (protobuf text format, or JSON) against
+        the default pipelines; the result goes in a config's ``rule_set``.
+        Raises InvalidArgumentError naming the rule and field."""
+        raw = text.encode()
+        out = _ffi.OutBuffer()
+        _ffi.rapport_load_rule_set(*out.args(), raw, len(raw), None, 0, _ffi.FORMAT_JSON)
+        return _decode(out.take())
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<rapport.Engine closed>"
+        return f"<rapport.Engine events_accepted={self.events_accepted}>"
+
+
+def version_number() -> int:
+    """The loaded library's version, X * 1000000 + Y * 1000 + Z."""
+    return _ffi.rapport_version_number()

@@ -1,0 +1,456 @@
+"""The Python binding against the freshly built library (CTest sets
+RAPPORT_LIBRARY and PYTHONPATH). Every Engine method, every exception class,
+library discovery and the version check."""
+
+import gc
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import rapport
+from rapport import _ffi
+from rapport._schema import INT64_FIELDS
+
+DAY_US = 86400 * 1000000
+T0 = 1735689600000000  # 2025-01-01T00:00:00Z
+SOURCE_DIR = os.environ.get(
+    "RAPPORT_SOURCE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+def ev(event_id, at_us, **payload):
+    e = {"event_id": event_id, "occurred_at_us": at_us}
+    e.update(payload)
+    return e
+
+
+def seed_events():
+    return [
+        ev("t", T0, team_upserted={"team_id": "team-1", "name": "North"}),
+        ev("m", T0, manager_upserted={"manager_id": "m-1", "team_id": "team-1"}),
+        ev("p", T0, account_upserted={"account_id": "p-1", "kind": "ACCOUNT_KIND_PARTNER",
+                                      "owner_id": "m-1", "preferred_channel": "CHANNEL_EMAIL"}),
+        ev("c", T0, account_upserted={"account_id": "c-1", "kind": "ACCOUNT_KIND_CLIENT",
+                                      "owner_id": "m-1", "referred_by": "p-1"}),
+        ev("l", T0 + DAY_US, lead_created={"deal_id": "d-1", "account_id": "c-1"}),
+        ev("o", T0 + 2 * DAY_US, order_placed={
+            "order_id": "o-1", "account_id": "c-1", "deal_id": "d-1",
+            "amount": {"amount_minor": 150000, "currency": "RUB"}}),
+        ev("pay", T0 + 3 * DAY_US, payment_received={
+            "account_id": "c-1", "order_id": "o-1",
+            "amount": {"amount_minor": 150000, "currency": "RUB"}}),
+    ]
+
+
+# ---- Hand-encoded protobuf (a few fields of rapport.v1.Event). ----
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def field_bytes(num, data):
+    return varint(num << 3 | 2) + varint(len(data)) + data
+
+
+def partner_agreed_pb(event_id, at_us, account_id):
+    """rapport.v1.Event{event_id=1, occurred_at_us=2, partner_agreed=17{account_id=1}}."""
+    return (field_bytes(1, event_id.encode()) + varint(2 << 3) + varint(at_us)
+            + field_bytes(17, field_bytes(1, account_id.encode())))
+
+
+def delimited(*events):
+    return b"".join(varint(len(e)) + e for e in events)
+
+
+class FakeMessage:
+    """Stands in for a generated protobuf class (the test machine has no
+    google.protobuf): what the binding relies on is SerializeToString() and
+    DESCRIPTOR.full_name."""
+
+    class _Descriptor:
+        def __init__(self, full_name):
+            self.full_name = full_name
+
+    def __init__(self, full_name, data):
+        self.DESCRIPTOR = self._Descriptor(full_name)
+        self._data = data
+
+    def SerializeToString(self):
+        return self._data
+
+
+def seeded_engine():
+    engine = rapport.Engine()
+    result = engine.ingest(seed_events())
+    assert result["accepted"] == 7, result
+    return engine
+
+
+class VersionAndLoadingTest(unittest.TestCase):
+    def test_version(self):
+        self.assertGreaterEqual(rapport.version_number(), _ffi.BINDING_VERSION_NUMBER)
+        self.assertEqual(rapport.version_number() // 1000000,
+                         _ffi.BINDING_VERSION_NUMBER // 1000000)
+
+    def test_version_mismatch_is_refused(self):
+        saved = _ffi.BINDING_VERSION_NUMBER
+        try:
+            _ffi.BINDING_VERSION_NUMBER = 2000000  # a binding for 2.x
+            with self.assertRaises(rapport.VersionMismatchError) as cm:
+                _ffi.load_library()
+            self.assertIn("2.x", str(cm.exception))
+            _ffi.BINDING_VERSION_NUMBER = saved + 1  # newer than the library
+            with self.assertRaises(rapport.VersionMismatchError):
+                _ffi.load_library()
+        finally:
+            _ffi.BINDING_VERSION_NUMBER = saved
+        self.assertIsNotNone(_ffi.load_library())
+
+    def _import_in(self, pythonpath, env_library):
+        env = dict(os.environ, PYTHONPATH=pythonpath)
+        env.pop("RAPPORT_LIBRARY", None)
+        if env_library is not None:
+            env["RAPPORT_LIBRARY"] = env_library
+        return subprocess.run(
+            [sys.executable, "-c", "import rapport; print(rapport.version_number())"],
+            env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+
+    def test_discovery_order(self):
+        library = os.environ["RAPPORT_LIBRARY"]
+        package = os.path.dirname(rapport.__file__)
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = os.path.join(tmp, "rapport")
+            shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+            # RAPPORT_LIBRARY pointing nowhere: a clear error, no fallback.
+            p = self._import_in(tmp, "/nonexistent/librapport.so")
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("LibraryNotFoundError", p.stderr)
+            self.assertIn("RAPPORT_LIBRARY", p.stderr)
+            # No variable: the library next to the package is found.
+            os.symlink(os.path.realpath(library), os.path.join(copy, "librapport.so.1"))
+            p = self._import_in(tmp, None)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(int(p.stdout), rapport.version_number())
+
+
+class ExceptionsTest(unittest.TestCase):
+    def test_every_code_has_its_class(self):
+        classes = {
+            1: rapport.CancelledError, 2: rapport.UnknownError, 3: rapport.InvalidArgumentError,
+            4: rapport.DeadlineExceededError, 5: rapport.NotFoundError,
+            6: rapport.AlreadyExistsError, 7: rapport.PermissionDeniedError,
+            8: rapport.ResourceExhaustedError, 9: rapport.FailedPreconditionError,
+            10: rapport.AbortedError, 11: rapport.OutOfRangeError,
+            12: rapport.UnimplementedError, 13: rapport.InternalError,
+            14: rapport.UnavailableError, 15: rapport.DataLossError,
+            16: rapport.UnauthenticatedError,
+        }
+        self.assertEqual(set(_ffi.ERRORS), set(classes))
+        for code, cls in classes.items():
+            err = _ffi.error_for(code, f"message {code}")
+            self.assertIs(type(err), cls)
+            self.assertIsInstance(err, rapport.RapportError)
+            self.assertEqual(err.code, code)
+            self.assertEqual(err.message, f"message {code}")
+            self.assertIn(f"code {code}", str(err))
+        # A code appended by a newer library: the base class, code kept.
+        err = _ffi.error_for(99, "future")
+        self.assertIs(type(err), rapport.RapportError)
+        self.assertEqual(err.code, 99)
+        # Python's own families, so generic handlers work.
+        self.assertIsInstance(_ffi.error_for(3, ""), ValueError)
+        self.assertIsInstance(_ffi.error_for(5, ""), LookupError)
+        self.assertIsInstance(_ffi.error_for(11, ""), ValueError)
+        self.assertIsInstance(_ffi.error_for(7, ""), PermissionError)
+        self.assertIsInstance(_ffi.error_for(12, ""), NotImplementedError)
+        self.assertTrue(issubclass(rapport.LibraryNotFoundError, ImportError))
+        self.assertTrue(issubclass(rapport.VersionMismatchError, ImportError))
+
+    def test_library_errors_arrive_typed_with_the_message(self):
+        with seeded_engine() as engine:
+            with self.assertRaises(rapport.InvalidArgumentError) as cm:
+                engine.ingest('{"event_id": "x", "nope": 1}')
+            self.assertEqual(cm.exception.code, 3)
+            self.assertIn("nope", cm.exception.message)
+            with self.assertRaises(rapport.NotFoundError) as cm:
+                engine.account("zzz")
+            self.assertIn("zzz", cm.exception.message)
+            with self.assertRaises(rapport.AlreadyExistsError) as cm:
+                engine.ingest(ev("t", T0 + 1, team_upserted={"team_id": "team-2"}))
+            self.assertIn("'t'", cm.exception.message)
+            with self.assertRaises(rapport.FailedPreconditionError):
+                engine.checkpoint()
+            # Oversize input is refused on its length, before it is read.
+            out = _ffi.OutBuffer()
+            with self.assertRaises(rapport.ResourceExhaustedError) as cm:
+                _ffi.rapport_ingest_batch(*out.args(), engine._handle, b"x",
+                                          _ffi.MAX_INPUT_BYTES + 1,
+                                          _ffi.FORMAT_PROTOBUF_DELIMITED, _ffi.BATCH_ATOMIC)
+            self.assertIn("limit", cm.exception.message)
+            self.assertEqual(out.take(), b"")
+            with self.assertRaises(rapport.DataLossError):
+                rapport.Engine.restore(b"\x0a\xff\xff\xff")
+            # Two payments of the largest amount: their sum overflows.
+            big = {"amount_minor": 2 ** 63 - 1, "currency": "USD"}
+            engine.ingest([ev("big1", T0 + 5, payment_received={"account_id": "c-1",
+                                                                 "amount": big}),
+                           ev("big2", T0 + 6, payment_received={"account_id": "c-1",
+                                                                 "amount": big})])
+            with self.assertRaises(rapport.OutOfRangeError) as cm:
+                engine.kpis({"start_us": T0, "end_us": T0 + 365 * DAY_US})
+            self.assertIn("USD", cm.exception.message)
+
+
+class EngineTest(unittest.TestCase):
+    def test_create_close_context_manager(self):
+        engine = rapport.Engine({"client_churn_after_us": 100 * DAY_US})
+        self.assertFalse(engine.closed)
+        self.assertEqual(engine.config()["client_churn_after_us"], 100 * DAY_US)
+        engine.close()
+        engine.close()  # idempotent
+        self.assertTrue(engine.closed)
+        self.assertIn("closed", repr(engine))
+        with self.assertRaises(ValueError):
+            engine.events_accepted
+        with rapport.Engine('{"client_churn_after_us": "5"}') as engine:
+            self.assertEqual(engine.config()["client_churn_after_us"], 5)
+            self.assertIn("events_accepted=0", repr(engine))
+        self.assertTrue(engine.closed)
+        with rapport.Engine(b"") as engine:  # empty protobuf: the defaults
+            self.assertIn("pipelines", engine.config())
+        with rapport.Engine(FakeMessage("rapport.v1.EngineConfig", b"")) as engine:
+            self.assertEqual(engine.events_accepted, 0)
+        with self.assertRaises(rapport.InvalidArgumentError):
+            rapport.Engine({"no_such_field": 1})
+        with self.assertRaises(TypeError):
+            rapport.Engine(FakeMessage("rapport.v1.Event", b""))
+        with self.assertRaises(TypeError):
+            rapport.Engine(42)
+
+    def test_ingest_every_input_kind(self):
+        with rapport.Engine() as engine:
+            seed = seed_events()
+            # One dict; then JSON text of one event; then JSON lines.
+            self.assertEqual(engine.ingest(seed[0])["accepted"], 1)
+            self.assertEqual(engine.ingest(json.dumps(seed[1]))["accepted"], 1)
+            text = "\n".join(json.dumps(e) for e in seed[2:4]) + "\n"
+            self.assertEqual(engine.ingest(text)["accepted"], 2)
+            # A JSON EventBatch document.
+            batch = json.dumps({"events": seed[4:6]})
+            self.assertEqual(engine.ingest(batch, format="json")["accepted"], 2)
+            self.assertEqual(engine.ingest(batch.encode(), format="json")["duplicates"], 2)
+            self.assertEqual(engine.ingest(text.encode(), format="json_lines")["duplicates"], 2)
+            # Protobuf: a delimited stream, an EventBatch, messages.
+            a = partner_agreed_pb("pa-1", T0 + 10, "p-1")
+            b = partner_agreed_pb("pa-2", T0 + 11, "p-1")
+            self.assertEqual(engine.ingest(delimited(a, b))["accepted"], 2)
+            batch_pb = field_bytes(1, a) + field_bytes(1, b)
+            self.assertEqual(engine.ingest(batch_pb, format="protobuf")["duplicates"], 2)
+            self.assertEqual(engine.ingest(FakeMessage("rapport.v1.EventBatch", batch_pb))
+                             ["duplicates"], 2)
+            self.assertEqual(engine.ingest(FakeMessage("rapport.v1.Event", a))["duplicates"], 1)
+            with self.assertRaises(TypeError):
+                engine.ingest(FakeMessage("rapport.v1.KpiQuery", b""))
+            # Any iterable, of mixed kinds, batched internally.
+            c = partner_agreed_pb("pa-3", T0 + 12, "p-1")
+            mixed = iter([seed[6], json.dumps(seed[0]), c, FakeMessage("rapport.v1.Event", a),
+                          {**seed[0], "event_id": "t2"}])
+            r = engine.ingest(mixed, batch_size=2)
+            self.assertEqual((r["accepted"], r["duplicates"]), (3, 2))
+            self.assertEqual(engine.events_accepted, 11)
+            self.assertEqual(engine.ingest([])["accepted"], 0)
+            with self.assertRaises(TypeError):
+                engine.ingest([1.5])
+            with self.assertRaises(TypeError):
+                engine.ingest(7)
+            with self.assertRaises(ValueError):
+                engine.ingest(["{}\n{}"])
+            with self.assertRaises(ValueError):
+                engine.ingest([seed[0]], batch_size=0)
+
+    def test_ingest_atomic_and_best_effort(self):
+        with seeded_engine() as engine:
+            events = [ev(f"a{i}", T0 + 20 + i, partner_agreed={"account_id": "p-1"})
+                      for i in range(5)]
+            events[3] = ev("bad", T0 + 30, partner_agreed={"account_id": "nobody"})
+            before = engine.events_accepted
+            # Atomic per chunk: chunk [0, 2) applies, chunk [2, 4) fails.
+            with self.assertRaises(rapport.NotFoundError) as cm:
+                engine.ingest(events, batch_size=2)
+            self.assertEqual(cm.exception.offset, 2)
+            self.assertIn("nobody", cm.exception.message)
+            self.assertEqual(engine.events_accepted, before + 2)
+            # Best effort: the rest applies; the bad one is listed with its
+            # index in the whole input.
+            r = engine.ingest(events, best_effort=True, batch_size=2)
+            self.assertEqual((r["accepted"], r["duplicates"]), (2, 2))
+            self.assertEqual(len(r["rejected"]), 1)
+            rej = r["rejected"][0]
+            self.assertEqual((rej["index"], rej["event_id"], rej["code"]), (3, "bad", 5))
+            self.assertEqual(engine.events_accepted, before + 4)
+            # Input that does not parse fails either mode.
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.ingest(delimited(b"\xff\xff"), best_effort=True)
+
+    def test_reads(self):
+        with seeded_engine() as engine:
+            account = engine.account("c-1")
+            self.assertEqual(account["account_id"], "c-1")
+            self.assertEqual(account["status"], "ACCOUNT_STATUS_CLIENT")
+            deal = engine.deal("d-1")
+            self.assertEqual(deal["deal_id"], "d-1")
+            self.assertEqual(deal["history"], [{"stage": "lead", "entered_at_us": T0 + DAY_US}])
+            order = engine.order("o-1")
+            self.assertEqual(order["amount"]["amount_minor"], 150000)  # an int, not "150000"
+            self.assertEqual(engine.manager("m-1")["team_id"], "team-1")
+            self.assertEqual(engine.team("team-1")["name"], "North")
+            for getter in (engine.account, engine.deal, engine.order, engine.manager,
+                           engine.team):
+                with self.assertRaises(rapport.NotFoundError):
+                    getter("missing")
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.account("x" * 200)
+            self.assertIn("pipelines", engine.config())
+
+    def test_advance_outbox_acknowledge(self):
+        with seeded_engine() as engine:
+            self.assertEqual(engine.clock_us, 0)
+            r = engine.ingest(ev("call", T0 + 4 * DAY_US, activity={
+                "account_id": "p-1", "manager_id": "m-1", "kind": "ACTIVITY_KIND_CALL",
+                "direction": "DIRECTION_OUTBOUND"}))
+            produced = [a for a in r["actions"] if a.get("template") == "after_first_call"]
+            self.assertEqual(len(produced), 1)  # P1
+            outbox = engine.outbox()
+            ids = [a["action_id"] for a in outbox]
+            self.assertIn(produced[0]["action_id"], ids)
+            with self.assertRaises(rapport.NotFoundError):
+                engine.acknowledge([ids[0], "no-such-action"])
+            self.assertEqual(len(engine.outbox()), len(outbox))  # nothing changed
+            engine.acknowledge(produced[0]["action_id"])
+            engine.acknowledge([produced[0]["action_id"]])  # again: a no-op
+            self.assertNotIn(produced[0]["action_id"],
+                             [a["action_id"] for a in engine.outbox()])
+            # P3: the deal stays in "lead" past its 3-day SLA; advancing fires it.
+            actions = engine.advance(T0 + 30 * DAY_US)
+            self.assertIsInstance(actions, list)
+            self.assertEqual(engine.clock_us, T0 + 30 * DAY_US)
+            self.assertTrue(all(a["fired_at_us"] <= T0 + 30 * DAY_US for a in actions))
+            self.assertEqual(engine.advance(T0), [])  # the past: a no-op
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.advance(-1)
+
+    def test_snapshot_restore(self):
+        with seeded_engine() as engine:
+            data = engine.snapshot()
+            self.assertIsInstance(data, bytes)
+            with rapport.Engine.restore(data) as copy:
+                self.assertEqual(copy.snapshot(), data)
+                self.assertEqual(copy.account("c-1"), engine.account("c-1"))
+            as_json = engine.snapshot(json_format=True)
+            self.assertIsInstance(as_json, dict)
+            with rapport.Engine.restore(as_json) as copy:
+                self.assertEqual(copy.snapshot(), data)
+            with rapport.Engine.restore(json.dumps(as_json)) as copy:
+                self.assertEqual(copy.events_accepted, engine.events_accepted)
+            with self.assertRaises(rapport.RapportError):
+                rapport.Engine.restore(data[: len(data) // 2])
+            with self.assertRaises(TypeError):
+                rapport.Engine.restore(None)
+
+    def test_kpis_partials_merge(self):
+        query = {"start_us": T0, "end_us": T0 + 365 * DAY_US}
+        with seeded_engine() as engine:
+            report = engine.kpis(query)
+            values = report["rows"][0]["values"]
+            self.assertEqual(values["leads"], 1)
+            self.assertEqual(values["revenue"][0]["currency"], "RUB")
+            self.assertEqual(values["revenue"][0]["amount_minor"], 150000)
+            self.assertNotIn("value", values["win_rate"])  # null: no deal won or lost
+            self.assertEqual(engine.kpis(json.dumps(query)), report)
+            partial = engine.kpi_partial(query)
+            self.assertEqual(rapport.Engine.merge_kpi_partials([partial]), report)
+            with self.assertRaises(rapport.InvalidArgumentError):
+                rapport.Engine.merge_kpi_partials([])
+            other = engine.kpi_partial({**query, "end_us": T0 + 100 * DAY_US})
+            with self.assertRaises(rapport.InvalidArgumentError):
+                rapport.Engine.merge_kpi_partials([partial, other])
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.kpis({"start_us": T0, "end_us": T0})
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.kpi_partial({"start_us": T0, "end_us": T0 - 1})
+
+    def test_grades(self):
+        with seeded_engine() as engine:
+            grades = engine.grades(T0 + 365 * DAY_US)
+            self.assertEqual(grades["as_of_us"], T0 + 365 * DAY_US)
+            managers = {m["manager_id"]: m for m in grades["managers"]}
+            self.assertIn("m-1", managers)
+            self.assertTrue(managers["m-1"]["eligible_grade"])
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.grades(-1)
+
+    def test_load_rule_set(self):
+        text = ('id: "mine" version: 1 templates: "hello" rules { id: "R-1" trigger { '
+                'on_event { filter { type: EVENT_TYPE_PARTNER_AGREED } } } actions { '
+                'kind: ACTION_KIND_SEND_MESSAGE template: "hello" } }')
+        rules = rapport.Engine.load_rule_set(text)
+        self.assertEqual(rules["rules"][0]["id"], "R-1")
+        self.assertEqual(rules["version"], 1)
+        with rapport.Engine({"rule_set": rules}) as engine:
+            engine.ingest(seed_events())
+            r = engine.ingest(ev("agree", T0 + 5, partner_agreed={"account_id": "p-1"}))
+            self.assertEqual([a["rule_id"] for a in r["actions"]], ["R-1"])
+        with self.assertRaises(rapport.InvalidArgumentError) as cm:
+            rapport.Engine.load_rule_set(text.replace('template: "hello"', 'template: "bye"'))
+        self.assertIn("R-1", cm.exception.message)
+
+    def test_open_checkpoint_and_del(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "engine")
+            with rapport.Engine.open(path, sync="off") as engine:
+                engine.ingest(seed_events())
+                engine.advance(T0 + 10 * DAY_US)
+                with self.assertRaises(rapport.FailedPreconditionError):
+                    rapport.Engine.open(path)  # locked
+                engine.checkpoint()
+            with rapport.Engine.open(path, point_in_time_recovery=True) as engine:
+                self.assertEqual(engine.events_accepted, 7)
+                self.assertEqual(engine.clock_us, T0 + 10 * DAY_US)
+            # A forgotten engine is closed by __del__: the lock is released.
+            engine = rapport.Engine.open(path, sync="group_commit")
+            del engine
+            gc.collect()
+            rapport.Engine.open(path).close()
+            with self.assertRaises(ValueError):
+                rapport.Engine.open(path, sync="sometimes")
+            with self.assertRaises(rapport.RapportError):
+                rapport.Engine.open(os.path.join(tmp, "no", "such", "parent"))
+
+
+class SchemaTest(unittest.TestCase):
+    def test_int64_fields_match_the_protos(self):
+        names = set()
+        protos = glob.glob(os.path.join(SOURCE_DIR, "proto", "rapport", "v1", "*.proto"))
+        self.assertTrue(protos, SOURCE_DIR)
+        for path in protos:
+            with open(path) as f:
+                for m in re.finditer(
+                        r"^\s*(?:repeated\s+|optional\s+)?(?:u?int64|sint64|s?fixed64)\s+(\w+)"
+                        r"\s*=\s*\d+", f.read(), re.M):
+                    names.add(m.group(1))
+        self.assertEqual(set(INT64_FIELDS), names,
+                         "regenerate bindings/python/rapport/_schema.py from the protos")
+
+
+if __name__ == "__main__":
+    unittest.main()
