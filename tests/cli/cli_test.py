@@ -184,7 +184,7 @@ class Commands(unittest.TestCase):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # Wait until the first process holds the lock.
-            for _ in range(100):
+            for _ in range(400):
                 code, _, err = run("grades", "--dir", self.dir)
                 if code != 0:
                     break
