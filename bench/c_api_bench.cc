@@ -1,7 +1,7 @@
 // The C ABI's overhead over the C++ API on batched ingest, on the same
 // generated stream, in one run.
 //
-//   build/release/bench/c_api_bench --benchmark_repetitions=5
+//   build/release/bench/c_api_bench   # RAPPORT_BENCH_EVENTS, RAPPORT_BENCH_ROUNDS
 //
 // Design. One process cannot link both the shared library (the C ABI) and
 // rapport_core (the C++ API): each carries the generated protobuf
@@ -19,6 +19,9 @@
 // before the clock starts; the stream is ingested whole per iteration. The
 // same compiled rapport_core objects sit behind both (the shared library is
 // those objects plus lib/c_api), so the difference is the C ABI layer.
+// Rates are per CPU second (Google Benchmark's default), not wall time: the
+// work is single-threaded, and CPU time stays meaningful on a shared machine
+// where wall time mostly measures the neighbours.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +41,7 @@
 #ifdef RAPPORT_BENCH_CPP
 #include "google/protobuf/arena.h"
 #include "rapport/engine.h"
+#include "rapport/json.h"
 #include "rapport/testing/generator.h"
 #else
 #include "rapport/rapport.h"
@@ -111,19 +115,27 @@ class Capture : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
+      if (r.error_occurred) continue;
       auto it = r.counters.find("items_per_second");
-      if (it != r.counters.end()) rates[r.benchmark_name()].push_back(it->second.value);
+      if (it == r.counters.end()) continue;
+      if (r.run_type == Run::RT_Iteration) {
+        rates[r.run_name.str()].push_back(it->second.value);
+      } else if (r.aggregate_name == "median") {
+        medians[r.run_name.str()] = it->second.value;
+      }
     }
     ConsoleReporter::ReportRuns(runs);
   }
+  // The median over repetitions of a benchmark's events/s (0 if it did not run).
+  double Rate(const std::string& name) {
+    if (auto it = medians.find(name); it != medians.end()) return it->second;
+    std::vector<double> v = rates[name];
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+  }
   std::map<std::string, std::vector<double>> rates;
+  std::map<std::string, double> medians;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 #ifdef RAPPORT_BENCH_CPP
 
@@ -147,7 +159,17 @@ void BM_CppIngestBatch(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * g_events);
 }
-BENCHMARK(BM_CppIngestBatch)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CppIngestBatch)->Unit(benchmark::kMillisecond);
+
+// One untimed pass first on each side, so that neither is measured while the
+// allocator still grows the heap.
+void WarmUp() {
+  auto engine = *rapport::Engine::Create();
+  for (const std::string& bytes : *g_batches) {
+    rapport::v1::EventBatch batch;
+    if (!batch.ParseFromString(bytes) || !engine->IngestBatch(batch).ok()) std::abort();
+  }
+}
 
 #else
 
@@ -167,9 +189,9 @@ void BM_CApiIngestBatch(benchmark::State& state) {
     for (const std::string& bytes : *g_batches) {
       uint8_t* out = nullptr;
       size_t len = 0;
-      int rc = rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr,
-                                    e, reinterpret_cast<const uint8_t*>(bytes.data()),
-                                    bytes.size(), RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC);
+      int rc = rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
+                                    reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                    RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC);
       if (rc != RAPPORT_OK) state.SkipWithError(rapport_last_error_message());
       rapport_free(out);
     }
@@ -179,7 +201,19 @@ void BM_CApiIngestBatch(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * g_events);
 }
-BENCHMARK(BM_CApiIngestBatch)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CApiIngestBatch)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+void WarmUp() {
+  rapport_engine* e = NewEngine();
+  for (const std::string& bytes : *g_batches) {
+    if (rapport_ingest_batch(nullptr, nullptr, e, reinterpret_cast<const uint8_t*>(bytes.data()),
+                             bytes.size(), RAPPORT_FORMAT_PROTOBUF,
+                             RAPPORT_BATCH_ATOMIC) != RAPPORT_OK) {
+      std::abort();
+    }
+  }
+  rapport_engine_destroy(e);
+}
 
 // The per-call floor: a call that does nothing but cross the boundary.
 void BM_CApiCallOverhead(benchmark::State& state) {
@@ -209,7 +243,7 @@ void BM_CApiIngestEventPerCall(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
 }
-BENCHMARK(BM_CApiIngestEventPerCall)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CApiIngestEventPerCall)->Unit(benchmark::kMillisecond);
 
 int RunHelper(const std::vector<std::string>& args) {
   std::vector<char*> argv;
@@ -233,26 +267,36 @@ int RunHelper(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
 #ifdef RAPPORT_BENCH_CPP
-  // c_api_bench_cpp --write-stream=PATH  |  --read-stream=PATH --results=PATH [gbench flags]
-  std::string write_path, read_path, results_path;
+  // c_api_bench_cpp --write-stream=PATH [--write-json=PATH]
+  //                 | --read-stream=PATH --results=PATH [gbench flags]
+  // (--write-json: the same stream as JSON lines, for bench/python_ingest.py.)
+  std::string write_path, json_path, read_path, results_path;
   std::vector<char*> rest = {argv[0]};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--write-stream=", 0) == 0) write_path = a.substr(15);
-    else if (a.rfind("--read-stream=", 0) == 0) read_path = a.substr(14);
-    else if (a.rfind("--results=", 0) == 0) results_path = a.substr(10);
-    else rest.push_back(argv[i]);
+    if (a.rfind("--write-stream=", 0) == 0)
+      write_path = a.substr(15);
+    else if (a.rfind("--write-json=", 0) == 0)
+      json_path = a.substr(13);
+    else if (a.rfind("--read-stream=", 0) == 0)
+      read_path = a.substr(14);
+    else if (a.rfind("--results=", 0) == 0)
+      results_path = a.substr(10);
+    else
+      rest.push_back(argv[i]);
   }
   if (!write_path.empty()) {
     rapport::testing::GeneratorOptions o;
     o.max_events = StreamEvents();
-    std::string out;
+    std::string out, json;
     for (const rapport::v1::Event& e : rapport::testing::GenerateStream(o)) {
       std::string bytes = e.SerializeAsString();
       AppendVarint(&out, bytes.size());
       out += bytes;
+      if (!json_path.empty()) json += *rapport::ToJson(e) + "\n";
     }
     std::ofstream(write_path, std::ios::binary) << out;
+    if (!json_path.empty()) std::ofstream(json_path, std::ios::binary) << json;
     return 0;
   }
   if (read_path.empty()) {
@@ -280,40 +324,60 @@ int main(int argc, char** argv) {
 
   int n = static_cast<int>(rest.size());
   benchmark::Initialize(&n, rest.data());
-  Capture capture;
+  WarmUp();
 #ifdef RAPPORT_BENCH_CPP
+  Capture capture;
   benchmark::RunSpecifiedBenchmarks(&capture);
   std::ofstream out(results_path);
-  for (const auto& [name, rates] : capture.rates) out << name << " " << Median(rates) << "\n";
+  out << "BM_CppIngestBatch " << capture.Rate("BM_CppIngestBatch") << "\n";
   return 0;
 #else
-  std::cout << "== C++ API (c_api_bench_cpp, rapport_core), " << g_events << " events\n";
+  // Paired rounds: each runs the C++ side (in the helper), then the C side,
+  // back to back, so that both see the same neighbours on a shared machine;
+  // the overhead is the median of the rounds' ratios. RAPPORT_BENCH_ROUNDS
+  // sets their number (default 5). Google Benchmark flags (min time,
+  // repetitions) apply to every round on both sides.
+  const char* rounds_env = std::getenv("RAPPORT_BENCH_ROUNDS");
+  const int rounds = rounds_env != nullptr ? std::max(1, std::atoi(rounds_env)) : 5;
+  std::vector<double> overhead, overhead_result;
   std::vector<std::string> helper_args = {helper, "--read-stream=" + read_path,
                                           "--results=" + results_path};
   for (int i = 1; i < argc; ++i) helper_args.push_back(argv[i]);
-  if (RunHelper(helper_args) != 0) return 2;
-  std::cout << "== C ABI (c_api_bench, librapport.so), the same " << g_events << " events\n";
-  benchmark::RunSpecifiedBenchmarks(&capture);
-
-  std::map<std::string, double> cpp;
-  {
+  for (int round = 1; round <= rounds; ++round) {
+    std::cout << "== round " << round << "/" << rounds
+              << ": C++ API (c_api_bench_cpp, rapport_core), " << g_events << " events\n";
+    if (RunHelper(helper_args) != 0) return 2;
+    std::cout << "== round " << round << "/" << rounds
+              << ": C ABI (c_api_bench, librapport.so), the same events\n";
+    Capture capture;
+    benchmark::RunSpecifiedBenchmarks(&capture, "BM_CApiIngestBatch");
+    std::map<std::string, double> cpp;
     std::ifstream in(results_path);
     std::string name;
     double rate;
     while (in >> name >> rate) cpp[name] = rate;
+    const double cpp_rate = cpp["BM_CppIngestBatch"];
+    const double c_rate = capture.Rate("BM_CApiIngestBatch/0");
+    const double c_rate_result = capture.Rate("BM_CApiIngestBatch/1");
+    if (cpp_rate <= 0 || c_rate <= 0 || c_rate_result <= 0) continue;
+    overhead.push_back(100.0 * (cpp_rate / c_rate - 1));
+    overhead_result.push_back(100.0 * (cpp_rate / c_rate_result - 1));
+    std::printf("round %d: C++ API %.0f, C ABI %.0f (%+.1f %%), with the result %.0f (%+.1f %%)\n",
+                round, cpp_rate, c_rate, overhead.back(), c_rate_result, overhead_result.back());
   }
+  std::cout << "== the other C ABI benchmarks\n";
+  Capture rest_capture;
+  benchmark::RunSpecifiedBenchmarks(&rest_capture, "BM_CApiCallOverhead|BM_CApiIngestEventPerCall");
   std::remove(read_path.c_str());
   std::remove(results_path.c_str());
-  const double c_rate = Median(capture.rates["BM_CApiIngestBatch/0/real_time"]);
-  const double c_rate_result = Median(capture.rates["BM_CApiIngestBatch/1/real_time"]);
-  const double cpp_rate = cpp["BM_CppIngestBatch/real_time"];
-  if (c_rate > 0 && cpp_rate > 0) {
-    std::printf(
-        "\nbatched ingest (median events/s): C++ API %.0f; C ABI %.0f (overhead %+.1f %%); "
-        "C ABI with the result %.0f (overhead %+.1f %%)\n",
-        cpp_rate, c_rate, 100.0 * (cpp_rate / c_rate - 1), c_rate_result,
-        c_rate_result > 0 ? 100.0 * (cpp_rate / c_rate_result - 1) : 0.0);
-  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  std::printf(
+      "\nC ABI overhead on batched ingest (events per CPU second, median of %zu paired rounds): "
+      "%+.1f %% without the result, %+.1f %% with it\n",
+      overhead.size(), median(overhead), median(overhead_result));
   return 0;
 #endif
 }

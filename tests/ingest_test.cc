@@ -119,6 +119,11 @@ INSTANTIATE_TEST_SUITE_P(
                 C::kInvalidArgument, "order_placed.deal_id"},
         BadCase{"unknown_complaint", kT0, "complaint_resolved { complaint_id: 'zz' }", C::kNotFound,
                 "complaint_resolved.complaint_id"},
+        BadCase{"invalid_utf8_text", kT0,
+                "team_upserted { team_id: 't1' segments: '\\xff' }", C::kInvalidArgument,
+                "team_upserted.segments[0]"},
+        BadCase{"invalid_utf8_id", kT0, "partner_agreed { account_id: '\\xc0\\xaf' }",
+                C::kInvalidArgument, "partner_agreed.account_id"},
         BadCase{"bad_due_date", kT0, "order_delayed { order_id: 'o1' new_due_at_us: -3 }",
                 C::kInvalidArgument, "order_delayed.new_due_at_us"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });

@@ -84,6 +84,19 @@ TEST(JsonParser, StricterThanProtobufWhereJsonIs) {
   }
 }
 
+TEST(JsonParser, InvalidUtf8IsRefused) {
+  // Accepted, it would be journaled and then refused by protobuf's parser
+  // when the journal or a snapshot is read back.
+  for (const std::string& json : {std::string("{\"eventId\":\"a\xff\"}"),
+                                 std::string("{\"eventId\":\"\xc0\xaf\"}"),
+                                 std::string("{\"eventId\":\"\xed\xa0\x80\"}")}) {
+    v1::Event e;
+    EXPECT_EQ(FromJson(json, &e).code(), absl::StatusCode::kInvalidArgument);
+  }
+  v1::Event ok;
+  EXPECT_TRUE(FromJson("{\"eventId\":\"\xd0\x9f\xe2\x82\xac\xf0\x9f\x98\x80\"}", &ok).ok());
+}
+
 TEST(JsonParser, ErrorsNameTheField) {
   v1::Event e;
   absl::Status st = FromJson(R"({"orderPlaced":{"amount":{"amountMinor":"x"}}})", &e);

@@ -13,11 +13,20 @@
  *    proto/rapport/v1/) or protobuf's canonical JSON, chosen by a `format`
  *    argument. Results come back in the same family as the input: protobuf
  *    for RAPPORT_FORMAT_PROTOBUF and RAPPORT_FORMAT_PROTOBUF_DELIMITED, JSON
- *    for RAPPORT_FORMAT_JSON and RAPPORT_FORMAT_JSON_LINES.
+ *    for RAPPORT_FORMAT_JSON and RAPPORT_FORMAT_JSON_LINES (unless a function
+ *    takes a separate `result_format`). JSON results carry one extra NUL byte
+ *    after `out_len` bytes, so they can be read as C strings. JSON output
+ *    uses the .proto field names (snake_case) and writes 64-bit integers as
+ *    strings, as protobuf's JSON mapping does; JSON input takes either name
+ *    style and 64-bit integers as numbers or strings.
  *  - Input is borrowed for the duration of the call only.
  *  - Thread-safety: an engine handle may be used from several threads at
- *    once; writes are serialized, reads run concurrently. The error message is
- *    per thread.
+ *    once; writes are serialized, reads run concurrently (each declaration
+ *    says which it is). The error message is per thread. Creating and
+ *    destroying a handle is the caller's to order: no call may be running on
+ *    an engine being destroyed.
+ *  - No C++ exception crosses the boundary: every entry point turns one into
+ *    RAPPORT_INTERNAL (RAPPORT_RESOURCE_EXHAUSTED for out of memory).
  *  - Limits: an input buffer of at most RAPPORT_MAX_INPUT_BYTES; a batch of at
  *    most RAPPORT_MAX_BATCH_EVENTS events; ids of at most 128 bytes.
  *
@@ -100,7 +109,8 @@ RAPPORT_C_API void rapport_free(void* buffer);
 RAPPORT_C_API int rapport_engine_create(rapport_engine** out, const uint8_t* config,
                                         size_t config_len, int format);
 
-/* Destroys an engine; NULL is a no-op. No other thread may be using it. */
+/* Destroys an engine; NULL is a no-op. No other thread may be using it. A
+ * persistent engine (rapport_engine_open) releases its directory's lock. */
 RAPPORT_C_API void rapport_engine_destroy(rapport_engine* engine);
 
 /* Rebuilds an engine from a snapshot (rapport.v1.EngineSnapshot in `format`,
@@ -115,34 +125,31 @@ RAPPORT_C_API int rapport_engine_snapshot(uint8_t** out, size_t* out_len,
 
 /* Ingests one rapport.v1.Event (`format`: PROTOBUF or JSON). `result`
  * (may be NULL, with `result_len`) receives a rapport.v1.IngestResult. */
-RAPPORT_C_API int rapport_ingest_event(uint8_t** result, size_t* result_len,
-                                       rapport_engine* engine, const uint8_t* event,
-                                       size_t event_len, int format);
+RAPPORT_C_API int rapport_ingest_event(uint8_t** result, size_t* result_len, rapport_engine* engine,
+                                       const uint8_t* event, size_t event_len, int format);
 
 /* Ingests several events in order. `format`: PROTOBUF (a rapport.v1.EventBatch),
  * PROTOBUF_DELIMITED, JSON (a rapport.v1.EventBatch) or JSON_LINES. `mode`:
  * RAPPORT_BATCH_ATOMIC or RAPPORT_BATCH_BEST_EFFORT. `result` (may be NULL)
  * receives a rapport.v1.IngestResult. Input that does not parse fails the
  * whole call in either mode, naming the event (or line) that did not parse. */
-RAPPORT_C_API int rapport_ingest_batch(uint8_t** result, size_t* result_len,
-                                       rapport_engine* engine, const uint8_t* events,
-                                       size_t events_len, int format, int mode);
+RAPPORT_C_API int rapport_ingest_batch(uint8_t** result, size_t* result_len, rapport_engine* engine,
+                                       const uint8_t* events, size_t events_len, int format,
+                                       int mode);
 
 /* Moves the engine's clock to `now_us` (microseconds since the epoch).
  * `actions` (may be NULL) receives the rapport.v1.ActionList produced, in
  * `format` (PROTOBUF or JSON). */
-RAPPORT_C_API int rapport_advance(uint8_t** actions, size_t* actions_len,
-                                  rapport_engine* engine, int64_t now_us, int format);
+RAPPORT_C_API int rapport_advance(uint8_t** actions, size_t* actions_len, rapport_engine* engine,
+                                  int64_t now_us, int format);
 
 /* Reads one account (rapport.v1.Account) or deal with its stage history
  * (rapport.v1.Deal) by id (`id_len` bytes, not necessarily NUL-terminated),
  * in `format` (PROTOBUF or JSON). RAPPORT_NOT_FOUND for an unknown id. */
-RAPPORT_C_API int rapport_get_account(uint8_t** out, size_t* out_len,
-                                      const rapport_engine* engine, const char* id,
-                                      size_t id_len, int format);
-RAPPORT_C_API int rapport_get_deal(uint8_t** out, size_t* out_len,
-                                   const rapport_engine* engine, const char* id,
-                                   size_t id_len, int format);
+RAPPORT_C_API int rapport_get_account(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                      const char* id, size_t id_len, int format);
+RAPPORT_C_API int rapport_get_deal(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                   const char* id, size_t id_len, int format);
 
 /* Events accepted so far. Never fails; 0 for NULL. */
 RAPPORT_C_API int64_t rapport_events_accepted(const rapport_engine* engine);
@@ -152,15 +159,12 @@ RAPPORT_C_API int64_t rapport_events_accepted(const rapport_engine* engine);
 /* Reads one order (rapport.v1.Order), manager (rapport.v1.Manager) or team
  * (rapport.v1.Team) by id, as rapport_get_account(). Thread-safety: readers;
  * they run concurrently with each other. */
-RAPPORT_C_API int rapport_get_order(uint8_t** out, size_t* out_len,
-                                    const rapport_engine* engine, const char* id,
-                                    size_t id_len, int format);
-RAPPORT_C_API int rapport_get_manager(uint8_t** out, size_t* out_len,
-                                      const rapport_engine* engine, const char* id,
-                                      size_t id_len, int format);
-RAPPORT_C_API int rapport_get_team(uint8_t** out, size_t* out_len,
-                                   const rapport_engine* engine, const char* id,
-                                   size_t id_len, int format);
+RAPPORT_C_API int rapport_get_order(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                    const char* id, size_t id_len, int format);
+RAPPORT_C_API int rapport_get_manager(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                      const char* id, size_t id_len, int format);
+RAPPORT_C_API int rapport_get_team(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                   const char* id, size_t id_len, int format);
 
 /* The configuration in effect, defaults filled in (rapport.v1.EngineConfig
  * in `format`, PROTOBUF or JSON). *out is the caller's: rapport_free(). */
@@ -182,9 +186,8 @@ RAPPORT_C_API int rapport_kpis(uint8_t** out, size_t* out_len, const rapport_eng
 
 /* The same query's partial result over the accounts this engine holds
  * (rapport.v1.KpiPartial), to merge with rapport_kpi_merge(). Same errors. */
-RAPPORT_C_API int rapport_kpi_partial(uint8_t** out, size_t* out_len,
-                                      const rapport_engine* engine, const uint8_t* query,
-                                      size_t query_len, int format);
+RAPPORT_C_API int rapport_kpi_partial(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                      const uint8_t* query, size_t query_len, int format);
 
 /* Merges `count` partials (partials[i] of partial_lens[i] bytes, each a
  * rapport.v1.KpiPartial in `format`) of engines holding disjoint sets of
@@ -193,9 +196,8 @@ RAPPORT_C_API int rapport_kpi_partial(uint8_t** out, size_t* out_len,
  * Errors: RAPPORT_INVALID_ARGUMENT for count 0, a NULL array, partials of
  * different queries or an account in two partials; RAPPORT_OUT_OF_RANGE for a
  * money sum overflow. */
-RAPPORT_C_API int rapport_kpi_merge(uint8_t** out, size_t* out_len,
-                                    const uint8_t* const* partials, const size_t* partial_lens,
-                                    size_t count, int format);
+RAPPORT_C_API int rapport_kpi_merge(uint8_t** out, size_t* out_len, const uint8_t* const* partials,
+                                    const size_t* partial_lens, size_t count, int format);
 
 /* How a persistent engine makes a write durable before the write returns
  * (rapport_engine_open). Only appended. */
@@ -222,9 +224,8 @@ RAPPORT_C_API int rapport_kpi_merge(uint8_t** out, size_t* out_len,
  * open; RAPPORT_DATA_LOSS for a damaged journal or snapshot; the file
  * system's errors (RAPPORT_RESOURCE_EXHAUSTED, RAPPORT_UNAVAILABLE,
  * RAPPORT_PERMISSION_DENIED) naming the path. */
-RAPPORT_C_API int rapport_engine_open(rapport_engine** out, const char* dir,
-                                      const uint8_t* config, size_t config_len, int format,
-                                      int sync_mode, int flags);
+RAPPORT_C_API int rapport_engine_open(rapport_engine** out, const char* dir, const uint8_t* config,
+                                      size_t config_len, int format, int sync_mode, int flags);
 
 /* Persistent engines only: writes a snapshot and drops the journal it makes
  * redundant. Thread-safety: a writer.
@@ -279,8 +280,37 @@ RAPPORT_C_API int rapport_ingest_batch_v2(uint8_t** result, size_t* result_len,
                                           size_t events_len, int format, int mode,
                                           int result_format);
 
+/* ---- Appended in ABI RAPPORT_1 (0.1.0): lists of the lifecycle. ----
+ * Lists come back as streams in `format`: RAPPORT_FORMAT_PROTOBUF_DELIMITED
+ * (varint-length-prefixed messages) or RAPPORT_FORMAT_JSON_LINES (one JSON
+ * object per line); an empty list is an empty buffer (*out is still set and
+ * must be freed). *out is the caller's: rapport_free(). Thread-safety:
+ * readers. */
+
+/* Accounts with `status` (a rapport.v1.AccountStatus number), in order of
+ * creation, as rapport.v1.Account messages.
+ * Errors: RAPPORT_INVALID_ARGUMENT for a status that is not in the enum. */
+RAPPORT_C_API int rapport_accounts_by_status(uint8_t** out, size_t* out_len,
+                                             const rapport_engine* engine, int status, int format);
+
+/* Open and won deals per stage of every pipeline (rapport.v1.StageCount), in
+ * pipeline and stage order, stages with no deals included. */
+RAPPORT_C_API int rapport_deals_by_stage(uint8_t** out, size_t* out_len,
+                                         const rapport_engine* engine, int format);
+
+/* Deals past their stage's SLA at `at_us` (rapport.v1.StuckDeal), in order of
+ * creation. */
+RAPPORT_C_API int rapport_stuck_deals(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                                      int64_t at_us, int format);
+
+/* Accounts per status: counts[s] for each rapport.v1.AccountStatus number s
+ * below `capacity`; *written (may be NULL) receives how many entries the
+ * engine has (the enum's size), which may exceed `capacity`. */
+RAPPORT_C_API int rapport_account_status_counts(int64_t* counts, size_t capacity, size_t* written,
+                                                const rapport_engine* engine);
+
 #ifdef __cplusplus
-}  /* extern "C" */
+} /* extern "C" */
 #endif
 
-#endif  /* RAPPORT_RAPPORT_H_ */
+#endif /* RAPPORT_RAPPORT_H_ */

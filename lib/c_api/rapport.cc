@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/arena.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/v1/snapshot.pb.h"
@@ -51,16 +52,16 @@ absl::Status CheckInput(const uint8_t* data, size_t len, const char* what) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is NULL with a length of ", len));
   }
   if (len > RAPPORT_MAX_INPUT_BYTES) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        what, " is ", len, " bytes; the limit is ", RAPPORT_MAX_INPUT_BYTES));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, " is ", len, " bytes; the limit is ", RAPPORT_MAX_INPUT_BYTES));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckFormat(int format, bool streams_allowed) {
   if (format == RAPPORT_FORMAT_PROTOBUF || format == RAPPORT_FORMAT_JSON) return absl::OkStatus();
-  if (streams_allowed && (format == RAPPORT_FORMAT_PROTOBUF_DELIMITED ||
-                          format == RAPPORT_FORMAT_JSON_LINES)) {
+  if (streams_allowed &&
+      (format == RAPPORT_FORMAT_PROTOBUF_DELIMITED || format == RAPPORT_FORMAT_JSON_LINES)) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("format ", format, " is not valid here"));
@@ -153,8 +154,8 @@ absl::Status ParseBatch(const uint8_t* data, size_t len, int format, EventBatch*
       google::protobuf::io::CodedInputStream in(data, static_cast<int>(len));
       for (int64_t i = 0; static_cast<size_t>(in.CurrentPosition()) < len; ++i) {
         if (static_cast<size_t>(i) >= RAPPORT_MAX_BATCH_EVENTS) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "delimited stream: more than ", RAPPORT_MAX_BATCH_EVENTS, " events"));
+          return absl::ResourceExhaustedError(
+              absl::StrCat("delimited stream: more than ", RAPPORT_MAX_BATCH_EVENTS, " events"));
         }
         uint32_t size = 0;
         if (!in.ReadVarint32(&size)) {
@@ -246,7 +247,8 @@ int rapport_engine_snapshot(uint8_t** out, size_t* out_len, const rapport_engine
     if (!bytes.ok()) return Fail(bytes.status());
     if (format == RAPPORT_FORMAT_JSON) {
       rapport::v1::EngineSnapshot snap;
-      if (!snap.ParseFromString(*bytes)) return FailWith(RAPPORT_INTERNAL, "snapshot does not parse");
+      if (!snap.ParseFromString(*bytes))
+        return FailWith(RAPPORT_INTERNAL, "snapshot does not parse");
       return Emit(snap, format, out, out_len);
     }
     // The engine's own deterministic bytes, not a re-serialization.
@@ -260,7 +262,8 @@ int rapport_ingest_event(uint8_t** result, size_t* result_len, rapport_engine* e
     ClearOut(result, result_len);
     if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
     if ((result == nullptr) != (result_len == nullptr)) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "result and result_len must both be NULL or both set");
+      return FailWith(RAPPORT_INVALID_ARGUMENT,
+                      "result and result_len must both be NULL or both set");
     }
     if (absl::Status st = CheckInput(event, event_len, "event"); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
@@ -285,7 +288,8 @@ int rapport_ingest_batch_v2(uint8_t** result, size_t* result_len, rapport_engine
     ClearOut(result, result_len);
     if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
     if ((result == nullptr) != (result_len == nullptr)) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "result and result_len must both be NULL or both set");
+      return FailWith(RAPPORT_INVALID_ARGUMENT,
+                      "result and result_len must both be NULL or both set");
     }
     if (mode != RAPPORT_BATCH_ATOMIC && mode != RAPPORT_BATCH_BEST_EFFORT) {
       return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("batch mode ", mode, " is not valid"));
@@ -310,13 +314,14 @@ int rapport_ingest_batch_v2(uint8_t** result, size_t* result_len, rapport_engine
   });
 }
 
-int rapport_advance(uint8_t** actions, size_t* actions_len, rapport_engine* engine,
-                    int64_t now_us, int format) {
+int rapport_advance(uint8_t** actions, size_t* actions_len, rapport_engine* engine, int64_t now_us,
+                    int format) {
   return Guard([&] {
     ClearOut(actions, actions_len);
     if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
     if ((actions == nullptr) != (actions_len == nullptr)) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "actions and actions_len must both be NULL or both set");
+      return FailWith(RAPPORT_INVALID_ARGUMENT,
+                      "actions and actions_len must both be NULL or both set");
     }
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     auto r = engine->engine->Advance(now_us);
@@ -339,8 +344,9 @@ int GetById(uint8_t** out, size_t* out_len, const rapport_engine* engine, const 
     }
     if (id == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "id is NULL");
     if (id_len > rapport::kMaxIdBytes) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT,
-                      absl::StrCat("id is ", id_len, " bytes; the limit is ", rapport::kMaxIdBytes));
+      return FailWith(
+          RAPPORT_INVALID_ARGUMENT,
+          absl::StrCat("id is ", id_len, " bytes; the limit is ", rapport::kMaxIdBytes));
     }
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     auto r = get(*engine->engine, absl::string_view(id, id_len));
@@ -374,8 +380,8 @@ int64_t rapport_events_accepted(const rapport_engine* engine) {
   }
 }
 
-int rapport_get_order(uint8_t** out, size_t* out_len, const rapport_engine* engine,
-                      const char* id, size_t id_len, int format) {
+int rapport_get_order(uint8_t** out, size_t* out_len, const rapport_engine* engine, const char* id,
+                      size_t id_len, int format) {
   return GetById(out, out_len, engine, id, id_len, format,
                  [](const rapport::Engine& e, absl::string_view i) { return e.GetOrder(i); });
 }
@@ -443,20 +449,18 @@ int RunQuery(uint8_t** out, size_t* out_len, const rapport_engine* engine, const
 
 extern "C" {
 
-int rapport_kpis(uint8_t** out, size_t* out_len, const rapport_engine* engine,
-                 const uint8_t* query, size_t query_len, int format) {
-  return RunQuery(out, out_len, engine, query, query_len, format,
-                  [](const rapport::Engine& e, const rapport::v1::KpiQuery& q) {
-                    return e.Kpis(q);
-                  });
+int rapport_kpis(uint8_t** out, size_t* out_len, const rapport_engine* engine, const uint8_t* query,
+                 size_t query_len, int format) {
+  return RunQuery(
+      out, out_len, engine, query, query_len, format,
+      [](const rapport::Engine& e, const rapport::v1::KpiQuery& q) { return e.Kpis(q); });
 }
 
 int rapport_kpi_partial(uint8_t** out, size_t* out_len, const rapport_engine* engine,
                         const uint8_t* query, size_t query_len, int format) {
-  return RunQuery(out, out_len, engine, query, query_len, format,
-                  [](const rapport::Engine& e, const rapport::v1::KpiQuery& q) {
-                    return e.KpiPartial(q);
-                  });
+  return RunQuery(
+      out, out_len, engine, query, query_len, format,
+      [](const rapport::Engine& e, const rapport::v1::KpiQuery& q) { return e.KpiPartial(q); });
 }
 
 int rapport_kpi_merge(uint8_t** out, size_t* out_len, const uint8_t* const* partials,
@@ -509,16 +513,22 @@ int rapport_engine_open(rapport_engine** out, const char* dir, const uint8_t* co
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     rapport::OpenOptions options;
     switch (sync_mode) {
-      case RAPPORT_SYNC_PER_BATCH: options.sync = rapport::SyncMode::kPerBatch; break;
-      case RAPPORT_SYNC_GROUP_COMMIT: options.sync = rapport::SyncMode::kGroupCommit; break;
-      case RAPPORT_SYNC_OFF: options.sync = rapport::SyncMode::kOff; break;
+      case RAPPORT_SYNC_PER_BATCH:
+        options.sync = rapport::SyncMode::kPerBatch;
+        break;
+      case RAPPORT_SYNC_GROUP_COMMIT:
+        options.sync = rapport::SyncMode::kGroupCommit;
+        break;
+      case RAPPORT_SYNC_OFF:
+        options.sync = rapport::SyncMode::kOff;
+        break;
       default:
-        return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("sync mode ", sync_mode,
-                                                               " is not valid"));
+        return FailWith(RAPPORT_INVALID_ARGUMENT,
+                        absl::StrCat("sync mode ", sync_mode, " is not valid"));
     }
     if ((flags & ~RAPPORT_OPEN_POINT_IN_TIME_RECOVERY) != 0) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("open flags ", flags,
-                                                             " include unknown bits"));
+      return FailWith(RAPPORT_INVALID_ARGUMENT,
+                      absl::StrCat("open flags ", flags, " include unknown bits"));
     }
     options.point_in_time_recovery = (flags & RAPPORT_OPEN_POINT_IN_TIME_RECOVERY) != 0;
     if (config_len > 0) {
@@ -592,6 +602,93 @@ int rapport_grades(uint8_t** out, size_t* out_len, const rapport_engine* engine,
     auto r = engine->engine->Grades(as_of_us);
     if (!r.ok()) return Fail(r.status());
     return Emit(*r, format, out, out_len);
+  });
+}
+
+}  // extern "C"
+
+namespace {
+
+// A list as a stream in `format` (PROTOBUF_DELIMITED or JSON_LINES).
+template <typename T>
+int EmitList(const std::vector<T>& items, int format, uint8_t** out, size_t* out_len) {
+  std::string bytes;
+  for (const T& m : items) {
+    if (format == RAPPORT_FORMAT_JSON_LINES) {
+      absl::StatusOr<std::string> json = rapport::ToJson(m);
+      if (!json.ok()) return Fail(json.status());
+      absl::StrAppend(&bytes, *json, "\n");
+    } else {
+      google::protobuf::io::StringOutputStream stream(&bytes);
+      google::protobuf::io::CodedOutputStream coded(&stream);
+      coded.WriteVarint32(static_cast<uint32_t>(m.ByteSizeLong()));
+      m.SerializeWithCachedSizes(&coded);
+    }
+  }
+  return EmitBytes(bytes, out, out_len);
+}
+
+absl::Status CheckListArgs(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                           int format) {
+  if (out == nullptr || out_len == nullptr || engine == nullptr) {
+    return absl::InvalidArgumentError("out, out_len and engine must not be NULL");
+  }
+  if (format != RAPPORT_FORMAT_PROTOBUF_DELIMITED && format != RAPPORT_FORMAT_JSON_LINES) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format ", format, " is not valid here (lists are PROTOBUF_DELIMITED or JSON_LINES)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern "C" {
+
+int rapport_accounts_by_status(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                               int status, int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (absl::Status st = CheckListArgs(out, out_len, engine, format); !st.ok()) return Fail(st);
+    if (!rapport::v1::AccountStatus_IsValid(status)) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("account status ", status,
+                                                             " is not a rapport.v1.AccountStatus"));
+    }
+    return EmitList(
+        engine->engine->AccountsByStatus(static_cast<rapport::v1::AccountStatus>(status)), format,
+        out, out_len);
+  });
+}
+
+int rapport_deals_by_stage(uint8_t** out, size_t* out_len, const rapport_engine* engine,
+                           int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (absl::Status st = CheckListArgs(out, out_len, engine, format); !st.ok()) return Fail(st);
+    return EmitList(engine->engine->DealsByStage(), format, out, out_len);
+  });
+}
+
+int rapport_stuck_deals(uint8_t** out, size_t* out_len, const rapport_engine* engine, int64_t at_us,
+                        int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (absl::Status st = CheckListArgs(out, out_len, engine, format); !st.ok()) return Fail(st);
+    return EmitList(engine->engine->StuckDeals(at_us), format, out, out_len);
+  });
+}
+
+int rapport_account_status_counts(int64_t* counts, size_t capacity, size_t* written,
+                                  const rapport_engine* engine) {
+  return Guard([&] {
+    if (written != nullptr) *written = 0;
+    if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
+    if (counts == nullptr && capacity > 0) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "counts is NULL with a capacity");
+    }
+    const std::vector<int64_t> all = engine->engine->AccountStatusCounts();
+    for (size_t i = 0; i < all.size() && i < capacity; ++i) counts[i] = all[i];
+    if (written != nullptr) *written = all.size();
+    return RAPPORT_OK;
   });
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
+#include "lib/util/utf8.h"
 
 namespace rapport {
 namespace {
@@ -105,6 +106,7 @@ class Parser {
       if (c == '"') {
         out->append(run, p_ - run);
         ++p_;
+        if (!IsValidUtf8(*out)) return Error("string is not valid UTF-8");
         break;
       }
       if (c < 0x20) return Error("control character in a string");
@@ -211,32 +213,32 @@ class Parser {
     const Reflection* r = m->GetReflection();
     switch (f->cpp_type()) {
       case FieldDescriptor::CPPTYPE_INT32: {
-        int32_t v;
+        int32_t v = 0;
         if (absl::Status st = ParseInteger(&v); !st.ok()) return st;
         repeated ? r->AddInt32(m, f, v) : r->SetInt32(m, f, v);
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_INT64: {
-        int64_t v;
+        int64_t v = 0;
         if (absl::Status st = ParseInteger(&v); !st.ok()) return st;
         repeated ? r->AddInt64(m, f, v) : r->SetInt64(m, f, v);
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_UINT32: {
-        uint32_t v;
+        uint32_t v = 0;
         if (absl::Status st = ParseInteger(&v); !st.ok()) return st;
         repeated ? r->AddUInt32(m, f, v) : r->SetUInt32(m, f, v);
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_UINT64: {
-        uint64_t v;
+        uint64_t v = 0;
         if (absl::Status st = ParseInteger(&v); !st.ok()) return st;
         repeated ? r->AddUInt64(m, f, v) : r->SetUInt64(m, f, v);
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_DOUBLE:
       case FieldDescriptor::CPPTYPE_FLOAT: {
-        double v;
+        double v = 0;
         if (absl::Status st = ParseDouble(&v); !st.ok()) return st;
         if (f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT) {
           repeated ? r->AddFloat(m, f, static_cast<float>(v)) : r->SetFloat(m, f, static_cast<float>(v));
@@ -256,7 +258,7 @@ class Parser {
       }
       case FieldDescriptor::CPPTYPE_ENUM: {
         SkipWs();
-        int number;
+        int number = 0;
         if (p_ < end_ && *p_ == '"') {
           if (absl::Status st = ParseString(&scratch_); !st.ok()) return st;
           const EnumValueDescriptor* v = f->enum_type()->FindValueByName(scratch_);

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "lib/util/fingerprint.h"
+#include "lib/util/utf8.h"
 #include "rapport/engine.h"
 
 namespace rapport {
@@ -39,6 +40,7 @@ absl::Status CheckId(absl::string_view field, absl::string_view id) {
     return Invalid(field, StrCat("must be 1..", kMaxIdBytes,
                                  " bytes without control characters"));
   }
+  if (!IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
   return absl::OkStatus();
 }
 
@@ -46,6 +48,7 @@ absl::Status CheckText(absl::string_view field, absl::string_view text) {
   if (text.size() > kMaxTextBytes) {
     return Invalid(field, StrCat("is ", text.size(), " bytes; the limit is ", kMaxTextBytes));
   }
+  if (!IsValidUtf8(text)) return Invalid(field, "is not valid UTF-8");
   return absl::OkStatus();
 }
 
@@ -132,8 +135,8 @@ class View {
     return s_.complaints.Find(id) != nullptr || (o_ != nullptr && o_->complaints.contains(id));
   }
   bool HasTask(absl::string_view id) const {
-    const v1::Action* a = s_.actions.Find(id);
-    return a != nullptr && a->kind() == v1::ACTION_KIND_CREATE_TASK;
+    const rules::StoredAction* a = s_.actions.Find(id);
+    return a != nullptr && a->kind == v1::ACTION_KIND_CREATE_TASK;
   }
   const Pipelines& pipelines() const { return s_.pipelines; }
 

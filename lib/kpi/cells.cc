@@ -10,6 +10,7 @@ namespace rapport::kpi {
 namespace {
 
 std::atomic<bool> g_force_scan{false};
+std::atomic<int64_t> g_rebuilds{0};
 
 constexpr int64_t kDay = kMicrosPerDay;
 
@@ -40,6 +41,7 @@ CellIndex* NewCellIndex() { return new CellIndex(); }
 
 void SetForceScanForTesting(bool on) { g_force_scan.store(on); }
 bool ForceScan() { return g_force_scan.load(std::memory_order_relaxed); }
+int64_t CellRebuildsForTesting() { return g_rebuilds.load(); }
 
 uint32_t GroupFor(const FactStore& st, v1::GroupBy by, uint32_t account, int64_t t) {
   const AccountData& a = st.accounts[account];
@@ -115,6 +117,19 @@ void CellIndex::Contribute(const FactStore& st, int mode, FactKind kind, int64_t
       if (!CustomerAt(st.accounts[f.account], t)) ++c.c[kCellHunterNum];
       break;
     }
+    case FactKind::kWon:
+    case FactKind::kLost: {
+      // Only the deal's first win / loss counts (the caller checks).
+      Cell& c = At(mode, t, DealGroupFor(st, by, f.subject, t));
+      if (kind == FactKind::kLost) {
+        ++c.c[kCellLost];
+        break;
+      }
+      ++c.c[kCellWon];
+      c.time_to_win.push_back(static_cast<double>(t - st.deals[f.subject].created_at) /
+                              static_cast<double>(kDay));
+      break;
+    }
     case FactKind::kFeedback: {
       Cell& c = At(mode, t, GroupFor(st, by, f.account, t));
       ++c.c[kCellNpsResponses];
@@ -135,7 +150,7 @@ void CellIndex::MarkStale() {
   overflow_ = false;
 }
 
-void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, bool first_win) {
+void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, FirstChange first) {
   absl::MutexLock lock(&mu_);
   if (last_t_.size() <= f.account) last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
   last_t_[f.account] = std::max(last_t_[f.account], t);
@@ -152,6 +167,15 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
         return;
       }
       break;
+    case FactKind::kWon:
+    case FactKind::kLost:
+      // A late first win or loss moves the deal's count to another day.
+      if (first == FirstChange::kReplaced) {
+        MarkStale();
+        return;
+      }
+      if (first == FirstChange::kNone) return;
+      break;
     case FactKind::kOrderPlaced:
       if (a.kind != v1::ACCOUNT_KIND_PARTNER && a.orders.front().order == f.subject &&
           !a.outbound.empty() && a.outbound.back() > t) {
@@ -165,14 +189,12 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
   for (int mode = 0; mode < kModes; ++mode) {
     if (!modes_[mode].built) continue;
     if (kind == FactKind::kWon) {
-      if (!first_win) continue;
       // The deal's lead now counts as won (before any as_of after the win).
       const DealData& d = st.deals[f.subject];
       ++At(mode, d.created_at, DealGroupFor(st, static_cast<v1::GroupBy>(mode), f.subject, d.created_at))
             .c[kCellLeadsWon];
-    } else {
-      Contribute(st, mode, kind, t, f);
     }
+    Contribute(st, mode, kind, t, f);
   }
 }
 
@@ -201,12 +223,19 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
 }
 
 void CellIndex::Rebuild(const FactStore& st, int mode) {
+  g_rebuilds.fetch_add(1, std::memory_order_relaxed);
   Mode& m = modes_[mode];
   m.days.clear();
   for (FactKind k : {FactKind::kLead, FactKind::kPartnerAgreed, FactKind::kPartnerChurned,
                      FactKind::kPayment, FactKind::kActivity, FactKind::kFeedback}) {
     st.column(k).ForAll([&](int64_t t, const Fact& f) { Contribute(st, mode, k, t, f); });
   }
+  st.column(FactKind::kWon).ForAll([&](int64_t t, const Fact& f) {
+    if (st.deals[f.subject].won == Stamp{t, f.value}) Contribute(st, mode, FactKind::kWon, t, f);
+  });
+  st.column(FactKind::kLost).ForAll([&](int64_t t, const Fact& f) {
+    if (st.deals[f.subject].lost == Stamp{t, f.value}) Contribute(st, mode, FactKind::kLost, t, f);
+  });
   m.built = true;
 }
 
@@ -230,7 +259,9 @@ size_t CellIndex::MemoryBytes() const {
   for (const Mode& m : modes_) {
     for (const auto& [day, cells] : m.days) {
       n += 48 + cells.capacity() * sizeof(Cell);
-      for (const Cell& c : cells) n += c.revenue.capacity() * sizeof(c.revenue[0]);
+      for (const Cell& c : cells) {
+        n += c.revenue.capacity() * sizeof(c.revenue[0]) + c.time_to_win.capacity() * sizeof(double);
+      }
     }
   }
   return n;

@@ -50,6 +50,8 @@ enum CellField : int {
   kCellNpsPromoters,
   kCellNpsDetractors,
   kCellNpsResponses,
+  kCellWon,   // deals at their first win
+  kCellLost,  // deals at their first loss
   kCellFields,
 };
 
@@ -58,15 +60,24 @@ struct Cell {
   int64_t c[kCellFields] = {};
   // (currency id, sum).
   std::vector<std::pair<uint32_t, int64_t>> revenue;
+  // time_to_win in days of the deals won here.
+  std::vector<double> time_to_win;
+};
+
+// What a won or lost fact did to its deal's first win or loss.
+enum class FirstChange : uint8_t {
+  kNone,      // not the deal's first (an earlier one stands)
+  kFirst,     // the deal's first, where it had none
+  kReplaced,  // a late fact before the deal's previous first
 };
 
 class CellIndex {
  public:
   static constexpr int kModes = 6;  // v1::GroupBy values 0..5
 
-  // Ingest hooks (writer lock held). `first_win` is set for a won fact that
-  // is its deal's first win by time when the deal had none before.
-  void OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, bool first_win);
+  // Ingest hooks (writer lock held). `first` says, for won and lost facts,
+  // how the fact changed its deal's first win or loss.
+  void OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, FirstChange first);
   // An account upsert changed `before` into the store's current data.
   void OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before);
 
@@ -106,6 +117,8 @@ bool CustomerAt(const AccountData& a, int64_t t);
 // Tests only: true makes every query scan (the incremental path is off).
 void SetForceScanForTesting(bool on);
 bool ForceScan();
+// Tests only: how many times any engine's cells were built from the facts.
+int64_t CellRebuildsForTesting();
 
 }  // namespace rapport::kpi
 

@@ -1,4 +1,5 @@
 #include "lib/kpi/fact_store.h"
+#include "lib/kpi/cells.h"
 
 #include <algorithm>
 #include <cstring>
@@ -85,7 +86,7 @@ size_t FactStore::facts() const {
 }
 
 size_t FactStore::MemoryBytes() const {
-  size_t n = strings.MemoryBytes();
+  size_t n = strings.MemoryBytes() + cells->MemoryBytes();
   for (const FactColumn& c : columns) n += c.MemoryBytes();
   for (const AccountData& a : accounts) {
     n += sizeof(AccountData) + a.attr.capacity() * sizeof(AttrEntry) +

@@ -205,6 +205,13 @@ struct Payment {
   int64_t amount;
 };
 
+// The incremental index (lib/kpi/cells.h); owned by the store, built lazily.
+class CellIndex;
+struct CellIndexDeleter {
+  void operator()(CellIndex* p) const;
+};
+CellIndex* NewCellIndex();
+
 struct FactStore {
   StringPool strings;
   FactColumn columns[kFactKinds];
@@ -216,6 +223,9 @@ struct FactStore {
   // Stage counts of every pipeline, and the offset of each pipeline's first
   // stage in a flat stage numbering.
   std::vector<int32_t> stage_offset;
+  // Per-day partial aggregates for the incremental path. A pointer so that a
+  // const store (a query under the reader lock) can still build it lazily.
+  std::unique_ptr<CellIndex, CellIndexDeleter> cells{NewCellIndex()};
 
   const FactColumn& column(FactKind k) const { return columns[static_cast<int>(k)]; }
   FactColumn& column(FactKind k) { return columns[static_cast<int>(k)]; }

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "lib/kpi/cells.h"
 #include "rapport/engine.h"
 
 namespace rapport::kpi {
@@ -58,17 +59,24 @@ void SyncAccount(uint32_t idx, EngineState* s) {
 // Stores a fact and threads it into the timelines.
 void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_seq) {
   st.column(kind).Insert(t, f);
+  FirstChange first = FirstChange::kNone;
   switch (kind) {
     case FactKind::kStageEntry:
       InsertSorted(st.deals[f.subject].visits, Visit{Stamp{t, f.value}, static_cast<int32_t>(f.aux)},
                    [](const Visit& x, const Visit& y) { return x.at < y.at; });
       break;
     case FactKind::kWon:
-      st.deals[f.subject].won = std::min(st.deals[f.subject].won, Stamp{t, f.value}, StampLess);
+    case FactKind::kLost: {
+      Stamp& cur = kind == FactKind::kWon ? st.deals[f.subject].won : st.deals[f.subject].lost;
+      const Stamp me{t, f.value};
+      if (cur.t == kNever) {
+        first = FirstChange::kFirst;
+      } else if (me < cur) {
+        first = FirstChange::kReplaced;
+      }
+      cur = std::min(cur, me, StampLess);
       break;
-    case FactKind::kLost:
-      st.deals[f.subject].lost = std::min(st.deals[f.subject].lost, Stamp{t, f.value}, StampLess);
-      break;
+    }
     case FactKind::kPartnerAgreed:
     case FactKind::kPartnerChurned:
     case FactKind::kAccountChurned: {
@@ -110,6 +118,7 @@ void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_s
     case FactKind::kLead:
       break;
   }
+  st.cells->OnFact(st, kind, t, f, first);
 }
 
 // Records the stage the deal entered by this event, if it entered one;
@@ -138,9 +147,13 @@ void RecordFacts(const v1::Event& e, int64_t seq, EngineState* s) {
   const int64_t t = e.occurred_at_us();
   Sync(s);
   switch (e.payload_case()) {
-    case v1::Event::kAccountUpserted:
-      SyncAccount(s->accounts.IndexOf(e.account_upserted().account_id()), s);
+    case v1::Event::kAccountUpserted: {
+      const uint32_t idx = s->accounts.IndexOf(e.account_upserted().account_id());
+      const AccountData before = st.accounts[idx];
+      SyncAccount(idx, s);
+      st.cells->OnAccountChange(st, idx, before);
       break;
+    }
     case v1::Event::kLeadCreated: {
       const uint32_t deal = static_cast<uint32_t>(s->deals.size() - 1);
       Add(st, FactKind::kLead, t, Fact{0, st.deals[deal].account, deal, 0}, 0);

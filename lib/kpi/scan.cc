@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/kpi/accumulator.h"
+#include "lib/kpi/cells.h"
 #include "lib/kpi/health.h"
 #include "lib/kpi/query.h"
 #include "rapport/engine.h"
@@ -29,20 +30,41 @@ class Scanner {
   }
 
   absl::StatusOr<v1::KpiPartial> Run() {
+    // The incremental path: whole UTC days of the plain-sum figures come
+    // from the per-day cells (lib/kpi/cells.h); partial days at the edges
+    // are scanned.
+    const bool cells =
+        !ForceScan() && st_.cells->ForDays(st_, by_, 0, 0, [](const Cell&) {});
+    cell_lo_.assign(static_cast<size_t>(nb_), 0);
+    cell_hi_.assign(static_cast<size_t>(nb_), 0);
     for (int b = 0; b < nb_; ++b) {
       lo_ = p_.bounds[b];
       hi_ = p_.bounds[b + 1];
       b_ = b;
-      Leads();
       Stages();
-      Wins();
-      Partners();
       Orders();
       Completions();
-      Payments();
-      Activities();
-      Feedback();
+      int64_t cs = 0, ce = 0;
+      if (cells && WholeDays(lo_, hi_, &cs, &ce)) {
+        PlainSums(lo_, cs);
+        PlainSums(ce, hi_);
+        AddCells(cs, ce, false);
+        cell_lo_[static_cast<size_t>(b)] = cs;
+        cell_hi_[static_cast<size_t>(b)] = ce;
+      } else {
+        PlainSums(lo_, hi_);
+      }
+      // revenue_growth: the previous period of equal length.
+      const int64_t plo = std::max<int64_t>(0, lo_ - (hi_ - lo_));
+      if (cells && WholeDays(plo, lo_, &cs, &ce)) {
+        Payments(plo, cs, true);
+        Payments(ce, lo_, true);
+        AddCells(cs, ce, true);
+      } else {
+        Payments(plo, lo_, true);
+      }
     }
+    if (cells) UnwinLateWins();
     ActivePartners();
     ClientChurn();
     StuckDeals();
@@ -109,11 +131,80 @@ class Scanner {
     }
   }
 
+  // ---- the incremental path ----------------------------------------------
+
+  // [*cs, *ce) is the span of whole UTC days in [lo, hi); false if none.
+  static bool WholeDays(int64_t lo, int64_t hi, int64_t* cs, int64_t* ce) {
+    *cs = (lo + kDay - 1) / kDay * kDay;
+    *ce = hi / kDay * kDay;
+    return *cs < *ce;
+  }
+
+  // The figures the cells hold, by scan over [from, to) of the bucket.
+  void PlainSums(int64_t from, int64_t to) {
+    Leads(from, to);
+    Wins(from, to);
+    Partners(from, to);
+    Payments(from, to, false);
+    Activities(from, to);
+    Feedback(from, to);
+  }
+
+  uint32_t CellGroup(uint32_t g) const {
+    return g == kClientGroupId ? client_group_ : g == kPartnerGroupId ? partner_group_ : g;
+  }
+
+  // Adds the cells of the days in [cs, ce) to bucket b_: every figure, or
+  // only revenue as the previous period's.
+  void AddCells(int64_t cs, int64_t ce, bool previous) {
+    st_.cells->ForDays(st_, by_, cs / kDay, ce / kDay, [&](const Cell& cell) {
+      if (previous && cell.revenue.empty()) return;
+      Acc& a = At(b_, CellGroup(cell.group));
+      for (const auto& [currency, amount] : cell.revenue) {
+        if (!Acc::AddMoney(a.revenue, currency, amount, previous)) {
+          Overflow(previous ? "revenue_growth" : "revenue", currency);
+        }
+      }
+      if (previous) return;
+      const int64_t* c = cell.c;
+      a.c[kPartnersNew] += c[kCellPartnersNew];
+      a.c[kPartnersChurned] += c[kCellPartnersChurned];
+      a.c[kLeads] += c[kCellLeads];
+      a.c[kLeadsWon] += c[kCellLeadsWon];
+      for (int i = 0; i < 8; ++i) a.c[kActivity0 + i] += c[kCellActivity0 + i];
+      a.c[kHunterDen] += c[kCellHunterDen];
+      a.c[kHunterNum] += c[kCellHunterNum];
+      a.c[kNpsPromoters] += c[kCellNpsPromoters];
+      a.c[kNpsDetractors] += c[kCellNpsDetractors];
+      a.c[kNpsResponses] += c[kCellNpsResponses];
+      a.c[kWon] += c[kCellWon];
+      a.c[kLost] += c[kCellLost];
+      a.time_to_win.insert(a.time_to_win.end(), cell.time_to_win.begin(), cell.time_to_win.end());
+    });
+  }
+
+  // The cells count a lead as won if its deal is ever won; lead_conversion
+  // wants a win before as_of, so leads from cells whose deal's first win is
+  // at or after as_of are taken back out.
+  void UnwinLateWins() {
+    const int64_t first = p_.bounds.front(), last = p_.bounds.back();
+    st_.column(FactKind::kWon).ForRange(as_of_, kNever, [&](int64_t t, const Fact& f) {
+      const DealData& d = st_.deals[f.subject];
+      if (!(d.won == Stamp{t, f.value})) return;
+      const int64_t lt = d.created_at;
+      if (lt < first || lt >= last) return;
+      const size_t b = static_cast<size_t>(
+          std::upper_bound(p_.bounds.begin(), p_.bounds.end(), lt) - p_.bounds.begin() - 1);
+      if (lt < cell_lo_[b] || lt >= cell_hi_[b]) return;
+      --At(static_cast<int>(b), DealGroup(f.subject, lt)).c[kLeadsWon];
+    });
+  }
+
   // ---- facts in the bucket -----------------------------------------------
 
   // leads; lead_conversion: of the leads, won before as_of.
-  void Leads() {
-    st_.column(FactKind::kLead).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+  void Leads(int64_t from, int64_t to) {
+    st_.column(FactKind::kLead).ForRange(from, to, [&](int64_t t, const Fact& f) {
       Acc& a = At(b_, DealGroup(f.subject, t));
       ++a.c[kLeads];
       if (st_.deals[f.subject].won.t < as_of_) ++a.c[kLeadsWon];
@@ -128,10 +219,23 @@ class Scanner {
       const DealData& d = st_.deals[f.subject];
       const Stamp me{t, f.value};
       const int32_t stage = static_cast<int32_t>(f.aux);
+      // Visits are sorted by stamp: look back only within the bucket, and
+      // forward only to the first later stage (a deal's whole history would
+      // make this quadratic in its visits).
+      const auto& vs = d.visits;
+      const auto pos = std::lower_bound(vs.begin(), vs.end(), me,
+                                        [](const Visit& v, const Stamp& x) { return v.at < x; });
+      for (auto it = pos; it != vs.begin();) {
+        --it;
+        if (it->at.t < lo_) break;
+        if (it->stage == stage) return;  // not the first in the bucket
+      }
       bool converted = false;
-      for (const Visit& v : d.visits) {
-        if (v.stage == stage && v.at < me && v.at.t >= lo_) return;  // not the first in the bucket
-        if (v.stage > stage && me < v.at && v.at.t < as_of_) converted = true;
+      for (auto it = pos; it != vs.end() && it->at.t < as_of_; ++it) {
+        if (it->stage > stage && me < it->at) {
+          converted = true;
+          break;
+        }
       }
       Acc& a = At(b_, DealGroup(f.subject, t));
       const size_t flat = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + stage);
@@ -142,15 +246,15 @@ class Scanner {
   }
 
   // win_rate and time_to_win: each deal at its first win and its first loss.
-  void Wins() {
-    st_.column(FactKind::kWon).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+  void Wins(int64_t from, int64_t to) {
+    st_.column(FactKind::kWon).ForRange(from, to, [&](int64_t t, const Fact& f) {
       const DealData& d = st_.deals[f.subject];
       if (!(d.won == Stamp{t, f.value})) return;
       Acc& a = At(b_, DealGroup(f.subject, t));
       ++a.c[kWon];
       a.time_to_win.push_back(static_cast<double>(t - d.created_at) / static_cast<double>(kDay));
     });
-    st_.column(FactKind::kLost).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+    st_.column(FactKind::kLost).ForRange(from, to, [&](int64_t t, const Fact& f) {
       const DealData& d = st_.deals[f.subject];
       if (!(d.lost == Stamp{t, f.value})) return;
       ++At(b_, DealGroup(f.subject, t)).c[kLost];
@@ -158,11 +262,11 @@ class Scanner {
   }
 
   // partners_new, partners_churned: the events in the period.
-  void Partners() {
-    st_.column(FactKind::kPartnerAgreed).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+  void Partners(int64_t from, int64_t to) {
+    st_.column(FactKind::kPartnerAgreed).ForRange(from, to, [&](int64_t t, const Fact& f) {
       ++At(b_, GroupOf(f.account, t)).c[kPartnersNew];
     });
-    st_.column(FactKind::kPartnerChurned).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+    st_.column(FactKind::kPartnerChurned).ForRange(from, to, [&](int64_t t, const Fact& f) {
       ++At(b_, GroupOf(f.account, t)).c[kPartnersChurned];
     });
   }
@@ -210,25 +314,18 @@ class Scanner {
   }
 
   // revenue, and the previous period of equal length for revenue_growth.
-  void Payments() {
-    const FactColumn& col = st_.column(FactKind::kPayment);
-    col.ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
-      if (!Acc::AddMoney(At(b_, GroupOf(f.account, t)).revenue, f.aux, f.value, false)) {
-        Overflow("revenue", f.aux);
-      }
-    });
-    const int64_t len = hi_ - lo_;
-    col.ForRange(std::max<int64_t>(0, lo_ - len), lo_, [&](int64_t t, const Fact& f) {
-      if (!Acc::AddMoney(At(b_, GroupOf(f.account, t)).revenue, f.aux, f.value, true)) {
-        Overflow("revenue_growth", f.aux);
+  void Payments(int64_t from, int64_t to, bool previous) {
+    st_.column(FactKind::kPayment).ForRange(from, to, [&](int64_t t, const Fact& f) {
+      if (!Acc::AddMoney(At(b_, GroupOf(f.account, t)).revenue, f.aux, f.value, previous)) {
+        Overflow(previous ? "revenue_growth" : "revenue", f.aux);
       }
     });
   }
 
   // activities; hunter_share: outbound contacts with accounts that were not
   // customers at that moment (a partner not active, a client with no order).
-  void Activities() {
-    st_.column(FactKind::kActivity).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+  void Activities(int64_t from, int64_t to) {
+    st_.column(FactKind::kActivity).ForRange(from, to, [&](int64_t t, const Fact& f) {
       Acc& a = At(b_, by_ == v1::GROUP_BY_MANAGER ? f.subject : GroupOf(f.account, t));
       ++a.c[kActivity0 + f.aux];
       if (ActivityInbound(f.aux)) return;
@@ -245,8 +342,8 @@ class Scanner {
   }
 
   // nps.
-  void Feedback() {
-    st_.column(FactKind::kFeedback).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
+  void Feedback(int64_t from, int64_t to) {
+    st_.column(FactKind::kFeedback).ForRange(from, to, [&](int64_t t, const Fact& f) {
       Acc& a = At(b_, GroupOf(f.account, t));
       ++a.c[kNpsResponses];
       if (f.value >= 9) ++a.c[kNpsPromoters];
@@ -490,6 +587,8 @@ class Scanner {
   absl::Status error_;
   int b_ = 0;
   int64_t lo_ = 0, hi_ = 0;
+  // Per bucket, the span its plain sums took from the cells (empty: none).
+  std::vector<int64_t> cell_lo_, cell_hi_;
 };
 
 }  // namespace

@@ -294,8 +294,8 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
       break;
     }
     case v1::Event::kTaskCompleted: {
-      v1::Action* task = s->actions.Find(e.task_completed().task_id());
-      task->set_state(v1::ACTION_STATE_DONE);
+      rules::StoredAction* task = s->actions.Find(e.task_completed().task_id());
+      task->state = static_cast<uint8_t>(v1::ACTION_STATE_DONE);
       break;
     }
     case v1::Event::PAYLOAD_NOT_SET:

@@ -24,6 +24,8 @@ struct Context {
   // from (the cause, or for open-tasks rules the task that tipped them).
   absl::string_view cause;
   absl::string_view cause_key;
+  // Whether `cause` views the event id log's copy already.
+  bool cause_stored = false;
   uint32_t account = kNone;
   uint32_t deal = kNone;
   int severity = 0;
@@ -126,6 +128,12 @@ absl::CivilDay DayOf(int64_t at_us) {
 }
 
 int64_t Clamp(int64_t t) { return std::min(std::max(t, kMinTimeUs), kMaxTimeUs - 1); }
+
+// The stored action's assignee id (views stable storage).
+absl::string_view AssigneeOf(const EngineState& s, const StoredAction& a) {
+  if (a.assignee == StoredAction::kAssigneeIsAccount) return s.accounts.at(a.account).account_id();
+  return s.actions.pool().at(a.assignee);
+}
 
 class Runner {
  public:
@@ -299,6 +307,7 @@ class Runner {
     Context ctx;
     ctx.fire_at = t.fire_at_us;
     ctx.cause = ctx.cause_key = t.cause == nullptr ? absl::string_view() : absl::string_view(t.cause, t.cause_len);
+    ctx.cause_stored = true;
     ctx.severity = t.aux;
     switch (rl.trigger().kind_case()) {
       case v1::Trigger::kOnEvent:
@@ -445,10 +454,10 @@ class Runner {
     return nullptr;
   }
 
-  std::string AssigneeId(v1::Assignee role, const v1::Account* a, absl::string_view manager) const {
+  absl::string_view AssigneeId(v1::Assignee role, const v1::Account* a, absl::string_view manager) const {
     switch (role) {
       case v1::ASSIGNEE_OWNER:
-        return std::string(!manager.empty() ? manager : a != nullptr ? absl::string_view(a->owner_id()) : "");
+        return !manager.empty() ? manager : a != nullptr ? absl::string_view(a->owner_id()) : "";
       case v1::ASSIGNEE_TEAM_LEAD: {
         absl::string_view who = !manager.empty() ? manager : a != nullptr ? absl::string_view(a->owner_id()) : "";
         const v1::Manager* m = who.empty() ? nullptr : s_.managers.Find(who);
@@ -456,16 +465,16 @@ class Runner {
                                  : a != nullptr                          ? absl::string_view(a->team_id())
                                                                          : absl::string_view();
         const v1::Team* tm = team.empty() ? nullptr : s_.teams.Find(team);
-        return tm != nullptr ? tm->lead_id() : std::string();
+        return tm != nullptr ? absl::string_view(tm->lead_id()) : absl::string_view();
       }
       case v1::ASSIGNEE_HEAD: {
         const v1::Manager* h = Head();
-        return h != nullptr ? h->manager_id() : std::string();
+        return h != nullptr ? absl::string_view(h->manager_id()) : absl::string_view();
       }
       case v1::ASSIGNEE_ACCOUNT:
-        return a != nullptr ? a->account_id() : std::string();
+        return a != nullptr ? absl::string_view(a->account_id()) : absl::string_view();
       default:
-        return std::string();
+        return absl::string_view();
     }
   }
 
@@ -475,7 +484,7 @@ class Runner {
     const v1::Account* a = ctx.account == kNone ? nullptr : &s_.accounts.at(ctx.account);
     const v1::Deal* d = ctx.deal == kNone ? nullptr : &s_.deals.at(ctx.deal);
 
-    std::string to_stage;
+    absl::string_view to_stage;
     if (spec.kind() == v1::ACTION_KIND_MOVE_STAGE) {
       if (d == nullptr) return;
       const PipelineInfo* pl = s_.pipelines.Find(d->pipeline_id());
@@ -503,45 +512,52 @@ class Runner {
       h1 = Mix64(h1 ^ f) + part.size();
       h2 = Mix64(h2 + (f ^ 0xbb67ae8584caa73bULL)) ^ part.size();
     }
-    char id_buf[kMaxRuleIdBytes + 1 + 32];
-    const size_t n = rl.id().size();
-    std::memcpy(id_buf, rl.id().data(), n);
-    id_buf[n] = '-';
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (int i = 0; i < 16; ++i) {
-      id_buf[n + 1 + i] = kHex[(h1 >> (60 - 4 * i)) & 0xf];
-      id_buf[n + 17 + i] = kHex[(h2 >> (60 - 4 * i)) & 0xf];
+    ActionStore& store = s_.actions;
+    StringPool& pool = store.pool();
+    std::vector<uint32_t>& names = rt_.interned[rule];
+    if (names.empty()) {
+      names.push_back(pool.Intern(rl.id()));
+      names.push_back(pool.Intern(r_.set().id()));
+      for (int i = 0; i < rl.actions_size(); ++i) names.push_back(pool.Intern(rl.actions(i).template_()));
     }
-    const absl::string_view id(id_buf, n + 33);
-    if (s_.actions.IndexOf(id) != Table<v1::Action>::kNone) return;  // produced already
-
-    const auto index = static_cast<uint32_t>(s_.actions.size());
-    v1::Action& out = s_.actions.Insert(id);
-    out.set_action_id(std::string(id));
-    out.set_rule_id(rl.id());
-    out.set_rule_set_id(r_.set().id());
-    out.set_rule_set_version(r_.set().version());
-    out.set_kind(spec.kind());
-    out.set_cause_event_id(std::string(ctx.cause));
-    out.set_account_id(std::string(account_id));
-    out.set_deal_id(std::string(deal_id));
+    StoredAction out;
+    out.h1 = h1;
+    out.h2 = h2;
+    out.rule_id = names[0];
+    out.rule_set_id = names[1];
+    out.rule_set_version = r_.set().version();
+    out.kind = static_cast<uint8_t>(spec.kind());
+    if (!ctx.cause.empty()) {
+      // The log's copy outlives the event being applied.
+      absl::string_view stored = ctx.cause_stored ? ctx.cause : s_.event_ids.Stored(ctx.cause);
+      if (stored.empty()) stored = pool.at(pool.Intern(ctx.cause));  // not logged: keep a copy
+      out.cause = stored.data();
+      out.cause_len = static_cast<uint8_t>(stored.size());
+    }
+    out.account = a != nullptr ? ctx.account : StoredAction::kNone;
+    out.deal = d != nullptr ? ctx.deal : StoredAction::kNone;
     v1::Assignee role = spec.assignee();
     if (spec.kind() == v1::ACTION_KIND_SEND_MESSAGE || spec.kind() == v1::ACTION_KIND_SEND_SURVEY) {
       role = v1::ASSIGNEE_ACCOUNT;
-      out.set_channel(spec.channel() != v1::CHANNEL_UNSPECIFIED ? spec.channel() : WrittenChannel(*a));
+      out.channel = static_cast<uint8_t>(spec.channel() != v1::CHANNEL_UNSPECIFIED ? spec.channel()
+                                                                                   : WrittenChannel(*a));
     } else if (spec.kind() == v1::ACTION_KIND_MOVE_STAGE) {
       role = v1::ASSIGNEE_OWNER;
     }
-    out.set_assignee_role(role);
-    out.set_assignee_id(AssigneeId(role, a, ctx.manager));
-    out.set_fired_at_us(ctx.fire_at);
+    out.assignee_role = static_cast<uint8_t>(role);
+    const absl::string_view assignee = AssigneeId(role, a, ctx.manager);
+    out.assignee = role == v1::ASSIGNEE_ACCOUNT && !assignee.empty() ? StoredAction::kAssigneeIsAccount
+                                                                     : pool.Intern(assignee);
+    out.fired_at_us = ctx.fire_at;
     int64_t due = Clamp(ctx.fire_at + spec.due_offset_us());
     if (spec.due_end_of_day()) due = Clamp(MicrosOf(DayOf(due) + 1) - 1);
-    out.set_due_at_us(due);
-    out.set_template_(spec.template_());
-    out.set_to_stage(std::move(to_stage));
-    out.set_state(v1::ACTION_STATE_PENDING);
-    out.set_occasion(ctx.occasion);
+    out.due_at_us = due;
+    out.template_ = names[2 + static_cast<size_t>(action)];
+    if (!to_stage.empty()) out.to_stage = pool.Intern(to_stage);
+    out.state = static_cast<uint8_t>(v1::ACTION_STATE_PENDING);
+    if (!ctx.occasion.empty()) out.occasion = pool.Intern(ctx.occasion);
+    const uint32_t index = store.Add(out);
+    if (index == ActionStore::kNone) return;  // produced already
     rt_.produced.push_back(index);
     rt_.outbox.push_back(index);
 
@@ -549,36 +565,45 @@ class Runner {
       const int w = r_.ActionWatch(spec.kind());
       if (w >= 0) Record(w, ctx.account, ctx.fire_at);
     }
-    if (spec.kind() == v1::ACTION_KIND_CREATE_TASK && !out.assignee_id().empty()) {
+    if (spec.kind() == v1::ACTION_KIND_CREATE_TASK && !assignee.empty()) {
       rt_.open_tasks.insert(index);
-      CountTask(out, +1, index);
+      CountTask(index, +1);
     }
   }
 
   // Adds `delta` to the open tasks of the task's assignee for every
   // open-tasks rule that counts it; a rise above a rule's threshold fires it.
-  void CountTask(const v1::Action& task, int delta, uint32_t index) {
+  void CountTask(uint32_t index, int delta) {
+    if (r_.open_tasks().empty()) return;
+    // A copy: Fire may add actions and move the store's rows.
+    const StoredAction task = s_.actions.at(index);
+    const StringPool& pool = s_.actions.pool();
+    const absl::string_view assignee = AssigneeOf(s_, task);
     for (uint16_t rule : r_.open_tasks()) {
-      if (!r_.CountsTask(rule, task.template_())) continue;
-      int32_t& n = rt_.open_task_counts[rule][task.assignee_id()];
+      if (!r_.CountsTask(rule, pool.at(task.template_))) continue;
+      auto& counts = rt_.open_task_counts[rule];
+      auto it = counts.find(assignee);
+      if (it == counts.end()) it = counts.emplace(std::string(assignee), 0).first;
+      int32_t& n = it->second;
       n += delta;
       if (delta > 0 && n == r_.rule(rule).trigger().open_tasks().more_than() + 1) {
+        const std::string id = s_.actions.Id(index);
         Context ctx;
-        ctx.fire_at = task.fired_at_us();
-        ctx.cause = task.cause_event_id();
-        ctx.cause_key = task.action_id();
-        ctx.account = task.account_id().empty() ? kNone : s_.accounts.IndexOf(task.account_id());
-        ctx.manager = task.assignee_id();
+        ctx.fire_at = task.fired_at_us;
+        ctx.cause = absl::string_view(task.cause == nullptr ? "" : task.cause, task.cause_len);
+        ctx.cause_stored = true;
+        ctx.cause_key = id;
+        ctx.account = task.account;
+        ctx.manager = assignee;
         Fire(rule, ctx);
       }
     }
-    (void)index;
   }
 
   void TaskCompleted(const std::string& task_id) {
     const uint32_t index = s_.actions.IndexOf(task_id);
-    if (index == Table<v1::Action>::kNone || rt_.open_tasks.erase(index) == 0) return;
-    CountTask(s_.actions.at(index), -1, index);
+    if (index == ActionStore::kNone || rt_.open_tasks.erase(index) == 0) return;
+    CountTask(index, -1);
   }
 
  private:
@@ -597,6 +622,7 @@ absl::Status Install(const v1::RuleSet& set, const Pipelines& pipelines, Runtime
   rt->first_seen.assign(r.size(), {});
   rt->watch_logs.assign(r.watches().size(), {});
   rt->open_task_counts.assign(r.size(), {});
+  rt->interned.assign(r.size(), {});
   return absl::OkStatus();
 }
 
@@ -616,17 +642,114 @@ int64_t NextTimerAt(const EngineState& s) {
 
 void FireNextTimer(EngineState* s) { Runner(s).FireTimer(); }
 
+// Sets a string field, or clears it when empty: a message not on an arena
+// allocates even for an empty value, and the returned list of a busy Advance
+// holds 100 000 messages.
+#define RAPPORT_SET_STRING(field, value)              \
+  do {                                                \
+    const absl::string_view v_ = (value);             \
+    if (v_.empty()) {                                 \
+      out->clear_##field();                           \
+    } else {                                          \
+      out->set_##field(v_.data(), v_.size());         \
+    }                                                 \
+  } while (false)
+
+void ActionToProto(const EngineState& s, uint32_t i, v1::Action* out) {
+  const StoredAction& a = s.actions.at(i);
+  const StringPool& pool = s.actions.pool();
+  std::string* id = out->mutable_action_id();
+  id->clear();
+  ActionStore::AppendId(pool.at(a.rule_id), a.h1, a.h2, id);
+  RAPPORT_SET_STRING(rule_id, pool.at(a.rule_id));
+  RAPPORT_SET_STRING(rule_set_id, pool.at(a.rule_set_id));
+  out->set_rule_set_version(a.rule_set_version);
+  out->set_kind(static_cast<v1::ActionKind>(a.kind));
+  RAPPORT_SET_STRING(cause_event_id, a.cause == nullptr ? absl::string_view() : absl::string_view(a.cause, a.cause_len));
+  RAPPORT_SET_STRING(account_id, a.account != StoredAction::kNone ? absl::string_view(s.accounts.at(a.account).account_id())
+                                                                  : absl::string_view());
+  RAPPORT_SET_STRING(deal_id, a.deal != StoredAction::kNone ? absl::string_view(s.deals.at(a.deal).deal_id())
+                                                            : absl::string_view());
+  out->set_assignee_role(static_cast<v1::Assignee>(a.assignee_role));
+  RAPPORT_SET_STRING(assignee_id, AssigneeOf(s, a));
+  out->set_fired_at_us(a.fired_at_us);
+  out->set_due_at_us(a.due_at_us);
+  out->set_channel(static_cast<v1::Channel>(a.channel));
+  RAPPORT_SET_STRING(template_, pool.at(a.template_));
+  RAPPORT_SET_STRING(to_stage, pool.at(a.to_stage));
+  out->set_state(static_cast<v1::ActionState>(a.state));
+  RAPPORT_SET_STRING(occasion, pool.at(a.occasion));
+}
+
+#undef RAPPORT_SET_STRING
+
+absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& rows, EngineState* s) {
+  ActionStore& store = s->actions;
+  StringPool& pool = store.pool();
+  store.Reserve(static_cast<size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) {
+    const v1::Action& in = rows.Get(i);
+    auto bad = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("actions: action '", in.action_id(), "' ", what));
+    };
+    StoredAction a;
+    absl::string_view rule;
+    if (!ActionStore::ParseId(in.action_id(), &rule, &a.h1, &a.h2) || rule != in.rule_id()) {
+      return bad("has an id that is not '<rule id>-<32 hex digits>' of its rule");
+    }
+    a.rule_id = pool.Intern(rule);
+    a.rule_set_id = pool.Intern(in.rule_set_id());
+    a.rule_set_version = in.rule_set_version();
+    if (!v1::ActionKind_IsValid(in.kind()) || !v1::Assignee_IsValid(in.assignee_role()) ||
+        !v1::Channel_IsValid(in.channel()) || in.kind() > UINT8_MAX || in.assignee_role() > UINT8_MAX ||
+        in.channel() > UINT8_MAX) {
+      return bad("has an unknown kind, assignee role or channel");
+    }
+    a.kind = static_cast<uint8_t>(in.kind());
+    a.assignee_role = static_cast<uint8_t>(in.assignee_role());
+    a.channel = static_cast<uint8_t>(in.channel());
+    if (!v1::ActionState_IsValid(in.state()) || in.state() == v1::ACTION_STATE_UNSPECIFIED) {
+      return bad("has no valid state");
+    }
+    a.state = static_cast<uint8_t>(in.state());
+    if (!in.cause_event_id().empty()) {
+      const absl::string_view stored = s->event_ids.Stored(in.cause_event_id());
+      if (stored.empty()) return bad(absl::StrCat("names cause '", in.cause_event_id(), "' that is not an accepted event"));
+      a.cause = stored.data();
+      a.cause_len = static_cast<uint8_t>(stored.size());
+    }
+    if (!in.account_id().empty()) {
+      a.account = s->accounts.IndexOf(in.account_id());
+      if (a.account == StoredAction::kNone) return bad(absl::StrCat("names unknown account '", in.account_id(), "'"));
+    }
+    if (!in.deal_id().empty()) {
+      a.deal = s->deals.IndexOf(in.deal_id());
+      if (a.deal == StoredAction::kNone) return bad(absl::StrCat("names unknown deal '", in.deal_id(), "'"));
+    }
+    a.assignee = a.account != StoredAction::kNone && !in.assignee_id().empty() &&
+                         in.assignee_id() == in.account_id()
+                     ? StoredAction::kAssigneeIsAccount
+                     : pool.Intern(in.assignee_id());
+    a.fired_at_us = in.fired_at_us();
+    a.due_at_us = in.due_at_us();
+    a.template_ = pool.Intern(in.template_());
+    a.to_stage = pool.Intern(in.to_stage());
+    a.occasion = pool.Intern(in.occasion());
+    if (store.Add(a) == ActionStore::kNone) return bad("is repeated");
+  }
+  return absl::OkStatus();
+}
+
 void TakeProduced(EngineState* s, google::protobuf::RepeatedPtrField<v1::Action>* out) {
   out->Reserve(out->size() + static_cast<int>(s->rules.produced.size()));
-  for (uint32_t i : s->rules.produced) *out->Add() = s->actions.at(i);
+  for (uint32_t i : s->rules.produced) ActionToProto(*s, i, out->Add());
   s->rules.produced.clear();
 }
 
 v1::ActionList Outbox(const EngineState& s) {
   v1::ActionList out;
   for (uint32_t i : s.rules.outbox) {
-    const v1::Action& a = s.actions.at(i);
-    if (a.state() == v1::ACTION_STATE_PENDING) *out.add_actions() = a;
+    if (s.actions.at(i).state == v1::ACTION_STATE_PENDING) ActionToProto(s, i, out.add_actions());
   }
   return out;
 }
@@ -637,7 +760,7 @@ absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
   absl::flat_hash_set<uint32_t> seen;
   for (size_t i = 0; i < ids.size(); ++i) {
     const uint32_t idx = s->actions.IndexOf(ids[i]);
-    if (idx == Table<v1::Action>::kNone) {
+    if (idx == ActionStore::kNone) {
       return absl::NotFoundError(absl::StrCat("acknowledge: ids[", i, "]: unknown action '", ids[i], "'"));
     }
     if (!seen.insert(idx).second) {
@@ -647,9 +770,9 @@ absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
   }
   size_t stale = 0;
   for (uint32_t idx : found) {
-    v1::Action& a = s->actions.at(idx);
-    if (a.state() == v1::ACTION_STATE_PENDING) {
-      a.set_state(v1::ACTION_STATE_ACKNOWLEDGED);
+    StoredAction& a = s->actions.at(idx);
+    if (a.state == v1::ACTION_STATE_PENDING) {
+      a.state = static_cast<uint8_t>(v1::ACTION_STATE_ACKNOWLEDGED);
       ++stale;
     }
   }
@@ -657,12 +780,10 @@ absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
   std::vector<uint32_t>& outbox = s->rules.outbox;
   if (stale > 0 && outbox.size() > 64) {
     size_t pending = 0;
-    for (uint32_t i : outbox) pending += s->actions.at(i).state() == v1::ACTION_STATE_PENDING;
+    for (uint32_t i : outbox) pending += s->actions.at(i).state == v1::ACTION_STATE_PENDING;
     if (pending * 2 < outbox.size()) {
       outbox.erase(std::remove_if(outbox.begin(), outbox.end(),
-                                  [&](uint32_t i) {
-                                    return s->actions.at(i).state() != v1::ACTION_STATE_PENDING;
-                                  }),
+                                  [&](uint32_t i) { return s->actions.at(i).state != v1::ACTION_STATE_PENDING; }),
                    outbox.end());
     }
   }
@@ -794,16 +915,13 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
   }
   rt.accounts_seen = static_cast<uint32_t>(s->accounts.size());
   for (uint32_t i = 0; i < s->actions.size(); ++i) {
-    const v1::Action& a = s->actions.at(i);
-    if (!v1::ActionState_IsValid(a.state()) || a.state() == v1::ACTION_STATE_UNSPECIFIED) {
-      return bad(absl::StrCat("action '", a.action_id(), "' has no valid state"));
-    }
-    if (a.state() == v1::ACTION_STATE_PENDING) rt.outbox.push_back(i);
-    if (a.kind() == v1::ACTION_KIND_CREATE_TASK && a.state() != v1::ACTION_STATE_DONE &&
-        !a.assignee_id().empty()) {
+    const StoredAction& a = s->actions.at(i);
+    if (a.state == v1::ACTION_STATE_PENDING) rt.outbox.push_back(i);
+    const absl::string_view assignee = AssigneeOf(*s, a);
+    if (a.kind == v1::ACTION_KIND_CREATE_TASK && a.state != v1::ACTION_STATE_DONE && !assignee.empty()) {
       rt.open_tasks.insert(i);
       for (uint16_t rule : r.open_tasks()) {
-        if (r.CountsTask(rule, a.template_())) ++rt.open_task_counts[rule][a.assignee_id()];
+        if (r.CountsTask(rule, s->actions.pool().at(a.template_))) ++rt.open_task_counts[rule][std::string(assignee)];
       }
     }
   }

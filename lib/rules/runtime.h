@@ -89,6 +89,10 @@ struct Runtime {
   std::vector<uint32_t> outbox;
   // Actions produced since the last TakeProduced.
   std::vector<uint32_t> produced;
+  // Per rule: its id and the rule set's id interned in the action store's
+  // pool, then one template per action spec; empty until the rule first
+  // produces (interning per action would cost a hash lookup each).
+  std::vector<std::vector<uint32_t>> interned;
 };
 
 // Validates `set` against `pipelines` and makes it the runtime's rule set.
@@ -109,6 +113,15 @@ void FireNextTimer(EngineState* state);
 
 // Moves the actions produced since the last call into `out`, in order.
 void TakeProduced(EngineState* state, google::protobuf::RepeatedPtrField<v1::Action>* out);
+
+// Builds the message for stored action `i` (state.actions.at(i)).
+void ActionToProto(const EngineState& state, uint32_t i, v1::Action* out);
+
+// Loads a snapshot's actions into the empty action store of a state whose
+// tables and event ids are loaded. Errors: INVALID_ARGUMENT naming the action
+// and what is wrong (an id that is not "<rule id>-<32 hex digits>" of its
+// rule, a repeated id, an unknown account, deal or causing event).
+absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& rows, EngineState* state);
 
 // Pending actions (produced, not yet acknowledged), in creation order.
 v1::ActionList Outbox(const EngineState& state);

@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "lib/kpi/fact_store.h"
 #include "lib/lifecycle/pipelines.h"
+#include "lib/rules/action_store.h"
 #include "lib/rules/runtime.h"
 #include "lib/state/event_id_log.h"
 #include "lib/state/table.h"
@@ -59,8 +60,9 @@ struct EngineState {
   // (since_us, seq); the KPIs attribute events with it.
   std::deque<std::vector<v1::Attribution>> attributions;
   // Actions the regulations produced; tasks among them stay open until a
-  // task-completed event closes them.
-  Table<v1::Action> actions{&arena};
+  // task-completed event closes them. Compact structs, not messages: an
+  // Advance may store 100 000 of them (lib/rules/action_store.h).
+  rules::ActionStore actions;
   // The regulations' rule set, timers, outbox and per-account memory
   // (lib/rules/runtime.h); its timers view ids in `event_ids`.
   rules::Runtime rules;

@@ -120,7 +120,14 @@ std::string WriteSnapshot(const EngineState& s) {
       out.WriteVarint32(static_cast<uint32_t>(packed));
       for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
     }
-    WriteTable(kFieldActions, s.actions, &out);
+    {
+      // Stored compactly; written as messages, one at a time.
+      v1::Action action;
+      for (uint32_t i = 0; i < s.actions.size(); ++i) {
+        rules::ActionToProto(s, i, &action);
+        WriteMessage(kFieldActions, action, &out);
+      }
+    }
     {
       v1::RulesRuntime rules;
       rules::WriteRuntime(s, &rules);
@@ -182,9 +189,6 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   if (st.ok()) st = Fill(snap.mutable_complaints(), "complaints",
                          [](const v1::Complaint& r) -> const std::string& { return r.complaint_id(); },
                          &s->complaints);
-  if (st.ok()) st = Fill(snap.mutable_actions(), "actions",
-                         [](const v1::Action& r) -> const std::string& { return r.action_id(); },
-                         &s->actions);
   if (!st.ok()) return st;
 
   // References the lifecycle dereferences without checking.
@@ -236,7 +240,9 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   }
 
   if (absl::Status st = kpi::ReadFactColumns(snap.facts(), s); !st.ok()) return st;
-  // After the tables and event ids: timers name rows and causing events.
+  // After the tables and event ids: actions and timers name rows and
+  // causing events.
+  if (absl::Status st = rules::LoadActions(snap.actions(), s); !st.ok()) return Inconsistent(st.message());
   if (absl::Status st = rules::ReadRuntime(snap.rules(), s); !st.ok()) return st;
 
   const int64_t churn_after = s->config.client_churn_after_us();

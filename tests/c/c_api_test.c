@@ -20,27 +20,26 @@
 
 static int g_checks = 0;
 
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    ++g_checks;                                                                  \
-    if (!(cond)) {                                                               \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: %s\n", __FILE__, \
-              __LINE__, #cond, rapport_last_error_message());                    \
-      exit(1);                                                                   \
-    }                                                                            \
+#define CHECK(cond)                                                                             \
+  do {                                                                                          \
+    ++g_checks;                                                                                 \
+    if (!(cond)) {                                                                              \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: %s\n", __FILE__, __LINE__, #cond, \
+              rapport_last_error_message());                                                    \
+      exit(1);                                                                                  \
+    }                                                                                           \
   } while (0)
 
 /* The call fails with `code` and the message contains `needle`. */
-#define CHECK_FAILS(call, code, needle)                                               \
-  do {                                                                                \
-    int rc_ = (call);                                                                 \
-    ++g_checks;                                                                       \
-    if (rc_ != (code) || strstr(rapport_last_error_message(), (needle)) == NULL) {  \
-      fprintf(stderr, "%s:%d: %s\n  returned %d (want %d), message \"%s\" (want \"%s\")\n", \
-              __FILE__, __LINE__, #call, rc_, (code), rapport_last_error_message(), \
-              (needle));                                                              \
-      exit(1);                                                                        \
-    }                                                                                 \
+#define CHECK_FAILS(call, code, needle)                                                        \
+  do {                                                                                         \
+    int rc_ = (call);                                                                          \
+    ++g_checks;                                                                                \
+    if (rc_ != (code) || strstr(rapport_last_error_message(), (needle)) == NULL) {             \
+      fprintf(stderr, "%s:%d: %s\n  returned %d (want %d), message \"%s\" (want \"%s\")\n",    \
+              __FILE__, __LINE__, #call, rc_, (code), rapport_last_error_message(), (needle)); \
+      exit(1);                                                                                 \
+    }                                                                                          \
   } while (0)
 
 #define CHECK_OK(call) CHECK_FAILS(call, RAPPORT_OK, "")
@@ -103,24 +102,31 @@ static void ingest_json(rapport_engine* e, const char* json) {
 /* A small company: a team, its lead, a partner prospect, a client with a
  * deal and an order. */
 static void seed(rapport_engine* e) {
-  ingest_json(e, "{\"eventId\":\"t\",\"occurredAtUs\":\"1735689600000000\","
-                 "\"teamUpserted\":{\"teamId\":\"team-1\",\"name\":\"North\"}}");
-  ingest_json(e, "{\"eventId\":\"m\",\"occurredAtUs\":\"1735689600000000\","
-                 "\"managerUpserted\":{\"managerId\":\"m-1\",\"teamId\":\"team-1\"}}");
-  ingest_json(e, "{\"eventId\":\"p\",\"occurredAtUs\":\"1735689600000000\","
-                 "\"accountUpserted\":{\"accountId\":\"p-1\",\"kind\":\"ACCOUNT_KIND_PARTNER\","
-                 "\"ownerId\":\"m-1\",\"preferredChannel\":\"CHANNEL_EMAIL\"}}");
-  ingest_json(e, "{\"eventId\":\"c\",\"occurredAtUs\":\"1735689600000000\","
-                 "\"accountUpserted\":{\"accountId\":\"c-1\",\"kind\":\"ACCOUNT_KIND_CLIENT\","
-                 "\"ownerId\":\"m-1\",\"referredBy\":\"p-1\"}}");
-  ingest_json(e, "{\"eventId\":\"l\",\"occurredAtUs\":\"1735776000000000\","
-                 "\"leadCreated\":{\"dealId\":\"d-1\",\"accountId\":\"c-1\"}}");
-  ingest_json(e, "{\"eventId\":\"o\",\"occurredAtUs\":\"1735862400000000\","
-                 "\"orderPlaced\":{\"orderId\":\"o-1\",\"accountId\":\"c-1\",\"dealId\":\"d-1\","
-                 "\"amount\":{\"amountMinor\":\"150000\",\"currency\":\"RUB\"}}}");
-  ingest_json(e, "{\"eventId\":\"pay\",\"occurredAtUs\":\"1735948800000000\","
-                 "\"paymentReceived\":{\"accountId\":\"c-1\",\"orderId\":\"o-1\","
-                 "\"amount\":{\"amountMinor\":\"150000\",\"currency\":\"RUB\"}}}");
+  ingest_json(e,
+              "{\"eventId\":\"t\",\"occurredAtUs\":\"1735689600000000\","
+              "\"teamUpserted\":{\"teamId\":\"team-1\",\"name\":\"North\"}}");
+  ingest_json(e,
+              "{\"eventId\":\"m\",\"occurredAtUs\":\"1735689600000000\","
+              "\"managerUpserted\":{\"managerId\":\"m-1\",\"teamId\":\"team-1\"}}");
+  ingest_json(e,
+              "{\"eventId\":\"p\",\"occurredAtUs\":\"1735689600000000\","
+              "\"accountUpserted\":{\"accountId\":\"p-1\",\"kind\":\"ACCOUNT_KIND_PARTNER\","
+              "\"ownerId\":\"m-1\",\"preferredChannel\":\"CHANNEL_EMAIL\"}}");
+  ingest_json(e,
+              "{\"eventId\":\"c\",\"occurredAtUs\":\"1735689600000000\","
+              "\"accountUpserted\":{\"accountId\":\"c-1\",\"kind\":\"ACCOUNT_KIND_CLIENT\","
+              "\"ownerId\":\"m-1\",\"referredBy\":\"p-1\"}}");
+  ingest_json(e,
+              "{\"eventId\":\"l\",\"occurredAtUs\":\"1735776000000000\","
+              "\"leadCreated\":{\"dealId\":\"d-1\",\"accountId\":\"c-1\"}}");
+  ingest_json(e,
+              "{\"eventId\":\"o\",\"occurredAtUs\":\"1735862400000000\","
+              "\"orderPlaced\":{\"orderId\":\"o-1\",\"accountId\":\"c-1\",\"dealId\":\"d-1\","
+              "\"amount\":{\"amountMinor\":\"150000\",\"currency\":\"RUB\"}}}");
+  ingest_json(e,
+              "{\"eventId\":\"pay\",\"occurredAtUs\":\"1735948800000000\","
+              "\"paymentReceived\":{\"accountId\":\"c-1\",\"orderId\":\"o-1\","
+              "\"amount\":{\"amountMinor\":\"150000\",\"currency\":\"RUB\"}}}");
 }
 
 static void test_basics(void) {
@@ -131,8 +137,8 @@ static void test_basics(void) {
   CHECK(rapport_events_accepted(NULL) == 0);
   CHECK(rapport_clock_us(NULL) == 0);
   /* A failure sets the message; the next successful call clears it. */
-  CHECK_FAILS(rapport_engine_create(NULL, NULL, 0, RAPPORT_FORMAT_JSON),
-              RAPPORT_INVALID_ARGUMENT, "out is NULL");
+  CHECK_FAILS(rapport_engine_create(NULL, NULL, 0, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT,
+              "out is NULL");
   CHECK(strlen(rapport_last_error_message()) > 0);
   {
     rapport_engine* e = new_engine();
@@ -214,25 +220,25 @@ static void test_ingest_event(void) {
     int64_t before = rapport_events_accepted(e);
     out = (uint8_t*)&g_checks;
     len = 99;
-    CHECK_FAILS(rapport_ingest_event(&out, &len, e, U(unknown), strlen(unknown),
-                                     RAPPORT_FORMAT_JSON),
-                RAPPORT_NOT_FOUND, "p-404");
+    CHECK_FAILS(
+        rapport_ingest_event(&out, &len, e, U(unknown), strlen(unknown), RAPPORT_FORMAT_JSON),
+        RAPPORT_NOT_FOUND, "p-404");
     CHECK(out == NULL && len == 0);
-    CHECK_FAILS(rapport_ingest_event(NULL, NULL, e, U(conflict), strlen(conflict),
-                                     RAPPORT_FORMAT_JSON),
-                RAPPORT_ALREADY_EXISTS, "agree-1");
-    CHECK_FAILS(rapport_ingest_event(NULL, NULL, e, U(bad_score), strlen(bad_score),
-                                     RAPPORT_FORMAT_JSON),
-                RAPPORT_INVALID_ARGUMENT, "score");
+    CHECK_FAILS(
+        rapport_ingest_event(NULL, NULL, e, U(conflict), strlen(conflict), RAPPORT_FORMAT_JSON),
+        RAPPORT_ALREADY_EXISTS, "agree-1");
+    CHECK_FAILS(
+        rapport_ingest_event(NULL, NULL, e, U(bad_score), strlen(bad_score), RAPPORT_FORMAT_JSON),
+        RAPPORT_INVALID_ARGUMENT, "score");
     /* Wrong format: JSON text claimed as protobuf, protobuf claimed as JSON. */
-    CHECK_FAILS(rapport_ingest_event(NULL, NULL, e, U(unknown), strlen(unknown),
-                                     RAPPORT_FORMAT_PROTOBUF),
-                RAPPORT_INVALID_ARGUMENT, "rapport.v1.Event");
+    CHECK_FAILS(
+        rapport_ingest_event(NULL, NULL, e, U(unknown), strlen(unknown), RAPPORT_FORMAT_PROTOBUF),
+        RAPPORT_INVALID_ARGUMENT, "rapport.v1.Event");
     CHECK_FAILS(rapport_ingest_event(NULL, NULL, e, pb.data, pb.len, RAPPORT_FORMAT_JSON),
                 RAPPORT_INVALID_ARGUMENT, "");
-    CHECK_FAILS(rapport_ingest_event(NULL, NULL, e, pb.data, pb.len,
-                                     RAPPORT_FORMAT_PROTOBUF_DELIMITED),
-                RAPPORT_INVALID_ARGUMENT, "format 2");
+    CHECK_FAILS(
+        rapport_ingest_event(NULL, NULL, e, pb.data, pb.len, RAPPORT_FORMAT_PROTOBUF_DELIMITED),
+        RAPPORT_INVALID_ARGUMENT, "format 2");
     CHECK_FAILS(rapport_ingest_event(NULL, NULL, NULL, pb.data, pb.len, RAPPORT_FORMAT_PROTOBUF),
                 RAPPORT_INVALID_ARGUMENT, "engine is NULL");
     CHECK_FAILS(rapport_ingest_event(NULL, NULL, e, NULL, 3, RAPPORT_FORMAT_PROTOBUF),
@@ -256,10 +262,13 @@ static void test_ingest_batch(void) {
   /* JSON lines, atomic: one bad event (index 1) fails all three. */
   {
     const char* lines =
-        "{\"eventId\":\"b1\",\"occurredAtUs\":\"1736035200000000\",\"partnerAgreed\":{\"accountId\":\"p-1\"}}\n"
+        "{\"eventId\":\"b1\",\"occurredAtUs\":\"1736035200000000\",\"partnerAgreed\":{"
+        "\"accountId\":\"p-1\"}}\n"
         "\n"
-        "{\"eventId\":\"b2\",\"occurredAtUs\":\"1736035200000000\",\"partnerAgreed\":{\"accountId\":\"nobody\"}}\n"
-        "{\"eventId\":\"b3\",\"occurredAtUs\":\"1736035200000000\",\"partnerChurned\":{\"accountId\":\"p-1\"}}\n";
+        "{\"eventId\":\"b2\",\"occurredAtUs\":\"1736035200000000\",\"partnerAgreed\":{"
+        "\"accountId\":\"nobody\"}}\n"
+        "{\"eventId\":\"b3\",\"occurredAtUs\":\"1736035200000000\",\"partnerChurned\":{"
+        "\"accountId\":\"p-1\"}}\n";
     int64_t before = rapport_events_accepted(e);
     CHECK_FAILS(rapport_ingest_batch(&out, &len, e, U(lines), strlen(lines),
                                      RAPPORT_FORMAT_JSON_LINES, RAPPORT_BATCH_ATOMIC),
@@ -267,8 +276,8 @@ static void test_ingest_batch(void) {
     CHECK(out == NULL && len == 0);
     CHECK(rapport_events_accepted(e) == before);
     /* Best effort: the good two are applied, the bad one is listed. */
-    CHECK_OK(rapport_ingest_batch(&out, &len, e, U(lines), strlen(lines),
-                                  RAPPORT_FORMAT_JSON_LINES, RAPPORT_BATCH_BEST_EFFORT));
+    CHECK_OK(rapport_ingest_batch(&out, &len, e, U(lines), strlen(lines), RAPPORT_FORMAT_JSON_LINES,
+                                  RAPPORT_BATCH_BEST_EFFORT));
     CHECK(strstr((const char*)out, "\"rejected\"") != NULL);
     CHECK(strstr((const char*)out, "\"b2\"") != NULL);
     CHECK(strstr((const char*)out, "\"accepted\":\"2\"") != NULL ||
@@ -340,17 +349,16 @@ static void test_ingest_batch(void) {
     /* An empty stream is an empty batch. */
     CHECK_OK(rapport_ingest_batch(NULL, NULL, e, NULL, 0, RAPPORT_FORMAT_PROTOBUF_DELIMITED,
                                   RAPPORT_BATCH_ATOMIC));
-    CHECK_FAILS(rapport_ingest_batch(NULL, NULL, e, batch.data, batch.len,
-                                     RAPPORT_FORMAT_PROTOBUF, 7),
-                RAPPORT_INVALID_ARGUMENT, "batch mode 7");
-    CHECK_FAILS(rapport_ingest_batch(NULL, NULL, e, batch.data, batch.len, 9,
-                                     RAPPORT_BATCH_ATOMIC),
+    CHECK_FAILS(
+        rapport_ingest_batch(NULL, NULL, e, batch.data, batch.len, RAPPORT_FORMAT_PROTOBUF, 7),
+        RAPPORT_INVALID_ARGUMENT, "batch mode 7");
+    CHECK_FAILS(rapport_ingest_batch(NULL, NULL, e, batch.data, batch.len, 9, RAPPORT_BATCH_ATOMIC),
                 RAPPORT_INVALID_ARGUMENT, "format 9");
     CHECK_FAILS(rapport_ingest_batch(NULL, NULL, NULL, batch.data, batch.len,
                                      RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC),
                 RAPPORT_INVALID_ARGUMENT, "engine is NULL");
-    CHECK_FAILS(rapport_ingest_batch(NULL, &len, e, batch.data, batch.len,
-                                     RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC),
+    CHECK_FAILS(rapport_ingest_batch(NULL, &len, e, batch.data, batch.len, RAPPORT_FORMAT_PROTOBUF,
+                                     RAPPORT_BATCH_ATOMIC),
                 RAPPORT_INVALID_ARGUMENT, "both");
     CHECK_FAILS(rapport_ingest_batch(NULL, NULL, e, batch.data, RAPPORT_MAX_INPUT_BYTES + 1,
                                      RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC),
@@ -371,7 +379,10 @@ static void test_reads_and_advance(void) {
   rapport_free(out);
   /* Ids need not be NUL-terminated: "c-1xyz" with length 3 is "c-1". */
   CHECK_OK(rapport_get_account(&out, &len, e, "c-1xyz", 3, RAPPORT_FORMAT_PROTOBUF));
-  CHECK(len > 5 && memcmp(out, "\x0a\x03" "c-1", 5) == 0); /* Account.account_id first */
+  CHECK(len > 5 && memcmp(out,
+                          "\x0a\x03"
+                          "c-1",
+                          5) == 0); /* Account.account_id first */
   rapport_free(out);
   CHECK_OK(rapport_get_deal(&out, &len, e, "d-1", 3, RAPPORT_FORMAT_JSON));
   CHECK(strstr((const char*)out, "\"lead\"") != NULL); /* its stage history */
@@ -386,15 +397,15 @@ static void test_reads_and_advance(void) {
   CHECK(strstr((const char*)out, "North") != NULL);
   rapport_free(out);
 
-  CHECK_FAILS(rapport_get_account(&out, &len, e, "zzz", 3, RAPPORT_FORMAT_JSON),
-              RAPPORT_NOT_FOUND, "zzz");
+  CHECK_FAILS(rapport_get_account(&out, &len, e, "zzz", 3, RAPPORT_FORMAT_JSON), RAPPORT_NOT_FOUND,
+              "zzz");
   CHECK(out == NULL && len == 0);
   CHECK_FAILS(rapport_get_deal(&out, &len, e, "zzz", 3, RAPPORT_FORMAT_JSON), RAPPORT_NOT_FOUND,
               "zzz");
   CHECK_FAILS(rapport_get_order(&out, &len, e, "zzz", 3, RAPPORT_FORMAT_JSON), RAPPORT_NOT_FOUND,
               "zzz");
-  CHECK_FAILS(rapport_get_manager(&out, &len, e, "zzz", 3, RAPPORT_FORMAT_JSON),
-              RAPPORT_NOT_FOUND, "zzz");
+  CHECK_FAILS(rapport_get_manager(&out, &len, e, "zzz", 3, RAPPORT_FORMAT_JSON), RAPPORT_NOT_FOUND,
+              "zzz");
   CHECK_FAILS(rapport_get_team(&out, &len, e, "zzz", 3, RAPPORT_FORMAT_JSON), RAPPORT_NOT_FOUND,
               "zzz");
   CHECK_FAILS(rapport_get_account(&out, &len, e, NULL, 0, RAPPORT_FORMAT_JSON),
@@ -415,8 +426,8 @@ static void test_reads_and_advance(void) {
   CHECK_OK(rapport_engine_config(&out, &len, e, RAPPORT_FORMAT_JSON));
   CHECK(strstr((const char*)out, "\"pipelines\"") != NULL); /* defaults filled in */
   rapport_free(out);
-  CHECK_FAILS(rapport_engine_config(NULL, NULL, e, RAPPORT_FORMAT_JSON),
-              RAPPORT_INVALID_ARGUMENT, "must not be NULL");
+  CHECK_FAILS(rapport_engine_config(NULL, NULL, e, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT,
+              "must not be NULL");
   CHECK_FAILS(rapport_engine_config(&out, &len, e, 5), RAPPORT_INVALID_ARGUMENT, "format 5");
 
   /* Advance: the clock moves; actions come back in the format asked for. */
@@ -476,9 +487,9 @@ static void test_snapshot_restore(void) {
               RAPPORT_INVALID_ARGUMENT, "out is NULL");
   CHECK_FAILS(rapport_engine_restore(&r, NULL, 4, RAPPORT_FORMAT_PROTOBUF),
               RAPPORT_INVALID_ARGUMENT, "snapshot is NULL");
-  CHECK_FAILS(rapport_engine_restore(&r, snap, RAPPORT_MAX_INPUT_BYTES + 1,
-                                     RAPPORT_FORMAT_PROTOBUF),
-              RAPPORT_RESOURCE_EXHAUSTED, "limit");
+  CHECK_FAILS(
+      rapport_engine_restore(&r, snap, RAPPORT_MAX_INPUT_BYTES + 1, RAPPORT_FORMAT_PROTOBUF),
+      RAPPORT_RESOURCE_EXHAUSTED, "limit");
   CHECK_FAILS(rapport_engine_snapshot(NULL, &snap_len, e, RAPPORT_FORMAT_PROTOBUF),
               RAPPORT_INVALID_ARGUMENT, "must not be NULL");
   CHECK_FAILS(rapport_engine_snapshot(&again, &again_len, NULL, RAPPORT_FORMAT_PROTOBUF),
@@ -502,8 +513,8 @@ static void test_kpis(void) {
   CHECK(strstr((const char*)report, "\"rows\"") != NULL);
   CHECK(strstr((const char*)report, "\"RUB\"") != NULL); /* the payment's revenue */
   /* One partial merged alone is the report. */
-  CHECK_OK(rapport_kpi_partial(&partial, &partial_len, e, U(query), strlen(query),
-                               RAPPORT_FORMAT_JSON));
+  CHECK_OK(
+      rapport_kpi_partial(&partial, &partial_len, e, U(query), strlen(query), RAPPORT_FORMAT_JSON));
   {
     const uint8_t* parts[1];
     size_t lens[1];
@@ -561,8 +572,8 @@ static void test_kpis(void) {
     CHECK(report_len > q.len + 2 && report[0] == 0x0a && report[1] >= q.len &&
           memcmp(report + 2, q.data, q.len) == 0);
     rapport_free(report);
-    CHECK_OK(rapport_kpi_partial(&partial, &partial_len, e, q.data, q.len,
-                                 RAPPORT_FORMAT_PROTOBUF));
+    CHECK_OK(
+        rapport_kpi_partial(&partial, &partial_len, e, q.data, q.len, RAPPORT_FORMAT_PROTOBUF));
     {
       const uint8_t* parts[1];
       size_t lens[1];
@@ -575,26 +586,26 @@ static void test_kpis(void) {
     rapport_free(partial);
   }
 
-  CHECK_FAILS(rapport_kpis(&report, &report_len, e, U(bad_query), strlen(bad_query),
-                           RAPPORT_FORMAT_JSON),
-              RAPPORT_INVALID_ARGUMENT, "");
+  CHECK_FAILS(
+      rapport_kpis(&report, &report_len, e, U(bad_query), strlen(bad_query), RAPPORT_FORMAT_JSON),
+      RAPPORT_INVALID_ARGUMENT, "");
   CHECK(report == NULL);
   CHECK_FAILS(rapport_kpi_partial(&partial, &partial_len, e, U(bad_query), strlen(bad_query),
                                   RAPPORT_FORMAT_JSON),
               RAPPORT_INVALID_ARGUMENT, "");
-  CHECK_FAILS(rapport_kpis(&report, &report_len, e, U("{\"bucket\":\"NOPE\"}"), 17,
-                           RAPPORT_FORMAT_JSON),
-              RAPPORT_INVALID_ARGUMENT, "");
-  CHECK_FAILS(rapport_kpis(&report, &report_len, e, U(query), strlen(query),
-                           RAPPORT_FORMAT_PROTOBUF),
-              RAPPORT_INVALID_ARGUMENT, "rapport.v1.KpiQuery");
-  CHECK_FAILS(rapport_kpis(&report, &report_len, NULL, U(query), strlen(query),
-                           RAPPORT_FORMAT_JSON),
-              RAPPORT_INVALID_ARGUMENT, "must not be NULL");
+  CHECK_FAILS(
+      rapport_kpis(&report, &report_len, e, U("{\"bucket\":\"NOPE\"}"), 17, RAPPORT_FORMAT_JSON),
+      RAPPORT_INVALID_ARGUMENT, "");
+  CHECK_FAILS(
+      rapport_kpis(&report, &report_len, e, U(query), strlen(query), RAPPORT_FORMAT_PROTOBUF),
+      RAPPORT_INVALID_ARGUMENT, "rapport.v1.KpiQuery");
+  CHECK_FAILS(
+      rapport_kpis(&report, &report_len, NULL, U(query), strlen(query), RAPPORT_FORMAT_JSON),
+      RAPPORT_INVALID_ARGUMENT, "must not be NULL");
   CHECK_FAILS(rapport_kpis(&report, &report_len, e, NULL, 3, RAPPORT_FORMAT_JSON),
               RAPPORT_INVALID_ARGUMENT, "query is NULL");
-  CHECK_FAILS(rapport_kpi_partial(&partial, &partial_len, e, U(query),
-                                  RAPPORT_MAX_INPUT_BYTES + 1, RAPPORT_FORMAT_JSON),
+  CHECK_FAILS(rapport_kpi_partial(&partial, &partial_len, e, U(query), RAPPORT_MAX_INPUT_BYTES + 1,
+                                  RAPPORT_FORMAT_JSON),
               RAPPORT_RESOURCE_EXHAUSTED, "limit");
   rapport_engine_destroy(e);
 }
@@ -626,25 +637,24 @@ static void test_persistence(void) {
   CHECK_OK(rapport_advance(NULL, NULL, e, 1767225600000000, RAPPORT_FORMAT_JSON));
   /* The directory is locked while the engine lives. */
   second = (rapport_engine*)&g_checks;
-  CHECK_FAILS(rapport_engine_open(&second, dir, NULL, 0, RAPPORT_FORMAT_JSON,
-                                  RAPPORT_SYNC_OFF, 0),
+  CHECK_FAILS(rapport_engine_open(&second, dir, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_OFF, 0),
               RAPPORT_FAILED_PRECONDITION, "");
   CHECK(second == NULL);
   CHECK_OK(rapport_engine_checkpoint(e));
   rapport_engine_destroy(e);
 
   /* Reopened (with recovery allowed), it continues where it stopped. */
-  CHECK_OK(rapport_engine_open(&e, dir, U("{}"), 2, RAPPORT_FORMAT_JSON,
-                               RAPPORT_SYNC_PER_BATCH, RAPPORT_OPEN_POINT_IN_TIME_RECOVERY));
+  CHECK_OK(rapport_engine_open(&e, dir, U("{}"), 2, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_PER_BATCH,
+                               RAPPORT_OPEN_POINT_IN_TIME_RECOVERY));
   CHECK(rapport_events_accepted(e) == accepted);
   CHECK(rapport_clock_us(e) == 1767225600000000);
   rapport_engine_destroy(e);
 
   CHECK_FAILS(rapport_engine_open(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON, 9, 0),
               RAPPORT_INVALID_ARGUMENT, "sync mode 9");
-  CHECK_FAILS(rapport_engine_open(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON,
-                                  RAPPORT_SYNC_GROUP_COMMIT, 0x10),
-              RAPPORT_INVALID_ARGUMENT, "unknown bits");
+  CHECK_FAILS(
+      rapport_engine_open(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_GROUP_COMMIT, 0x10),
+      RAPPORT_INVALID_ARGUMENT, "unknown bits");
   CHECK_FAILS(rapport_engine_open(&e, NULL, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_OFF, 0),
               RAPPORT_INVALID_ARGUMENT, "dir");
   CHECK_FAILS(rapport_engine_open(NULL, dir, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_OFF, 0),
@@ -691,9 +701,10 @@ static void test_regulations(void) {
   CHECK_OK(rapport_outbox(&out, &len, e, RAPPORT_FORMAT_JSON));
   CHECK(strstr((const char*)out, "after_first_call") == NULL);
   rapport_free(out);
-  ingest_json(e, "{\"eventId\":\"call\",\"occurredAtUs\":\"1736035200000000\",\"activity\":{"
-                 "\"accountId\":\"p-1\",\"managerId\":\"m-1\",\"kind\":\"ACTIVITY_KIND_CALL\","
-                 "\"direction\":\"DIRECTION_OUTBOUND\"}}");
+  ingest_json(e,
+              "{\"eventId\":\"call\",\"occurredAtUs\":\"1736035200000000\",\"activity\":{"
+              "\"accountId\":\"p-1\",\"managerId\":\"m-1\",\"kind\":\"ACTIVITY_KIND_CALL\","
+              "\"direction\":\"DIRECTION_OUTBOUND\"}}");
   CHECK_OK(rapport_outbox(&out, &len, e, RAPPORT_FORMAT_JSON));
   CHECK(strstr((const char*)out, "after_first_call") != NULL);
   CHECK(strstr((const char*)out, "CHANNEL_EMAIL") != NULL);
@@ -738,17 +749,18 @@ static void test_regulations(void) {
         "id: \"mine\" version: 2 templates: \"hello\" rules { id: \"R-1\" trigger { on_event { "
         "filter { type: EVENT_TYPE_PARTNER_AGREED } } } actions { kind: ACTION_KIND_SEND_MESSAGE "
         "template: \"hello\" } }";
-    const char* bad = "id: \"mine\" version: 1 rules { id: \"R-1\" trigger { on_event { filter { type: "
-                      "EVENT_TYPE_PARTNER_AGREED } } } actions { kind: ACTION_KIND_MOVE_STAGE "
-                      "to_stage: \"no_such_stage\" } }";
+    const char* bad =
+        "id: \"mine\" version: 1 rules { id: \"R-1\" trigger { on_event { filter { type: "
+        "EVENT_TYPE_PARTNER_AGREED } } } actions { kind: ACTION_KIND_MOVE_STAGE "
+        "to_stage: \"no_such_stage\" } }";
     uint8_t* json = NULL;
     size_t json_len = 0;
-    CHECK_OK(rapport_load_rule_set(&json, &json_len, text, strlen(text), NULL, 0,
-                                   RAPPORT_FORMAT_JSON));
+    CHECK_OK(
+        rapport_load_rule_set(&json, &json_len, text, strlen(text), NULL, 0, RAPPORT_FORMAT_JSON));
     CHECK(strstr((const char*)json, "\"R-1\"") != NULL);
     /* Its JSON loads back to the same protobuf bytes as the text. */
-    CHECK_OK(rapport_load_rule_set(&out, &len, text, strlen(text), NULL, 0,
-                                   RAPPORT_FORMAT_PROTOBUF));
+    CHECK_OK(
+        rapport_load_rule_set(&out, &len, text, strlen(text), NULL, 0, RAPPORT_FORMAT_PROTOBUF));
     {
       uint8_t* again = NULL;
       size_t again_len = 0;
@@ -763,11 +775,10 @@ static void test_regulations(void) {
                 RAPPORT_INVALID_ARGUMENT, "R-1");
     CHECK_FAILS(rapport_load_rule_set(&out, &len, "rules {", 7, NULL, 0, RAPPORT_FORMAT_JSON),
                 RAPPORT_INVALID_ARGUMENT, "");
-    CHECK_FAILS(rapport_load_rule_set(&out, &len, text, strlen(text), U("{x"), 2,
-                                      RAPPORT_FORMAT_JSON),
-                RAPPORT_INVALID_ARGUMENT, "");
-    CHECK_FAILS(rapport_load_rule_set(NULL, &len, text, strlen(text), NULL, 0,
-                                      RAPPORT_FORMAT_JSON),
+    CHECK_FAILS(
+        rapport_load_rule_set(&out, &len, text, strlen(text), U("{x"), 2, RAPPORT_FORMAT_JSON),
+        RAPPORT_INVALID_ARGUMENT, "");
+    CHECK_FAILS(rapport_load_rule_set(NULL, &len, text, strlen(text), NULL, 0, RAPPORT_FORMAT_JSON),
                 RAPPORT_INVALID_ARGUMENT, "must not be NULL");
     CHECK_FAILS(rapport_load_rule_set(&out, &len, NULL, 5, NULL, 0, RAPPORT_FORMAT_JSON),
                 RAPPORT_INVALID_ARGUMENT, "text is NULL");
@@ -790,12 +801,69 @@ static void test_grades(void) {
   CHECK_OK(rapport_grades(&out, &len, e, 1767225600000000, RAPPORT_FORMAT_PROTOBUF));
   CHECK(len > 0 && out[0] == 0x08); /* GradeEvaluation.as_of_us */
   rapport_free(out);
-  CHECK_FAILS(rapport_grades(&out, &len, e, -5, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT,
-              "");
+  CHECK_FAILS(rapport_grades(&out, &len, e, -5, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT, "");
   CHECK(out == NULL && len == 0);
   CHECK_FAILS(rapport_grades(&out, &len, NULL, 0, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT,
               "must not be NULL");
   CHECK_FAILS(rapport_grades(&out, &len, e, 0, 3), RAPPORT_INVALID_ARGUMENT, "format 3");
+  rapport_engine_destroy(e);
+}
+
+static void test_lists(void) {
+  rapport_engine* e = new_engine();
+  uint8_t* out = NULL;
+  size_t len = 0;
+  int64_t counts[16];
+  size_t written = 0;
+  seed(e);
+  /* ACCOUNT_STATUS_CLIENT = 4: c-1 (first order placed). */
+  CHECK_OK(rapport_accounts_by_status(&out, &len, e, 4, RAPPORT_FORMAT_JSON_LINES));
+  CHECK(strstr((const char*)out, "\"c-1\"") != NULL && strchr((const char*)out, '\n') != NULL);
+  CHECK(strstr((const char*)out, "\"account_id\":\"p-1\"") == NULL);
+  rapport_free(out);
+  /* Delimited: one Account of `len - 1` bytes whose field 1 is "c-1". */
+  CHECK_OK(rapport_accounts_by_status(&out, &len, e, 4, RAPPORT_FORMAT_PROTOBUF_DELIMITED));
+  CHECK(len > 6 && out[0] == len - 1 &&
+        memcmp(out + 1,
+               "\x0a\x03"
+               "c-1",
+               5) == 0);
+  rapport_free(out);
+  /* None churned: an empty, still allocated, buffer. */
+  CHECK_OK(rapport_accounts_by_status(&out, &len, e, 6, RAPPORT_FORMAT_JSON_LINES));
+  CHECK(out != NULL && len == 0);
+  rapport_free(out);
+  CHECK_FAILS(rapport_accounts_by_status(&out, &len, e, 77, RAPPORT_FORMAT_JSON_LINES),
+              RAPPORT_INVALID_ARGUMENT, "77");
+  CHECK_FAILS(rapport_accounts_by_status(&out, &len, e, 4, RAPPORT_FORMAT_JSON),
+              RAPPORT_INVALID_ARGUMENT, "format 1");
+  CHECK_FAILS(rapport_accounts_by_status(&out, &len, NULL, 4, RAPPORT_FORMAT_JSON_LINES),
+              RAPPORT_INVALID_ARGUMENT, "must not be NULL");
+
+  CHECK_OK(rapport_deals_by_stage(&out, &len, e, RAPPORT_FORMAT_JSON_LINES));
+  CHECK(strstr((const char*)out, "\"lead\"") != NULL && strstr((const char*)out, "closed"));
+  rapport_free(out);
+  CHECK_FAILS(rapport_deals_by_stage(&out, &len, e, RAPPORT_FORMAT_PROTOBUF),
+              RAPPORT_INVALID_ARGUMENT, "format 0");
+  /* d-1 entered "lead" (3-day SLA) on day 1: stuck a year later, not before. */
+  CHECK_OK(rapport_stuck_deals(&out, &len, e, 1767225600000000, RAPPORT_FORMAT_JSON_LINES));
+  CHECK(strstr((const char*)out, "\"d-1\"") != NULL);
+  rapport_free(out);
+  CHECK_OK(rapport_stuck_deals(&out, &len, e, 1735776000000001, RAPPORT_FORMAT_JSON_LINES));
+  CHECK(len == 0);
+  rapport_free(out);
+  CHECK_FAILS(rapport_stuck_deals(NULL, &len, e, 0, RAPPORT_FORMAT_JSON_LINES),
+              RAPPORT_INVALID_ARGUMENT, "must not be NULL");
+
+  CHECK_OK(rapport_account_status_counts(counts, 16, &written, e));
+  CHECK(written == 7 && counts[1] == 1 && counts[4] == 1); /* p-1 prospect, c-1 client */
+  CHECK_OK(rapport_account_status_counts(NULL, 0, &written, e));
+  CHECK(written == 7);
+  CHECK_OK(rapport_account_status_counts(counts, 2, NULL, e));
+  CHECK_FAILS(rapport_account_status_counts(NULL, 3, &written, e), RAPPORT_INVALID_ARGUMENT,
+              "counts is NULL");
+  CHECK_FAILS(rapport_account_status_counts(counts, 16, &written, NULL), RAPPORT_INVALID_ARGUMENT,
+              "engine is NULL");
   rapport_engine_destroy(e);
 }
 
@@ -810,6 +878,7 @@ int main(void) {
   test_persistence();
   test_regulations();
   test_grades();
+  test_lists();
   printf("c_api_test: %d checks passed\n", g_checks);
   return 0;
 }

@@ -96,6 +96,17 @@ def seeded_engine():
     return engine
 
 
+class FakeMessageType:
+    """Stands in for a generated protobuf class as a result type: FromString."""
+
+    def __init__(self, data):
+        self.data = data
+
+    @classmethod
+    def FromString(cls, data):
+        return cls(data)
+
+
 class VersionAndLoadingTest(unittest.TestCase):
     def test_version(self):
         self.assertGreaterEqual(rapport.version_number(), _ffi.BINDING_VERSION_NUMBER)
@@ -298,6 +309,18 @@ class EngineTest(unittest.TestCase):
             rej = r["rejected"][0]
             self.assertEqual((rej["index"], rej["event_id"], rej["code"]), (3, "bad", 5))
             self.assertEqual(engine.events_accepted, before + 4)
+            # Without actions: the counts and rejections come from the
+            # protobuf result, read by the binding's own wire decoder.
+            more = [ev(f"q{i}", T0 + 40 + i, partner_agreed={"account_id": "p-1"})
+                    for i in range(3)]
+            more[1] = ev("bad2", T0 + 50, partner_agreed={"account_id": "nobody-2"})
+            r = engine.ingest(more + events[:1], best_effort=True, actions=False,
+                              batch_size=3)
+            self.assertNotIn("actions", r)
+            self.assertEqual((r["accepted"], r["duplicates"]), (2, 1))
+            self.assertEqual(r["rejected"], [{"index": 1, "event_id": "bad2", "code": 5,
+                                              "message": r["rejected"][0]["message"]}])
+            self.assertIn("nobody-2", r["rejected"][0]["message"])
             # Input that does not parse fails either mode.
             with self.assertRaises(rapport.InvalidArgumentError):
                 engine.ingest(delimited(b"\xff\xff"), best_effort=True)
@@ -321,6 +344,52 @@ class EngineTest(unittest.TestCase):
             with self.assertRaises(rapport.InvalidArgumentError):
                 engine.account("x" * 200)
             self.assertIn("pipelines", engine.config())
+
+    def test_results_as_protobuf_messages(self):
+        """With message_type, results come back as protobuf, parsed by it."""
+        with seeded_engine() as engine:
+            account = engine.account("c-1", message_type=FakeMessageType)
+            self.assertIsInstance(account, FakeMessageType)
+            self.assertTrue(account.data.startswith(b"\x0a\x03c-1"))  # account_id first
+            for getter, entity_id in ((engine.deal, "d-1"), (engine.order, "o-1"),
+                                      (engine.manager, "m-1"), (engine.team, "team-1")):
+                data = getter(entity_id, message_type=FakeMessageType).data
+                self.assertTrue(data.startswith(field_bytes(1, entity_id.encode())), entity_id)
+            self.assertIn(b"lead", engine.config(message_type=FakeMessageType).data)
+            query = varint(1 << 3) + varint(T0) + varint(2 << 3) + varint(T0 + 365 * DAY_US)
+            report = engine.kpis(query, message_type=FakeMessageType).data
+            self.assertEqual(report, engine.kpis(query))  # bytes without a type
+            self.assertTrue(report.startswith(b"\x0a"))  # the query echoed, field 1
+            self.assertEqual(engine.kpis(FakeMessage("rapport.v1.KpiQuery", query),
+                                         message_type=FakeMessageType).data, report)
+            with self.assertRaises(TypeError):
+                engine.kpis({"start_us": T0, "end_us": T0 + 1}, message_type=FakeMessageType)
+            grades = engine.grades(T0 + DAY_US, message_type=FakeMessageType).data
+            self.assertEqual(grades[:1], b"\x08")  # as_of_us
+
+    def test_lists(self):
+        with seeded_engine() as engine:
+            clients = engine.accounts("client")
+            self.assertEqual([a["account_id"] for a in clients], ["c-1"])
+            self.assertEqual(engine.accounts("ACCOUNT_STATUS_PROSPECT")[0]["account_id"], "p-1")
+            self.assertEqual(engine.accounts(4), clients)
+            self.assertEqual(engine.accounts("churned"), [])
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.accounts("sleepy")
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.accounts(77)
+            counts = engine.account_status_counts()
+            self.assertEqual(counts["ACCOUNT_STATUS_CLIENT"], 1)
+            self.assertEqual(counts["ACCOUNT_STATUS_PROSPECT"], 1)
+            self.assertEqual(sum(counts.values()), 2)
+            stages = engine.deals_by_stage()
+            lead = [s for s in stages if s.get("stage") == "lead"
+                    and s.get("pipeline_id") == "client"]
+            self.assertEqual(len(lead), 1)
+            self.assertEqual(lead[0]["deals"], 1)
+            self.assertEqual([d["deal_id"] for d in engine.stuck_deals(T0 + 365 * DAY_US)],
+                             ["d-1"])
+            self.assertEqual(engine.stuck_deals(T0 + DAY_US + 1), [])
 
     def test_advance_outbox_acknowledge(self):
         with seeded_engine() as engine:
@@ -435,6 +504,28 @@ class EngineTest(unittest.TestCase):
                 rapport.Engine.open(path, sync="sometimes")
             with self.assertRaises(rapport.RapportError):
                 rapport.Engine.open(os.path.join(tmp, "no", "such", "parent"))
+
+
+class FfiDeclarationsTest(unittest.TestCase):
+    def test_every_c_function_is_declared_with_its_prototype(self):
+        """Each function of rapport.h has argtypes of its arity and restype in
+        _ffi, and its prototype quoted in a comment above it."""
+        with open(os.path.join(SOURCE_DIR, "include", "rapport", "rapport.h")) as f:
+            header = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+        protos = re.findall(r"RAPPORT_C_API\s+([^;(]*?)\b(rapport_\w+)\s*\(([^)]*)\)\s*;",
+                            header)
+        self.assertGreaterEqual(len(protos), 30)
+        with open(_ffi.__file__) as f:
+            ffi_source = re.sub(r"\s+", " ", f.read())
+        for ret, name, params in protos:
+            f = getattr(_ffi, name, None)
+            self.assertIsNotNone(f, f"{name} is not declared in _ffi.py")
+            arity = 0 if params.strip() in ("", "void") else params.count(",") + 1
+            self.assertEqual(len(f.argtypes), arity, name)
+            self.assertIn(f"{name}(", ffi_source, name)
+            self.assertIn(f"# {ret.strip()} {name}(".replace("  ", " "), ffi_source, name)
+            if ret.strip() == "int":  # a status: checked
+                self.assertIs(f.errcheck, _ffi._check, name)
 
 
 class SchemaTest(unittest.TestCase):

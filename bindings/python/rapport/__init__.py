@@ -10,6 +10,11 @@ host has them::
                        "team_upserted": {"team_id": "north"}})
         print(engine.team("north"))
 
+Results are plain dicts. A host with google.protobuf and classes generated
+from proto/rapport/v1/ passes messages as input and, with ``message_type=``,
+gets results parsed into its classes (``HAVE_PROTOBUF`` says whether the
+runtime is importable).
+
 The library is found through ``RAPPORT_LIBRARY``, then next to this package,
 then the system (see ``rapport._ffi``).
 """

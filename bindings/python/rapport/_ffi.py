@@ -405,6 +405,29 @@ rapport_ingest_batch_v2 = _declare(
     [c_uint8_pp, c_size_t_p, c_engine_p, c_bytes_in, ctypes.c_size_t, ctypes.c_int,
      ctypes.c_int, ctypes.c_int])
 
+# int rapport_accounts_by_status(uint8_t** out, size_t* out_len,
+#                                const rapport_engine* engine, int status, int format);
+rapport_accounts_by_status = _declare(
+    "rapport_accounts_by_status", ctypes.c_int,
+    [c_uint8_pp, c_size_t_p, c_engine_p, ctypes.c_int, ctypes.c_int])
+
+# int rapport_deals_by_stage(uint8_t** out, size_t* out_len,
+#                            const rapport_engine* engine, int format);
+rapport_deals_by_stage = _declare(
+    "rapport_deals_by_stage", ctypes.c_int, [c_uint8_pp, c_size_t_p, c_engine_p, ctypes.c_int])
+
+# int rapport_stuck_deals(uint8_t** out, size_t* out_len,
+#                         const rapport_engine* engine, int64_t at_us, int format);
+rapport_stuck_deals = _declare(
+    "rapport_stuck_deals", ctypes.c_int,
+    [c_uint8_pp, c_size_t_p, c_engine_p, ctypes.c_int64, ctypes.c_int])
+
+# int rapport_account_status_counts(int64_t* counts, size_t capacity, size_t* written,
+#                                   const rapport_engine* engine);
+rapport_account_status_counts = _declare(
+    "rapport_account_status_counts", ctypes.c_int,
+    [ctypes.POINTER(ctypes.c_int64), ctypes.c_size_t, c_size_t_p, c_engine_p])
+
 
 class OutBuffer:
     """The `uint8_t** out, size_t* out_len` pair of a call. ``take()`` copies

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import _ffi
@@ -100,13 +101,64 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _read_varint(data: bytes, at: int) -> (int, int):
+    value, shift = 0, 0
+    while True:
+        b = data[at]
+        at += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, at
+        shift += 7
+
+
+def _ingest_counts(data: bytes) -> Dict[str, Any]:
+    """A protobuf rapport.v1.IngestResult without its actions: accepted (1),
+    duplicates (2) and rejected (3: index 1, event_id 2, code 3, message 4);
+    the actions (4) are skipped unread. Enough wire format for the fast path,
+    with no protobuf runtime."""
+    result: Dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": []}
+    at, n = 0, len(data)
+    while at < n:
+        key, at = _read_varint(data, at)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _read_varint(data, at)
+            if field == 1:
+                result["accepted"] = value
+            elif field == 2:
+                result["duplicates"] = value
+            continue
+        if wire != 2:
+            raise _ffi.InternalError(f"unexpected wire type {wire} in an IngestResult")
+        size, at = _read_varint(data, at)
+        if field == 3:
+            rej: Dict[str, Any] = {"index": 0, "event_id": "", "code": 0, "message": ""}
+            sub, end = at, at + size
+            while sub < end:
+                k, sub = _read_varint(data, sub)
+                if k & 7 == 0:
+                    v, sub = _read_varint(data, sub)
+                    rej["index" if k >> 3 == 1 else "code"] = v
+                else:
+                    length, sub = _read_varint(data, sub)
+                    text = data[sub:sub + length].decode("utf-8", "replace")
+                    rej["event_id" if k >> 3 == 2 else "message"] = text
+                    sub += length
+            result["rejected"].append(rej)
+        at += size
+    return result
+
+
 class _Totals:
     """Sums the IngestResults of several calls into one, with rejection
     indexes relative to the whole input."""
 
-    def __init__(self) -> None:
-        self.result: Dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": [],
-                                       "actions": []}
+    def __init__(self, want_actions: bool = True) -> None:
+        self.want_actions = want_actions
+        self.result: Dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": []}
+        if want_actions:
+            self.result["actions"] = []
 
     def add(self, part: Dict[str, Any], offset: int) -> None:
         r = self.result
@@ -115,7 +167,8 @@ class _Totals:
         for rej in part.get("rejected", ()):
             rej["index"] = rej.get("index", 0) + offset
             r["rejected"].append(rej)
-        r["actions"].extend(part.get("actions", ()))
+        if self.want_actions:
+            r["actions"].extend(part.get("actions", ()))
 
 
 class Engine:
@@ -219,8 +272,8 @@ class Engine:
     # ---- Writes. ----
 
     def ingest(self, events: Any, *, best_effort: bool = False,
-               batch_size: int = DEFAULT_BATCH_SIZE, format: Optional[str] = None
-               ) -> Dict[str, Any]:
+               batch_size: int = DEFAULT_BATCH_SIZE, format: Optional[str] = None,
+               actions: bool = True) -> Dict[str, Any]:
         """Ingests events and returns the rapport.v1.IngestResult as a dict:
         ``accepted``, ``duplicates``, ``rejected`` (best effort: each with its
         ``index`` in the whole input, ``event_id``, ``code``, ``message``) and
@@ -240,11 +293,15 @@ class Engine:
         the index within the chunk). With `best_effort` nothing raises for a
         bad event: the good ones apply and the bad ones are listed.
 
+        ``actions=False`` leaves the actions out of the result (they wait in
+        the outbox all the same), which spares decoding them: the fast path
+        for bulk loads (about a quarter faster from protobuf bytes).
+
         Raises the exception of the first bad event (atomic), or
         InvalidArgumentError for input that does not parse (either mode).
         """
         mode = _ffi.BATCH_BEST_EFFORT if best_effort else _ffi.BATCH_ATOMIC
-        totals = _Totals()
+        totals = _Totals(actions)
         if isinstance(events, dict):
             self._call_batch(totals, 0, json.dumps(events, separators=(",", ":")).encode(),
                              _ffi.FORMAT_JSON_LINES, mode)
@@ -272,13 +329,16 @@ class Engine:
     def _call_batch(self, totals: _Totals, offset: int, data: bytes, fmt: int,
                     mode: int) -> None:
         out = _ffi.OutBuffer()
+        want_actions = totals.want_actions
         try:
             _ffi.rapport_ingest_batch_v2(*out.args(), self._h(), data, len(data), fmt, mode,
-                                         _ffi.FORMAT_JSON)
+                                         _ffi.FORMAT_JSON if want_actions
+                                         else _ffi.FORMAT_PROTOBUF)
         except _ffi.RapportError as e:
             e.offset = offset
             raise
-        totals.add(_decode(out.take()), offset)
+        raw = out.take()
+        totals.add(_decode(raw) if want_actions else _ingest_counts(raw), offset)
 
     def _ingest_iterable(self, totals: _Totals, events: Iterable[Any], mode: int,
                          batch_size: int) -> None:
@@ -293,6 +353,32 @@ class Engine:
         pending: List[Any] = []
         kind = None  # "dict", "json" or "pb"
         offset = 0
+        # Encoding a chunk (json.dumps, under the GIL) overlaps with the
+        # library ingesting the previous one (ctypes releases the GIL), which
+        # nearly doubles the rate from dicts on two cores. Chunks still go in
+        # order, one at a time: chunk k+1 is sent only after chunk k
+        # succeeded, so atomicity per chunk and the error offsets hold.
+        executor: Optional[ThreadPoolExecutor] = None
+        in_flight: Optional[Future] = None
+        deferred: Optional[tuple] = None  # the first chunk: no thread unless a second follows
+
+        def send(data: bytes, fmt: int, at: int) -> None:
+            nonlocal executor, in_flight, deferred
+            if executor is None:
+                if deferred is None:
+                    deferred = (at, data, fmt)
+                    return
+                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rapport-ingest")
+                in_flight = executor.submit(self._call_batch, totals, *deferred, mode)
+                deferred = None
+            in_flight.result()  # raises the previous chunk's error; then nothing more is sent
+            in_flight = executor.submit(self._call_batch, totals, at, data, fmt, mode)
+
+        def finish() -> None:
+            if deferred is not None:
+                self._call_batch(totals, *deferred, mode)
+            elif in_flight is not None:
+                in_flight.result()
 
         def flush() -> None:
             nonlocal pending, offset
@@ -307,9 +393,22 @@ class Engine:
             else:
                 data = b"".join(pending)
                 fmt = _ffi.FORMAT_PROTOBUF_DELIMITED
-            self._call_batch(totals, offset, data, fmt, mode)
+            send(data, fmt, offset)
             offset += len(pending)
             pending = []
+
+        if isinstance(events, (list, tuple)) and all(type(e) is dict for e in events):
+            # The common bulk case, without the per-event loop below: whole
+            # slices go to json.dumps (C code) at once.
+            for start in range(0, len(events), batch_size):
+                pending, kind = list(events[start:start + batch_size]), "dict"
+                flush()
+            try:
+                finish()
+            finally:
+                if executor is not None:
+                    executor.shutdown(wait=True)
+            return
 
         for item in iterator:
             if isinstance(item, dict):
@@ -332,7 +431,12 @@ class Engine:
                 flush()
                 kind = k
             pending.append(v)
-        flush()
+        try:
+            flush()
+            finish()
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True)
 
     def advance(self, now_us: int) -> List[Dict[str, Any]]:
         """Moves the clock to `now_us` (microseconds since the epoch, UTC) and
@@ -367,33 +471,42 @@ class Engine:
                                          _ffi.FORMAT_JSON))
         return self._read(_ffi.rapport_engine_snapshot, self._h(), _ffi.FORMAT_PROTOBUF)
 
-    def _get(self, func, entity_id: str) -> Dict[str, Any]:
+    def _result(self, func, args: tuple, message_type: Optional[type]) -> Any:
+        """A dict from the JSON result or, given `message_type` (a generated
+        protobuf class of the result's rapport.v1 message), that message
+        parsed from the protobuf result."""
+        if message_type is None:
+            return _decode(self._read(func, self._h(), *args, _ffi.FORMAT_JSON))
+        return message_type.FromString(self._read(func, self._h(), *args,
+                                                  _ffi.FORMAT_PROTOBUF))
+
+    def _get(self, func, entity_id: str, message_type: Optional[type]) -> Any:
         raw = entity_id.encode()
-        return _decode(self._read(func, self._h(), raw, len(raw), _ffi.FORMAT_JSON))
+        return self._result(func, (raw, len(raw)), message_type)
 
-    def account(self, account_id: str) -> Dict[str, Any]:
+    def account(self, account_id: str, message_type: Optional[type] = None) -> Any:
         """The account (rapport.v1.Account). Raises NotFoundError."""
-        return self._get(_ffi.rapport_get_account, account_id)
+        return self._get(_ffi.rapport_get_account, account_id, message_type)
 
-    def deal(self, deal_id: str) -> Dict[str, Any]:
+    def deal(self, deal_id: str, message_type: Optional[type] = None) -> Any:
         """The deal with its stage history (rapport.v1.Deal). Raises NotFoundError."""
-        return self._get(_ffi.rapport_get_deal, deal_id)
+        return self._get(_ffi.rapport_get_deal, deal_id, message_type)
 
-    def order(self, order_id: str) -> Dict[str, Any]:
+    def order(self, order_id: str, message_type: Optional[type] = None) -> Any:
         """The order (rapport.v1.Order). Raises NotFoundError."""
-        return self._get(_ffi.rapport_get_order, order_id)
+        return self._get(_ffi.rapport_get_order, order_id, message_type)
 
-    def manager(self, manager_id: str) -> Dict[str, Any]:
+    def manager(self, manager_id: str, message_type: Optional[type] = None) -> Any:
         """The manager (rapport.v1.Manager). Raises NotFoundError."""
-        return self._get(_ffi.rapport_get_manager, manager_id)
+        return self._get(_ffi.rapport_get_manager, manager_id, message_type)
 
-    def team(self, team_id: str) -> Dict[str, Any]:
+    def team(self, team_id: str, message_type: Optional[type] = None) -> Any:
         """The team (rapport.v1.Team). Raises NotFoundError."""
-        return self._get(_ffi.rapport_get_team, team_id)
+        return self._get(_ffi.rapport_get_team, team_id, message_type)
 
-    def config(self) -> Dict[str, Any]:
+    def config(self, message_type: Optional[type] = None) -> Any:
         """The configuration in effect, defaults filled in."""
-        return _decode(self._read(_ffi.rapport_engine_config, self._h(), _ffi.FORMAT_JSON))
+        return self._result(_ffi.rapport_engine_config, (), message_type)
 
     @property
     def events_accepted(self) -> int:
@@ -405,21 +518,70 @@ class Engine:
         """The latest advance() time (0 before any)."""
         return _ffi.rapport_clock_us(self._h())
 
+    # rapport.v1.AccountStatus, by name and number.
+    ACCOUNT_STATUSES = ("ACCOUNT_STATUS_UNSPECIFIED", "ACCOUNT_STATUS_PROSPECT",
+                        "ACCOUNT_STATUS_ACTIVE", "ACCOUNT_STATUS_LEAD", "ACCOUNT_STATUS_CLIENT",
+                        "ACCOUNT_STATUS_REPEAT", "ACCOUNT_STATUS_CHURNED")
+
+    def _lines(self, func, *args: Any) -> List[Dict[str, Any]]:
+        data = self._read(func, self._h(), *args, _ffi.FORMAT_JSON_LINES)
+        return [_ints(json.loads(line)) for line in data.splitlines() if line]
+
+    def accounts(self, status: Union[str, int]) -> List[Dict[str, Any]]:
+        """Accounts with `status` ("ACCOUNT_STATUS_CLIENT", or "client", or its
+        number), in order of creation. Raises InvalidArgumentError for an
+        unknown status."""
+        if isinstance(status, str):
+            name = status.upper()
+            if not name.startswith("ACCOUNT_STATUS_"):
+                name = "ACCOUNT_STATUS_" + name
+            if name not in self.ACCOUNT_STATUSES:
+                raise rapport_error(_ffi.INVALID_ARGUMENT, f"unknown account status {status!r}")
+            status = self.ACCOUNT_STATUSES.index(name)
+        return self._lines(_ffi.rapport_accounts_by_status, int(status))
+
+    def account_status_counts(self) -> Dict[str, int]:
+        """How many accounts have each status, by status name."""
+        counts = (ctypes.c_int64 * 32)()
+        written = ctypes.c_size_t(0)
+        _ffi.rapport_account_status_counts(counts, len(counts), ctypes.byref(written), self._h())
+        names = self.ACCOUNT_STATUSES
+        return {names[i] if i < len(names) else str(i): counts[i]
+                for i in range(min(written.value, len(counts)))}
+
+    def deals_by_stage(self) -> List[Dict[str, Any]]:
+        """Open and won deals per stage of every pipeline, in pipeline and
+        stage order (stages with no deals included)."""
+        return self._lines(_ffi.rapport_deals_by_stage)
+
+    def stuck_deals(self, at_us: int) -> List[Dict[str, Any]]:
+        """Deals whose time in their current stage at `at_us` exceeds the
+        stage's SLA, in order of creation."""
+        return self._lines(_ffi.rapport_stuck_deals, int(at_us))
+
     def outbox(self) -> List[Dict[str, Any]]:
         """Actions produced and not yet acknowledged (tasks not yet completed),
         in the order they were produced."""
         return _decode(self._read(_ffi.rapport_outbox, self._h(), _ffi.FORMAT_JSON)).get(
             "actions", [])
 
-    def kpis(self, query: JsonLike) -> Dict[str, Any]:
-        """The KPI report (rapport.v1.KpiReport as a dict) of a
-        rapport.v1.KpiQuery, e.g. ``{"start_us": a, "end_us": b}``. Ratios
+    def kpis(self, query: JsonLike, message_type: Optional[type] = None) -> Any:
+        """The KPI report (rapport.v1.KpiReport as a dict, or a `message_type`
+        message) of a rapport.v1.KpiQuery, e.g. ``{"start_us": a, "end_us":
+        b}``; a query given as protobuf gets the report as protobuf. Ratios
         with a zero denominator have no ``value`` key (null, never 0).
         Raises InvalidArgumentError for a bad query, OutOfRangeError when a
         money sum overflows."""
         data, fmt = _encode(query, "query", "rapport.v1.KpiQuery")
-        return _decode(self._read(_ffi.rapport_kpis, self._h(), data,
-                                  0 if data is None else len(data), _ffi.FORMAT_JSON))
+        if fmt != _ffi.FORMAT_JSON:
+            # A protobuf query gets a protobuf report (one format per call):
+            # parsed with `message_type`, else the rapport.v1.KpiReport bytes.
+            raw = self._read(_ffi.rapport_kpis, self._h(), data, len(data), _ffi.FORMAT_PROTOBUF)
+            return raw if message_type is None else message_type.FromString(raw)
+        if message_type is not None:
+            raise TypeError("kpis: a message_type result needs the query as a protobuf message "
+                            "or bytes (one format per call)")
+        return self._result(_ffi.rapport_kpis, (data, 0 if data is None else len(data)), None)
 
     def kpi_partial(self, query: JsonLike) -> Dict[str, Any]:
         """The query's partial result over this engine's accounts, for
@@ -441,13 +603,12 @@ class Engine:
         _ffi.rapport_kpi_merge(*out.args(), arr, lens, len(encoded), _ffi.FORMAT_JSON)
         return _decode(out.take())
 
-    def grades(self, as_of_us: int) -> Dict[str, Any]:
+    def grades(self, as_of_us: int, message_type: Optional[type] = None) -> Any:
         """Grades of every manager at `as_of_us` (rapport.v1.GradeEvaluation):
         current and eligible grade, unmet requirements, bonus multiplier, ABC
         tiers and assignment violations. Raises InvalidArgumentError for a
         time outside years 1970..9999."""
-        return _decode(self._read(_ffi.rapport_grades, self._h(), int(as_of_us),
-                                  _ffi.FORMAT_JSON))
+        return self._result(_ffi.rapport_grades, (int(as_of_us),), message_type)
 
     @staticmethod
     def load_rule_set(text: str) -> Dict[str, Any]:
@@ -463,6 +624,10 @@ class Engine:
         if self.closed:
             return "<rapport.Engine closed>"
         return f"<rapport.Engine events_accepted={self.events_accepted}>"
+
+
+def rapport_error(code: int, message: str) -> _ffi.RapportError:
+    return _ffi.error_for(code, message)
 
 
 def version_number() -> int:

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Python ingest speed through the ctypes binding: from dicts and from
+protobuf-delimited bytes, on the generated stream the C++ benchmarks use.
+
+    RAPPORT_LIBRARY=build/release/lib/librapport.so PYTHONPATH=bindings/python \\
+        python3 bench/python_ingest.py --events 500000 --repeat 3
+
+The stream comes from c_api_bench_cpp (rapport::testing::GenerateStream,
+found next to the library at ../bench/, or --helper): delimited protobuf and
+the same events as JSON lines. The dicts are built from the JSON lines before
+the clock starts, with 64-bit integers as Python ints as a host would write
+them. Each run ingests the whole stream into a fresh engine (created before
+the clock starts); the figure is the median of --repeat runs.
+
+Targets (issue 6): >= 300 000 events/s from dicts, >= 2 000 000 events/s
+from protobuf bytes. The engine's own ingest rate (the C++ API, core_bench
+and c_api_bench) bounds the second figure; --no-rules also shows it without
+the regulations (an empty rule set).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import rapport
+from rapport.engine import _ints
+
+
+def split_delimited(data, per_chunk):
+    """The delimited stream cut into chunks of `per_chunk` events (bytes), as
+    a host reading a socket or file would hand them over."""
+    chunks, start, at, count = [], 0, 0, 0
+    n = len(data)
+    while at < n:
+        length, shift = 0, 0
+        while True:
+            b = data[at]
+            at += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        at += length
+        count += 1
+        if count == per_chunk:
+            chunks.append(data[start:at])
+            start, count = at, 0
+    if start < n:
+        chunks.append(data[start:])
+    return chunks
+
+
+def timed(config, feed, repeat):
+    """Median events per wall second and per CPU second of the process (all
+    its threads): on a shared machine the second is the steadier figure."""
+    wall, cpu = [], []
+    for _ in range(repeat):
+        with rapport.Engine(config) as engine:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            accepted = feed(engine)
+            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        wall.append(accepted / elapsed)
+        cpu.append(accepted / elapsed_cpu)
+    return statistics.median(wall), statistics.median(cpu), wall
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=500000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=rapport.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--helper", help="path to c_api_bench_cpp")
+    parser.add_argument("--no-rules", action="store_true",
+                        help="an empty rule set (no regulations)")
+    args = parser.parse_args()
+
+    helper = args.helper or os.path.join(
+        os.path.dirname(os.path.realpath(os.environ.get("RAPPORT_LIBRARY", "."))), "..",
+        "bench", "c_api_bench_cpp")
+    with tempfile.TemporaryDirectory() as tmp:
+        pb_path, json_path = os.path.join(tmp, "stream.bin"), os.path.join(tmp, "stream.json")
+        subprocess.run([helper, f"--write-stream={pb_path}", f"--write-json={json_path}"],
+                       env=dict(os.environ, RAPPORT_BENCH_EVENTS=str(args.events)), check=True)
+        with open(pb_path, "rb") as f:
+            stream = f.read()
+        with open(json_path) as f:
+            dicts = [_ints(json.loads(line)) for line in f]
+    n = len(dicts)
+    config = {"rule_set": {"id": "none", "version": 1}} if args.no_rules else None
+    chunks = split_delimited(stream, args.batch_size)
+    print(f"rapport {rapport.version_number()}, {n} generated events, "
+          f"batches of {args.batch_size}, {'no rules' if args.no_rules else 'default playbook'}, "
+          f"median of {args.repeat}")
+
+    def from_dicts(engine):
+        return engine.ingest(dicts, batch_size=args.batch_size)["accepted"]
+
+    def from_bytes(engine):
+        return sum(engine.ingest(c)["accepted"] for c in chunks)
+
+    def from_one_bytes(engine):
+        return engine.ingest(stream)["accepted"]
+
+    def from_bytes_no_actions(engine):
+        return sum(engine.ingest(c, actions=False)["accepted"] for c in chunks)
+
+    def from_dicts_no_actions(engine):
+        return engine.ingest(dicts, batch_size=args.batch_size, actions=False)["accepted"]
+
+    for name, feed in (("dicts (Engine.ingest(list of dicts))", from_dicts),
+                       ("protobuf-delimited bytes, one call per batch", from_bytes),
+                       ("protobuf-delimited bytes, the whole stream in one call",
+                        from_one_bytes),
+                       ("dicts, actions=False", from_dicts_no_actions),
+                       ("protobuf-delimited bytes per batch, actions=False",
+                        from_bytes_no_actions)):
+        wall, cpu, rates = timed(config, feed, args.repeat)
+        print(f"  {name:58s} {wall:>10,.0f} events/s wall, {cpu:>10,.0f} per CPU second "
+              f"(wall runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
