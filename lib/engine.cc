@@ -64,7 +64,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Restore(absl::string_view snapsh
 
 absl::StatusOr<v1::IngestResult> Engine::Ingest(const v1::Event& event) {
   EngineState& s = *state_;
-  absl::ReleasableMutexLock lock(&s.mu);
+  WriterLock lock(&s.mu);
   const uint64_t fp = EventFingerprint(event);
   Verdict verdict;
   if (absl::Status st = ValidateEvent(event, fp, s, nullptr, &verdict); !st.ok()) {
@@ -104,7 +104,7 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
     return absl::ResourceExhaustedError(
         absl::StrCat("batch of ", n, " events exceeds the limit of ", kMaxBatchEvents));
   }
-  absl::MutexLock lock(&s.mu);
+  WriterLock lock(&s.mu);
   v1::IngestResult result;
   int64_t accepted = 0;
   int64_t duplicates = 0;
@@ -216,7 +216,7 @@ absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
     return absl::InvalidArgumentError(
         absl::StrCat("advance: ", now_us, " is outside years 1970..9999 (microseconds)"));
   }
-  absl::MutexLock lock(&state_->mu);
+  WriterLock lock(&state_->mu);
   // A persistent engine journals the clock move (durably) before it happens,
   // so that replay fires the same timers at the same points.
   if (store_ != nullptr && now_us > state_->clock_us) {
@@ -229,28 +229,28 @@ absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
 }
 
 absl::StatusOr<v1::Account> Engine::GetAccount(absl::string_view id) const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return Lookup(state_->accounts, "account", id);
 }
 absl::StatusOr<v1::Deal> Engine::GetDeal(absl::string_view id) const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return Lookup(state_->deals, "deal", id);
 }
 absl::StatusOr<v1::Order> Engine::GetOrder(absl::string_view id) const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return Lookup(state_->orders, "order", id);
 }
 absl::StatusOr<v1::Manager> Engine::GetManager(absl::string_view id) const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return Lookup(state_->managers, "manager", id);
 }
 absl::StatusOr<v1::Team> Engine::GetTeam(absl::string_view id) const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return Lookup(state_->teams, "team", id);
 }
 
 std::vector<v1::Account> Engine::AccountsByStatus(v1::AccountStatus status) const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   std::vector<v1::Account> out;
   for (const v1::Account& a : state_->accounts.rows()) {
     if (a.status() == status) out.push_back(a);
@@ -259,14 +259,14 @@ std::vector<v1::Account> Engine::AccountsByStatus(v1::AccountStatus status) cons
 }
 
 std::vector<int64_t> Engine::AccountStatusCounts() const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   std::vector<int64_t> counts(v1::AccountStatus_ARRAYSIZE, 0);
   for (const v1::Account& a : state_->accounts.rows()) ++counts[a.status()];
   return counts;
 }
 
 std::vector<v1::StageCount> Engine::DealsByStage() const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   const Pipelines& pipelines = state_->pipelines;
   std::vector<std::vector<int64_t>> counts;
   for (const PipelineInfo& p : pipelines.all()) counts.emplace_back(p.size(), 0);
@@ -289,7 +289,7 @@ std::vector<v1::StageCount> Engine::DealsByStage() const {
 }
 
 std::vector<v1::StuckDeal> Engine::StuckDeals(int64_t at_us) const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   std::vector<v1::StuckDeal> out;
   for (const v1::Deal& d : state_->deals.rows()) {
     if (d.status() == v1::DEAL_STATUS_LOST || d.history_size() == 0) continue;
@@ -312,17 +312,17 @@ std::vector<v1::StuckDeal> Engine::StuckDeals(int64_t at_us) const {
 }
 
 int64_t Engine::events_accepted() const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return state_->events_accepted;
 }
 
 int64_t Engine::clock_us() const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return state_->clock_us;
 }
 
 v1::EngineConfig Engine::config() const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return state_->config;
 }
 
@@ -331,7 +331,7 @@ absl::StatusOr<v1::GradeEvaluation> Engine::Grades(int64_t as_of_us) const {
     return absl::InvalidArgumentError(
         absl::StrCat("grades: as_of ", as_of_us, " is outside years 1970..9999 (microseconds)"));
   }
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   const v1::GradePolicy& policy = state_->config.grade_policy();
   absl::StatusOr<GradingInputs> inputs = ComputeGradingInputs(*state_, policy, as_of_us);
   if (!inputs.ok()) return inputs.status();
@@ -341,7 +341,7 @@ absl::StatusOr<v1::GradeEvaluation> Engine::Grades(int64_t as_of_us) const {
 absl::StatusOr<v1::KpiPartial> Engine::KpiPartial(const v1::KpiQuery& query) const {
   absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
   if (!plan.ok()) return plan.status();
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return kpi::ScanPartial(*state_, *plan);
 }
 
@@ -356,12 +356,12 @@ absl::StatusOr<v1::KpiReport> Engine::MergeKpiPartials(absl::Span<const v1::KpiP
 }
 
 v1::ActionList Engine::Outbox() const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return rules::Outbox(*state_);
 }
 
 absl::Status Engine::Acknowledge(absl::Span<const std::string> action_ids) {
-  absl::MutexLock lock(&state_->mu);
+  WriterLock lock(&state_->mu);
   return rules::Acknowledge(action_ids, state_.get());
 }
 
@@ -379,7 +379,7 @@ absl::StatusOr<v1::RuleSet> Engine::LoadRuleSet(absl::string_view text,
 }
 
 absl::StatusOr<std::string> Engine::Snapshot() const {
-  absl::ReaderMutexLock lock(&state_->mu);
+  ReaderLock lock(&state_->mu);
   return WriteSnapshot(*state_);
 }
 

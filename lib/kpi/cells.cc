@@ -151,7 +151,7 @@ void CellIndex::MarkStale() {
 }
 
 void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, FirstChange first) {
-  absl::MutexLock lock(&mu_);
+  WriterLock lock(&mu_);
   if (last_t_.size() <= f.account) last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
   last_t_[f.account] = std::max(last_t_[f.account], t);
   bool any = false;
@@ -199,7 +199,7 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
 }
 
 void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before) {
-  absl::MutexLock lock(&mu_);
+  WriterLock lock(&mu_);
   if (account >= last_t_.size() || last_t_[account] == std::numeric_limits<int64_t>::min()) return;
   const AccountData& now = st.accounts[account];
   bool stale = now.kind != before.kind || now.source_partner != before.source_partner;
@@ -241,7 +241,7 @@ void CellIndex::Rebuild(const FactStore& st, int mode) {
 
 bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t from_day, int64_t to_day,
                         const std::function<void(const Cell&)>& fn) {
-  absl::MutexLock lock(&mu_);
+  WriterLock lock(&mu_);
   const int mi = static_cast<int>(mode);
   if (mi < 0 || mi >= kModes) return false;
   if (!modes_[mi].built) Rebuild(st, mi);
@@ -254,7 +254,7 @@ bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t from_day,
 }
 
 size_t CellIndex::MemoryBytes() const {
-  absl::MutexLock lock(&mu_);
+  WriterLock lock(&mu_);
   size_t n = last_t_.capacity() * sizeof(int64_t);
   for (const Mode& m : modes_) {
     for (const auto& [day, cells] : m.days) {

@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "lib/util/shared_mutex.h"
 #include "lib/kpi/fact_store.h"
 #include "rapport/v1/kpi.pb.h"
 
@@ -99,7 +99,7 @@ class CellIndex {
   void MarkStale();
   Cell& At(int mode, int64_t t, uint32_t group);
 
-  mutable absl::Mutex mu_;
+  mutable SharedMutex mu_;
   Mode modes_[kModes];
   bool overflow_ = false;
   // The latest fact time of each account (kMin: none), to tell whether an

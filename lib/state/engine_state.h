@@ -14,7 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "lib/util/shared_mutex.h"
 #include "lib/kpi/fact_store.h"
 #include "lib/lifecycle/pipelines.h"
 #include "lib/rules/action_store.h"
@@ -78,7 +78,7 @@ struct EngineState {
   kpi::FactStore kpi;
 
   // Guards everything above: writers hold it exclusively, readers shared.
-  mutable absl::Mutex mu;
+  mutable SharedMutex mu;
 };
 
 }  // namespace rapport

@@ -95,7 +95,7 @@ absl::Status Engine::Checkpoint() {
   std::string bytes;
   {
     // Writers wait only for the capture; the file is written without the lock.
-    absl::MutexLock lock(&state_->mu);
+    WriterLock lock(&state_->mu);
     absl::StatusOr<uint64_t> covered = store_->BeginCheckpoint();
     if (!covered.ok()) return covered.status();
     seq = *covered;
