@@ -1,6 +1,7 @@
 #include "lib/grading/grading.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -22,6 +23,52 @@ struct ManagerView {
   int64_t accounts = 0;
 };
 
+// The suggested owner for a violation, from the two best candidates of each
+// (team, tier) found in one pass: the owner is never its own suggestion, so
+// the runner-up stands in when the owner is the best. One pass keeps a
+// company of 10 000 managers with many violations linear.
+class OwnerSuggestions {
+ public:
+  OwnerSuggestions(const std::vector<ManagerView>& managers, const v1::GradePolicy& policy) {
+    for (const ManagerView& c : managers) {
+      auto [it, inserted] = team_index_.try_emplace(c.manager->team_id(), teams_.size());
+      if (inserted) teams_.emplace_back();
+      const v1::Grade& g = policy.grades(c.grade);
+      if (g.max_accounts() > 0 && c.accounts >= g.max_accounts()) continue;
+      for (int t = v1::TIER_A; t <= v1::TIER_C; ++t) {
+        if (Allows(g.max_tier(), static_cast<v1::Tier>(t))) Offer(teams_[it->second][t - 1], &c);
+      }
+    }
+  }
+
+  // `tier` is A, B or C; `owner` is one of the managers given above.
+  std::string For(const ManagerView& owner, v1::Tier tier) const {
+    const Best& best = teams_[team_index_.at(owner.manager->team_id())][tier - 1];
+    const ManagerView* pick = best[0] == &owner ? best[1] : best[0];
+    return pick == nullptr ? std::string() : pick->manager->manager_id();
+  }
+
+ private:
+  using Best = std::array<const ManagerView*, 2>;
+
+  // Fewest accounts first, ties by id.
+  static bool Better(const ManagerView* a, const ManagerView* b) {
+    return b == nullptr || a->accounts < b->accounts ||
+           (a->accounts == b->accounts && a->manager->manager_id() < b->manager->manager_id());
+  }
+  static void Offer(Best& best, const ManagerView* c) {
+    if (Better(c, best[0])) {
+      best[1] = best[0];
+      best[0] = c;
+    } else if (Better(c, best[1])) {
+      best[1] = c;
+    }
+  }
+
+  absl::flat_hash_map<absl::string_view, size_t> team_index_;
+  std::vector<std::array<Best, 3>> teams_;
+};
+
 }  // namespace
 
 absl::StatusOr<v1::GradePolicy> GradePolicyWithDefaults(const v1::GradePolicy& in) {
@@ -35,7 +82,8 @@ absl::StatusOr<v1::GradePolicy> GradePolicyWithDefaults(const v1::GradePolicy& i
   if (p.abc_a_share() == 0) p.set_abc_a_share(0.80);
   if (p.abc_ab_share() == 0) p.set_abc_ab_share(0.95);
   if (p.hunter_share_floor() == 0) p.set_hunter_share_floor(0.20);
-  if (p.window_us() < 0 || p.window_us() >= kMaxTimeUs) return bad("field 'window_us'", "out of range");
+  if (p.window_us() < 0 || p.window_us() >= kMaxTimeUs)
+    return bad("field 'window_us'", "out of range");
   if (p.hunter_window_us() < 0 || p.hunter_window_us() >= kMaxTimeUs) {
     return bad("field 'hunter_window_us'", "out of range");
   }
@@ -49,7 +97,8 @@ absl::StatusOr<v1::GradePolicy> GradePolicyWithDefaults(const v1::GradePolicy& i
   for (int g = 0; g < p.grades_size(); ++g) {
     const v1::Grade& grade = p.grades(g);
     const std::string where = absl::StrCat("grade ", g, " '", grade.id(), "'");
-    if (grade.id().empty() || grade.id().size() > kMaxIdBytes) return bad(where, "field 'id' must be 1..128 bytes");
+    if (grade.id().empty() || grade.id().size() > kMaxIdBytes)
+      return bad(where, "field 'id' must be 1..128 bytes");
     if (!seen.emplace(grade.id(), g).second) return bad(where, "field 'id' is repeated");
     if (grade.max_accounts() < 0) return bad(where, "field 'max_accounts' is negative");
     if (grade.bonus_multiplier() < 0) return bad(where, "field 'bonus_multiplier' is negative");
@@ -189,20 +238,7 @@ v1::GradeEvaluation EvaluateGrades(const EngineState& s, const v1::GradePolicy& 
 
   // Violations, each with a suggested owner: same team, a grade that allows
   // the tier, room under its limit, the fewest accounts; ties by id.
-  auto suggest = [&](const ManagerView& owner, v1::Tier tier) -> std::string {
-    const ManagerView* best = nullptr;
-    for (const ManagerView& c : managers) {
-      if (&c == &owner || c.manager->team_id() != owner.manager->team_id()) continue;
-      const v1::Grade& g = policy.grades(c.grade);
-      if (!Allows(g.max_tier(), tier)) continue;
-      if (g.max_accounts() > 0 && c.accounts >= g.max_accounts()) continue;
-      if (best == nullptr || c.accounts < best->accounts ||
-          (c.accounts == best->accounts && c.manager->manager_id() < best->manager->manager_id())) {
-        best = &c;
-      }
-    }
-    return best == nullptr ? std::string() : best->manager->manager_id();
-  };
+  const OwnerSuggestions suggestions(managers, policy);
   for (uint32_t i = 0; i < s.accounts.size(); ++i) {
     const v1::Account& a = s.accounts.at(i);
     if (a.owner_id().empty() || a.status() == v1::ACCOUNT_STATUS_CHURNED) continue;
@@ -215,7 +251,7 @@ v1::GradeEvaluation EvaluateGrades(const EngineState& s, const v1::GradePolicy& 
     v.set_manager_id(owner.manager->manager_id());
     v.set_account_id(a.account_id());
     v.set_tier(tiers[i]);
-    v.set_suggested_owner_id(suggest(owner, tiers[i]));
+    v.set_suggested_owner_id(suggestions.For(owner, tiers[i]));
   }
   for (const ManagerView& mv : managers) {
     const int64_t limit = policy.grades(mv.grade).max_accounts();
@@ -223,7 +259,7 @@ v1::GradeEvaluation EvaluateGrades(const EngineState& s, const v1::GradePolicy& 
     v1::Violation& v = *out.add_violations();
     v.set_kind(v1::Violation::KIND_OVER_ACCOUNT_LIMIT);
     v.set_manager_id(mv.manager->manager_id());
-    v.set_suggested_owner_id(suggest(mv, v1::TIER_C));
+    v.set_suggested_owner_id(suggestions.For(mv, v1::TIER_C));
   }
   return out;
 }
