@@ -362,7 +362,18 @@ v1::ActionList Engine::Outbox() const {
 
 absl::Status Engine::Acknowledge(absl::Span<const std::string> action_ids) {
   WriterLock lock(&state_->mu);
-  return rules::Acknowledge(action_ids, state_.get());
+  absl::StatusOr<std::vector<uint32_t>> pending = rules::PendingToAcknowledge(action_ids, *state_);
+  if (!pending.ok()) return pending.status();
+  // A persistent engine journals what changes (durably) before it changes,
+  // as for events and clock moves, so a reopen does not deliver it again.
+  if (store_ != nullptr && !pending->empty()) {
+    std::vector<std::string> ids;
+    ids.reserve(pending->size());
+    for (uint32_t idx : *pending) ids.push_back(state_->actions.Id(idx));
+    if (absl::Status st = store_->JournalAcknowledge(ids); !st.ok()) return st;
+  }
+  rules::MarkAcknowledged(*pending, state_.get());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::RuleSet> Engine::LoadRuleSet(absl::string_view text,

@@ -253,11 +253,12 @@ class Engine {
 
   // Marks the actions acknowledged: they leave the outbox (a task stays
   // open until completed). Acknowledging an action again is a no-op.
-  // A persistent engine keeps acknowledgements in its snapshots only: after
-  // a reopen, those made since the last Checkpoint are pending again (the
-  // outbox delivers at least once).
+  // A persistent engine journals the acknowledgement (durably, as a write)
+  // before it takes effect, so an acknowledged action stays out of the
+  // outbox after a reopen.
   // Thread-safety: a writer. Errors: NOT_FOUND naming the first unknown id,
-  // INVALID_ARGUMENT naming a repeated one; then nothing changes.
+  // INVALID_ARGUMENT naming a repeated one; a persistent engine's journal
+  // errors (as for IngestBatch); then nothing changes.
   absl::Status Acknowledge(absl::Span<const std::string> action_ids);
 
   // Parses a rule set (rapport.v1.RuleSet) from protobuf text format, or from

@@ -754,31 +754,30 @@ v1::ActionList Outbox(const EngineState& s) {
   return out;
 }
 
-absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
-  std::vector<uint32_t> found;
-  found.reserve(ids.size());
+absl::StatusOr<std::vector<uint32_t>> PendingToAcknowledge(absl::Span<const std::string> ids,
+                                                           const EngineState& s) {
+  std::vector<uint32_t> pending;
   absl::flat_hash_set<uint32_t> seen;
   for (size_t i = 0; i < ids.size(); ++i) {
-    const uint32_t idx = s->actions.IndexOf(ids[i]);
+    const uint32_t idx = s.actions.IndexOf(ids[i]);
     if (idx == ActionStore::kNone) {
       return absl::NotFoundError(absl::StrCat("acknowledge: ids[", i, "]: unknown action '", ids[i], "'"));
     }
     if (!seen.insert(idx).second) {
       return absl::InvalidArgumentError(absl::StrCat("acknowledge: ids[", i, "]: '", ids[i], "' is repeated"));
     }
-    found.push_back(idx);
+    if (s.actions.at(idx).state == v1::ACTION_STATE_PENDING) pending.push_back(idx);
   }
-  size_t stale = 0;
-  for (uint32_t idx : found) {
-    StoredAction& a = s->actions.at(idx);
-    if (a.state == v1::ACTION_STATE_PENDING) {
-      a.state = static_cast<uint8_t>(v1::ACTION_STATE_ACKNOWLEDGED);
-      ++stale;
-    }
+  return pending;
+}
+
+void MarkAcknowledged(absl::Span<const uint32_t> actions, EngineState* s) {
+  for (uint32_t idx : actions) {
+    s->actions.at(idx).state = static_cast<uint8_t>(v1::ACTION_STATE_ACKNOWLEDGED);
   }
   // Compact once most of the outbox is no longer pending.
   std::vector<uint32_t>& outbox = s->rules.outbox;
-  if (stale > 0 && outbox.size() > 64) {
+  if (!actions.empty() && outbox.size() > 64) {
     size_t pending = 0;
     for (uint32_t i : outbox) pending += s->actions.at(i).state == v1::ACTION_STATE_PENDING;
     if (pending * 2 < outbox.size()) {
@@ -787,6 +786,12 @@ absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
                    outbox.end());
     }
   }
+}
+
+absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
+  absl::StatusOr<std::vector<uint32_t>> pending = PendingToAcknowledge(ids, *s);
+  if (!pending.ok()) return pending.status();
+  MarkAcknowledged(*pending, s);
   return absl::OkStatus();
 }
 

@@ -129,6 +129,12 @@ v1::ActionList Outbox(const EngineState& state);
 // Marks actions acknowledged. Errors: NOT_FOUND naming the first unknown id,
 // INVALID_ARGUMENT for a repeated one; then nothing changes.
 absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* state);
+// The two halves of Acknowledge, for a persistent engine that journals
+// between them: the actions `ids` name that are still pending (the checks
+// and errors of Acknowledge; nothing changes), then marking them.
+absl::StatusOr<std::vector<uint32_t>> PendingToAcknowledge(absl::Span<const std::string> ids,
+                                                           const EngineState& state);
+void MarkAcknowledged(absl::Span<const uint32_t> actions, EngineState* state);
 
 // The runtime's part of a snapshot, deterministically (sorted where the
 // in-memory order is a hash map's).

@@ -81,6 +81,21 @@ void AppendAdvanceRecord(uint64_t seq, int64_t now_us, std::string* out) {
   PutLE64(payload, static_cast<uint64_t>(now_us));
   AppendRecord(RecordKind::kAdvance, seq, absl::string_view(payload, 8), out);
 }
+void AppendAcknowledgeRecord(uint64_t seq, absl::Span<const std::string> action_ids,
+                             std::string* out) {
+  std::string payload;
+  for (const std::string& id : action_ids) {
+    payload.push_back(static_cast<char>(
+        (1 << 3) | google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+    uint8_t len[5];
+    const uint8_t* end =
+        CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(id.size()), len);
+    payload.append(reinterpret_cast<const char*>(len), static_cast<size_t>(end - len));
+    payload.append(id);
+  }
+  AppendRecord(RecordKind::kAcknowledge, seq, payload, out);
+}
+
 
 void FixChecksums(std::string* data) {
   size_t off = 0;
@@ -112,7 +127,8 @@ ReadStatus SegmentReader::Next(Record* record, std::string* why) {
   }
   const uint32_t n = GetLE32(h + 8);
   const auto kind = static_cast<RecordKind>(static_cast<uint8_t>(h[20]));
-  if (kind != RecordKind::kEvents && kind != RecordKind::kAdvance) {
+  if (kind != RecordKind::kEvents && kind != RecordKind::kAdvance &&
+      kind != RecordKind::kAcknowledge) {
     *why = absl::StrCat("unknown record kind ", static_cast<int>(static_cast<uint8_t>(h[20])));
     return ReadStatus::kCorrupt;
   }
@@ -144,5 +160,25 @@ absl::StatusOr<int64_t> DecodeAdvance(absl::string_view payload) {
   }
   return static_cast<int64_t>(GetLE64(payload.data()));
 }
+absl::StatusOr<std::vector<std::string>> DecodeAcknowledge(absl::string_view payload) {
+  std::vector<std::string> ids;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),
+                                            static_cast<int>(payload.size()));
+  const uint32_t want =
+      (1 << 3) | google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+  while (!in.ExpectAtEnd()) {
+    uint32_t len = 0;
+    std::string id;
+    if (in.ReadTag() != want || !in.ReadVarint32(&len) || len == 0 ||
+        !in.ReadString(&id, static_cast<int>(len))) {
+      return absl::DataLossError(absl::StrCat("acknowledge record: action id ", ids.size(),
+                                              " is not a length-delimited field 1"));
+    }
+    ids.push_back(std::move(id));
+  }
+  if (ids.empty()) return absl::DataLossError("an acknowledge record with no action ids");
+  return ids;
+}
+
 
 }  // namespace rapport::journal

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -48,6 +49,11 @@ enum class RecordKind : uint8_t {
   // Payload: 8 bytes, the little-endian int64 time of an Advance that moved
   // the clock; replay repeats it so that timers fire exactly as they did.
   kAdvance = 2,
+  // Payload: the ids of actions an Acknowledge moved out of the outbox, in
+  // the wire form of a message `{ repeated string action_ids = 1; }`; replay
+  // acknowledges them again, so that an acknowledged action is not
+  // delivered again after a reopen.
+  kAcknowledge = 3,
 };
 
 inline constexpr size_t kHeaderSize = 24;
@@ -63,6 +69,8 @@ void AppendRecord(RecordKind kind, uint64_t seq, absl::string_view payload, std:
 // intermediate copy of the payload.
 void AppendEventsRecord(uint64_t seq, absl::Span<const v1::Event* const> events, std::string* out);
 void AppendAdvanceRecord(uint64_t seq, int64_t now_us, std::string* out);
+void AppendAcknowledgeRecord(uint64_t seq, absl::Span<const std::string> action_ids,
+                             std::string* out);
 
 // Rewrites both CRCs of every complete record in `data` (fuzzing and tests
 // build journals by hand with it). Stops at the first header whose length
@@ -101,6 +109,9 @@ class SegmentReader {
 
 // The payload of an advance record.
 absl::StatusOr<int64_t> DecodeAdvance(absl::string_view payload);
+// The payload of an acknowledge record. Errors: DATA_LOSS when it is not a
+// list of ids.
+absl::StatusOr<std::vector<std::string>> DecodeAcknowledge(absl::string_view payload);
 
 }  // namespace rapport::journal
 

@@ -56,6 +56,14 @@ absl::Status ReplayRecord(const journal::Record& record, Engine* engine) {
       if (!actions.ok()) return absl::DataLossError(actions.status().message());
       return absl::OkStatus();
     }
+    case journal::RecordKind::kAcknowledge: {
+      absl::StatusOr<std::vector<std::string>> ids = journal::DecodeAcknowledge(record.payload);
+      if (!ids.ok()) return ids.status();
+      if (absl::Status st = engine->Acknowledge(*ids); !st.ok()) {
+        return absl::DataLossError(st.message());
+      }
+      return absl::OkStatus();
+    }
   }
   return absl::DataLossError("unknown record kind");
 }

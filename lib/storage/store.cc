@@ -403,6 +403,14 @@ absl::Status Store::JournalAdvance(int64_t now_us) {
   return AwaitDurable(*seq);
 }
 
+absl::Status Store::JournalAcknowledge(absl::Span<const std::string> action_ids) {
+  absl::StatusOr<uint64_t> seq = Append([action_ids](uint64_t seq, std::string* out) {
+    journal::AppendAcknowledgeRecord(seq, action_ids, out);
+  });
+  if (!seq.ok()) return seq.status();
+  return AwaitDurable(*seq);
+}
+
 absl::Status Store::AwaitDurable(uint64_t seq) {
   if (seq == 0 || sync_ != SyncMode::kGroupCommit) return absl::OkStatus();
   absl::MutexLock l(&mu_);

@@ -95,6 +95,9 @@ class Store {
   // AppendAdvance and, in group-commit mode, AwaitDurable at once (the
   // caller keeps the engine's lock: clock moves are rare and small).
   absl::Status JournalAdvance(int64_t now_us);
+  // Journals acknowledged action ids and, in group-commit mode, waits until
+  // they are durable (the caller keeps the engine's lock, as for Advance).
+  absl::Status JournalAcknowledge(absl::Span<const std::string> action_ids);
   absl::Status AwaitDurable(uint64_t seq);
 
   // A checkpoint in two steps. Begin runs under the engine's writer lock,

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -48,6 +49,32 @@ std::string Variant(const ScratchDir& scratch, const std::string& dir, const Bui
   CopyDir(dir, copy);
   WriteAll(copy + b.segment.substr(dir.size()), bytes);
   return copy;
+}
+
+TEST(JournalRecovery, AcknowledgeRecordsRoundTripAndRejectGarbage) {
+  const std::vector<std::string> ids = {"a", std::string(300, 'x'), "M1:0123"};
+  std::string out;
+  journal::AppendAcknowledgeRecord(7, ids, &out);
+  journal::SegmentReader reader(out);
+  journal::Record r;
+  std::string why;
+  ASSERT_EQ(reader.Next(&r, &why), journal::ReadStatus::kRecord) << why;
+  EXPECT_EQ(r.kind, journal::RecordKind::kAcknowledge);
+  EXPECT_EQ(r.seq, 7u);
+  absl::StatusOr<std::vector<std::string>> back = journal::DecodeAcknowledge(r.payload);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, ids);
+  for (const std::string& bad : {std::string(),
+                                 std::string("\x0a\x05"
+                                             "ab",
+                                             4),
+                                 std::string("\x12\x01"
+                                             "a",
+                                             3),
+                                 std::string("\x0a\x00", 2)}) {
+    absl::StatusOr<std::vector<std::string>> d = journal::DecodeAcknowledge(bad);
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss) << absl::CEscape(bad);
+  }
 }
 
 TEST(JournalRecovery, CutAtEveryByteOfTheLastRecordsIsACleanEnd) {

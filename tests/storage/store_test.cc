@@ -2,6 +2,7 @@
 // and their crash safety, and injected I/O faults.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 #include <thread>
@@ -56,6 +57,45 @@ TEST_P(EverySyncMode, ReopenGivesTheSameStateAndContinues) {
 INSTANTIATE_TEST_SUITE_P(Storage, EverySyncMode,
                          ::testing::Values(SyncMode::kPerBatch, SyncMode::kGroupCommit,
                                            SyncMode::kOff));
+
+// Acknowledgements are journaled like writes: after a reopen (no checkpoint
+// in between) the acknowledged actions stay out of the outbox, the others are
+// still there, and the state is the one the acknowledging engine had.
+TEST_P(EverySyncMode, AcknowledgementsSurviveAReopen) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(2000, 50);
+  std::vector<std::string> acked;
+  std::string before_close;
+  size_t left = 0;
+  {
+    auto engine = Engine::Open(dir, Options(GetParam()));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < ops.size(); ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    const v1::ActionList outbox = (*engine)->Outbox();
+    ASSERT_GE(outbox.actions_size(), 4) << "the stream must produce actions";
+    for (int i = 0; i < outbox.actions_size(); i += 2)
+      acked.push_back(outbox.actions(i).action_id());
+    ASSERT_TRUE((*engine)->Acknowledge(acked).ok());
+    ASSERT_TRUE((*engine)->Acknowledge(acked).ok()) << "again: a no-op, not journaled twice";
+    left = static_cast<size_t>(outbox.actions_size()) - acked.size();
+    before_close = *(*engine)->Snapshot();
+  }
+  auto engine = Engine::Open(dir, Options(GetParam()));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const v1::ActionList outbox = (*engine)->Outbox();
+  EXPECT_EQ(static_cast<size_t>(outbox.actions_size()), left);
+  for (const v1::Action& a : outbox.actions()) {
+    EXPECT_EQ(std::find(acked.begin(), acked.end(), a.action_id()), acked.end()) << a.action_id();
+  }
+  EXPECT_EQ(*(*engine)->Snapshot(), before_close);
+  // An unknown id is refused and journals nothing: the next reopen works.
+  EXPECT_EQ((*engine)->Acknowledge({acked.front(), "nope"}).code(), absl::StatusCode::kNotFound);
+  engine = absl::StatusOr<std::unique_ptr<Engine>>();
+  engine = Engine::Open(dir, Options(GetParam()));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), before_close);
+}
 
 TEST(Storage, OnlyAcceptedEventsAreJournaledAndReplayAgrees) {
   ScratchDir scratch;
