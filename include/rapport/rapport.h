@@ -309,6 +309,23 @@ RAPPORT_C_API int rapport_stuck_deals(uint8_t** out, size_t* out_len, const rapp
 RAPPORT_C_API int rapport_account_status_counts(int64_t* counts, size_t capacity, size_t* written,
                                                 const rapport_engine* engine);
 
+/* ---- Appended in ABI RAPPORT_1 (0.1.0): the persistent engine's policy. ---- */
+
+/* rapport_engine_open with the journal's policy too:
+ * `snapshot_every_bytes`: a write that brings the journal since the last
+ * snapshot past this many bytes takes a snapshot before returning (bounding
+ * disk use and the time an open spends replaying); 0 = only explicit
+ * rapport_engine_checkpoint() calls; -1 = the default, 256 MiB.
+ * `segment_bytes`: the journal continues in a new file after this many
+ * bytes; -1 = the default, 64 MiB.
+ * Everything else, ownership and errors as rapport_engine_open(), plus
+ * RAPPORT_INVALID_ARGUMENT naming a policy value below -1 or a
+ * segment_bytes of 0. */
+RAPPORT_C_API int rapport_engine_open_v2(rapport_engine** out, const char* dir,
+                                         const uint8_t* config, size_t config_len, int format,
+                                         int sync_mode, int flags, int64_t snapshot_every_bytes,
+                                         int64_t segment_bytes);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

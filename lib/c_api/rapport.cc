@@ -503,6 +503,12 @@ int rapport_kpi_merge(uint8_t** out, size_t* out_len, const uint8_t* const* part
 
 int rapport_engine_open(rapport_engine** out, const char* dir, const uint8_t* config,
                         size_t config_len, int format, int sync_mode, int flags) {
+  return rapport_engine_open_v2(out, dir, config, config_len, format, sync_mode, flags, -1, -1);
+}
+
+int rapport_engine_open_v2(rapport_engine** out, const char* dir, const uint8_t* config,
+                           size_t config_len, int format, int sync_mode, int flags,
+                           int64_t snapshot_every_bytes, int64_t segment_bytes) {
   return Guard([&] {
     if (out == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "out is NULL");
     *out = nullptr;
@@ -531,6 +537,18 @@ int rapport_engine_open(rapport_engine** out, const char* dir, const uint8_t* co
                       absl::StrCat("open flags ", flags, " include unknown bits"));
     }
     options.point_in_time_recovery = (flags & RAPPORT_OPEN_POINT_IN_TIME_RECOVERY) != 0;
+    if (snapshot_every_bytes < -1) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT,
+                      absl::StrCat("snapshot_every_bytes ", snapshot_every_bytes,
+                                   " is below -1 (the default)"));
+    }
+    if (segment_bytes < -1 || segment_bytes == 0) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT,
+                      absl::StrCat("segment_bytes ", segment_bytes,
+                                   " is not a positive size or -1 (the default)"));
+    }
+    if (snapshot_every_bytes != -1) options.snapshot_every_bytes = snapshot_every_bytes;
+    if (segment_bytes != -1) options.segment_bytes = segment_bytes;
     if (config_len > 0) {
       if (absl::Status st = Parse(config, config_len, format, &options.config); !st.ok()) {
         return Fail(st);

@@ -505,6 +505,30 @@ class EngineTest(unittest.TestCase):
             with self.assertRaises(rapport.RapportError):
                 rapport.Engine.open(os.path.join(tmp, "no", "such", "parent"))
 
+    def test_open_with_a_snapshot_policy(self):
+        def journal_bytes(path):
+            return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path)
+                       if n.startswith("journal-"))
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "engine")
+            # Only explicit checkpoints: the write stays in the journal.
+            with rapport.Engine.open(path, sync="off", snapshot_every_bytes=0) as engine:
+                engine.ingest(seed_events()[:3])
+                self.assertGreater(journal_bytes(path), 0)
+            # A snapshot after every write: the journal it covers is dropped.
+            with rapport.Engine.open(path, sync="off", snapshot_every_bytes=1,
+                                     segment_bytes=4096) as engine:
+                engine.ingest(seed_events()[3:])
+                self.assertEqual(journal_bytes(path), 0, os.listdir(path))
+            with rapport.Engine.open(path) as engine:
+                self.assertEqual(engine.events_accepted, 7)
+            for bad in ({"segment_bytes": 0}, {"segment_bytes": -2},
+                        {"snapshot_every_bytes": -5}):
+                with self.assertRaises(rapport.InvalidArgumentError) as cm:
+                    rapport.Engine.open(path, **bad)
+                self.assertIn(next(iter(bad)), cm.exception.message)
+
 
 class FfiDeclarationsTest(unittest.TestCase):
     def test_every_c_function_is_declared_with_its_prototype(self):

@@ -368,6 +368,15 @@ rapport_engine_open = _declare(
     [c_engine_pp, ctypes.c_char_p, c_bytes_in, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
      ctypes.c_int])
 
+# int rapport_engine_open_v2(rapport_engine** out, const char* dir,
+#                            const uint8_t* config, size_t config_len, int format,
+#                            int sync_mode, int flags, int64_t snapshot_every_bytes,
+#                            int64_t segment_bytes);
+rapport_engine_open_v2 = _declare(
+    "rapport_engine_open_v2", ctypes.c_int,
+    [c_engine_pp, ctypes.c_char_p, c_bytes_in, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+     ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
+
 # int rapport_engine_checkpoint(rapport_engine* engine);
 rapport_engine_checkpoint = _declare("rapport_engine_checkpoint", ctypes.c_int, [c_engine_p])
 

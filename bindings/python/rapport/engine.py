@@ -215,11 +215,16 @@ class Engine:
 
     @classmethod
     def open(cls, directory: Union[str, os.PathLike], config: Optional[JsonLike] = None, *,
-             sync: str = "per_batch", point_in_time_recovery: bool = False) -> "Engine":
+             sync: str = "per_batch", point_in_time_recovery: bool = False,
+             snapshot_every_bytes: Optional[int] = None,
+             segment_bytes: Optional[int] = None) -> "Engine":
         """Opens (or creates) the persistent engine in `directory`: every write
         is journaled before it returns. `sync` is "per_batch" (survives power
         loss), "group_commit" or "off" (survives a process crash only).
         `config` is used only when the directory holds no engine yet.
+        `snapshot_every_bytes`: a write that brings the journal past this many
+        bytes since the last snapshot takes one (0: only checkpoint() does;
+        None: 256 MiB). `segment_bytes`: the journal's file size (None: 64 MiB).
 
         Raises FailedPreconditionError if another engine holds the directory,
         DataLossError for a damaged journal or snapshot, and the file system's
@@ -230,8 +235,10 @@ class Engine:
         data, fmt = _encode(config, "config", "rapport.v1.EngineConfig")
         handle = ctypes.c_void_p()
         flags = _ffi.OPEN_POINT_IN_TIME_RECOVERY if point_in_time_recovery else 0
-        _ffi.rapport_engine_open(ctypes.byref(handle), os.fsencode(directory), data,
-                                 0 if data is None else len(data), fmt, _SYNC[sync], flags)
+        _ffi.rapport_engine_open_v2(
+            ctypes.byref(handle), os.fsencode(directory), data, 0 if data is None else len(data),
+            fmt, _SYNC[sync], flags, -1 if snapshot_every_bytes is None else snapshot_every_bytes,
+            -1 if segment_bytes is None else segment_bytes)
         return cls._adopt(handle)
 
     # ---- Lifetime. ----
