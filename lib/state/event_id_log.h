@@ -42,6 +42,12 @@ class EventIdLog {
   const std::vector<uint32_t>& lengths() const { return lengths_; }
   // Appends every id, back to back in arrival order, to `out`.
   void AppendIds(std::string* out) const;
+  // Calls f(absl::string_view) on pieces that, back to back, are every id in
+  // arrival order (what AppendIds appends), without copying them.
+  template <typename F>
+  void ForEachIdChunk(F f) const {
+    for (const Block& b : blocks_) f(absl::string_view(b.data, b.used));
+  }
   // Bytes of all ids together.
   size_t id_bytes() const { return id_bytes_; }
 

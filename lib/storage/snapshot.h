@@ -13,6 +13,9 @@ namespace rapport {
 // Deterministic: every table is written in insertion order and no map field
 // is used, so the same state always gives the same bytes.
 std::string WriteSnapshot(const EngineState& state);
+// The straightforward writer (one message at a time into a growing string)
+// that WriteSnapshot must match byte for byte; for the tests.
+std::string WriteSnapshotReference(const EngineState& state);
 
 // Fills a fresh `state` from snapshot bytes, checking that they describe a
 // consistent state (unique ids, references that resolve, known pipelines and
