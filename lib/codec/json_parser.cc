@@ -1,11 +1,18 @@
 #include "lib/codec/json_parser.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
-#include "absl/strings/ascii.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,28 +23,245 @@ namespace rapport {
 namespace {
 
 using google::protobuf::Descriptor;
-using google::protobuf::EnumValueDescriptor;
+using google::protobuf::DescriptorPool;
+using google::protobuf::EnumDescriptor;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
+// ---- Per-type tables, built once per message type. ----
+//
+// Descriptor::FindFieldByCamelcaseName and EnumDescriptor::FindValueByName
+// hash the name through the pool's symbol tables on every call; the field's
+// type, enum and sub-message were looked up again per value. A table per
+// message type answers "which field is this key" with one short hash and a
+// memcmp, and holds everything the parse of a value needs.
+
+// Hash of a short key: its first and last eight bytes and its length, mixed.
+inline uint32_t KeyHash(const char* p, size_t n) {
+  uint64_t a = 0;
+  uint64_t b = 0;
+  if (n >= 8) {
+    std::memcpy(&a, p, 8);
+    std::memcpy(&b, p + n - 8, 8);
+  } else if (n > 0) {
+    std::memcpy(&a, p, n);
+  }
+  uint64_t h = (a * 0x9E3779B97F4A7C15ULL) ^ ((b + n) * 0xC2B2AE3D27D4EB4FULL);
+  h ^= h >> 29;
+  h *= 0xBF58476D1CE4E5B9ULL;
+  return static_cast<uint32_t>(h >> 32);
+}
+
+// Name -> index, open addressing over a power-of-two table at most half full.
+// The names point into descriptors, which outlive the table.
+class NameIndex {
+ public:
+  // Adds `name` unless it is already there (the first one added wins).
+  void Add(absl::string_view name, int index) { pending_.emplace_back(name, index); }
+
+  void Build() {
+    size_t size = 4;
+    while (size < 2 * pending_.size()) size *= 2;
+    slots_.assign(size, Slot());
+    mask_ = static_cast<uint32_t>(size - 1);
+    for (const auto& [name, index] : pending_) {
+      if (Find(name) >= 0) continue;
+      uint32_t i = KeyHash(name.data(), name.size()) & mask_;
+      while (slots_[i].index >= 0) i = (i + 1) & mask_;
+      slots_[i] = Slot{name.data(), static_cast<uint32_t>(name.size()), index};
+    }
+    pending_.clear();
+    pending_.shrink_to_fit();
+  }
+
+  // The index of `key`, or -1.
+  int Find(absl::string_view key) const {
+    uint32_t i = KeyHash(key.data(), key.size()) & mask_;
+    while (true) {
+      const Slot& s = slots_[i];
+      if (s.index < 0) return -1;
+      if (s.size == key.size() && std::memcmp(s.name, key.data(), key.size()) == 0) return s.index;
+      i = (i + 1) & mask_;
+    }
+  }
+
+ private:
+  struct Slot {
+    const char* name = nullptr;
+    uint32_t size = 0;
+    int index = -1;
+  };
+  std::vector<std::pair<absl::string_view, int>> pending_;
+  std::vector<Slot> slots_;
+  uint32_t mask_ = 0;
+};
+
+struct EnumTable {
+  NameIndex by_name;
+  std::vector<int> numbers;  // by value index
+};
+
+struct MessageTable;
+
+struct FieldInfo {
+  const FieldDescriptor* field = nullptr;
+  FieldDescriptor::CppType cpp_type = FieldDescriptor::CPPTYPE_INT32;
+  bool repeated = false;
+  bool is_map = false;
+  bool is_bytes = false;
+  bool in_real_oneof = false;
+  const MessageTable* message = nullptr;   // message fields (not maps)
+  const EnumTable* enumeration = nullptr;  // enum fields
+};
+
+struct MessageTable {
+  const Descriptor* descriptor = nullptr;
+  std::vector<FieldInfo> fields;  // by field index
+  // lowerCamelCase names first, then the original names, as the reference
+  // parser looked them up.
+  NameIndex by_name;
+};
+
+// Tables for every message type reachable from the ones asked for.
+class Tables {
+ public:
+  const MessageTable* Get(const Descriptor* d) {
+    auto it = messages_.find(d);
+    if (it != messages_.end()) return it->second.get();
+    auto owned = std::make_unique<MessageTable>();
+    MessageTable* t = owned.get();
+    // Registered before its fields are: recursive types refer to it.
+    messages_.emplace(d, std::move(owned));
+    t->descriptor = d;
+    t->fields.resize(static_cast<size_t>(d->field_count()));
+    for (int i = 0; i < d->field_count(); ++i) {
+      const FieldDescriptor* f = d->field(i);
+      FieldInfo& fi = t->fields[static_cast<size_t>(i)];
+      fi.field = f;
+      fi.cpp_type = f->cpp_type();
+      fi.repeated = f->is_repeated();
+      fi.is_map = f->is_map();
+      fi.is_bytes = f->type() == FieldDescriptor::TYPE_BYTES;
+      fi.in_real_oneof = f->real_containing_oneof() != nullptr;
+      if (fi.cpp_type == FieldDescriptor::CPPTYPE_MESSAGE && !fi.is_map) {
+        fi.message = Get(f->message_type());
+      }
+      if (fi.cpp_type == FieldDescriptor::CPPTYPE_ENUM) fi.enumeration = Enum(f->enum_type());
+      t->by_name.Add(f->camelcase_name(), i);
+    }
+    for (int i = 0; i < d->field_count(); ++i) t->by_name.Add(d->field(i)->name(), i);
+    t->by_name.Build();
+    return t;
+  }
+
+ private:
+  const EnumTable* Enum(const EnumDescriptor* e) {
+    auto it = enums_.find(e);
+    if (it != enums_.end()) return it->second.get();
+    auto t = std::make_unique<EnumTable>();
+    for (int i = 0; i < e->value_count(); ++i) {
+      t->by_name.Add(e->value(i)->name(), i);
+      t->numbers.push_back(e->value(i)->number());
+    }
+    t->by_name.Build();
+    return enums_.emplace(e, std::move(t)).first->second.get();
+  }
+
+  absl::flat_hash_map<const Descriptor*, std::unique_ptr<MessageTable>> messages_;
+  absl::flat_hash_map<const EnumDescriptor*, std::unique_ptr<EnumTable>> enums_;
+};
+
+// Generated types live as long as the process, so their tables are shared
+// and never freed. std::mutex rather than absl::Mutex: Debian's Abseil has
+// no TSan annotations. The table last asked for is kept in an atomic (not a
+// thread_local, which costs a __tls_get_addr call in a shared library):
+// callers parse one type over and over.
+const MessageTable* GeneratedTable(const Descriptor* d) {
+  static std::atomic<const MessageTable*> last{nullptr};
+  const MessageTable* t = last.load(std::memory_order_acquire);
+  if (t != nullptr && t->descriptor == d) return t;
+  static std::mutex* mu = new std::mutex;
+  static Tables* tables = new Tables;
+  std::lock_guard<std::mutex> lock(*mu);
+  t = tables->Get(d);
+  last.store(t, std::memory_order_release);
+  return t;
+}
+
+// ---- The parser. ----
+
+// Bytes a string's fast scan must stop at: '"', '\\', controls, non-ASCII.
+inline bool HasSpecialByte(uint64_t w) {
+  constexpr uint64_t k01 = 0x0101010101010101ULL;
+  constexpr uint64_t k80 = 0x8080808080808080ULL;
+  const uint64_t quote = w ^ (k01 * '"');
+  const uint64_t backslash = w ^ (k01 * '\\');
+  // Exact as a yes/no (the classic "has zero byte" and "has byte less
+  // than" tests); the caller finds the byte one at a time.
+  return (((quote - k01) & ~quote) | ((backslash - k01) & ~backslash) | ((w - k01 * 0x20) & ~w) |
+          w) &
+         k80;
+}
+
+// A plain decimal integer: -?[0-9]{1,18}, in range for T. Anything else
+// (signs, spaces, exponents, more digits) is left to the general path, so
+// this only ever agrees with absl::SimpleAtoi.
+template <typename T>
+bool FastInteger(absl::string_view s, T* out) {
+  size_t i = 0;
+  bool negative = false;
+  if (!s.empty() && s[0] == '-') {
+    if constexpr (!std::is_signed_v<T>) return false;
+    negative = true;
+    i = 1;
+  }
+  const size_t digits = s.size() - i;
+  if (digits == 0 || digits > 18) return false;
+  int64_t v = 0;
+  for (; i < s.size(); ++i) {
+    const unsigned d = static_cast<unsigned char>(s[i]) - static_cast<unsigned>('0');
+    if (d > 9) return false;
+    v = v * 10 + static_cast<int64_t>(d);
+  }
+  if (negative) v = -v;
+  if constexpr (std::is_signed_v<T>) {
+    if (v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max()) return false;
+  } else if (v < 0 || static_cast<uint64_t>(v) > std::numeric_limits<T>::max()) {
+    return false;
+  }
+  *out = static_cast<T>(v);
+  return true;
+}
+
 class Parser {
  public:
-  explicit Parser(absl::string_view text) : begin_(text.data()), p_(text.data()), end_(text.data() + text.size()) {}
+  explicit Parser(absl::string_view text)
+      : begin_(text.data()), p_(text.data()), end_(text.data() + text.size()) {}
 
-  absl::Status Run(Message* m) {
+  absl::Status Run(const MessageTable* t, Message* m) {
     SkipWs();
-    if (absl::Status st = ParseMessage(m, 0); !st.ok()) return st;
+    if (absl::Status st = ParseMessage(t, m, 0); !st.ok()) return st;
     SkipWs();
     if (p_ != end_) return Error("unexpected text after the object");
     return absl::OkStatus();
   }
 
  private:
+  // Only on the error path: the dotted path of the field being parsed.
   absl::Status Error(absl::string_view what) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JSON at offset ", p_ - begin_, field_.empty() ? "" : " (field '",
-                     field_, field_.empty() ? "" : "')", ": ", what));
+    std::string path;
+    for (int i = 0; i < path_size_; ++i) {
+      if (i > 0) path.push_back('.');
+      path.append(path_[i]->name());
+    }
+    if (has_unknown_key_) {
+      if (!path.empty()) path.push_back('.');
+      path.append(unknown_key_);
+    }
+    return absl::InvalidArgumentError(absl::StrCat("JSON at offset ", p_ - begin_,
+                                                   path.empty() ? "" : " (field '", path,
+                                                   path.empty() ? "" : "')", ": ", what));
   }
 
   void SkipWs() {
@@ -83,30 +307,64 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       const char c = p_[i];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<uint32_t>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<uint32_t>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<uint32_t>(c - 'A' + 10);
-      else return false;
+      if (c >= '0' && c <= '9') {
+        v |= static_cast<uint32_t>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        v |= static_cast<uint32_t>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        v |= static_cast<uint32_t>(c - 'A' + 10);
+      } else {
+        return false;
+      }
     }
     p_ += 4;
     *out = v;
     return true;
   }
 
-  // A JSON string; the common case without escapes is a view into the text.
-  absl::Status ParseString(std::string* out) {
+  // A JSON string. Without escapes (nearly always) `out` views the text
+  // itself; with escapes it views scratch_, valid until the next string.
+  absl::Status ParseString(absl::string_view* out) {
     SkipWs();
     if (p_ >= end_ || *p_ != '"') return Error("expected a string");
     ++p_;
-    out->clear();
+    const char* start = p_;
+    bool ascii = true;
+    while (true) {
+      while (end_ - p_ >= 8) {
+        uint64_t w;
+        std::memcpy(&w, p_, 8);
+        if (HasSpecialByte(w)) break;
+        p_ += 8;
+      }
+      if (p_ >= end_) return Error("unterminated string");
+      const unsigned char c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        *out = absl::string_view(start, static_cast<size_t>(p_ - start));
+        ++p_;
+        if (!ascii && !IsValidUtf8(*out)) return Error("string is not valid UTF-8");
+        return absl::OkStatus();
+      }
+      if (c == '\\') break;
+      if (c < 0x20) return Error("control character in a string");
+      if (c >= 0x80) ascii = false;
+      ++p_;
+    }
+    return ParseEscapedString(start, out);
+  }
+
+  // The rest of a string from its first escape at p_, decoded into scratch_.
+  absl::Status ParseEscapedString(const char* start, absl::string_view* out) {
+    std::string& s = scratch_;
+    s.assign(start, static_cast<size_t>(p_ - start));
     const char* run = p_;
     while (true) {
       if (p_ >= end_) return Error("unterminated string");
       const unsigned char c = static_cast<unsigned char>(*p_);
       if (c == '"') {
-        out->append(run, p_ - run);
+        s.append(run, static_cast<size_t>(p_ - run));
         ++p_;
-        if (!IsValidUtf8(*out)) return Error("string is not valid UTF-8");
+        if (!IsValidUtf8(s)) return Error("string is not valid UTF-8");
         break;
       }
       if (c < 0x20) return Error("control character in a string");
@@ -114,19 +372,35 @@ class Parser {
         ++p_;
         continue;
       }
-      out->append(run, p_ - run);
+      s.append(run, static_cast<size_t>(p_ - run));
       ++p_;
       if (p_ >= end_) return Error("unterminated escape");
       const char e = *p_++;
       switch (e) {
-        case '"': out->push_back('"'); break;
-        case '\\': out->push_back('\\'); break;
-        case '/': out->push_back('/'); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
+        case '"':
+          s.push_back('"');
+          break;
+        case '\\':
+          s.push_back('\\');
+          break;
+        case '/':
+          s.push_back('/');
+          break;
+        case 'b':
+          s.push_back('\b');
+          break;
+        case 'f':
+          s.push_back('\f');
+          break;
+        case 'n':
+          s.push_back('\n');
+          break;
+        case 'r':
+          s.push_back('\r');
+          break;
+        case 't':
+          s.push_back('\t');
+          break;
         case 'u': {
           uint32_t cp;
           if (!Hex4(&cp)) return Error("bad \\u escape");
@@ -139,7 +413,7 @@ class Parser {
           } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
             return Error("unpaired surrogate in \\u escape");
           }
-          AppendUtf8(cp, out);
+          AppendUtf8(cp, &s);
           break;
         }
         default:
@@ -147,33 +421,30 @@ class Parser {
       }
       run = p_;
     }
+    *out = s;
     return absl::OkStatus();
   }
 
+  static bool IsNumberChar(char c) {
+    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+  }
+
   // The text of a number token, or of a string holding one.
-  absl::Status NumberToken(absl::string_view* token, bool* quoted) {
+  absl::Status NumberToken(absl::string_view* token) {
     SkipWs();
-    *quoted = p_ < end_ && *p_ == '"';
-    if (*quoted) {
-      if (absl::Status st = ParseString(&scratch_); !st.ok()) return st;
-      *token = scratch_;
-      return absl::OkStatus();
-    }
+    if (p_ < end_ && *p_ == '"') return ParseString(token);
     const char* start = p_;
-    while (p_ < end_ && (absl::ascii_isdigit(*p_) || *p_ == '-' || *p_ == '+' || *p_ == '.' ||
-                         *p_ == 'e' || *p_ == 'E')) {
-      ++p_;
-    }
+    while (p_ < end_ && IsNumberChar(*p_)) ++p_;
     if (p_ == start) return Error("expected a number");
-    *token = absl::string_view(start, p_ - start);
+    *token = absl::string_view(start, static_cast<size_t>(p_ - start));
     return absl::OkStatus();
   }
 
   template <typename T>
   absl::Status ParseInteger(T* out) {
     absl::string_view token;
-    bool quoted;
-    if (absl::Status st = NumberToken(&token, &quoted); !st.ok()) return st;
+    if (absl::Status st = NumberToken(&token); !st.ok()) return st;
+    if (FastInteger(token, out)) return absl::OkStatus();
     if (absl::SimpleAtoi(token, out)) return absl::OkStatus();
     // 1e3 or 5.0 are integers too, when exact and in range.
     double d;
@@ -189,16 +460,21 @@ class Parser {
   absl::Status ParseDouble(double* out) {
     SkipWs();
     if (p_ < end_ && *p_ == '"') {
-      if (absl::Status st = ParseString(&scratch_); !st.ok()) return st;
-      if (scratch_ == "NaN") *out = std::numeric_limits<double>::quiet_NaN();
-      else if (scratch_ == "Infinity") *out = std::numeric_limits<double>::infinity();
-      else if (scratch_ == "-Infinity") *out = -std::numeric_limits<double>::infinity();
-      else if (!absl::SimpleAtod(scratch_, out)) return Error("not a number");
+      absl::string_view s;
+      if (absl::Status st = ParseString(&s); !st.ok()) return st;
+      if (s == "NaN") {
+        *out = std::numeric_limits<double>::quiet_NaN();
+      } else if (s == "Infinity") {
+        *out = std::numeric_limits<double>::infinity();
+      } else if (s == "-Infinity") {
+        *out = -std::numeric_limits<double>::infinity();
+      } else if (!absl::SimpleAtod(s, out)) {
+        return Error("not a number");
+      }
       return absl::OkStatus();
     }
     absl::string_view token;
-    bool quoted;
-    if (absl::Status st = NumberToken(&token, &quoted); !st.ok()) return st;
+    if (absl::Status st = NumberToken(&token); !st.ok()) return st;
     if (!absl::SimpleAtod(token, out)) return Error(absl::StrCat("'", token, "' is not a number"));
     return absl::OkStatus();
   }
@@ -209,9 +485,10 @@ class Parser {
     return ConsumeWord("null");
   }
 
-  absl::Status ParseValue(Message* m, const FieldDescriptor* f, bool repeated, int depth) {
-    const Reflection* r = m->GetReflection();
-    switch (f->cpp_type()) {
+  absl::Status ParseValue(Message* m, const Reflection* r, const FieldInfo& fi, bool repeated,
+                          int depth) {
+    const FieldDescriptor* f = fi.field;
+    switch (fi.cpp_type) {
       case FieldDescriptor::CPPTYPE_INT32: {
         int32_t v = 0;
         if (absl::Status st = ParseInteger(&v); !st.ok()) return st;
@@ -240,8 +517,9 @@ class Parser {
       case FieldDescriptor::CPPTYPE_FLOAT: {
         double v = 0;
         if (absl::Status st = ParseDouble(&v); !st.ok()) return st;
-        if (f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT) {
-          repeated ? r->AddFloat(m, f, static_cast<float>(v)) : r->SetFloat(m, f, static_cast<float>(v));
+        if (fi.cpp_type == FieldDescriptor::CPPTYPE_FLOAT) {
+          repeated ? r->AddFloat(m, f, static_cast<float>(v))
+                   : r->SetFloat(m, f, static_cast<float>(v));
         } else {
           repeated ? r->AddDouble(m, f, v) : r->SetDouble(m, f, v);
         }
@@ -250,9 +528,13 @@ class Parser {
       case FieldDescriptor::CPPTYPE_BOOL: {
         SkipWs();
         bool v;
-        if (ConsumeWord("true")) v = true;
-        else if (ConsumeWord("false")) v = false;
-        else return Error("expected true or false");
+        if (ConsumeWord("true")) {
+          v = true;
+        } else if (ConsumeWord("false")) {
+          v = false;
+        } else {
+          return Error("expected true or false");
+        }
         repeated ? r->AddBool(m, f, v) : r->SetBool(m, f, v);
         return absl::OkStatus();
       }
@@ -260,12 +542,14 @@ class Parser {
         SkipWs();
         int number = 0;
         if (p_ < end_ && *p_ == '"') {
-          if (absl::Status st = ParseString(&scratch_); !st.ok()) return st;
-          const EnumValueDescriptor* v = f->enum_type()->FindValueByName(scratch_);
-          if (v == nullptr) {
-            return Error(absl::StrCat("'", scratch_, "' is not a value of ", f->enum_type()->full_name()));
+          absl::string_view name;
+          if (absl::Status st = ParseString(&name); !st.ok()) return st;
+          const int index = fi.enumeration->by_name.Find(name);
+          if (index < 0) {
+            return Error(
+                absl::StrCat("'", name, "' is not a value of ", f->enum_type()->full_name()));
           }
-          number = v->number();
+          number = fi.enumeration->numbers[static_cast<size_t>(index)];
         } else if (absl::Status st = ParseInteger(&number); !st.ok()) {
           return st;
         }
@@ -273,68 +557,70 @@ class Parser {
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_STRING: {
-        std::string v;
+        absl::string_view v;
         if (absl::Status st = ParseString(&v); !st.ok()) return st;
-        if (f->type() == FieldDescriptor::TYPE_BYTES) {
-          std::string raw;
-          if (!absl::Base64Unescape(v, &raw) && !absl::WebSafeBase64Unescape(v, &raw)) {
+        std::string value;
+        if (fi.is_bytes) {
+          if (!absl::Base64Unescape(v, &value) && !absl::WebSafeBase64Unescape(v, &value)) {
             return Error("bytes must be base64");
           }
-          v = std::move(raw);
+        } else {
+          value.assign(v.data(), v.size());
         }
-        repeated ? r->AddString(m, f, std::move(v)) : r->SetString(m, f, std::move(v));
+        repeated ? r->AddString(m, f, std::move(value)) : r->SetString(m, f, std::move(value));
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_MESSAGE: {
         Message* sub = repeated ? r->AddMessage(m, f) : r->MutableMessage(m, f);
-        return ParseMessage(sub, depth + 1);
+        return ParseMessage(fi.message, sub, depth + 1);
       }
     }
     return Error("unsupported field type");
   }
 
-  absl::Status ParseMessage(Message* m, int depth) {
+  absl::Status ParseMessage(const MessageTable* t, Message* m, int depth) {
     if (depth >= kMaxJsonDepth) return Error(absl::StrCat("nested deeper than ", kMaxJsonDepth));
     if (!Consume('{')) return Error("expected an object");
-    const Descriptor* d = m->GetDescriptor();
-    const Reflection* r = m->GetReflection();
     if (Consume('}')) return absl::OkStatus();
-    std::string key;
+    const Reflection* r = m->GetReflection();
     while (true) {
+      absl::string_view key;
       if (absl::Status st = ParseString(&key); !st.ok()) return st;
-      const FieldDescriptor* f = d->FindFieldByCamelcaseName(key);
-      if (f == nullptr) f = d->FindFieldByName(key);
-      if (f == nullptr) {
-        field_ = key;
-        return Error(absl::StrCat("no such field in ", d->full_name()));
+      const int index = t->by_name.Find(key);
+      if (index < 0) {
+        has_unknown_key_ = true;
+        unknown_key_.assign(key.data(), key.size());
+        return Error(absl::StrCat("no such field in ", t->descriptor->full_name()));
       }
-      if (f->is_map()) return Error("map fields are not supported");
+      const FieldInfo& fi = t->fields[static_cast<size_t>(index)];
+      if (fi.is_map) return Error("map fields are not supported");
       if (!Consume(':')) return Error("expected ':'");
-      const std::string saved = field_;
-      field_ = saved.empty() ? f->name() : absl::StrCat(saved, ".", f->name());
+      // depth < kMaxJsonDepth here, so the path has room.
+      path_[path_size_++] = fi.field;
       if (Null()) {
-        r->ClearField(m, f);
+        r->ClearField(m, fi.field);
       } else {
-        if (const auto* oneof = f->real_containing_oneof()) {
-          const FieldDescriptor* set = r->GetOneofFieldDescriptor(*m, oneof);
-          if (set != nullptr && set != f) {
-            return Error(absl::StrCat("fields '", set->name(), "' and '", f->name(),
+        if (fi.in_real_oneof) {
+          const FieldDescriptor* set =
+              r->GetOneofFieldDescriptor(*m, fi.field->real_containing_oneof());
+          if (set != nullptr && set != fi.field) {
+            return Error(absl::StrCat("fields '", set->name(), "' and '", fi.field->name(),
                                       "' of one oneof are both set"));
           }
         }
-        if (f->is_repeated()) {
+        if (fi.repeated) {
           if (!Consume('[')) return Error("expected an array");
           if (!Consume(']')) {
             do {
-              if (absl::Status st = ParseValue(m, f, true, depth); !st.ok()) return st;
+              if (absl::Status st = ParseValue(m, r, fi, true, depth); !st.ok()) return st;
             } while (Consume(','));
             if (!Consume(']')) return Error("expected ',' or ']'");
           }
-        } else if (absl::Status st = ParseValue(m, f, false, depth); !st.ok()) {
+        } else if (absl::Status st = ParseValue(m, r, fi, false, depth); !st.ok()) {
           return st;
         }
       }
-      field_ = saved;
+      --path_size_;
       if (Consume(',')) continue;
       if (Consume('}')) return absl::OkStatus();
       return Error("expected ',' or '}'");
@@ -344,15 +630,28 @@ class Parser {
   const char* begin_;
   const char* p_;
   const char* end_;
+  // Strings with escapes, decoded.
   std::string scratch_;
-  // The dotted path of the field being parsed, for errors.
-  std::string field_;
+  // The fields being parsed, outermost first (for errors): one per level of
+  // nesting, and nesting stops at kMaxJsonDepth.
+  const FieldDescriptor* path_[kMaxJsonDepth + 1];
+  int path_size_ = 0;
+  // A key that names no field, for its error.
+  bool has_unknown_key_ = false;
+  std::string unknown_key_;
 };
 
 }  // namespace
 
 absl::Status ParseJsonInto(absl::string_view json, Message* message) {
-  return Parser(json).Run(message);
+  const Descriptor* d = message->GetDescriptor();
+  if (d->file()->pool() == DescriptorPool::generated_pool()) {
+    return Parser(json).Run(GeneratedTable(d), message);
+  }
+  // A dynamic pool may free its descriptors (and reuse their addresses):
+  // tables for this call only.
+  Tables tables;
+  return Parser(json).Run(tables.Get(d), message);
 }
 
 }  // namespace rapport

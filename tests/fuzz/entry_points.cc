@@ -12,6 +12,7 @@
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/v1/kpi.pb.h"
+#include "tests/json_reference_parser.h"
 
 namespace rapport::fuzz {
 namespace {
@@ -68,6 +69,23 @@ void IngestBoth(const v1::EventBatch& batch) {
   }
 }
 
+// The fast JSON parser agrees with the reference parser it replaced: the
+// same verdict and, when accepted, the same message.
+template <typename M>
+void JsonAgreesWithReference(absl::string_view json) {
+  M ours;
+  M ref;
+  const bool ours_ok = FromJson(json, &ours).ok();
+  const bool ref_ok = test::ReferenceFromJson(json, &ref).ok();
+  Check(ours_ok == ref_ok, "the JSON parser and the reference agree on acceptance");
+  if (ours_ok) {
+    Check(ours.SerializeAsString() == ref.SerializeAsString(),
+          "the JSON parser and the reference build the same message");
+  } else {
+    Check(ours.ByteSizeLong() == 0, "a refused JSON parse leaves nothing");
+  }
+}
+
 }  // namespace
 
 void EventProtobuf(const uint8_t* data, size_t size) {
@@ -80,6 +98,8 @@ void EventProtobuf(const uint8_t* data, size_t size) {
 
 void EventJson(const uint8_t* data, size_t size) {
   if (size > kMaxInput) return;
+  JsonAgreesWithReference<v1::Event>(View(data, size));
+  JsonAgreesWithReference<v1::EventBatch>(View(data, size));
   auto lines = EventsFromJsonLines(View(data, size));
   if (lines.ok()) {
     v1::EventBatch batch;
@@ -97,6 +117,7 @@ void ConfigLoad(const uint8_t* data, size_t size) {
   if (data[0] % 2 == 0) {
     parsed = config.ParseFromArray(data + 1, static_cast<int>(size - 1));
   } else {
+    JsonAgreesWithReference<v1::EngineConfig>(View(data + 1, size - 1));
     parsed = FromJson(View(data + 1, size - 1), &config).ok();
   }
   if (!parsed) return;

@@ -289,6 +289,24 @@ class EngineTest(unittest.TestCase):
             with self.assertRaises(ValueError):
                 engine.ingest([seed[0]], batch_size=0)
 
+    def test_bulk_dicts_equal_one_by_one(self):
+        # The bulk path (a list of dicts, json.dumps without the cycle check,
+        # chunks overlapped with the library) reaches the same state as one
+        # call per event; a cyclic event fails as json fails it, and the
+        # chunks before it stay applied.
+        seed = seed_events()
+        with rapport.Engine() as bulk, rapport.Engine() as single:
+            self.assertEqual(bulk.ingest(seed, batch_size=3)["accepted"], len(seed))
+            for e in seed:
+                self.assertEqual(single.ingest(e)["accepted"], 1)
+            self.assertEqual(bulk.snapshot(), single.snapshot())
+        cyclic = {"event_id": "x", "occurred_at_us": T0, "team_upserted": {"team_id": "t"}}
+        cyclic["team_upserted"]["self"] = cyclic
+        with rapport.Engine() as engine:
+            with self.assertRaisesRegex(ValueError, "Circular reference"):
+                engine.ingest(seed[:2] + [cyclic], batch_size=2)
+            self.assertEqual(engine.events_accepted, 2)
+
     def test_ingest_atomic_and_best_effort(self):
         with seeded_engine() as engine:
             events = [ev(f"a{i}", T0 + 20 + i, partner_agreed={"account_id": "p-1"})
