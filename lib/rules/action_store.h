@@ -18,7 +18,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <memory>
+#include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -97,9 +100,9 @@ class ActionStore {
   ActionStore(const ActionStore&) = delete;
   ActionStore& operator=(const ActionStore&) = delete;
 
-  size_t size() const { return rows_.size(); }
-  const StoredAction& at(uint32_t i) const { return rows_[i]; }
-  StoredAction& at(uint32_t i) { return rows_[i]; }
+  size_t size() const { return size_; }
+  const StoredAction& at(uint32_t i) const { return blocks_[i >> kBlockBits][i & (kBlockSize - 1)]; }
+  StoredAction& at(uint32_t i) { return blocks_[i >> kBlockBits][i & (kBlockSize - 1)]; }
   StringPool& pool() { return pool_; }
   const StringPool& pool() const { return pool_; }
 
@@ -109,6 +112,10 @@ class ActionStore {
     auto it = index_.find(Key{h1, h2, rule_id});
     return it == index_.end() ? kNone : it->second;
   }
+  // Starts loading the index memory an Add of (h1, h2, rule_id) will probe:
+  // the index is far larger than the caches, and the probe's miss is the
+  // largest part of an Add.
+  void Prefetch(uint64_t h1, uint64_t h2, uint32_t rule_id) const { index_.prefetch(Key{h1, h2, rule_id}); }
   // The index of the action with this printed id, or kNone.
   uint32_t IndexOf(absl::string_view id) const {
     uint64_t h1 = 0, h2 = 0;
@@ -119,42 +126,51 @@ class ActionStore {
   }
   const StoredAction* Find(absl::string_view id) const {
     const uint32_t i = IndexOf(id);
-    return i == kNone ? nullptr : &rows_[i];
+    return i == kNone ? nullptr : &at(i);
   }
   StoredAction* Find(absl::string_view id) {
     const uint32_t i = IndexOf(id);
-    return i == kNone ? nullptr : &rows_[i];
+    return i == kNone ? nullptr : &at(i);
   }
   // Appends `a` and returns its index; kNone (and nothing changes) when an
   // action with its (h1, h2, rule_id) exists. One hash probe either way.
   uint32_t Add(const StoredAction& a) {
-    const auto i = static_cast<uint32_t>(rows_.size());
+    const uint32_t i = size_;
     if (!index_.try_emplace(Key{a.h1, a.h2, a.rule_id}, i).second) return kNone;
-    rows_.push_back(a);
+    if ((i >> kBlockBits) == blocks_.size()) {
+      blocks_.emplace_back(static_cast<StoredAction*>(::operator new(sizeof(StoredAction) * kBlockSize)));
+    }
+    ::new (&blocks_[i >> kBlockBits][i & (kBlockSize - 1)]) StoredAction(a);
+    ++size_;
     return i;
   }
   void Reserve(size_t n) {
-    rows_.reserve(n);
+    blocks_.reserve((n + kBlockSize - 1) >> kBlockBits);
     index_.reserve(n);
   }
 
   // The printed id of action `i`.
   std::string Id(uint32_t i) const {
     std::string out;
-    AppendId(pool_.at(rows_[i].rule_id), rows_[i].h1, rows_[i].h2, &out);
+    AppendId(pool_.at(at(i).rule_id), at(i).h1, at(i).h2, &out);
     return out;
   }
   static void AppendId(absl::string_view rule, uint64_t h1, uint64_t h2, std::string* out) {
+    const size_t n = out->size();
+    out->resize(n + rule.size() + 33);
+    WriteId(rule, h1, h2, &(*out)[n]);
+  }
+  // Writes the printed id (rule.size() + 33 chars) at `p`; returns its size.
+  static size_t WriteId(absl::string_view rule, uint64_t h1, uint64_t h2, char* p) {
     static constexpr char kHex[] = "0123456789abcdef";
-    const size_t n = out->size() + rule.size();
-    out->resize(n + 33);
-    char* p = &(*out)[0];
-    std::copy(rule.begin(), rule.end(), p + n - rule.size());
+    const size_t n = rule.size();
+    std::copy(rule.begin(), rule.end(), p);
     p[n] = '-';
     for (int i = 0; i < 16; ++i) {
       p[n + 1 + i] = kHex[(h1 >> (60 - 4 * i)) & 0xf];
       p[n + 17 + i] = kHex[(h2 >> (60 - 4 * i)) & 0xf];
     }
+    return n + 33;
   }
   // Splits "<rule>-<32 lowercase hex digits>"; false when `id` is not one.
   static bool ParseId(absl::string_view id, absl::string_view* rule, uint64_t* h1, uint64_t* h2) {
@@ -192,7 +208,18 @@ class ActionStore {
     }
   };
 
-  std::vector<StoredAction> rows_;
+  // The rows live in fixed blocks rather than one vector: growing never
+  // copies them (crossing a power of two used to copy every row, stalling one
+  // Advance and faulting in twice the memory), and a row never moves. Block
+  // memory is raw: a row is constructed when added, and needs no destructor.
+  static_assert(std::is_trivially_copyable_v<StoredAction> && std::is_trivially_destructible_v<StoredAction>);
+  static constexpr int kBlockBits = 12;
+  static constexpr uint32_t kBlockSize = 1u << kBlockBits;
+  struct FreeBlock {
+    void operator()(StoredAction* p) const { ::operator delete(p); }
+  };
+  std::vector<std::unique_ptr<StoredAction[], FreeBlock>> blocks_;
+  uint32_t size_ = 0;
   absl::flat_hash_map<Key, uint32_t> index_;
   StringPool pool_;
 };

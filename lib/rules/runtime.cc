@@ -300,9 +300,7 @@ class Runner {
   }
 
   void FireTimer() {
-    std::pop_heap(rt_.timers.begin(), rt_.timers.end(), TimerAfter());
-    const Timer t = rt_.timers.back();
-    rt_.timers.pop_back();
+    const Timer t = PopTimer(&rt_.timers);
     const v1::Rule& rl = r_.rule(t.rule);
     Context ctx;
     ctx.fire_at = t.fire_at_us;
@@ -520,6 +518,7 @@ class Runner {
       names.push_back(pool.Intern(r_.set().id()));
       for (int i = 0; i < rl.actions_size(); ++i) names.push_back(pool.Intern(rl.actions(i).template_()));
     }
+    store.Prefetch(h1, h2, names[0]);  // overlaps the index miss with the rest
     StoredAction out;
     out.h1 = h1;
     out.h2 = h2;
@@ -546,8 +545,14 @@ class Runner {
     }
     out.assignee_role = static_cast<uint8_t>(role);
     const absl::string_view assignee = AssigneeId(role, a, ctx.manager);
-    out.assignee = role == v1::ASSIGNEE_ACCOUNT && !assignee.empty() ? StoredAction::kAssigneeIsAccount
-                                                                     : pool.Intern(assignee);
+    if (role == v1::ASSIGNEE_ACCOUNT && !assignee.empty()) {
+      out.assignee = StoredAction::kAssigneeIsAccount;
+    } else {
+      // Runs of actions mostly share an assignee: compare with the last one
+      // before hashing into the pool.
+      if (pool.at(rt_.last_assignee) != assignee) rt_.last_assignee = pool.Intern(assignee);
+      out.assignee = rt_.last_assignee;
+    }
     out.fired_at_us = ctx.fire_at;
     int64_t due = Clamp(ctx.fire_at + spec.due_offset_us());
     if (spec.due_end_of_day()) due = Clamp(MicrosOf(DayOf(due) + 1) - 1);
@@ -614,6 +619,45 @@ class Runner {
 
 }  // namespace
 
+Timer PopTimer(TimerHeap* heap) {
+  const Timer top = heap->front();
+  const Timer value = heap->back();
+  heap->pop_back();
+  const size_t len = heap->size();
+  if (len == 0) return top;
+  Timer* first = heap->data();
+  const TimerAfter after;
+  // libstdc++'s __adjust_heap: move the hole from the top down to a leaf,
+  // always into the earlier child, then sift `value` up from there.
+  size_t hole = 0;
+  size_t child = 0;
+  while (child < (len - 1) / 2) {
+    child = 2 * (child + 1);
+    // The children of the next hole are among 2 * child - 1 .. 2 * child + 2:
+    // two lines, fetched while this level compares.
+    if (2 * child + 2 < len) {
+      __builtin_prefetch(first + 2 * child - 1);
+      __builtin_prefetch(first + 2 * child + 1);
+    }
+    if (after(first[child], first[child - 1])) --child;
+    first[hole] = first[child];
+    hole = child;
+  }
+  if ((len & 1) == 0 && child == (len - 2) / 2) {
+    child = 2 * (child + 1);
+    first[hole] = first[child - 1];
+    hole = child - 1;
+  }
+  size_t parent = (hole - 1) / 2;
+  while (hole > 0 && after(first[parent], value)) {
+    first[hole] = first[parent];
+    hole = parent;
+    parent = (hole - 1) / 2;
+  }
+  first[hole] = value;
+  return top;
+}
+
 absl::Status Install(const v1::RuleSet& set, const Pipelines& pipelines, Runtime* rt) {
   absl::StatusOr<std::unique_ptr<const CompiledRules>> compiled = CompiledRules::Compile(set, pipelines);
   if (!compiled.ok()) return compiled.status();
@@ -658,9 +702,17 @@ void FireNextTimer(EngineState* s) { Runner(s).FireTimer(); }
 void ActionToProto(const EngineState& s, uint32_t i, v1::Action* out) {
   const StoredAction& a = s.actions.at(i);
   const StringPool& pool = s.actions.pool();
-  std::string* id = out->mutable_action_id();
-  id->clear();
-  ActionStore::AppendId(pool.at(a.rule_id), a.h1, a.h2, id);
+  // The id is printed on the stack and copied once: building it inside the
+  // message's string cost a growth and a zero fill per action.
+  const absl::string_view rule = pool.at(a.rule_id);
+  if (rule.size() <= kMaxRuleIdBytes) {
+    char id[kMaxRuleIdBytes + 33];
+    out->set_action_id(id, ActionStore::WriteId(rule, a.h1, a.h2, id));
+  } else {  // only a loaded snapshot can hold such a rule id
+    std::string id;
+    ActionStore::AppendId(rule, a.h1, a.h2, &id);
+    out->set_action_id(std::move(id));
+  }
   RAPPORT_SET_STRING(rule_id, pool.at(a.rule_id));
   RAPPORT_SET_STRING(rule_set_id, pool.at(a.rule_set_id));
   out->set_rule_set_version(a.rule_set_version);

@@ -12,8 +12,10 @@
 #ifndef RAPPORT_LIB_RULES_RUNTIME_H_
 #define RAPPORT_LIB_RULES_RUNTIME_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -62,12 +64,76 @@ struct TimerAfter {
   }
 };
 
+// A set of action indexes, as a bitmap: action indexes are dense, so an
+// insert on the per-fired-timer path costs a bit instead of a hash probe (and
+// an eighth of a byte per action instead of a growing hash table). Offers
+// the part of the flat_hash_set interface the runtime uses.
+class ActionIndexSet {
+ public:
+  // False when `i` was in the set already.
+  bool insert(uint32_t i) {
+    const size_t w = i >> 6;
+    if (w >= words_.size()) words_.resize(std::max(w + 1, words_.size() * 2), 0);
+    const uint64_t bit = uint64_t{1} << (i & 63);
+    if (words_[w] & bit) return false;
+    words_[w] |= bit;
+    ++size_;
+    return true;
+  }
+  // The number of elements removed (0 or 1).
+  size_t erase(uint32_t i) {
+    const size_t w = i >> 6;
+    const uint64_t bit = uint64_t{1} << (i & 63);
+    if (w >= words_.size() || !(words_[w] & bit)) return 0;
+    words_[w] &= ~bit;
+    --size_;
+    return 1;
+  }
+  bool contains(uint32_t i) const {
+    const size_t w = i >> 6;
+    return w < words_.size() && ((words_[w] >> (i & 63)) & 1) != 0;
+  }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  std::vector<uint64_t> words_;
+  size_t size_ = 0;
+};
+
+// Places a vector's first element 32 bytes past a 64-byte boundary. For the
+// timer heap (32-byte timers) the two children of node i, 2i+1 and 2i+2, then
+// share one cache line, so a sift-down through a heap far larger than the
+// caches misses one line per level instead of two.
+template <typename T>
+struct TimerHeapAllocator {
+  static_assert(sizeof(T) == 32, "the offset assumes 32-byte elements");
+  using value_type = T;
+  TimerHeapAllocator() = default;
+  template <typename U>
+  TimerHeapAllocator(const TimerHeapAllocator<U>&) {}  // NOLINT: allocator rebind
+  T* allocate(size_t n) {
+    char* p = static_cast<char*>(::operator new(n * sizeof(T) + 32, std::align_val_t{64}));
+    return reinterpret_cast<T*>(p + 32);
+  }
+  void deallocate(T* p, size_t) { ::operator delete(reinterpret_cast<char*>(p) - 32, std::align_val_t{64}); }
+  friend bool operator==(const TimerHeapAllocator&, const TimerHeapAllocator&) { return true; }
+  friend bool operator!=(const TimerHeapAllocator&, const TimerHeapAllocator&) { return false; }
+};
+using TimerHeap = std::vector<Timer, TimerHeapAllocator<Timer>>;
+
+// Removes and returns the top (earliest) timer of a non-empty heap. The
+// array it leaves is exactly the one std::pop_heap with TimerAfter followed
+// by pop_back leaves (the same moves, so snapshots do not change), but each
+// level prefetches the line of the level after next.
+Timer PopTimer(TimerHeap* heap);
+
 struct Runtime {
   // The rule set in effect; set by Install, never null afterwards.
   std::unique_ptr<const CompiledRules> rules;
 
   // Pending timers: a binary min-heap (std::push_heap with TimerAfter).
-  std::vector<Timer> timers;
+  TimerHeap timers;
   uint32_t next_timer_seq = 0;
   // Per rule: accounts that had their first event matching the rule's
   // first-for-account filter.
@@ -81,7 +147,7 @@ struct Runtime {
   // Accounts already seen (anniversary timers start on creation).
   uint32_t accounts_seen = 0;
   // Indexes of CREATE_TASK actions not yet done, with an assignee.
-  absl::flat_hash_set<uint32_t> open_tasks;
+  ActionIndexSet open_tasks;
   // Per rule (open-tasks triggers only): manager id -> open tasks counted.
   std::vector<absl::flat_hash_map<std::string, int32_t>> open_task_counts;
   // Action indexes in creation order that were pending when produced; the
@@ -93,6 +159,9 @@ struct Runtime {
   // pool, then one template per action spec; empty until the rule first
   // produces (interning per action would cost a hash lookup each).
   std::vector<std::vector<uint32_t>> interned;
+  // The pool index of the last assignee produced (a cache: compared by
+  // content before use, so any valid index is correct).
+  uint32_t last_assignee = 0;
 };
 
 // Validates `set` against `pipelines` and makes it the runtime's rule set.
