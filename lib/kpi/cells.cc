@@ -646,30 +646,50 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
   for (const AttrEntry& e : now.attr) max_t_ = std::max(max_t_, e.since.t);
   if (!AnyBuilt()) return;
   const bool facts = account < last_t_.size() && last_t_[account] != std::numeric_limits<int64_t>::min();
-  bool stale = false;
+  // Which modes' cells the change reaches: their groups moved for counted
+  // facts. Those are rebuilt by their next query; the others stay.
+  bool stale[kModes] = {};
   if (facts) {
-    stale = now.kind != before.kind || now.source_partner != before.source_partner ||
-            (now.referred != before.referred && !now.orders.empty());
-    if (!stale) {
-      // Attribution is unchanged before the first entry that differs.
-      const size_t n = std::min(now.attr.size(), before.attr.size());
-      size_t i = 0;
-      while (i < n && SameAttr(now.attr[i], before.attr[i])) ++i;
-      if (i < now.attr.size() || i < before.attr.size()) {
-        if (i == 0) {
-          stale = true;
-        } else {
-          int64_t from = std::numeric_limits<int64_t>::max();
-          if (i < now.attr.size()) from = std::min(from, now.attr[i].since.t);
-          if (i < before.attr.size()) from = std::min(from, before.attr[i].since.t);
-          stale = from <= last_t_[account];
-        }
+    if ((now.kind == v1::ACCOUNT_KIND_PARTNER) != (before.kind == v1::ACCOUNT_KIND_PARTNER)) {
+      // Changes hunter_share and the instant figures everywhere.
+      MarkStale();
+      return;
+    }
+    stale[v1::GROUP_BY_ACCOUNT_KIND] = now.kind != before.kind;
+    stale[v1::GROUP_BY_SOURCE_PARTNER] = now.source_partner != before.source_partner;
+    // Attribution is unchanged before the first entry that differs.
+    const size_t n = std::min(now.attr.size(), before.attr.size());
+    size_t i = 0;
+    while (i < n && SameAttr(now.attr[i], before.attr[i])) ++i;
+    bool attr = false;
+    if (i < now.attr.size() || i < before.attr.size()) {
+      if (i == 0) {
+        attr = true;
+      } else {
+        int64_t from = std::numeric_limits<int64_t>::max();
+        if (i < now.attr.size()) from = std::min(from, now.attr[i].since.t);
+        if (i < before.attr.size()) from = std::min(from, before.attr[i].since.t);
+        attr = from <= last_t_[account];
       }
     }
+    stale[v1::GROUP_BY_MANAGER] = stale[v1::GROUP_BY_TEAM] = stale[v1::GROUP_BY_SEGMENT] = attr;
   }
-  if (stale) {
-    MarkStale();
-    return;
+  for (int mode = 0; mode < kModes; ++mode) {
+    if (!stale[mode] || !modes_[mode].built) continue;
+    Mode& m = modes_[mode];
+    m.built = false;
+    m.days.clear();
+    m.instants.clear();
+    m.months.clear();
+  }
+  // referral_rate: the account's first order counts as referred or not.
+  if (now.referred != before.referred && !now.orders.empty()) {
+    const int64_t t = now.orders.front().at.t;
+    for (int mode = 0; mode < kModes; ++mode) {
+      if (!modes_[mode].built) continue;
+      At(mode, t, GroupFor(st, static_cast<v1::GroupBy>(mode), account, t)).c[kCellReferred] +=
+          now.referred ? 1 : -1;
+    }
   }
   // The instant terms: the account's own, and its deals' and invoices' (by
   // the current attribution).
