@@ -1,25 +1,41 @@
-// Per-UTC-day partial aggregates of the KPIs that are plain sums over facts
-// (the incremental dashboard of issue 4).
+// Per-UTC-day partial aggregates of the KPIs (the incremental dashboard of
+// issue 4).
 //
 // For every grouping mode that has been queried once, the index keeps one
 // cell per (UTC day, group) with the counts of partners_new/churned, leads
-// and leads ever won, activities and hunter_share, NPS, and revenue per
-// currency. A query whose buckets span whole UTC days reads those cells and
-// scans only the partial days at its edges; lead_conversion's "won before
-// as_of" is corrected by a scan of the wins at or after as_of (few for a
-// dashboard, whose as_of is now).
+// and leads ever won, activities and hunter_share, NPS, revenue per
+// currency, orders (first-ever, referred, repeat; the days that decide
+// repeat_customer_rate), completions and orders with their feedback/contact
+// windows as if closed, and stage entries (first in any bucket, or the day
+// of the deal's previous entry of the stage; ever converted). A query whose
+// buckets span whole UTC days reads those cells and scans only partial days
+// at its edges (a bucket that is not whole days scans its orders,
+// completions and stage entries); the as_of-dependent parts are corrected:
+// leads won at or after as_of and stage entries first converted at or after
+// as_of by a scan of the facts from as_of on (none for a dashboard, whose
+// as_of is now), windows still open at as_of from the cells of their days.
+// Whole UTC months keep their sums between queries until a cell of the
+// month changes.
 //
-// Cells follow ingest exactly. A fact adds to its own cell; a deal's first
-// win adds to its lead's cell. Where an event changes the contribution of
-// facts already counted in ways a fix-up cannot cheaply know (an account
-// upsert that re-attributes past facts, a late order or partner status
-// event that changes whether earlier outbound contacts were "hunting"), the
-// index is marked stale and rebuilt from the fact store by the next query
-// (one pass; never an approximation).
+// Figures at instants are kept as per-day changes (InstCell): the active
+// partners and the clients at each day boundary (from every partner's and
+// client's timeline and attribution), client churns per day, and, for an
+// as_of after every fact, deals stuck and invoices overdue from a day on.
+//
+// Cells follow ingest exactly. Each fact's terms, and those of the facts and
+// entities it changes (an order's neighbours in its account's orders, the
+// other entries of its deal, the account's spans, the deal, the invoice),
+// are computed before and after the fact and the difference applied. Where
+// an event changes contributions that a fix-up cannot cheaply know (an
+// attribution change reaching counted facts, a change of source partner or
+// kind, a late order or partner status event that changes whether earlier
+// outbound contacts were "hunting", a late first win or loss), the grouping
+// modes it reaches are marked stale and rebuilt from the fact store by their
+// next query (one pass; never an approximation).
 //
 // Thread-safety: ingest calls run under the engine's writer lock; queries run
 // under its reader lock, possibly concurrently, so the index has its own
-// mutex for the lazy build.
+// mutex for the lazy build and the month sums.
 #ifndef RAPPORT_LIB_KPI_CELLS_H_
 #define RAPPORT_LIB_KPI_CELLS_H_
 

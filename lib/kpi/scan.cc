@@ -770,9 +770,14 @@ class Scanner {
       m->set_amount_minor(l.amount);
     }
     SetRatio(v->mutable_hunter_share(), c[kHunterNum], c[kHunterDen]);
-    std::vector<double> ttw = a.time_to_win;
-    if (!std::is_sorted(ttw.begin(), ttw.end())) std::sort(ttw.begin(), ttw.end());
-    for (double d : ttw) row->add_time_to_win_days(d);
+    // Sums of whole months from the cells arrive sorted.
+    if (std::is_sorted(a.time_to_win.begin(), a.time_to_win.end())) {
+      row->mutable_time_to_win_days()->Add(a.time_to_win.begin(), a.time_to_win.end());
+    } else {
+      std::vector<double> ttw = a.time_to_win;
+      std::sort(ttw.begin(), ttw.end());
+      row->mutable_time_to_win_days()->Add(ttw.begin(), ttw.end());
+    }
   }
 
   v1::KpiPartial Emit() const {
