@@ -1,35 +1,53 @@
-// Per-UTC-day partial aggregates of the KPIs that are plain sums over facts
-// (the incremental dashboard of issue 4).
+// Per-UTC-day partial aggregates of the KPIs (the incremental dashboard of
+// issue 4).
 //
 // For every grouping mode that has been queried once, the index keeps one
 // cell per (UTC day, group) with the counts of partners_new/churned, leads
-// and leads ever won, activities and hunter_share, NPS, and revenue per
-// currency. A query whose buckets span whole UTC days reads those cells and
-// scans only the partial days at its edges; lead_conversion's "won before
-// as_of" is corrected by a scan of the wins at or after as_of (few for a
-// dashboard, whose as_of is now).
+// and leads ever won, activities and hunter_share, NPS, revenue per
+// currency, orders (first-ever, referred, repeat; the days that decide
+// repeat_customer_rate), completions and orders with their feedback/contact
+// windows as if closed, and stage entries (first in any bucket, or the day
+// of the deal's previous entry of the stage; ever converted). A query whose
+// buckets span whole UTC days reads those cells and scans only partial days
+// at its edges (a bucket that is not whole days scans its orders,
+// completions and stage entries); the as_of-dependent parts are corrected:
+// leads won at or after as_of and stage entries first converted at or after
+// as_of by a scan of the facts from as_of on (none for a dashboard, whose
+// as_of is now), windows still open at as_of from the cells of their days.
+// Whole UTC months keep their sums between queries until a cell of the
+// month changes.
 //
-// Cells follow ingest exactly. A fact adds to its own cell; a deal's first
-// win adds to its lead's cell. Where an event changes the contribution of
-// facts already counted in ways a fix-up cannot cheaply know (an account
-// upsert that re-attributes past facts, a late order or partner status
-// event that changes whether earlier outbound contacts were "hunting"), the
-// index is marked stale and rebuilt from the fact store by the next query
-// (one pass; never an approximation).
+// Figures at instants are kept as per-day changes (InstCell): the active
+// partners and the clients at each day boundary (from every partner's and
+// client's timeline and attribution), client churns per day, and, for an
+// as_of after every fact, deals stuck and invoices overdue from a day on.
+//
+// Cells follow ingest exactly. Each fact's terms, and those of the facts and
+// entities it changes (an order's neighbours in its account's orders, the
+// other entries of its deal, the account's spans, the deal, the invoice),
+// are computed before and after the fact and the difference applied. Where
+// an event changes contributions that a fix-up cannot cheaply know (an
+// attribution change reaching counted facts, a change of source partner or
+// kind, a late order or partner status event that changes whether earlier
+// outbound contacts were "hunting", a late first win or loss), the grouping
+// modes it reaches are marked stale and rebuilt from the fact store by their
+// next query (one pass; never an approximation).
 //
 // Thread-safety: ingest calls run under the engine's writer lock; queries run
 // under its reader lock, possibly concurrently, so the index has its own
-// mutex for the lazy build.
+// mutex for the lazy build and the month sums.
 #ifndef RAPPORT_LIB_KPI_CELLS_H_
 #define RAPPORT_LIB_KPI_CELLS_H_
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <utility>
 #include <vector>
 
 #include "lib/util/shared_mutex.h"
+#include "lib/kpi/accumulator.h"
 #include "lib/kpi/fact_store.h"
 #include "rapport/v1/kpi.pb.h"
 
@@ -52,7 +70,34 @@ enum CellField : int {
   kCellNpsResponses,
   kCellWon,   // deals at their first win
   kCellLost,  // deals at their first loss
+  kCellOrders,
+  kCellClientsNew,     // the account's first-ever order
+  kCellReferred,       // ... of a referred account
+  kCellRepeatOrders,   // not the account's first-ever order
+  kCellPpcDen,         // every order (as_of takes the unclosed windows out)
+  kCellPpcNum,         // ... with an outbound contact in its 7 days
+  kCellFbDen,          // every completion (as_of takes the unclosed out)
+  kCellFbNum,          // ... with feedback in its 30 days
   kCellFields,
+};
+
+// Stage entries of a cell with no earlier entry of the same stage by the deal
+// (they open every bucket they fall in).
+struct StageCount {
+  uint32_t flat;
+  int32_t entered;
+  int32_t converted;  // a later stage was ever entered after it
+};
+// Stage entries whose deal entered the stage before, on an earlier UTC day
+// `prev_day`: they open a bucket only if it starts after that day. A
+// multiset (equal entries are interchangeable).
+struct StageRepeat {
+  uint32_t flat;
+  int32_t prev_day;
+  bool converted;
+  friend bool operator==(const StageRepeat& a, const StageRepeat& b) {
+    return a.flat == b.flat && a.prev_day == b.prev_day && a.converted == b.converted;
+  }
 };
 
 struct Cell {
@@ -62,6 +107,32 @@ struct Cell {
   std::vector<std::pair<uint32_t, int64_t>> revenue;
   // time_to_win in days of the deals won here.
   std::vector<double> time_to_win;
+  // repeat_customer_rate, sorted: for repeat orders whose account's previous
+  // order is on an earlier UTC day, that day (the order opens a bucket that
+  // starts after it); for first-ever orders, the day of the account's second
+  // order (INT32_MAX: none), which must fall before the bucket's end.
+  std::vector<int32_t> rcr_prev;
+  std::vector<int32_t> rcr_second;
+  std::vector<StageCount> stages;
+  std::vector<StageRepeat> stage_repeats;
+};
+
+// Figures at instants (partners_active, client_churn_rate, stuck_deals,
+// receivables_overdue), as changes keyed by UTC day. See CellIndex::ForInstants.
+struct InstCell {
+  uint32_t group = 0;
+  // Changes of the active partners and of the clients counted at the day's
+  // start (a count at day D is the sum of the changes of days <= D).
+  int64_t partners = 0;
+  int64_t clients = 0;
+  // Clients whose client span ends on this day.
+  int64_t churned = 0;
+  // Deals that become stuck / invoices that become overdue at an as_of
+  // after this day (given as_of is after every fact).
+  int64_t stuck = 0;
+  int64_t overdue = 0;
+  // (currency id, owed); 128 bits so that no sum of int64 amounts wraps.
+  std::vector<std::pair<uint32_t, __int128>> owed;
 };
 
 // What a won or lost fact did to its deal's first win or loss.
@@ -75,44 +146,102 @@ class CellIndex {
  public:
   static constexpr int kModes = 6;  // v1::GroupBy values 0..5
 
-  // Ingest hooks (writer lock held). `first` says, for won and lost facts,
-  // how the fact changed its deal's first win or loss.
+  // Ingest hooks (writer lock held). BeforeFact runs before the store's
+  // timelines take the fact, OnFact after; `first` says, for won and lost
+  // facts, how the fact changed its deal's first win or loss.
+  void BeforeFact(const FactStore& st, FactKind kind, const Fact& f);
   void OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, FirstChange first);
   // An account upsert changed `before` into the store's current data.
   void OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before);
+  // The store took a new invoice.
+  void OnInvoice(const FactStore& st, uint32_t invoice);
 
   // Calls fn(cell) for every cell of `mode` on UTC days [from_day, to_day),
-  // building the mode's cells first if needed. False (fn not called) when the
-  // cells cannot be used (a money sum in a cell overflowed).
-  bool ForDays(const FactStore& st, v1::GroupBy mode, int64_t from_day, int64_t to_day,
-               const std::function<void(const Cell&)>& fn);
+  // building the mode's cells first if needed (`churn_after` is the engine's
+  // client_churn_after_us). False (fn not called) when the cells cannot be
+  // used (a money sum in a cell overflowed).
+  bool ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t from_day,
+               int64_t to_day, const std::function<void(int64_t day, const Cell&)>& fn);
+  // Calls fn(group, acc) with the sum of the cells of the UTC month starting
+  // on `month_day`, as a bucket equal to that month adds them (AddCellTo),
+  // kept between queries until a cell of the month changes. False (fn not
+  // called) when the cells cannot be used or a money sum overflows.
+  bool ForMonth(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t month_day,
+                const std::function<void(uint32_t group, const Acc&)>& fn);
+  // Calls fn(day, cell) for every instant cell of `mode` in day order (the
+  // mode's cells must be built by ForDays).
+  void ForInstants(v1::GroupBy mode, const std::function<void(int64_t, const InstCell&)>& fn) const;
+  // The latest fact time or attribution change: stuck_deals and
+  // receivables_overdue come from the instant cells only at an as_of after it.
+  int64_t MaxTime() const;
 
   size_t MemoryBytes() const;
 
  private:
+  struct MonthSum {
+    uint32_t group;
+    Acc acc;
+  };
+  struct Month {
+    int64_t end_day;
+    std::vector<MonthSum> sums;
+  };
   struct Mode {
     bool built = false;
     std::map<int64_t, std::vector<Cell>> days;
+    std::map<int64_t, std::vector<InstCell>> instants;
+    // Sums of whole UTC months by their first day; a change to a cell drops
+    // its month's.
+    std::map<int64_t, Month> months;
   };
   void Contribute(const FactStore& st, int mode, FactKind kind, int64_t t, const Fact& f);
   void Rebuild(const FactStore& st, int mode);
   void MarkStale();
   Cell& At(int mode, int64_t t, uint32_t group);
+  InstCell& InstAt(int mode, int64_t day, uint32_t group);
+  // The orders, completions and stage entries of the cells.
+  void OrderPlaced(const FactStore& st, int mode, uint32_t account, uint32_t order);
+  void OrderTerms(const FactStore& st, int mode, uint32_t account, size_t j, size_t skip, int sign);
+  void StageEntered(const FactStore& st, int mode, uint32_t deal, const Fact& f, int64_t t);
+  void StageTerms(const FactStore& st, int mode, uint32_t deal, size_t skip, size_t only, int sign);
+  // The instant cells' terms of an entity, added (sign 1) or taken out (-1).
+  void AccountInstants(const FactStore& st, int mode, uint32_t account, const AccountData& a, int sign);
+  void DealInstants(const FactStore& st, int mode, uint32_t deal, const AccountData& a, int sign);
+  void InvoiceInstants(const FactStore& st, int mode, uint32_t invoice, const AccountData& a, int sign);
+  bool AnyBuilt() const;
 
   mutable SharedMutex mu_;
   Mode modes_[kModes];
   bool overflow_ = false;
+  int64_t churn_after_ = -1;
   // The latest fact time of each account (kMin: none), to tell whether an
   // attribution change reaches facts already counted.
   std::vector<int64_t> last_t_;
+  int64_t max_t_ = std::numeric_limits<int64_t>::min();
+  // The deals and invoices of each account (an owner change moves their
+  // instant terms), as lists threaded through the entities: the first of an
+  // account, then the next of each (kNoEntity: end).
+  static constexpr uint32_t kNoEntity = UINT32_MAX;
+  std::vector<uint32_t> first_deal_, next_deal_, first_invoice_, next_invoice_;
 };
 
 // The group of a fact of `account` at `t` (SPEC §5 attribution), with the
 // account-kind groups as kClientGroupId / kPartnerGroupId.
 uint32_t GroupFor(const FactStore& st, v1::GroupBy by, uint32_t account, int64_t t);
+uint32_t GroupOfData(const AccountData& a, v1::GroupBy by, int64_t t);
 uint32_t DealGroupFor(const FactStore& st, v1::GroupBy by, uint32_t deal, int64_t t);
 // Whether the account was a customer at `t` (hunter_share).
 bool CustomerAt(const AccountData& a, int64_t t);
+
+// Adds a cell to the accumulator of a bucket whose cell span covers UTC days
+// [first_day, end_day): every figure with `whole` (the span is the whole
+// bucket), else the plain sums only. `stages` is the number of flat stages.
+// Returns the currency whose revenue overflowed, or UINT32_MAX.
+uint32_t AddCellTo(const Cell& cell, int64_t first_day, int64_t end_day, bool whole, size_t stages,
+                   Acc& a);
+// Adds `from` into `a` (money per currency; false on overflow, with the
+// currency in *currency).
+bool AddAcc(const Acc& from, Acc& a, uint32_t* currency);
 
 // Tests only: true makes every query scan (the incremental path is off).
 void SetForceScanForTesting(bool on);

@@ -91,10 +91,11 @@ size_t FactStore::MemoryBytes() const {
   for (const AccountData& a : accounts) {
     n += sizeof(AccountData) + a.attr.capacity() * sizeof(AttrEntry) +
          a.orders.capacity() * sizeof(OrderRef) + a.outbound.capacity() * sizeof(int64_t) +
+         a.completed.capacity() * sizeof(int64_t) +
          a.feedback.capacity() * sizeof(FeedbackRef) + a.status.capacity() * sizeof(StatusEvent);
   }
   for (const DealData& d : deals) n += sizeof(DealData) + d.visits.capacity() * sizeof(Visit);
-  n += orders.size() * sizeof(OrderData);
+  n += orders.size() * sizeof(OrderData) + invoices.size() * sizeof(InvoiceData);
   for (const auto& p : invoice_payments) n += sizeof(p) + p.capacity() * sizeof(Payment);
   return n;
 }

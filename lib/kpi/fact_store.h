@@ -169,6 +169,8 @@ struct AccountData {
   // Sorted by stamp.
   std::vector<OrderRef> orders;
   std::vector<int64_t> outbound;
+  // Times of the account's order completions, sorted.
+  std::vector<int64_t> completed;
   std::vector<FeedbackRef> feedback;
   std::vector<StatusEvent> status;
   uint32_t source_partner = 0;
@@ -205,6 +207,15 @@ struct Payment {
   int64_t amount;
 };
 
+// An invoice's terms, for receivables_overdue.
+struct InvoiceData {
+  int64_t issued = 0;
+  int64_t due = 0;
+  int64_t amount = 0;
+  uint32_t account = 0;
+  uint32_t currency = 0;
+};
+
 // The incremental index (lib/kpi/cells.h); owned by the store, built lazily.
 class CellIndex;
 struct CellIndexDeleter {
@@ -220,9 +231,13 @@ struct FactStore {
   std::deque<OrderData> orders;
   // Payments naming each invoice, by invoice index (empty for most).
   std::deque<std::vector<Payment>> invoice_payments;
+  std::deque<InvoiceData> invoices;
   // Stage counts of every pipeline, and the offset of each pipeline's first
   // stage in a flat stage numbering.
   std::vector<int32_t> stage_offset;
+  // By flat stage: the SLA after which a deal in it is stuck; 0 for none (no
+  // SLA, or the pipeline's last stage).
+  std::vector<int64_t> stage_sla;
   // Per-day partial aggregates for the incremental path. A pointer so that a
   // const store (a query under the reader lock) can still build it lazily.
   std::unique_ptr<CellIndex, CellIndexDeleter> cells{NewCellIndex()};

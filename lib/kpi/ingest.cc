@@ -19,6 +19,9 @@ void Sync(EngineState* s) {
     for (const PipelineInfo& p : s->pipelines.all()) {
       st.stage_offset.push_back(off);
       off += p.size();
+      for (int i = 0; i < p.size(); ++i) {
+        st.stage_sla.push_back(i == p.size() - 1 ? 0 : std::max<int64_t>(0, p.stage(i).sla_us()));
+      }
     }
     st.stage_offset.push_back(off);
   }
@@ -28,8 +31,14 @@ void Sync(EngineState* s) {
   }
   while (st.invoice_payments.size() < s->invoices.size()) {
     const v1::Invoice& inv = s->invoices.at(static_cast<uint32_t>(st.invoice_payments.size()));
-    st.strings.Intern(inv.amount().currency());
+    InvoiceData& d = st.invoices.emplace_back();
+    d.issued = inv.issued_at_us();
+    d.due = inv.due_at_us();
+    d.amount = inv.amount().amount_minor();
+    d.account = s->accounts.IndexOf(inv.account_id());
+    d.currency = st.strings.Intern(inv.amount().currency());
     st.invoice_payments.emplace_back();
+    st.cells->OnInvoice(st, static_cast<uint32_t>(st.invoices.size() - 1));
   }
   while (st.deals.size() < s->deals.size()) {
     const v1::Deal& d = s->deals.at(static_cast<uint32_t>(st.deals.size()));
@@ -58,6 +67,7 @@ void SyncAccount(uint32_t idx, EngineState* s) {
 
 // Stores a fact and threads it into the timelines.
 void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_seq) {
+  st.cells->BeforeFact(st, kind, f);
   st.column(kind).Insert(t, f);
   FirstChange first = FirstChange::kNone;
   switch (kind) {
@@ -98,6 +108,7 @@ void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_s
     }
     case FactKind::kOrderCompleted:
       st.orders[f.subject].completed = true;
+      InsertSorted(st.accounts[f.account].completed, t, [](int64_t x, int64_t y) { return x < y; });
       break;
     case FactKind::kPayment:
       if (f.subject != 0) {

@@ -136,7 +136,7 @@ void Finalize(v1::KpiValues* v, std::vector<double>* ttw) {
   for (v1::StageConversion& sc : *v->mutable_stage_conversion()) Finish(sc.mutable_conversion());
   Finish(v->mutable_win_rate());
   if (!ttw->empty()) {
-    std::sort(ttw->begin(), ttw->end());
+    if (!std::is_sorted(ttw->begin(), ttw->end())) std::sort(ttw->begin(), ttw->end());
     const size_t n = ttw->size();
     v->set_time_to_win_days(n % 2 == 1 ? (*ttw)[n / 2] : ((*ttw)[n / 2 - 1] + (*ttw)[n / 2]) / 2);
   }

@@ -3,8 +3,10 @@
 // deals, receivables). Definitions follow SPEC §5 line by line; the comments
 // name the row they implement.
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
 #include "lib/kpi/accumulator.h"
 #include "lib/kpi/cells.h"
 #include "lib/kpi/health.h"
@@ -30,25 +32,33 @@ class Scanner {
   }
 
   absl::StatusOr<v1::KpiPartial> Run() {
-    // The incremental path: whole UTC days of the plain-sum figures come
-    // from the per-day cells (lib/kpi/cells.h); partial days at the edges
-    // are scanned.
+    // The incremental path: whole UTC days come from the per-day cells
+    // (lib/kpi/cells.h); partial days at the edges are scanned. A bucket of
+    // whole UTC days takes every per-bucket figure from the cells; other
+    // buckets scan the figures whose facts relate within the bucket (orders,
+    // completions, stage entries).
+    const int64_t churn_after = s_.config.client_churn_after_us();
     const bool cells =
-        !ForceScan() && st_.cells->ForDays(st_, by_, 0, 0, [](const Cell&) {});
+        !ForceScan() && st_.cells->ForDays(st_, by_, churn_after, 0, 0, [](int64_t, const Cell&) {});
     cell_lo_.assign(static_cast<size_t>(nb_), 0);
     cell_hi_.assign(static_cast<size_t>(nb_), 0);
+    whole_.assign(static_cast<size_t>(nb_), false);
     for (int b = 0; b < nb_; ++b) {
       lo_ = p_.bounds[b];
       hi_ = p_.bounds[b + 1];
       b_ = b;
-      Stages();
-      Orders();
-      Completions();
+      const bool whole = cells && lo_ % kDay == 0 && hi_ % kDay == 0;
+      whole_[static_cast<size_t>(b)] = whole;
+      if (!whole) {
+        Stages();
+        Orders();
+        Completions();
+      }
       int64_t cs = 0, ce = 0;
       if (cells && WholeDays(lo_, hi_, &cs, &ce)) {
         PlainSums(lo_, cs);
         PlainSums(ce, hi_);
-        AddCells(cs, ce, false);
+        AddCells(cs, ce, false, whole);
         cell_lo_[static_cast<size_t>(b)] = cs;
         cell_hi_[static_cast<size_t>(b)] = ce;
       } else {
@@ -59,16 +69,37 @@ class Scanner {
       if (cells && WholeDays(plo, lo_, &cs, &ce)) {
         Payments(plo, cs, true);
         Payments(ce, lo_, true);
-        AddCells(cs, ce, true);
+        AddCells(cs, ce, true, false);
       } else {
         Payments(plo, lo_, true);
       }
     }
-    if (cells) UnwinLateWins();
-    ActivePartners();
-    ClientChurn();
-    StuckDeals();
-    Receivables();
+    bool bounds_whole = cells;
+    for (int64_t x : p_.bounds) bounds_whole = bounds_whole && x % kDay == 0;
+    // stuck_deals and receivables_overdue come from the cells at an as_of
+    // after every fact and attribution change (then "at as_of" is "now").
+    const bool at_now = cells && as_of_ % kDay == 0 && as_of_ > st_.cells->MaxTime();
+    if (cells) {
+      UnwinLateWins();
+      CloseWindows();
+      UnconvertLate();
+      if (bounds_whole || at_now) Instants(bounds_whole, at_now);
+    }
+    if (!bounds_whole) {
+      ActivePartners();
+      ClientChurn();
+    }
+    if (!at_now || recv_scan_) {
+      if (!at_now) StuckDeals();
+      Receivables();
+    }
+    if (cells) {
+      // Cells add without marking: a group is in a bucket's rows when the
+      // scan would have counted a fact for it, i.e. when a figure is there.
+      for (auto& row : rows_) {
+        for (Acc& a : row) a.touched = a.touched || HasContent(a);
+      }
+    }
     if (!error_.ok()) return error_;
     return Emit();
   }
@@ -111,17 +142,34 @@ class Scanner {
     return by_ == v1::GROUP_BY_SOURCE_PARTNER ? d.source_partner : GroupOf(d.account, t);
   }
 
-  Acc& At(int b, uint32_t group) {
+  int32_t SlotOf(uint32_t group) {
     int32_t& slot = slot_[group];
     if (slot < 0) {
       slot = static_cast<int32_t>(groups_.size());
       groups_.push_back(group);
     }
+    return slot;
+  }
+  // The accumulator without marking the group present (cells; see Run).
+  Acc& Slot(int b, uint32_t group) {
+    const int32_t slot = SlotOf(group);
     std::vector<Acc>& row = rows_[static_cast<size_t>(b)];
     if (row.size() <= static_cast<size_t>(slot)) row.resize(static_cast<size_t>(slot) + 1);
-    Acc& acc = row[static_cast<size_t>(slot)];
+    return row[static_cast<size_t>(slot)];
+  }
+  Acc& At(int b, uint32_t group) {
+    Acc& acc = Slot(b, group);
     acc.touched = true;
     return acc;
+  }
+  static bool HasContent(const Acc& a) {
+    for (int64_t x : a.c) {
+      if (x != 0) return true;
+    }
+    for (const auto& s : a.stages) {
+      if (s.first != 0) return true;
+    }
+    return !a.revenue.empty() || !a.receivables.empty() || !a.time_to_win.empty();
   }
 
   void Overflow(absl::string_view kpi, uint32_t currency) {
@@ -155,32 +203,211 @@ class Scanner {
   }
 
   // Adds the cells of the days in [cs, ce) to bucket b_: every figure, or
-  // only revenue as the previous period's.
-  void AddCells(int64_t cs, int64_t ce, bool previous) {
-    st_.cells->ForDays(st_, by_, cs / kDay, ce / kDay, [&](const Cell& cell) {
-      if (previous && cell.revenue.empty()) return;
-      Acc& a = At(b_, CellGroup(cell.group));
-      for (const auto& [currency, amount] : cell.revenue) {
-        if (!Acc::AddMoney(a.revenue, currency, amount, previous)) {
-          Overflow(previous ? "revenue_growth" : "revenue", currency);
+  // only revenue as the previous period's. `whole`: [cs, ce) is the bucket,
+  // whose order, completion and stage figures come from the cells too.
+  void AddCells(int64_t cs, int64_t ce, bool previous, bool whole) {
+    if (whole && !previous && MonthCells(cs, ce)) return;
+    const size_t stages = static_cast<size_t>(st_.stage_offset.empty() ? 0 : st_.stage_offset.back());
+    st_.cells->ForDays(st_, by_, s_.config.client_churn_after_us(), cs / kDay, ce / kDay,
+                       [&](int64_t, const Cell& cell) {
+                         if (previous && cell.revenue.empty()) return;
+                         Acc& a = Slot(b_, CellGroup(cell.group));
+                         if (previous) {
+                           for (const auto& [currency, amount] : cell.revenue) {
+                             if (!Acc::AddMoney(a.revenue, currency, amount, true)) {
+                               Overflow("revenue_growth", currency);
+                             }
+                           }
+                           return;
+                         }
+                         const uint32_t bad = AddCellTo(cell, cs / kDay, ce / kDay, whole, stages, a);
+                         if (bad != UINT32_MAX) Overflow("revenue", bad);
+                       });
+  }
+
+  // A bucket that is one whole UTC month takes the month's sums, kept by the
+  // cells between queries. False when it is not one or they are unusable.
+  bool MonthCells(int64_t cs, int64_t ce) {
+    const absl::CivilDay day = absl::CivilDay(1970, 1, 1) + cs / kDay;
+    if (day.day() != 1) return false;
+    const absl::CivilDay next(absl::CivilMonth(day) + 1);
+    if (next - absl::CivilDay(1970, 1, 1) != ce / kDay) return false;
+    // Nothing else is in the bucket's accumulators yet: sums fail whole.
+    return st_.cells->ForMonth(st_, by_, s_.config.client_churn_after_us(), cs / kDay,
+                               [&](uint32_t group, const Acc& sum) {
+                                 uint32_t currency = 0;
+                                 if (!AddAcc(sum, Slot(b_, CellGroup(group)), &currency)) {
+                                   Overflow("revenue", currency);
+                                 }
+                               });
+  }
+
+  // The whole-day bucket holding `t`, or -1.
+  int WholeBucket(int64_t t) const {
+    if (t < p_.bounds.front() || t >= p_.bounds.back()) return -1;
+    const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), t) -
+                                   p_.bounds.begin()) - 1;
+    return whole_[static_cast<size_t>(b)] ? b : -1;
+  }
+
+  // The cells count every order and completion in post_purchase_contact_rate
+  // and feedback_coverage; those whose window has not closed by as_of are
+  // taken back out.
+  void CloseWindows() {
+    const int64_t first = p_.bounds.front(), last = p_.bounds.back();
+    if (as_of_ % kDay == 0) {
+      // The windows open at as_of are those of whole days' cells.
+      const int64_t from_day = std::max(first, as_of_ - 30 * kDay) / kDay, ppc_day = (as_of_ - 7 * kDay) / kDay;
+      st_.cells->ForDays(st_, by_, s_.config.client_churn_after_us(), from_day, (last + kDay - 1) / kDay,
+                         [&](int64_t day, const Cell& cell) {
+                           const int b = WholeBucket(day * kDay);
+                           if (b < 0 || day * kDay < first) return;
+                           Acc& a = Slot(b, CellGroup(cell.group));
+                           a.c[kFbDen] -= cell.c[kCellFbDen];
+                           a.c[kFbNum] -= cell.c[kCellFbNum];
+                           if (day < ppc_day) return;
+                           a.c[kPpcDen] -= cell.c[kCellPpcDen];
+                           a.c[kPpcNum] -= cell.c[kCellPpcNum];
+                         });
+      return;
+    }
+    st_.column(FactKind::kOrderPlaced)
+        .ForRange(std::max(first, as_of_ - 7 * kDay), last, [&](int64_t t, const Fact& f) {
+          const int b = WholeBucket(t);
+          if (b < 0) return;
+          Acc& a = Slot(b, GroupOf(f.account, t));
+          --a.c[kPpcDen];
+          const auto& ob = st_.accounts[f.account].outbound;
+          auto o = std::upper_bound(ob.begin(), ob.end(), t);
+          if (o != ob.end() && *o <= t + 7 * kDay) --a.c[kPpcNum];
+        });
+    st_.column(FactKind::kOrderCompleted)
+        .ForRange(std::max(first, as_of_ - 30 * kDay), last, [&](int64_t t, const Fact& f) {
+          const int b = WholeBucket(t);
+          if (b < 0) return;
+          Acc& a = Slot(b, GroupOf(f.account, t));
+          --a.c[kFbDen];
+          const auto& fb = st_.accounts[f.account].feedback;
+          auto it = std::upper_bound(fb.begin(), fb.end(), t,
+                                     [](int64_t x, const FeedbackRef& r) { return x < r.t; });
+          if (it != fb.end() && it->t <= t + 30 * kDay) --a.c[kFbNum];
+        });
+  }
+
+  // The cells count a stage entry as converted if a later stage was ever
+  // entered after it; an entry whose first such later stage is at or after
+  // as_of is taken back out (found from the entries at or after as_of).
+  void UnconvertLate() {
+    st_.column(FactKind::kStageEntry).ForRange(as_of_, kNever, [&](int64_t t, const Fact& f) {
+      const DealData& d = st_.deals[f.subject];
+      const auto& vs = d.visits;
+      const int32_t to = static_cast<int32_t>(f.aux);
+      size_t pos = static_cast<size_t>(
+          std::lower_bound(vs.begin(), vs.end(), Stamp{t, f.value},
+                           [](const Visit& v, const Stamp& x) { return v.at < x; }) - vs.begin());
+      int32_t between = -1;  // the highest stage entered between an entry and this one
+      for (size_t k = pos; k-- > 0;) {
+        const Visit& e = vs[k];
+        if (e.stage < to && between <= e.stage) Unconvert(f.subject, k);
+        between = std::max(between, e.stage);
+        if (between >= to) break;
+      }
+    });
+  }
+
+  void Unconvert(uint32_t deal, size_t k) {
+    const DealData& d = st_.deals[deal];
+    const Visit& e = d.visits[k];
+    const int b = WholeBucket(e.at.t);
+    if (b < 0) return;
+    for (size_t j = k; j-- > 0;) {
+      if (d.visits[j].at.t < p_.bounds[b]) break;
+      if (d.visits[j].stage == e.stage) return;  // not the first in the bucket
+    }
+    Acc& a = Slot(b, DealGroup(deal, e.at.t));
+    const size_t flat = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + e.stage);
+    if (a.stages.size() <= flat) a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
+    --a.stages[flat].second;
+  }
+
+  // partners_active and client_churn_rate (bounds on UTC days), and
+  // stuck_deals and receivables_overdue (at_now), from the instant cells.
+  void Instants(bool bounds_whole, bool at_now) {
+    std::vector<int64_t> bday;
+    for (int64_t x : p_.bounds) bday.push_back(x / kDay);
+    const int64_t as_of_day = as_of_ / kDay;
+    std::vector<int64_t> partners, clients, stuck, overdue;
+    std::vector<std::vector<std::pair<uint32_t, __int128>>> owed;
+    auto grow = [&](size_t n) {
+      if (partners.size() >= n) return;
+      partners.resize(n);
+      clients.resize(n);
+      stuck.resize(n);
+      overdue.resize(n);
+      owed.resize(n);
+    };
+    size_t k = 0;
+    // The counts at bound k: the changes of the days up to its day.
+    auto snapshot = [&](size_t k) {
+      for (size_t slot = 0; slot < partners.size(); ++slot) {
+        const uint32_t g = groups_[slot];
+        if (partners[slot] != 0) {
+          if (k < static_cast<size_t>(nb_)) Slot(static_cast<int>(k), g).c[kPartnersActiveStart] += partners[slot];
+          if (k > 0) Slot(static_cast<int>(k) - 1, g).c[kPartnersActiveEnd] += partners[slot];
+        }
+        if (clients[slot] != 0 && k < static_cast<size_t>(nb_)) {
+          Slot(static_cast<int>(k), g).c[kChurnDen] += clients[slot];
         }
       }
-      if (previous) return;
-      const int64_t* c = cell.c;
-      a.c[kPartnersNew] += c[kCellPartnersNew];
-      a.c[kPartnersChurned] += c[kCellPartnersChurned];
-      a.c[kLeads] += c[kCellLeads];
-      a.c[kLeadsWon] += c[kCellLeadsWon];
-      for (int i = 0; i < 8; ++i) a.c[kActivity0 + i] += c[kCellActivity0 + i];
-      a.c[kHunterDen] += c[kCellHunterDen];
-      a.c[kHunterNum] += c[kCellHunterNum];
-      a.c[kNpsPromoters] += c[kCellNpsPromoters];
-      a.c[kNpsDetractors] += c[kCellNpsDetractors];
-      a.c[kNpsResponses] += c[kCellNpsResponses];
-      a.c[kWon] += c[kCellWon];
-      a.c[kLost] += c[kCellLost];
-      a.time_to_win.insert(a.time_to_win.end(), cell.time_to_win.begin(), cell.time_to_win.end());
+    };
+    st_.cells->ForInstants(by_, [&](int64_t day, const InstCell& cell) {
+      const uint32_t g = CellGroup(cell.group);
+      const size_t slot = static_cast<size_t>(SlotOf(g));
+      grow(slot + 1);
+      if (bounds_whole) {
+        while (k < bday.size() && bday[k] < day) snapshot(k++);
+        partners[slot] += cell.partners;
+        clients[slot] += cell.clients;
+        if (cell.churned != 0 && day >= bday.front() && day < bday.back()) {
+          const int b = static_cast<int>(std::upper_bound(bday.begin(), bday.end(), day) - bday.begin()) - 1;
+          Slot(b, g).c[kChurnNum] += cell.churned;
+        }
+      }
+      if (at_now && day < as_of_day) {
+        stuck[slot] += cell.stuck;
+        overdue[slot] += cell.overdue;
+        for (const auto& [currency, amount] : cell.owed) {
+          std::pair<uint32_t, __int128>* line = nullptr;
+          for (auto& l : owed[slot]) {
+            if (l.first == currency) line = &l;
+          }
+          if (line == nullptr) line = &owed[slot].emplace_back(currency, 0);
+          line->second += amount;
+        }
+      }
     });
+    if (bounds_whole) {
+      while (k < bday.size()) snapshot(k++);
+    }
+    if (!at_now) return;
+    // An owed sum beyond int64 is the scan's error to report.
+    for (const auto& lines : owed) {
+      for (const auto& l : lines) {
+        if (l.second > std::numeric_limits<int64_t>::max()) recv_scan_ = true;
+      }
+    }
+    for (size_t slot = 0; slot < stuck.size(); ++slot) {
+      if (stuck[slot] == 0 && (recv_scan_ || overdue[slot] == 0)) continue;
+      for (int b = 0; b < nb_; ++b) {
+        Acc& a = Slot(b, groups_[slot]);
+        a.c[kStuck] += stuck[slot];
+        if (recv_scan_ || overdue[slot] == 0) continue;
+        a.c[kReceivables] += overdue[slot];
+        for (const auto& [currency, amount] : owed[slot]) {
+          if (amount != 0) Acc::AddMoney(a.receivables, currency, static_cast<int64_t>(amount), false);
+        }
+      }
+    }
   }
 
   // The cells count a lead as won if its deal is ever won; lead_conversion
@@ -543,9 +770,14 @@ class Scanner {
       m->set_amount_minor(l.amount);
     }
     SetRatio(v->mutable_hunter_share(), c[kHunterNum], c[kHunterDen]);
-    std::vector<double> ttw = a.time_to_win;
-    std::sort(ttw.begin(), ttw.end());
-    for (double d : ttw) row->add_time_to_win_days(d);
+    // Sums of whole months from the cells arrive sorted.
+    if (std::is_sorted(a.time_to_win.begin(), a.time_to_win.end())) {
+      row->mutable_time_to_win_days()->Add(a.time_to_win.begin(), a.time_to_win.end());
+    } else {
+      std::vector<double> ttw = a.time_to_win;
+      std::sort(ttw.begin(), ttw.end());
+      row->mutable_time_to_win_days()->Add(ttw.begin(), ttw.end());
+    }
   }
 
   v1::KpiPartial Emit() const {
@@ -587,8 +819,12 @@ class Scanner {
   absl::Status error_;
   int b_ = 0;
   int64_t lo_ = 0, hi_ = 0;
-  // Per bucket, the span its plain sums took from the cells (empty: none).
+  // Per bucket, the span its plain sums took from the cells (empty: none),
+  // and whether it took every figure from them.
   std::vector<int64_t> cell_lo_, cell_hi_;
+  std::vector<bool> whole_;
+  // receivables_overdue is scanned (an owed sum in the cells exceeds int64).
+  bool recv_scan_ = false;
 };
 
 }  // namespace
