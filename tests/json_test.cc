@@ -2,6 +2,7 @@
 // the corners of the canonical mapping; and the fast parser against the
 // reference parser it replaced (tests/json_reference_parser.h), on every
 // message type and on mutated documents.
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <random>
@@ -416,6 +417,45 @@ TEST(FastJsonParser, DynamicMessagesUseTheirOwnTables) {
     ++i;
   }
   EXPECT_EQ(i, 300);
+}
+
+TEST(FastJsonParser, EveryKeyAndEveryNearMiss) {
+  // Each field name of every message type an event holds, in both spellings,
+  // and each one-byte change, truncation and extension of it: the field
+  // table must find exactly the names the descriptor lookups found (keys
+  // over 16 bytes are compared in three parts, so change every position).
+  std::vector<const google::protobuf::Descriptor*> types = {v1::Event::descriptor()};
+  int accepted = 0;
+  int refused = 0;
+  for (size_t t = 0; t < types.size(); ++t) {
+    const google::protobuf::Descriptor* d = types[t];
+    std::unique_ptr<google::protobuf::Message> prototype(
+        google::protobuf::MessageFactory::generated_factory()->GetPrototype(d)->New());
+    for (int i = 0; i < d->field_count(); ++i) {
+      const google::protobuf::FieldDescriptor* f = d->field(i);
+      if (f->message_type() != nullptr &&
+          std::find(types.begin(), types.end(), f->message_type()) == types.end()) {
+        types.push_back(f->message_type());
+      }
+      for (const std::string& name : {f->name(), f->camelcase_name()}) {
+        std::vector<std::string> keys = {name, name + "x", name.substr(0, name.size() - 1)};
+        for (size_t at = 0; at < name.size(); ++at) {
+          for (char c : {'x', '_', 'A'}) {
+            std::string near = name;
+            near[at] = c;
+            keys.push_back(near);
+          }
+        }
+        for (const std::string& key : keys) {
+          (ExpectSameAsReference(absl::StrCat("{\"", key, "\":null}"), *prototype) ? accepted
+                                                                                   : refused)++;
+        }
+      }
+    }
+  }
+  EXPECT_GT(types.size(), 10u);
+  EXPECT_GT(accepted, 100);
+  EXPECT_GT(refused, 1000);
 }
 
 TEST(FastJsonParser, ErrorsNameTheUnknownFieldWithItsPath) {

@@ -37,17 +37,27 @@ using google::protobuf::Reflection;
 // message type answers "which field is this key" with one short hash and a
 // memcmp, and holds everything the parse of a value needs.
 
-// Hash of a short key: its first and last eight bytes and its length, mixed.
-inline uint32_t KeyHash(const char* p, size_t n) {
-  uint64_t a = 0;
-  uint64_t b = 0;
+// A key's first and last eight bytes (zero-padded when shorter): with its
+// length they are the whole key up to 16 bytes, and hash and compare it
+// without a call to memcmp (field names are short).
+struct KeyParts {
+  uint64_t head = 0;
+  uint64_t tail = 0;
+};
+
+inline KeyParts PartsOf(const char* p, size_t n) {
+  KeyParts k;
   if (n >= 8) {
-    std::memcpy(&a, p, 8);
-    std::memcpy(&b, p + n - 8, 8);
+    std::memcpy(&k.head, p, 8);
+    std::memcpy(&k.tail, p + n - 8, 8);
   } else if (n > 0) {
-    std::memcpy(&a, p, n);
+    std::memcpy(&k.head, p, n);
   }
-  uint64_t h = (a * 0x9E3779B97F4A7C15ULL) ^ ((b + n) * 0xC2B2AE3D27D4EB4FULL);
+  return k;
+}
+
+inline uint32_t KeyHash(const KeyParts& k, size_t n) {
+  uint64_t h = (k.head * 0x9E3779B97F4A7C15ULL) ^ ((k.tail + n) * 0xC2B2AE3D27D4EB4FULL);
   h ^= h >> 29;
   h *= 0xBF58476D1CE4E5B9ULL;
   return static_cast<uint32_t>(h >> 32);
@@ -67,9 +77,10 @@ class NameIndex {
     mask_ = static_cast<uint32_t>(size - 1);
     for (const auto& [name, index] : pending_) {
       if (Find(name) >= 0) continue;
-      uint32_t i = KeyHash(name.data(), name.size()) & mask_;
+      const KeyParts k = PartsOf(name.data(), name.size());
+      uint32_t i = KeyHash(k, name.size()) & mask_;
       while (slots_[i].index >= 0) i = (i + 1) & mask_;
-      slots_[i] = Slot{name.data(), static_cast<uint32_t>(name.size()), index};
+      slots_[i] = Slot{k, name.data(), static_cast<uint32_t>(name.size()), index};
     }
     pending_.clear();
     pending_.shrink_to_fit();
@@ -77,17 +88,25 @@ class NameIndex {
 
   // The index of `key`, or -1.
   int Find(absl::string_view key) const {
-    uint32_t i = KeyHash(key.data(), key.size()) & mask_;
+    const size_t n = key.size();
+    const KeyParts k = PartsOf(key.data(), n);
+    uint32_t i = KeyHash(k, n) & mask_;
     while (true) {
       const Slot& s = slots_[i];
       if (s.index < 0) return -1;
-      if (s.size == key.size() && std::memcmp(s.name, key.data(), key.size()) == 0) return s.index;
+      // Head and tail cover the first and last eight bytes; only keys
+      // longer than 16 bytes have a middle left to compare.
+      if (s.size == n && s.key.head == k.head && s.key.tail == k.tail &&
+          (n <= 16 || std::memcmp(s.name + 8, key.data() + 8, n - 16) == 0)) {
+        return s.index;
+      }
       i = (i + 1) & mask_;
     }
   }
 
  private:
   struct Slot {
+    KeyParts key;
     const char* name = nullptr;
     uint32_t size = 0;
     int index = -1;
