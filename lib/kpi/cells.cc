@@ -388,34 +388,9 @@ void CellIndex::AccountInstants(const FactStore& st, int mode, uint32_t account,
   }
   if (a.orders.empty()) return;
   // client_churn_rate: the client spans, as the scan draws them.
-  struct Span {
-    int64_t from, to;
-  };
-  std::vector<Span> spans;
-  bool client = false;
-  int64_t since = 0, deadline = 0;
-  size_t oi = 0, ci = 0;
-  while (oi < a.orders.size() || ci < a.status.size()) {
-    const bool order =
-        ci == a.status.size() || (oi < a.orders.size() && a.orders[oi].at < a.status[ci].at);
-    const int64_t t = order ? a.orders[oi].at.t : a.status[ci].at.t;
-    if (client && deadline < t) {
-      spans.push_back({since, deadline});
-      client = false;
-    }
-    if (order) {
-      if (!client) since = t;
-      client = true;
-      deadline = t + churn_after_;
-      ++oi;
-    } else {
-      if (client) spans.push_back({since, t});
-      client = false;
-      ++ci;
-    }
-  }
-  if (client) spans.push_back({since, deadline});
-  for (const Span& sp : spans) {
+  std::vector<ClientSpan> spans;
+  ClientSpans(a, churn_after_, &spans);
+  for (const ClientSpan& sp : spans) {
     InstAt(mode, DayOf(sp.to), GroupOfData(a, by, sp.to)).churned += sign;
     // A client at x when from < x <= to.
     days.push_back(BoundaryDayFrom(sp.from + 1));

@@ -100,4 +100,31 @@ size_t FactStore::MemoryBytes() const {
   return n;
 }
 
+void ClientSpans(const AccountData& a, int64_t churn_after, std::vector<ClientSpan>* out) {
+  out->clear();
+  bool client = false;
+  int64_t since = 0, deadline = 0;
+  size_t oi = 0, ci = 0;
+  while (oi < a.orders.size() || ci < a.status.size()) {
+    const bool order =
+        ci == a.status.size() || (oi < a.orders.size() && a.orders[oi].at < a.status[ci].at);
+    const int64_t t = order ? a.orders[oi].at.t : a.status[ci].at.t;
+    if (client && deadline < t) {
+      out->push_back({since, deadline});
+      client = false;
+    }
+    if (order) {
+      if (!client) since = t;
+      client = true;
+      deadline = t + churn_after;
+      ++oi;
+    } else {
+      if (client) out->push_back({since, t});
+      client = false;
+      ++ci;
+    }
+  }
+  if (client) out->push_back({since, deadline});
+}
+
 }  // namespace rapport::kpi

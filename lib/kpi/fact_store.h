@@ -178,6 +178,17 @@ struct AccountData {
   bool referred = false;
 };
 
+// client_churn_rate's client periods (SPEC §5): a client account is a
+// client from its first order (after a churn: its next order) until it
+// churns, by an account-churned event or when `churn_after` passes with no
+// order (an order exactly at the deadline keeps it). Replaces *out with the
+// periods [from, to] in time order. The scan and the cells both draw them
+// here, so they cannot disagree.
+struct ClientSpan {
+  int64_t from, to;
+};
+void ClientSpans(const AccountData& a, int64_t churn_after, std::vector<ClientSpan>* out);
+
 struct Visit {
   Stamp at;
   int32_t stage;

@@ -609,36 +609,12 @@ class Scanner {
   void ClientChurn() {
     const int64_t after = s_.config.client_churn_after_us();
     const int64_t first = p_.bounds.front(), last = p_.bounds.back();
-    struct Span { int64_t from, to; };
-    std::vector<Span> spans;
+    std::vector<ClientSpan> spans;
     for (uint32_t i = 0; i < st_.accounts.size(); ++i) {
       const AccountData& a = st_.accounts[i];
       if (a.kind == v1::ACCOUNT_KIND_PARTNER || a.orders.empty()) continue;
-      spans.clear();
-      bool client = false;
-      int64_t since = 0, deadline = 0;
-      size_t oi = 0, ci = 0;
-      while (oi < a.orders.size() || ci < a.status.size()) {
-        const bool order = ci == a.status.size() ||
-                           (oi < a.orders.size() && a.orders[oi].at < a.status[ci].at);
-        const int64_t t = order ? a.orders[oi].at.t : a.status[ci].at.t;
-        if (client && deadline < t) {
-          spans.push_back({since, deadline});
-          client = false;
-        }
-        if (order) {
-          if (!client) since = t;
-          client = true;
-          deadline = t + after;
-          ++oi;
-        } else {
-          if (client) spans.push_back({since, t});
-          client = false;
-          ++ci;
-        }
-      }
-      if (client) spans.push_back({since, deadline});
-      for (const Span& sp : spans) {
+      ClientSpans(a, after, &spans);
+      for (const ClientSpan& sp : spans) {
         if (sp.to >= first && sp.to < last) {
           const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), sp.to) -
                                          p_.bounds.begin()) - 1;
