@@ -212,6 +212,13 @@ absl::StatusOr<v1::IngestResult> Engine::IngestBatch(const v1::EventBatch& batch
 }
 
 absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
+  v1::ActionList produced;
+  if (absl::Status st = AdvanceInto(now_us, &produced); !st.ok()) return st;
+  return produced;
+}
+
+absl::Status Engine::AdvanceInto(int64_t now_us, v1::ActionList* actions) {
+  actions->Clear();
   if (now_us < kMinTimeUs || now_us >= kMaxTimeUs) {
     return absl::InvalidArgumentError(
         absl::StrCat("advance: ", now_us, " is outside years 1970..9999 (microseconds)"));
@@ -223,9 +230,8 @@ absl::StatusOr<v1::ActionList> Engine::Advance(int64_t now_us) {
     if (absl::Status st = store_->JournalAdvance(now_us); !st.ok()) return st;
   }
   AdvanceClock(now_us, state_.get());
-  v1::ActionList produced;
-  rules::TakeProduced(state_.get(), produced.mutable_actions());
-  return produced;
+  rules::TakeProduced(state_.get(), actions->mutable_actions());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Account> Engine::GetAccount(absl::string_view id) const {

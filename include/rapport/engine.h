@@ -181,6 +181,14 @@ class Engine {
   // Errors: INVALID_ARGUMENT for a time outside the valid range.
   absl::StatusOr<v1::ActionList> Advance(int64_t now_us);
 
+  // Advance, writing the actions produced into `*actions` (cleared first)
+  // instead of a new list. The list's storage is reused: a host that keeps
+  // one list across calls allocates nothing per action once it has grown,
+  // which roughly halves the cost of a fired timer. `actions` is the
+  // caller's and must not be null. Errors: as Advance; then `*actions` is
+  // empty and nothing changed.
+  absl::Status AdvanceInto(int64_t now_us, v1::ActionList* actions);
+
   // Reads. Results are copies the caller owns.
   absl::StatusOr<v1::Account> GetAccount(absl::string_view account_id) const;
   absl::StatusOr<v1::Deal> GetDeal(absl::string_view deal_id) const;
