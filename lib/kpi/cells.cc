@@ -725,18 +725,23 @@ void CellIndex::Rebuild(const FactStore& st, int mode) {
   m.built = true;
 }
 
-bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t from_day,
-                        int64_t to_day, const std::function<void(int64_t, const Cell&)>& fn) {
-  WriterLock lock(&mu_);
+CellIndex::Mode* CellIndex::Ready(const FactStore& st, v1::GroupBy mode, int64_t churn_after) {
   const int mi = static_cast<int>(mode);
-  if (mi < 0 || mi >= kModes) return false;
+  if (mi < 0 || mi >= kModes) return nullptr;
   if (churn_after != churn_after_) {
     MarkStale();
     churn_after_ = churn_after;
   }
   if (!modes_[mi].built) Rebuild(st, mi);
-  if (overflow_) return false;
-  const auto& days = modes_[mi].days;
+  return overflow_ ? nullptr : &modes_[mi];
+}
+
+bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t from_day,
+                        int64_t to_day, const std::function<void(int64_t, const Cell&)>& fn) {
+  WriterLock lock(&mu_);
+  Mode* m = Ready(st, mode, churn_after);
+  if (m == nullptr) return false;
+  const auto& days = m->days;
   for (auto it = days.lower_bound(from_day); it != days.end() && it->first < to_day; ++it) {
     for (const Cell& c : it->second) fn(it->first, c);
   }
@@ -746,15 +751,9 @@ bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_aft
 bool CellIndex::ForMonth(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t month_day,
                          const std::function<void(uint32_t, const Acc&)>& fn) {
   WriterLock lock(&mu_);
-  const int mi = static_cast<int>(mode);
-  if (mi < 0 || mi >= kModes) return false;
-  if (churn_after != churn_after_) {
-    MarkStale();
-    churn_after_ = churn_after;
-  }
-  if (!modes_[mi].built) Rebuild(st, mi);
-  if (overflow_) return false;
-  Mode& m = modes_[mi];
+  Mode* ready = Ready(st, mode, churn_after);
+  if (ready == nullptr) return false;
+  Mode& m = *ready;
   auto it = m.months.find(month_day);
   if (it == m.months.end()) {
     const absl::CivilDay first = absl::CivilDay(1970, 1, 1) + month_day;

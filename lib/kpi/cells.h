@@ -196,6 +196,9 @@ class CellIndex {
   };
   void Contribute(const FactStore& st, int mode, FactKind kind, int64_t t, const Fact& f);
   void Rebuild(const FactStore& st, int mode);
+  // The built cells of `mode` under `churn_after` (mu_ held), or nullptr
+  // when the mode is unknown or a sum overflowed (the caller scans).
+  Mode* Ready(const FactStore& st, v1::GroupBy mode, int64_t churn_after);
   void MarkStale();
   Cell& At(int mode, int64_t t, uint32_t group);
   InstCell& InstAt(int mode, int64_t day, uint32_t group);
