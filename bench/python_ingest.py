@@ -16,6 +16,13 @@ Targets (issue 6): >= 300 000 events/s from dicts, >= 2 000 000 events/s
 from protobuf bytes. The engine's own ingest rate (the C++ API, core_bench
 and c_api_bench) bounds the second figure; --no-rules also shows it without
 the regulations (an empty rule set).
+
+The last lines put the Python layer's own cost apart from the engine's:
+c_api_bench_cpp --time-cpp runs what a C++ host does with the same bytes in
+the same batches (parse each into an arena EventBatch, IngestBatch), in runs
+paired with the Python ones (one each, alternately), and the ratio of the
+rates per CPU second is the median over the pairs (1.00: Python costs
+nothing over C++).
 """
 
 import argparse
@@ -123,6 +130,38 @@ def main():
         wall, cpu, rates = timed(config, feed, args.repeat)
         print(f"  {name:58s} {wall:>10,.0f} events/s wall, {cpu:>10,.0f} per CPU second "
               f"(wall runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+
+    # Python against the C++ API on the same bytes, paired runs.
+    with tempfile.TemporaryDirectory() as tmp:
+        pb_path = os.path.join(tmp, "stream.bin")
+        with open(pb_path, "wb") as f:
+            f.write(stream)
+        cmd = [helper, f"--time-cpp={pb_path}", f"--batch={args.batch_size}", "--repeat=1"]
+        if args.no_rules:
+            cmd.append("--no-rules")
+
+        def cpp_run():
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            accepted, wall, cpu = out.split()
+            return int(accepted) / float(wall), int(accepted) / float(cpu)
+
+        for name, feed in (("per batch, actions=False", from_bytes_no_actions),
+                           ("per batch, with actions", from_bytes)):
+            ratios, cpp_cpu, py_cpu = [], [], []
+            for i in range(args.repeat):
+                if i % 2 == 0:
+                    c = cpp_run()
+                    _, p, _ = timed(config, feed, 1)
+                else:
+                    _, p, _ = timed(config, feed, 1)
+                    c = cpp_run()
+                cpp_cpu.append(c[1])
+                py_cpu.append(p)
+                ratios.append(p / c[1])
+            print(f"  protobuf bytes {name}: Python {statistics.median(py_cpu):,.0f}, C++ API "
+                  f"{statistics.median(cpp_cpu):,.0f} events per CPU second; Python/C++ "
+                  f"{statistics.median(ratios):.3f} (pairs: "
+                  f"{', '.join(f'{r:.3f}' for r in ratios)})")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 

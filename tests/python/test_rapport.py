@@ -548,6 +548,95 @@ class EngineTest(unittest.TestCase):
                 self.assertIn(next(iter(bad)), cm.exception.message)
 
 
+class FastPathsTest(unittest.TestCase):
+    """Each fast path of the binding against the reference path it replaces."""
+
+    def test_decode_hook_equals_ints_over_json_loads(self):
+        from rapport.engine import _decode, _ints
+        raws = []
+        with seeded_engine() as engine:
+            def grab(func, *args):
+                out = _ffi.OutBuffer()
+                func(*out.args(), engine._h(), *args)
+                raws.append(out.take())
+            call = json.dumps(ev("call", T0 + 4 * DAY_US, activity={
+                "account_id": "p-1", "manager_id": "m-1", "kind": "ACTIVITY_KIND_CALL",
+                "direction": "DIRECTION_OUTBOUND"})).encode()
+            grab(_ffi.rapport_ingest_batch_v2, call, len(call), _ffi.FORMAT_JSON_LINES,
+                 _ffi.BATCH_ATOMIC, _ffi.FORMAT_JSON)
+            grab(_ffi.rapport_advance, T0 + 60 * DAY_US, _ffi.FORMAT_JSON)
+            grab(_ffi.rapport_outbox, _ffi.FORMAT_JSON)
+            query = json.dumps({"start_us": T0, "end_us": T0 + 365 * DAY_US}).encode()
+            grab(_ffi.rapport_kpis, query, len(query), _ffi.FORMAT_JSON)
+            grab(_ffi.rapport_grades, T0 + 90 * DAY_US, _ffi.FORMAT_JSON)
+            grab(_ffi.rapport_engine_snapshot, _ffi.FORMAT_JSON)
+            grab(_ffi.rapport_engine_config, _ffi.FORMAT_JSON)
+            grab(_ffi.rapport_get_deal, b"d-1", 3, _ffi.FORMAT_JSON)
+        self.assertIn(b'"actions"', raws[0])
+        # The edge cases of _ints: int64 keys holding digit strings, negative
+        # ones, other strings, lists (of strings, objects and lists), objects;
+        # other keys holding digit strings; top-level lists.
+        raws.append(json.dumps({
+            "times_us": ["1", "-2", "x", ["3"], {"value": "4"}, 5],
+            "value": "-5", "deals": {"value": "7", "name": "8"}, "seq": "x1",
+            "name": "9", "nested": [{"accepted": "10"}, ["11"], "12"],
+            "index": None, "version": 3.5}).encode())
+        raws.append(b'[{"accepted": "1"}, "2", [{"duplicates": "3"}]]')
+        for raw in raws:
+            self.assertEqual(_decode(raw), _ints(json.loads(raw)), raw[:200])
+        self.assertEqual(_decode(raws[-2])["times_us"], [1, -2, "x", ["3"], {"value": 4}, 5])
+
+    def test_buffers_are_read_in_place_and_equal_bytes(self):
+        import array
+        import mmap
+        events = [partner_agreed_pb(f"pa-{i}", T0 + 10 + i, "p-1") for i in range(6)]
+        stream = delimited(*events)
+        with seeded_engine() as reference:
+            reference.ingest(stream)
+            want = reference.snapshot()
+        as_mmap = mmap.mmap(-1, len(stream))
+        as_mmap.write(stream)
+        padded = b"junk" + stream + b"more"
+        inputs = {
+            "bytearray": bytearray(stream),
+            "memoryview of bytes, a slice": memoryview(padded)[4:4 + len(stream)],
+            "memoryview of a bytearray": memoryview(bytearray(padded))[4:-4],
+            "memoryview of an mmap": memoryview(as_mmap),
+            "memoryview of an array": memoryview(array.array("B", stream)),
+            "non-contiguous (copied)": memoryview(bytes(b for c in stream for b in (c, 0)))[::2],
+        }
+        for name, data in inputs.items():
+            with self.subTest(name), seeded_engine() as engine:
+                self.assertEqual(engine.ingest(data)["accepted"], 6)
+                self.assertEqual(engine.snapshot(), want)
+        # The buffer is released after the call: a bytearray can grow again.
+        grown = inputs["bytearray"]
+        grown.extend(b"x")
+        with seeded_engine() as engine:
+            # And released after a failing call too.
+            bad = bytearray(delimited(b"\xff\xff"))
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.ingest(bad)
+            bad.extend(b"x")
+            self.assertEqual(engine.ingest(bytearray())["accepted"], 0)
+        inputs.clear()  # the views, before their mmap
+        as_mmap.close()
+
+    def test_json_lines_equal_dicts_and_name_the_line(self):
+        seed = seed_events()
+        text = "\n\n".join("  " + json.dumps(e) + "\r" for e in seed) + "\n"
+        with rapport.Engine() as lines, rapport.Engine() as dicts:
+            self.assertEqual(lines.ingest(text.encode(), format="json_lines")["accepted"],
+                             len(seed))
+            self.assertEqual(dicts.ingest(seed)["accepted"], len(seed))
+            self.assertEqual(lines.snapshot(), dicts.snapshot())
+            bad = json.dumps(ev("x", T0, partner_agreed={"account_id": "p-1"})) + "\n\n{oops"
+            before = lines.snapshot()
+            with self.assertRaisesRegex(rapport.InvalidArgumentError, "line 3"):
+                lines.ingest(bad, best_effort=True)
+            self.assertEqual(lines.snapshot(), before)
+
+
 class FfiDeclarationsTest(unittest.TestCase):
     def test_every_c_function_is_declared_with_its_prototype(self):
         """Each function of rapport.h has argtypes of its arity and restype in

@@ -73,8 +73,26 @@ def _ints(value: Any) -> Any:
     return value
 
 
+def _int64_hook(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """json.loads's object_hook doing what _ints does, in place, for one
+    object whose nested objects the decoder has already passed through it.
+    Only the object's int64 keys are visited (the set intersection runs in
+    C), so a result costs no Python call per value: _decode takes about a
+    third less time than _ints(json.loads(...)) on ingest results, whose
+    actions are most of their bytes. tests/python proves the two equal."""
+    for k in INT64_FIELDS.intersection(obj):
+        v = obj[k]
+        if isinstance(v, str):
+            if v.lstrip("-").isdigit():
+                obj[k] = int(v)
+        elif isinstance(v, list):
+            obj[k] = [int(x) if isinstance(x, str) and x.lstrip("-").isdigit() else x
+                      for x in v]
+    return obj
+
+
 def _decode(data: bytes) -> Any:
-    return _ints(json.loads(data)) if data else {}
+    return json.loads(data, object_hook=_int64_hook) if data else {}
 
 
 def _is_message(obj: Any) -> bool:
@@ -161,6 +179,60 @@ def _ingest_counts(data: bytes) -> Dict[str, Any]:
             result["rejected"].append(rej)
         at += size
     return result
+
+
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer (Include/pybuffer.h, unchanged since 3.3)."""
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
+                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                ("internal", ctypes.c_void_p)]
+
+
+try:
+    _get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+    _get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+    _get_buffer.restype = ctypes.c_int
+    _release_buffer = ctypes.pythonapi.PyBuffer_Release
+    _release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+    _release_buffer.restype = None
+except (AttributeError, OSError):  # pragma: no cover - not CPython: read-only views are copied
+    _get_buffer = None
+
+_PyBUF_C_CONTIGUOUS = 0x0020 | 0x0008 | 0x0004  # PyBUF_C_CONTIGUOUS (strides, ND)
+
+
+class _InputBuffer:
+    """A bytes-like input as a `const uint8_t*` argument (``arg``) of ``size``
+    bytes, without a copy where possible: bytes as they are; any other
+    C-contiguous buffer (bytearray, memoryview, mmap, array) through its own
+    memory, held with PyObject_GetBuffer until :meth:`release` (the exporter
+    cannot be resized meanwhile). A non-contiguous buffer is copied."""
+
+    __slots__ = ("arg", "size", "_view")
+
+    def __init__(self, data: Any) -> None:
+        self._view = None
+        if type(data) is bytes:
+            self.arg, self.size = data, len(data)
+            return
+        view = memoryview(data)
+        if _get_buffer is None or not view.c_contiguous or view.nbytes == 0:
+            data = view.tobytes()
+            self.arg, self.size = data, len(data)
+            return
+        pinned = _PyBuffer()
+        if _get_buffer(view, ctypes.byref(pinned), _PyBUF_C_CONTIGUOUS) != 0:
+            raise BufferError("ingest: cannot read the buffer")  # pragma: no cover
+        self._view = pinned
+        self.arg, self.size = ctypes.c_char_p(pinned.buf), pinned.len
+
+    def release(self) -> None:
+        if self._view is not None:
+            view, self._view = self._view, None
+            _release_buffer(ctypes.byref(view))
 
 
 class _Totals:
@@ -303,8 +375,10 @@ class Engine:
         batch: a rapport.v1.EventBatch message; JSON text (one event, or JSON
         lines); bytes (a stream of varint-length-delimited rapport.v1.Event
         messages unless `format` says "protobuf" for an EventBatch, "json" or
-        "json_lines"); or any iterable of dicts, JSON strings, Event messages
-        or serialized Events, sent to the library `batch_size` at a time.
+        "json_lines"; a bytearray or memoryview likewise, read in place
+        without a copy: wrap an mmap or array in a memoryview); or any
+        iterable of dicts, JSON strings, Event messages or serialized Events,
+        sent to the library `batch_size` at a time.
 
         Atomicity (the default) holds per call into the library: one dict,
         text or bytes object, or each `batch_size` chunk of an iterable. When
@@ -330,7 +404,7 @@ class Engine:
                              if format is None else _BYTES_FORMATS[format], mode)
         elif isinstance(events, (bytes, bytearray, memoryview)):
             fmt = _BYTES_FORMATS["delimited" if format is None else format]
-            self._call_batch(totals, 0, bytes(events), fmt, mode)
+            self._call_batch(totals, 0, events, fmt, mode)
         elif _is_message(events):
             name = _message_name(events)
             if name == "rapport.v1.EventBatch":
@@ -346,17 +420,20 @@ class Engine:
             self._ingest_iterable(totals, events, mode, batch_size)
         return totals.result
 
-    def _call_batch(self, totals: _Totals, offset: int, data: bytes, fmt: int,
+    def _call_batch(self, totals: _Totals, offset: int, data: Any, fmt: int,
                     mode: int) -> None:
+        buf = _InputBuffer(data)
         out = _ffi.OutBuffer()
         want_actions = totals.want_actions
         try:
-            _ffi.rapport_ingest_batch_v2(*out.args(), self._h(), data, len(data), fmt, mode,
+            _ffi.rapport_ingest_batch_v2(*out.args(), self._h(), buf.arg, buf.size, fmt, mode,
                                          _ffi.FORMAT_JSON if want_actions
                                          else _ffi.FORMAT_PROTOBUF)
         except _ffi.RapportError as e:
             e.offset = offset
             raise
+        finally:
+            buf.release()
         raw = out.take()
         totals.add(_decode(raw) if want_actions else _ingest_counts(raw), offset)
 
@@ -550,7 +627,7 @@ class Engine:
 
     def _lines(self, func, *args: Any) -> List[Dict[str, Any]]:
         data = self._read(func, self._h(), *args, _ffi.FORMAT_JSON_LINES)
-        return [_ints(json.loads(line)) for line in data.splitlines() if line]
+        return [json.loads(line, object_hook=_int64_hook) for line in data.splitlines() if line]
 
     def accounts(self, status: Union[str, int]) -> List[Dict[str, Any]]:
         """Accounts with `status` ("ACCOUNT_STATUS_CLIENT", or "client", or its
