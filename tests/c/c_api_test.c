@@ -655,12 +655,12 @@ static void test_persistence(void) {
                                   1 << 20));
   CHECK(rapport_events_accepted(e) == accepted);
   rapport_engine_destroy(e);
-  CHECK_FAILS(rapport_engine_open_v2(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_OFF, 0,
-                                     -2, -1),
-              RAPPORT_INVALID_ARGUMENT, "snapshot_every_bytes -2");
-  CHECK_FAILS(rapport_engine_open_v2(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_OFF, 0,
-                                     -1, 0),
-              RAPPORT_INVALID_ARGUMENT, "segment_bytes 0");
+  CHECK_FAILS(
+      rapport_engine_open_v2(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_OFF, 0, -2, -1),
+      RAPPORT_INVALID_ARGUMENT, "snapshot_every_bytes -2");
+  CHECK_FAILS(
+      rapport_engine_open_v2(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON, RAPPORT_SYNC_OFF, 0, -1, 0),
+      RAPPORT_INVALID_ARGUMENT, "segment_bytes 0");
   CHECK(e == NULL);
   CHECK_FAILS(rapport_engine_open(&e, dir, NULL, 0, RAPPORT_FORMAT_JSON, 9, 0),
               RAPPORT_INVALID_ARGUMENT, "sync mode 9");

@@ -622,6 +622,43 @@ class FastPathsTest(unittest.TestCase):
         inputs.clear()  # the views, before their mmap
         as_mmap.close()
 
+    def test_overlapped_chunks_equal_one_call_and_stop_at_the_first_error(self):
+        # From the second chunk on, a chunk is encoded while the previous one
+        # is ingested on another thread.
+        seed = seed_events()
+        call = ev("call", T0 + 4 * DAY_US, activity={
+            "account_id": "p-1", "manager_id": "m-1", "kind": "ACTIVITY_KIND_CALL",
+            "direction": "DIRECTION_OUTBOUND"})
+        events = seed + [call]
+        with rapport.Engine() as chunked, rapport.Engine() as whole:
+            a = chunked.ingest(events, batch_size=2)
+            b = whole.ingest(events, batch_size=len(events))
+            self.assertEqual(a, b)
+            self.assertTrue(a["actions"])
+            self.assertEqual(chunked.snapshot(), whole.snapshot())
+        for kind, items in (("dicts", list(events)),
+                            ("JSON strings", [json.dumps(e) for e in events])):
+            with self.subTest(kind):
+                # A chunk that does not parse: the chunks before it are in,
+                # none after it; the offset is its first event.
+                bad = list(items)
+                bad[5] = "{oops" if kind == "JSON strings" else {"event_id": "x", "nope": 1}
+                with rapport.Engine() as engine:
+                    with self.assertRaises(rapport.InvalidArgumentError) as cm:
+                        engine.ingest(iter(bad), batch_size=2)
+                    self.assertEqual(cm.exception.offset, 4)
+                    self.assertEqual(engine.events_accepted, 4)
+                # A chunk that parses but fails to ingest, with the next one
+                # already encoded: that one is dropped.
+                bad = list(items)
+                wrong = ev("w", T0, partner_agreed={"account_id": "nobody"})
+                bad[2] = json.dumps(wrong) if kind == "JSON strings" else wrong
+                with rapport.Engine() as engine:
+                    with self.assertRaises(rapport.NotFoundError) as cm:
+                        engine.ingest(iter(bad), batch_size=2)
+                    self.assertEqual(cm.exception.offset, 2)
+                    self.assertEqual(engine.events_accepted, 2)
+
     def test_json_lines_equal_dicts_and_name_the_line(self):
         seed = seed_events()
         text = "\n\n".join("  " + json.dumps(e) + "\r" for e in seed) + "\n"
