@@ -305,12 +305,14 @@ BENCHMARK(BM_IngestJsonLines)->Iterations(1)->UseManualTime()->Unit(benchmark::k
 
 // Timers fired through Advance. Accounts are created evenly over 10 days,
 // each with one pending timer 30 days later that creates a task; step k
-// advances each of three engines (same config, same events) to day k + 1
+// advances each of four engines (same config, same events) to day k + 1
 // of those, so a tenth of the timers fire and each produces an action:
 // `cpp` Engine::Advance (a new ActionList per call), `cpp_into`
-// Engine::AdvanceInto into a list kept across calls, `c` rapport_advance
-// with the actions serialized as protobuf. The three lists are checked to
-// be the same bytes (off the clock).
+// Engine::AdvanceInto into a list kept across calls, `cpp_bytes` the same
+// and then the list serialized into a kept string (a C++ host that needs
+// the bytes, as every C host gets them), `c` rapport_advance with the
+// actions as protobuf. The lists are checked to be the same bytes (off the
+// clock).
 constexpr int64_t kDay = 86400000000;
 constexpr int64_t kStart = 1735689600000000;  // 2025-01-01
 constexpr size_t kDays = 9;
@@ -347,7 +349,7 @@ void BM_AdvanceDay(benchmark::State& state) {
   rapport_engine* c = nullptr;
   auto day = [](size_t k) { return kStart + 30 * kDay + static_cast<int64_t>(k + 1) * kDay; };
   int64_t fired = 0;
-  std::vector<std::string> cpp_bytes(kDays), into_bytes(kDays), c_bytes(kDays);
+  std::vector<std::string> cpp_bytes(kDays), into_bytes(kDays), ser_bytes(kDays), c_bytes(kDays);
   rapport::v1::ActionList kept;
   Side advance{"cpp"};
   advance.begin = [&] {
@@ -373,6 +375,20 @@ void BM_AdvanceDay(benchmark::State& state) {
   };
   advance_into.after_step = [&](size_t k) { into_bytes[k] = kept.SerializeAsString(); };
   advance_into.end = [&] { cpp_into.reset(); };
+  std::unique_ptr<rapport::Engine> cpp_ser;
+  rapport::v1::ActionList kept_ser;
+  std::string serialized;
+  Side advance_bytes{"cpp_bytes"};
+  advance_bytes.begin = [&] {
+    cpp_ser = *rapport::Engine::Create(config);
+    if (!cpp_ser->IngestBatch(stream).ok()) Die("ingest");
+  };
+  advance_bytes.step = [&](size_t k) {
+    if (!cpp_ser->AdvanceInto(day(k), &kept_ser).ok()) Die("AdvanceInto");
+    if (!kept_ser.SerializeToString(&serialized)) Die("serialize");
+  };
+  advance_bytes.after_step = [&](size_t k) { ser_bytes[k] = serialized; };
+  advance_bytes.end = [&] { cpp_ser.reset(); };
   Side c_advance{"c"};
   c_advance.begin = [&] {
     c = NewEngine(config_bytes);
@@ -395,13 +411,15 @@ void BM_AdvanceDay(benchmark::State& state) {
   };
   c_advance.end = [&] {
     rapport_engine_destroy(c);
-    if (c_bytes != cpp_bytes || into_bytes != cpp_bytes) Die("the actions differ");
+    if (c_bytes != cpp_bytes || into_bytes != cpp_bytes || ser_bytes != cpp_bytes) {
+      Die("the actions differ");
+    }
   };
-  Interleave(state, kDays, 1, {advance, advance_into, c_advance});
+  Interleave(state, kDays, 1, {advance, advance_into, advance_bytes, c_advance});
   // Interleave counted Advance calls per CPU second; scale to timers.
   const double per_advance = static_cast<double>(fired) /
                              static_cast<double>(kDays * static_cast<size_t>(state.iterations()));
-  for (const char* side : {"cpp", "cpp_into", "c"}) {
+  for (const char* side : {"cpp", "cpp_into", "cpp_bytes", "c"}) {
     const std::string key = std::string(side) + "_per_s";
     state.counters[key] = state.counters[key] * per_advance;
   }
@@ -639,10 +657,12 @@ int main(int argc, char** argv) {
       "(interleaved, in one process):\n"
       "  batched ingest, protobuf: %s without the result, %s with it (serialized)\n"
       "  batched ingest, JSON lines: %s\n"
-      "  Advance, a day of timers: %s (C++ AdvanceInto with a kept list: %s)\n",
+      "  Advance, a day of timers: %s over Advance (C++ AdvanceInto with a kept list: %s; "
+      "AdvanceInto then serialized: %s)\n",
       pct("BM_IngestBatch/result:0/", "c_pct").c_str(),
       pct("BM_IngestBatch/result:1/", "c_pct").c_str(), pct("BM_IngestJsonLines/", "c_pct").c_str(),
-      pct("BM_AdvanceDay/", "c_pct").c_str(), pct("BM_AdvanceDay/", "cpp_into_pct").c_str());
+      pct("BM_AdvanceDay/", "c_pct").c_str(), pct("BM_AdvanceDay/", "cpp_into_pct").c_str(),
+      pct("BM_AdvanceDay/", "cpp_bytes_pct").c_str());
   return 0;
 #else
   // The comparison first (in the helper, which reads the same stream), then
