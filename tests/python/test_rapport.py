@@ -659,6 +659,41 @@ class FastPathsTest(unittest.TestCase):
                     self.assertEqual(cm.exception.offset, 2)
                     self.assertEqual(engine.events_accepted, 2)
 
+    def test_concurrent_advances_fire_each_timer_once(self):
+        # rapport_advance refills a list the engine keeps, under its own
+        # lock: threads advancing one engine at once (ctypes releases the
+        # GIL) get, together, exactly the actions one thread gets.
+        import threading
+        config = {"rule_set": {"id": "t", "version": 1, "rules": [{
+            "id": "follow_up", "delay_us": 30 * DAY_US,
+            "trigger": {"on_event": {"filter": {"type": "EVENT_TYPE_ACCOUNT_UPSERTED"}}},
+            "actions": [{"kind": "ACTION_KIND_CREATE_TASK", "assignee": "ASSIGNEE_OWNER",
+                         "due_offset_us": DAY_US, "template": "follow_up"}]}]}}
+
+        def load(engine):
+            engine.ingest(seed_events()[:2])
+            engine.ingest([ev(f"a{i}", T0 + i * DAY_US // 30, account_upserted={
+                "account_id": f"c{i}", "kind": "ACCOUNT_KIND_CLIENT", "owner_id": "m-1"})
+                for i in range(300)])
+        times = [T0 + 30 * DAY_US + i * DAY_US // 40 for i in range(400)]
+        with rapport.Engine(config) as shared, rapport.Engine(config) as single:
+            load(shared)
+            load(single)
+            want = sorted(a["action_id"] for t in times for a in single.advance(t))
+            self.assertGreaterEqual(len(want), 300)
+            got, lock = [], threading.Lock()
+            def run(part):
+                for t in part:
+                    actions = shared.advance(t)
+                    with lock:
+                        got.extend(a["action_id"] for a in actions)
+            threads = [threading.Thread(target=run, args=(times[i::4],)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(sorted(got), want)
+
     def test_json_lines_equal_dicts_and_name_the_line(self):
         seed = seed_events()
         text = "\n\n".join("  " + json.dumps(e) + "\r" for e in seed) + "\n"
