@@ -162,6 +162,37 @@ def main():
                   f"{statistics.median(cpp_cpu):,.0f} events per CPU second; Python/C++ "
                   f"{statistics.median(ratios):.3f} (pairs: "
                   f"{', '.join(f'{r:.3f}' for r in ratios)})")
+
+    # The binding's own cost, interleaved chunk by chunk in this process (as
+    # c_api_bench compares the C ABI with the C++ API): Engine.ingest(chunk)
+    # on one engine against the bare ctypes call of the C ABI on another,
+    # alternating which goes first, and from one repeat to the next which
+    # engine is whose (the engine created first measures about 1 % slower);
+    # the median over the chunks of the ratio of their CPU times (thread
+    # time: each call runs on this thread).
+    from rapport import _ffi
+    for name, want in (("actions=False", False), ("with actions", True)):
+        ratios = []
+        for r in range(max(2, args.repeat)):
+            with rapport.Engine(config) as first, rapport.Engine(config) as second:
+                binding, bare = (first, second) if r % 2 == 0 else (second, first)
+                for k, c in enumerate(chunks):
+                    t = [0.0, 0.0]
+                    for side in ((0, 1) if k % 2 == 0 else (1, 0)):
+                        start = time.thread_time()
+                        if side == 0:
+                            binding.ingest(c, actions=want)
+                        else:
+                            out = _ffi.OutBuffer()
+                            _ffi.rapport_ingest_batch_v2(
+                                *out.args(), bare._h(), c, len(c),
+                                _ffi.FORMAT_PROTOBUF_DELIMITED, _ffi.BATCH_ATOMIC,
+                                _ffi.FORMAT_JSON if want else _ffi.FORMAT_PROTOBUF)
+                            out.take()
+                        t[side] = time.thread_time() - start
+                    ratios.append(t[0] / t[1])
+        print(f"  protobuf bytes per batch, {name}: Engine.ingest over the bare C call, median "
+              f"per chunk: {100 * (statistics.median(ratios) - 1):+.1f} %")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
