@@ -208,7 +208,13 @@ void Counters(benchmark::State& state, const World& w) {
   state.counters["events"] = static_cast<double>(w.events);
   state.counters["events/s"] = benchmark::Counter(static_cast<double>(w.events) * state.iterations(),
                                                   benchmark::Counter::kIsRate);
-  state.counters["store_B/event"] = static_cast<double>(w.state->kpi.MemoryBytes()) / static_cast<double>(w.events);
+  const double n = static_cast<double>(w.events);
+  state.counters["store_B/event"] = static_cast<double>(w.state->kpi.MemoryBytes()) / n;
+  // The parts: the fact columns, and the timelines of accounts and deals.
+  const kpi::FactStore::Memory m = w.state->kpi.MemoryUse();
+  state.counters["facts_B/event"] = static_cast<double>(m.facts) / n;
+  state.counters["accounts_B/event"] = static_cast<double>(m.accounts) / n;
+  state.counters["deals_B/event"] = static_cast<double>(m.deals) / n;
 }
 
 void BM_Scan(benchmark::State& state) {
