@@ -159,6 +159,22 @@ void FactColumn::MoveTail(Block* src, int from, Block* dst) const {
   dst->n += m;
 }
 
+void FactColumn::MoveHead(Block* src, int count, Block* dst) const {
+  const Arrays s = ArraysOf(src->mem.get(), fields_);
+  const Arrays d = ArraysOf(dst->mem.get(), fields_);
+  const size_t m = static_cast<size_t>(count), at = static_cast<size_t>(dst->n);
+  std::memcpy(d.t + at, s.t, sizeof(int64_t) * m);
+  if (d.value) std::memcpy(d.value + at, s.value, sizeof(int64_t) * m);
+  const std::pair<uint32_t*, uint32_t*> u32[] = {
+      {d.account, s.account}, {d.subject, s.subject}, {d.aux, s.aux}};
+  for (const auto& [to, fr] : u32) {
+    if (to) std::memcpy(to + at, fr, sizeof(uint32_t) * m);
+  }
+  Shift(s, count, src->n, -count);
+  src->n -= count;
+  dst->n += count;
+}
+
 size_t FactColumn::FirstBlock(int64_t t) const {
   auto it =
       std::lower_bound(blocks_.begin(), blocks_.end(), t,
@@ -189,18 +205,41 @@ void FactColumn::Insert(int64_t t, const Fact& f) {
   size_t b = it == blocks_.begin() ? 0 : static_cast<size_t>(it - blocks_.begin()) - 1;
   Block* blk = blocks_[b].get();
   int pos = static_cast<int>(std::upper_bound(blk->t, blk->t + blk->n, t) - blk->t);
+  if (blk->n == kBlock && pos == kBlock && b + 1 < blocks_.size()) {
+    // After every fact of a full block: the front of the next one.
+    ++b;
+    blk = blocks_[b].get();
+    pos = 0;
+  }
   if (blk->n == kBlock) {
-    Block* next = b + 1 < blocks_.size() ? blocks_[b + 1].get() : nullptr;
-    if (next != nullptr && next->n < kBlock) {
-      // Half the next block's room (at least one) takes the tail; the fact
-      // itself goes to the next block when it falls in that tail.
-      const int room = kBlock - next->n;
-      const int move = std::max(1, room / 2);
-      const int from = kBlock - move;
-      MoveTail(blk, from, next);
-      if (pos > from) {
-        blk = next;
-        pos -= from;
+    // The first block with room among the next few: each full block in
+    // between passes its last `move` facts on to the next, so the room
+    // travels back to this block (at most kChain block moves per late fact,
+    // and then that room takes the next late facts here).
+    size_t c = b + 1;
+    while (c < blocks_.size() && c <= b + kChain && blocks_[c]->n == kBlock) ++c;
+    // Every block to the end is full: a new last block takes the room, as
+    // the next in-order fact would have made one.
+    if (c == blocks_.size() && c <= b + kChain) blocks_.push_back(NewBlock());
+    Block* prev = b > 0 ? blocks_[b - 1].get() : nullptr;
+    if (c < blocks_.size() && c <= b + kChain) {
+      // The fact stays in this block: only facts after it move. A few at a
+      // time (kBlock / 32), so that the blocks passed through stay full and
+      // the room made here is what the next late facts need.
+      const int move =
+          std::min({std::max(1, (kBlock - blocks_[c]->n) / 2), kBlock / 32, kBlock - pos});
+      for (size_t j = c; j-- > b;) MoveTail(blocks_[j].get(), kBlock - move, blocks_[j + 1].get());
+    } else if (prev != nullptr && prev->n < kBlock - 1) {
+      // Else half the previous block's room takes the head (leaving room
+      // for the fact, which goes there when it falls in that head).
+      const int move = (kBlock - prev->n) / 2;
+      const int at = prev->n;
+      MoveHead(blk, move, prev);
+      if (pos < move) {
+        blk = prev;
+        pos += at;
+      } else {
+        pos -= move;
       }
     } else {
       auto half = NewBlock();

@@ -102,12 +102,16 @@ enum FactField : uint8_t {
 // ever lost whatever the facts hold. An absent field reads as zeros (its
 // pointer is a shared block of zeros).
 //
-// A late fact that lands in a full block moves the block's tail into the next
-// block when that has room, and splits the block only when it has none, so
-// late inserts do not leave a trail of half-full blocks.
+// A late fact that lands in a full block shifts the facts after it on into the
+// next block with room (among the next kChain), or the block's head into the
+// previous block, and splits the block only when neither has room, so late
+// inserts do not leave a trail of half-full blocks. Every block but the last
+// is at least half full.
 class FactColumn {
  public:
   static constexpr int kBlock = 1024;
+  // How many blocks a late fact may shift facts through (see Insert).
+  static constexpr size_t kChain = 8;
   struct Block {
     int n = 0;
     const int64_t* t = nullptr;
@@ -173,6 +177,8 @@ class FactColumn {
   void Widen(uint8_t add);
   // Moves the facts [from, n) of `src` to the front of `dst`.
   void MoveTail(Block* src, int from, Block* dst) const;
+  // Moves the first `count` facts of `src` to the end of `dst`.
+  void MoveHead(Block* src, int count, Block* dst) const;
   std::vector<std::unique_ptr<Block>> blocks_;
   size_t size_ = 0;
   uint8_t fields_ = 0;
