@@ -4,7 +4,8 @@
 // months before the data's end, by manager; cells on) and (c) by SQL in an
 // in-process SQLite over the same fact rows (checked to agree with (a) on the
 // figures SQL computes: leads, partners new/churned, revenue per currency,
-// activities, NPS counts). Memory: bytes of the fact store per event.
+// activities, NPS counts). Memory: bytes of the fact store per event, and of
+// its parts (fact columns, account and deal timelines).
 //
 //   build/kpi/bench/kpi_bench --benchmark_counters_tabular=true
 // RAPPORT_BENCH_EVENTS=N replaces the sizes with one of N events (CI smoke).
