@@ -171,6 +171,9 @@ class Scanner {
     std::vector<ClientSpan> spans;
     for (uint32_t i = 0; i < na; ++i) {
       // The timelines are separate allocations: ask for them ahead.
+      // The deque's blocks are separate allocations too: the entity itself
+      // is asked for twice as far ahead.
+      if (i + 2 * kAhead < na) __builtin_prefetch(&st_.accounts[i + 2 * kAhead]);
       if (i + kAhead < na) {
         const AccountData& next = st_.accounts[i + kAhead];
         __builtin_prefetch(next.orders.data());
@@ -587,6 +590,7 @@ class Scanner {
     std::vector<int64_t> prev;  // by stage: the time of the deal's last entry of it
     const uint32_t nd = static_cast<uint32_t>(st_.deals.size());
     for (uint32_t i = 0; i < nd; ++i) {
+      if (i + 2 * kAhead < nd) __builtin_prefetch(&st_.deals[i + 2 * kAhead]);
       if (i + kAhead < nd) __builtin_prefetch(st_.deals[i + kAhead].visits.data());
       const DealData& d = st_.deals[i];
       const std::vector<Visit>& vs = d.visits;
