@@ -4,7 +4,8 @@
 // months before the data's end, by manager; cells on) and (c) by SQL in an
 // in-process SQLite over the same fact rows (checked to agree with (a) on the
 // figures SQL computes: leads, partners new/churned, revenue per currency,
-// activities, NPS counts). Memory: bytes of the fact store per event.
+// activities, NPS counts). Memory: bytes of the fact store per event, and of
+// its parts (fact columns, account and deal timelines).
 //
 //   build/kpi/bench/kpi_bench --benchmark_counters_tabular=true
 // RAPPORT_BENCH_EVENTS=N replaces the sizes with one of N events (CI smoke).
@@ -208,7 +209,13 @@ void Counters(benchmark::State& state, const World& w) {
   state.counters["events"] = static_cast<double>(w.events);
   state.counters["events/s"] = benchmark::Counter(static_cast<double>(w.events) * state.iterations(),
                                                   benchmark::Counter::kIsRate);
-  state.counters["store_B/event"] = static_cast<double>(w.state->kpi.MemoryBytes()) / static_cast<double>(w.events);
+  const double n = static_cast<double>(w.events);
+  state.counters["store_B/event"] = static_cast<double>(w.state->kpi.MemoryBytes()) / n;
+  // The parts: the fact columns, and the timelines of accounts and deals.
+  const kpi::FactStore::Memory m = w.state->kpi.MemoryUse();
+  state.counters["facts_B/event"] = static_cast<double>(m.facts) / n;
+  state.counters["accounts_B/event"] = static_cast<double>(m.accounts) / n;
+  state.counters["deals_B/event"] = static_cast<double>(m.deals) / n;
 }
 
 void BM_Scan(benchmark::State& state) {

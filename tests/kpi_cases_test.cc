@@ -1,9 +1,14 @@
 // Hand-computed KPI cases for the edges of SPEC §5: zero denominators, events
 // exactly at start and end, as_of before the period ends, DST in bucketing, a
 // late event into a closed period, an owner change mid-period, overflow.
+#include <algorithm>
+#include <random>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "lib/kpi/fact_store.h"
 #include "test_util.h"
 
 namespace rapport::test {
@@ -310,6 +315,54 @@ TEST(KpiCases, MoneyOverflowIsAnError) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_NE(r.status().message().find("'revenue'"), std::string::npos);
   EXPECT_NE(r.status().message().find("EUR"), std::string::npos);
+}
+
+// The fact column against a stable sort by time: facts mostly in order with
+// late ones (into full blocks, which move their tail to the next block or
+// split), fields that appear late (the column widens), and every range.
+TEST(FactColumn, LateInsertsKeepTimeThenArrivalOrderAndEveryField) {
+  std::mt19937_64 rng(7);
+  kpi::FactColumn col;
+  using Row = std::tuple<int64_t, int64_t, uint32_t, uint32_t, uint32_t>;
+  std::vector<Row> want;
+  int64_t now = 1000;
+  for (int i = 0; i < 20000; ++i) {
+    now += static_cast<int64_t>(rng() % 3);
+    int64_t t = now;
+    if (rng() % 10 == 0) t -= static_cast<int64_t>(rng() % 5000);  // late, often into a full block
+    // Fields start at zero and turn non-zero one after another.
+    const kpi::Fact f{i > 3000 ? static_cast<int64_t>(rng() % 100) - 50 : 0, i > 100 ? static_cast<uint32_t>(rng()) : 0,
+                      i > 7000 ? static_cast<uint32_t>(i) : 0, i > 15000 ? static_cast<uint32_t>(rng() % 8) : 0};
+    col.Insert(t, f);
+    want.emplace_back(t, f.value, f.account, f.subject, f.aux);
+  }
+  std::stable_sort(want.begin(), want.end(), [](const Row& a, const Row& b) { return std::get<0>(a) < std::get<0>(b); });
+  ASSERT_EQ(col.size(), want.size());
+  EXPECT_EQ(col.fields(), kpi::kFieldValue | kpi::kFieldAccount | kpi::kFieldSubject | kpi::kFieldAux);
+  std::vector<Row> got;
+  col.ForAll([&](int64_t t, const kpi::Fact& f) { got.emplace_back(t, f.value, f.account, f.subject, f.aux); });
+  ASSERT_TRUE(got == want);
+  for (int q = 0; q < 200; ++q) {
+    const int64_t from = 900 + static_cast<int64_t>(rng() % 22000), to = from + static_cast<int64_t>(rng() % 3000);
+    std::vector<Row> in;
+    col.ForRange(from, to, [&](int64_t t, const kpi::Fact& f) { in.emplace_back(t, f.value, f.account, f.subject, f.aux); });
+    std::vector<Row> expect;
+    for (const Row& r : want) {
+      if (std::get<0>(r) >= from && std::get<0>(r) < to) expect.push_back(r);
+    }
+    ASSERT_TRUE(in == expect) << "range [" << from << ", " << to << ")";
+  }
+  // Late inserts fill the room of the neighbouring blocks before splitting:
+  // every block but the last is at least half full, and most are fuller.
+  size_t slack = 0;
+  for (size_t b = 0; b < col.blocks().size(); ++b) {
+    const int n = col.blocks()[b]->n;
+    if (b + 1 < col.blocks().size()) {
+      EXPECT_GE(n, kpi::FactColumn::kBlock / 2) << "block " << b;
+    }
+    slack += static_cast<size_t>(kpi::FactColumn::kBlock - n);
+  }
+  EXPECT_LT(slack, col.size() / 10) << col.blocks().size() << " blocks";
 }
 
 }  // namespace

@@ -26,57 +26,241 @@ size_t StringPool::MemoryBytes() const {
   return n;
 }
 
+namespace {
+
+// What an absent field reads as.
+alignas(64) constexpr int64_t kZero64[FactColumn::kBlock] = {};
+alignas(64) constexpr uint32_t kZero32[FactColumn::kBlock] = {};
+
+// A block's arrays, writable, in the order of its memory: t, then the
+// present fields among value, account, subject, aux.
+struct Arrays {
+  int64_t* t;
+  int64_t* value;
+  uint32_t* account;
+  uint32_t* subject;
+  uint32_t* aux;
+};
+
+Arrays ArraysOf(unsigned char* mem, uint8_t fields) {
+  constexpr size_t k = FactColumn::kBlock;
+  Arrays a{};
+  unsigned char* p = mem;
+  a.t = reinterpret_cast<int64_t*>(p);
+  p += k * sizeof(int64_t);
+  if (fields & kFieldValue) {
+    a.value = reinterpret_cast<int64_t*>(p);
+    p += k * sizeof(int64_t);
+  }
+  uint32_t** u32[] = {&a.account, &a.subject, &a.aux};
+  const uint8_t bits[] = {kFieldAccount, kFieldSubject, kFieldAux};
+  for (int i = 0; i < 3; ++i) {
+    if (fields & bits[i]) {
+      *u32[i] = reinterpret_cast<uint32_t*>(p);
+      p += k * sizeof(uint32_t);
+    }
+  }
+  return a;
+}
+
+// Points the block's read views at its arrays, or at zeros for the absent.
+void View(FactColumn::Block* b, uint8_t fields) {
+  const Arrays a = ArraysOf(b->mem.get(), fields);
+  b->t = a.t;
+  b->value = a.value ? a.value : kZero64;
+  b->account = a.account ? a.account : kZero32;
+  b->subject = a.subject ? a.subject : kZero32;
+  b->aux = a.aux ? a.aux : kZero32;
+}
+
+uint8_t FieldsOf(const Fact& f) {
+  return static_cast<uint8_t>((f.value != 0 ? kFieldValue : 0) |
+                              (f.account != 0 ? kFieldAccount : 0) |
+                              (f.subject != 0 ? kFieldSubject : 0) | (f.aux != 0 ? kFieldAux : 0));
+}
+
+void Put(const Arrays& a, int i, int64_t t, const Fact& f) {
+  a.t[i] = t;
+  if (a.value) a.value[i] = f.value;
+  if (a.account) a.account[i] = f.account;
+  if (a.subject) a.subject[i] = f.subject;
+  if (a.aux) a.aux[i] = f.aux;
+}
+
+// Moves the elements [pos, n) of every present array to [pos + by, n + by).
+void Shift(const Arrays& a, int pos, int n, int by) {
+  const size_t m = static_cast<size_t>(n - pos);
+  std::memmove(a.t + pos + by, a.t + pos, sizeof(int64_t) * m);
+  if (a.value) std::memmove(a.value + pos + by, a.value + pos, sizeof(int64_t) * m);
+  for (uint32_t* p : {a.account, a.subject, a.aux}) {
+    if (p) std::memmove(p + pos + by, p + pos, sizeof(uint32_t) * m);
+  }
+}
+
+}  // namespace
+
+size_t FactColumn::BlockBytes() const {
+  return kBlock *
+         (sizeof(int64_t) + ((fields_ & kFieldValue) ? sizeof(int64_t) : 0) +
+          sizeof(uint32_t) * static_cast<size_t>(__builtin_popcount(fields_ & ~kFieldValue)));
+}
+
+std::unique_ptr<FactColumn::Block> FactColumn::NewBlock() const {
+  auto b = std::make_unique<Block>();
+  b->mem.reset(new unsigned char[BlockBytes()]);
+  View(b.get(), fields_);
+  return b;
+}
+
+void FactColumn::Widen(uint8_t add) {
+  const uint8_t old = fields_;
+  fields_ = static_cast<uint8_t>(fields_ | add);
+  for (auto& b : blocks_) {
+    std::unique_ptr<unsigned char[]> mem(new unsigned char[BlockBytes()]);
+    const Arrays to = ArraysOf(mem.get(), fields_);
+    const Arrays from = ArraysOf(b->mem.get(), old);
+    const size_t n = static_cast<size_t>(b->n);
+    std::memcpy(to.t, from.t, n * sizeof(int64_t));
+    if (to.value) {
+      if (from.value) {
+        std::memcpy(to.value, from.value, n * sizeof(int64_t));
+      } else {
+        std::memset(to.value, 0, n * sizeof(int64_t));
+      }
+    }
+    const std::pair<uint32_t*, uint32_t*> u32[] = {
+        {to.account, from.account}, {to.subject, from.subject}, {to.aux, from.aux}};
+    for (const auto& [dst, src] : u32) {
+      if (dst == nullptr) continue;
+      if (src) {
+        std::memcpy(dst, src, n * sizeof(uint32_t));
+      } else {
+        std::memset(dst, 0, n * sizeof(uint32_t));
+      }
+    }
+    b->mem = std::move(mem);
+    View(b.get(), fields_);
+  }
+}
+
+void FactColumn::MoveTail(Block* src, int from, Block* dst) const {
+  const int m = src->n - from;
+  const Arrays s = ArraysOf(src->mem.get(), fields_);
+  const Arrays d = ArraysOf(dst->mem.get(), fields_);
+  Shift(d, 0, dst->n, m);
+  std::memcpy(d.t, s.t + from, sizeof(int64_t) * static_cast<size_t>(m));
+  if (d.value) std::memcpy(d.value, s.value + from, sizeof(int64_t) * static_cast<size_t>(m));
+  const std::pair<uint32_t*, uint32_t*> u32[] = {
+      {d.account, s.account}, {d.subject, s.subject}, {d.aux, s.aux}};
+  for (const auto& [to, fr] : u32) {
+    if (to) std::memcpy(to, fr + from, sizeof(uint32_t) * static_cast<size_t>(m));
+  }
+  src->n = from;
+  dst->n += m;
+}
+
+void FactColumn::MoveHead(Block* src, int count, Block* dst) const {
+  const Arrays s = ArraysOf(src->mem.get(), fields_);
+  const Arrays d = ArraysOf(dst->mem.get(), fields_);
+  const size_t m = static_cast<size_t>(count), at = static_cast<size_t>(dst->n);
+  std::memcpy(d.t + at, s.t, sizeof(int64_t) * m);
+  if (d.value) std::memcpy(d.value + at, s.value, sizeof(int64_t) * m);
+  const std::pair<uint32_t*, uint32_t*> u32[] = {
+      {d.account, s.account}, {d.subject, s.subject}, {d.aux, s.aux}};
+  for (const auto& [to, fr] : u32) {
+    if (to) std::memcpy(to + at, fr, sizeof(uint32_t) * m);
+  }
+  Shift(s, count, src->n, -count);
+  src->n -= count;
+  dst->n += count;
+}
+
 size_t FactColumn::FirstBlock(int64_t t) const {
-  auto it = std::lower_bound(blocks_.begin(), blocks_.end(), t,
-                             [](const std::unique_ptr<Block>& b, int64_t x) { return b->t[0] < x; });
+  auto it =
+      std::lower_bound(blocks_.begin(), blocks_.end(), t,
+                       [](const std::unique_ptr<Block>& b, int64_t x) { return b->t[0] < x; });
   return it == blocks_.begin() ? 0 : static_cast<size_t>(it - blocks_.begin()) - 1;
 }
 
 void FactColumn::Insert(int64_t t, const Fact& f) {
+  if (const uint8_t need = FieldsOf(f); (need & ~fields_) != 0) Widen(need);
   ++size_;
-  if (blocks_.empty()) blocks_.push_back(std::make_unique<Block>());
+  if (blocks_.empty()) blocks_.push_back(NewBlock());
   Block* last = blocks_.back().get();
   // In-order arrival (the common case) appends.
   if (last->n == 0 || t >= last->t[last->n - 1]) {
     if (last->n == kBlock) {
-      blocks_.push_back(std::make_unique<Block>());
+      blocks_.push_back(NewBlock());
       last = blocks_.back().get();
     }
-    last->t[last->n] = t;
-    last->f[last->n] = f;
+    Put(ArraysOf(last->mem.get(), fields_), last->n, t, f);
     ++last->n;
     return;
   }
   // A late fact goes after every fact at or before its time: the last block
   // starting at or before it, else the first.
-  auto it = std::upper_bound(blocks_.begin(), blocks_.end(), t,
-                             [](int64_t x, const std::unique_ptr<Block>& b) { return x < b->t[0]; });
+  auto it =
+      std::upper_bound(blocks_.begin(), blocks_.end(), t,
+                       [](int64_t x, const std::unique_ptr<Block>& b) { return x < b->t[0]; });
   size_t b = it == blocks_.begin() ? 0 : static_cast<size_t>(it - blocks_.begin()) - 1;
   Block* blk = blocks_[b].get();
   int pos = static_cast<int>(std::upper_bound(blk->t, blk->t + blk->n, t) - blk->t);
+  if (blk->n == kBlock && pos == kBlock && b + 1 < blocks_.size()) {
+    // After every fact of a full block: the front of the next one.
+    ++b;
+    blk = blocks_[b].get();
+    pos = 0;
+  }
   if (blk->n == kBlock) {
-    auto half = std::make_unique<Block>();
-    const int keep = kBlock / 2;
-    half->n = kBlock - keep;
-    std::memcpy(half->t, blk->t + keep, sizeof(int64_t) * half->n);
-    std::memcpy(half->f, blk->f + keep, sizeof(Fact) * half->n);
-    blk->n = keep;
-    Block* second = half.get();
-    blocks_.insert(blocks_.begin() + static_cast<std::ptrdiff_t>(b) + 1, std::move(half));
-    if (pos > keep) {
-      blk = second;
-      pos -= keep;
+    // The first block with room among the next few: each full block in
+    // between passes its last `move` facts on to the next, so the room
+    // travels back to this block (at most kChain block moves per late fact,
+    // and then that room takes the next late facts here).
+    size_t c = b + 1;
+    while (c < blocks_.size() && c <= b + kChain && blocks_[c]->n == kBlock) ++c;
+    // Every block to the end is full: a new last block takes the room, as
+    // the next in-order fact would have made one.
+    if (c == blocks_.size() && c <= b + kChain) blocks_.push_back(NewBlock());
+    Block* prev = b > 0 ? blocks_[b - 1].get() : nullptr;
+    if (c < blocks_.size() && c <= b + kChain) {
+      // The fact stays in this block: only facts after it move. A few at a
+      // time (kBlock / 32), so that the blocks passed through stay full and
+      // the room made here is what the next late facts need.
+      const int move =
+          std::min({std::max(1, (kBlock - blocks_[c]->n) / 2), kBlock / 32, kBlock - pos});
+      for (size_t j = c; j-- > b;) MoveTail(blocks_[j].get(), kBlock - move, blocks_[j + 1].get());
+    } else if (prev != nullptr && prev->n < kBlock - 1) {
+      // Else half the previous block's room takes the head (leaving room
+      // for the fact, which goes there when it falls in that head).
+      const int move = (kBlock - prev->n) / 2;
+      const int at = prev->n;
+      MoveHead(blk, move, prev);
+      if (pos < move) {
+        blk = prev;
+        pos += at;
+      } else {
+        pos -= move;
+      }
+    } else {
+      auto half = NewBlock();
+      const int keep = kBlock / 2;
+      MoveTail(blk, keep, half.get());
+      Block* second = half.get();
+      blocks_.insert(blocks_.begin() + static_cast<std::ptrdiff_t>(b) + 1, std::move(half));
+      if (pos > keep) {
+        blk = second;
+        pos -= keep;
+      }
     }
   }
-  std::memmove(blk->t + pos + 1, blk->t + pos, sizeof(int64_t) * (blk->n - pos));
-  std::memmove(blk->f + pos + 1, blk->f + pos, sizeof(Fact) * (blk->n - pos));
-  blk->t[pos] = t;
-  blk->f[pos] = f;
+  const Arrays a = ArraysOf(blk->mem.get(), fields_);
+  Shift(a, pos, blk->n, 1);
+  Put(a, pos, t, f);
   ++blk->n;
 }
 
 size_t FactColumn::MemoryBytes() const {
-  return blocks_.capacity() * sizeof(void*) + blocks_.size() * sizeof(Block);
+  return blocks_.capacity() * sizeof(void*) + blocks_.size() * (sizeof(Block) + BlockBytes());
 }
 
 size_t FactStore::facts() const {
@@ -85,19 +269,28 @@ size_t FactStore::facts() const {
   return n;
 }
 
-size_t FactStore::MemoryBytes() const {
-  size_t n = strings.MemoryBytes() + cells->MemoryBytes();
-  for (const FactColumn& c : columns) n += c.MemoryBytes();
+FactStore::Memory FactStore::MemoryUse() const {
+  Memory m;
+  m.strings = strings.MemoryBytes();
+  m.cells = cells->MemoryBytes();
+  for (const FactColumn& c : columns) m.facts += c.MemoryBytes();
   for (const AccountData& a : accounts) {
-    n += sizeof(AccountData) + a.attr.capacity() * sizeof(AttrEntry) +
-         a.orders.capacity() * sizeof(OrderRef) + a.outbound.capacity() * sizeof(int64_t) +
-         a.completed.capacity() * sizeof(int64_t) +
-         a.feedback.capacity() * sizeof(FeedbackRef) + a.status.capacity() * sizeof(StatusEvent);
+    m.accounts += sizeof(AccountData) + a.attr.capacity() * sizeof(AttrEntry) +
+                  a.orders.capacity() * sizeof(OrderRef) + a.outbound.capacity() * sizeof(int64_t) +
+                  a.completed.capacity() * sizeof(int64_t) +
+                  a.feedback.capacity() * sizeof(FeedbackRef) +
+                  a.status.capacity() * sizeof(StatusEvent);
   }
-  for (const DealData& d : deals) n += sizeof(DealData) + d.visits.capacity() * sizeof(Visit);
-  n += orders.size() * sizeof(OrderData) + invoices.size() * sizeof(InvoiceData);
-  for (const auto& p : invoice_payments) n += sizeof(p) + p.capacity() * sizeof(Payment);
-  return n;
+  for (const DealData& d : deals) m.deals += sizeof(DealData) + d.visits.capacity() * sizeof(Visit);
+  m.orders = orders.size() * sizeof(OrderData);
+  m.invoices = invoices.size() * sizeof(InvoiceData);
+  for (const auto& p : invoice_payments) m.invoices += sizeof(p) + p.capacity() * sizeof(Payment);
+  return m;
+}
+
+size_t FactStore::MemoryBytes() const {
+  const Memory m = MemoryUse();
+  return m.strings + m.cells + m.facts + m.accounts + m.deals + m.orders + m.invoices;
 }
 
 void ClientSpans(const AccountData& a, int64_t churn_after, std::vector<ClientSpan>* out) {

@@ -20,6 +20,7 @@
 #ifndef RAPPORT_LIB_KPI_FACT_STORE_H_
 #define RAPPORT_LIB_KPI_FACT_STORE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -84,50 +85,103 @@ struct Fact {
   uint32_t aux;
 };
 
-// Facts of one kind ordered by (time, arrival).
+// The payload fields a column stores (FactColumn::fields()).
+enum FactField : uint8_t {
+  kFieldValue = 1,
+  kFieldAccount = 2,
+  kFieldSubject = 4,
+  kFieldAux = 8,
+};
+
+// Facts of one kind ordered by (time, arrival), as structs of arrays in
+// blocks: one array per field, so a scan reads only the fields it needs.
+//
+// A field is stored only once a fact of the column has a non-zero value in it
+// (a lead's value and aux, an activity's value are always 0): the column
+// widens, once per field, when the first such fact arrives, so nothing is
+// ever lost whatever the facts hold. An absent field reads as zeros (its
+// pointer is a shared block of zeros).
+//
+// A late fact that lands in a full block shifts the facts after it on into the
+// next block with room (among the next kChain), or the block's head into the
+// previous block, and splits the block only when neither has room, so late
+// inserts do not leave a trail of half-full blocks. Every block but the last
+// is at least half full.
 class FactColumn {
  public:
   static constexpr int kBlock = 1024;
+  // How many blocks a late fact may shift facts through (see Insert).
+  static constexpr size_t kChain = 8;
   struct Block {
     int n = 0;
-    int64_t t[kBlock];
-    Fact f[kBlock];
+    const int64_t* t = nullptr;
+    const int64_t* value = nullptr;
+    const uint32_t* account = nullptr;
+    const uint32_t* subject = nullptr;
+    const uint32_t* aux = nullptr;
+    std::unique_ptr<unsigned char[]> mem;
+    Fact at(int i) const { return Fact{value[i], account[i], subject[i], aux[i]}; }
   };
+
+  FactColumn() = default;
+  FactColumn(FactColumn&&) = default;
+  FactColumn& operator=(FactColumn&&) = default;
 
   void Insert(int64_t t, const Fact& f);
   size_t size() const { return size_; }
+  // Which FactFields are stored.
+  uint8_t fields() const { return fields_; }
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }
   size_t MemoryBytes() const;
+  // Bytes a block of this column holds (its arrays).
+  size_t BlockBytes() const;
 
-  // Calls fn(t, fact) for every fact with t in [from, to), in order.
+  // Calls fn(block, i0, i1) for the index ranges [i0, i1) of the blocks that
+  // hold the facts with t in [from, to), in order.
   template <typename Fn>
-  void ForRange(int64_t from, int64_t to, Fn&& fn) const {
+  void ForSpans(int64_t from, int64_t to, Fn&& fn) const {
     if (from >= to) return;
     for (size_t b = FirstBlock(from); b < blocks_.size(); ++b) {
       const Block& blk = *blocks_[b];
       if (blk.n == 0 || blk.t[0] >= to) break;
       int i = 0;
-      if (blk.t[0] < from) {
-        while (i < blk.n && blk.t[i] < from) ++i;
-      }
-      for (; i < blk.n; ++i) {
-        if (blk.t[i] >= to) return;
-        fn(blk.t[i], blk.f[i]);
-      }
+      if (blk.t[0] < from)
+        i = static_cast<int>(std::lower_bound(blk.t, blk.t + blk.n, from) - blk.t);
+      int e = blk.n;
+      const bool last = blk.t[blk.n - 1] >= to;
+      if (last) e = static_cast<int>(std::lower_bound(blk.t + i, blk.t + blk.n, to) - blk.t);
+      if (i < e) fn(blk, i, e);
+      if (last) return;
     }
+  }
+
+  // Calls fn(t, fact) for every fact with t in [from, to), in order.
+  template <typename Fn>
+  void ForRange(int64_t from, int64_t to, Fn&& fn) const {
+    ForSpans(from, to, [&](const Block& blk, int i0, int i1) {
+      for (int i = i0; i < i1; ++i) fn(blk.t[i], blk.at(i));
+    });
   }
   template <typename Fn>
   void ForAll(Fn&& fn) const {
     for (const auto& b : blocks_) {
-      for (int i = 0; i < b->n; ++i) fn(b->t[i], b->f[i]);
+      for (int i = 0; i < b->n; ++i) fn(b->t[i], b->at(i));
     }
   }
 
  private:
   // The first block that may hold a fact at or after `t`.
   size_t FirstBlock(int64_t t) const;
+  std::unique_ptr<Block> NewBlock() const;
+  // Stores the fields of `add` too, in every block.
+  void Widen(uint8_t add);
+  // Moves the facts [from, n) of `src` to the front of `dst`.
+  void MoveTail(Block* src, int from, Block* dst) const;
+  // Moves the first `count` facts of `src` to the end of `dst`.
+  void MoveHead(Block* src, int count, Block* dst) const;
   std::vector<std::unique_ptr<Block>> blocks_;
   size_t size_ = 0;
+  uint8_t fields_ = 0;
 };
 
 // (time, arrival seq): the order of "before" and of ties (later arrival wins).
@@ -258,6 +312,12 @@ struct FactStore {
   size_t facts() const;
   // Bytes of memory held (facts, timelines, strings), approximately.
   size_t MemoryBytes() const;
+  // The same by part: the fact columns, the timelines of accounts, deals,
+  // orders and invoices, the string pool and the cells.
+  struct Memory {
+    size_t facts = 0, accounts = 0, deals = 0, orders = 0, invoices = 0, strings = 0, cells = 0;
+  };
+  Memory MemoryUse() const;
 };
 
 // Inserts `x` into the sorted vector `v` after every element not greater.

@@ -21,8 +21,13 @@ constexpr int64_t kDay = kMicrosPerDay;
 class Scanner {
  public:
   Scanner(const EngineState& s, const Plan& p)
-      : s_(s), st_(s.kpi), p_(p), by_(p.query.group_by()), as_of_(p.as_of),
-        nb_(p.buckets()), rows_(static_cast<size_t>(nb_)),
+      : s_(s),
+        st_(s.kpi),
+        p_(p),
+        by_(p.query.group_by()),
+        as_of_(p.as_of),
+        nb_(p.buckets()),
+        rows_(static_cast<size_t>(nb_)),
         client_group_(static_cast<uint32_t>(st_.strings.size())),
         partner_group_(client_group_ + 1),
         slot_(st_.strings.size() + 2, -1) {
@@ -38,8 +43,12 @@ class Scanner {
     // buckets scan the figures whose facts relate within the bucket (orders,
     // completions, stage entries).
     const int64_t churn_after = s_.config.client_churn_after_us();
-    const bool cells =
-        !ForceScan() && st_.cells->ForDays(st_, by_, churn_after, 0, 0, [](int64_t, const Cell&) {});
+    const bool cells = !ForceScan() &&
+                       st_.cells->ForDays(st_, by_, churn_after, 0, 0, [](int64_t, const Cell&) {});
+    // Without cells every fact of the period is scanned: resolve groups and
+    // deal states into flat tables once, and walk stage entries by deal.
+    bulk_ = !cells;
+    if (bulk_) BuildTables();
     cell_lo_.assign(static_cast<size_t>(nb_), 0);
     cell_hi_.assign(static_cast<size_t>(nb_), 0);
     whole_.assign(static_cast<size_t>(nb_), false);
@@ -50,7 +59,7 @@ class Scanner {
       const bool whole = cells && lo_ % kDay == 0 && hi_ % kDay == 0;
       whole_[static_cast<size_t>(b)] = whole;
       if (!whole) {
-        Stages();
+        if (!bulk_) Stages();
         Orders();
         Completions();
       }
@@ -74,6 +83,7 @@ class Scanner {
         Payments(plo, lo_, true);
       }
     }
+    if (bulk_) DealPass();
     bool bounds_whole = cells;
     for (int64_t x : p_.bounds) bounds_whole = bounds_whole && x % kDay == 0;
     // stuck_deals and receivables_overdue come from the cells at an as_of
@@ -85,12 +95,13 @@ class Scanner {
       UnconvertLate();
       if (bounds_whole || at_now) Instants(bounds_whole, at_now);
     }
-    if (!bounds_whole) {
+    // A bulk scan took these in its passes over the accounts and deals.
+    if (!bounds_whole && !bulk_) {
       ActivePartners();
       ClientChurn();
     }
     if (!at_now || recv_scan_) {
-      if (!at_now) StuckDeals();
+      if (!at_now && !bulk_) StuckDeals();
       Receivables();
     }
     if (cells) {
@@ -124,7 +135,9 @@ class Scanner {
       case v1::GROUP_BY_SEGMENT: {
         const AttrEntry* e = AttrAt(a, t);
         if (e == nullptr) return 0;
-        return by_ == v1::GROUP_BY_MANAGER ? e->owner : by_ == v1::GROUP_BY_TEAM ? e->team : e->segment;
+        return by_ == v1::GROUP_BY_MANAGER ? e->owner
+               : by_ == v1::GROUP_BY_TEAM  ? e->team
+                                           : e->segment;
       }
       case v1::GROUP_BY_SOURCE_PARTNER:
         return a.source_partner;
@@ -136,6 +149,75 @@ class Scanner {
         return 0;
     }
   }
+  // ---- flat tables (bulk scans) -------------------------------------------
+
+  static constexpr uint32_t kVaries = UINT32_MAX;
+  // A customer-since time that marks a partner (whose status decides).
+  static constexpr int64_t kPartner = std::numeric_limits<int64_t>::min();
+
+  // Per account: its group when it does not depend on time (kVaries when
+  // its attribution changed and the group mode follows attribution), and
+  // since when it is a customer for hunter_share (its first order's time,
+  // kNever without one, kPartner for a partner). Per deal: its first win
+  // and loss, creation time and source partner. One pass over the entities
+  // replaces a cache miss into them per fact.
+  void BuildTables() {
+    const size_t na = st_.accounts.size();
+    acc_group_.resize(na);
+    acc_cust_.resize(na);
+    const bool attr =
+        by_ == v1::GROUP_BY_MANAGER || by_ == v1::GROUP_BY_TEAM || by_ == v1::GROUP_BY_SEGMENT;
+    const int64_t after = s_.config.client_churn_after_us();
+    std::vector<ClientSpan> spans;
+    for (uint32_t i = 0; i < na; ++i) {
+      // The timelines are separate allocations: ask for them ahead.
+      // The deque's blocks are separate allocations too: the entity itself
+      // is asked for twice as far ahead.
+      if (i + 2 * kAhead < na) __builtin_prefetch(&st_.accounts[i + 2 * kAhead]);
+      if (i + kAhead < na) {
+        const AccountData& next = st_.accounts[i + kAhead];
+        __builtin_prefetch(next.orders.data());
+        __builtin_prefetch(next.attr.data());
+      }
+      const AccountData& a = st_.accounts[i];
+      acc_group_[i] = attr && a.attr.size() > 1 ? kVaries : GroupOf(i, 0);
+      acc_cust_[i] = a.kind == v1::ACCOUNT_KIND_PARTNER ? kPartner
+                     : a.orders.empty()                 ? kNever
+                                                        : a.orders.front().at.t;
+      ActivePartner(i, a);
+      ClientChurnOf(i, a, after, &spans);
+    }
+    const size_t nd = st_.deals.size();
+    deal_won_.resize(nd);
+    deal_lost_.resize(nd);
+    deal_created_.resize(nd);
+    deal_partner_.resize(nd);
+    for (uint32_t i = 0; i < nd; ++i) {
+      const DealData& d = st_.deals[i];
+      deal_won_[i] = d.won;
+      deal_lost_[i] = d.lost;
+      deal_created_[i] = d.created_at;
+      deal_partner_[i] = d.source_partner;
+    }
+  }
+
+  // How many entities ahead a pass prefetches their timelines.
+  static constexpr uint32_t kAhead = 8;
+
+  // GroupOf through the tables.
+  uint32_t Group(uint32_t account, int64_t t) const {
+    if (by_ == v1::GROUP_BY_NONE) return 0;
+    const uint32_t g = acc_group_[account];
+    return g != kVaries ? g : GroupOf(account, t);
+  }
+  // DealGroup through the tables, for a fact of the deal's account.
+  uint32_t DealGroupOf(uint32_t deal, uint32_t account, int64_t t) const {
+    return by_ == v1::GROUP_BY_SOURCE_PARTNER ? deal_partner_[deal] : Group(account, t);
+  }
+  uint32_t AnyGroup(uint32_t account, int64_t t) const {
+    return bulk_ ? Group(account, t) : GroupOf(account, t);
+  }
+
   // Deal-level figures: by source partner, the deal's own.
   uint32_t DealGroup(uint32_t deal, int64_t t) const {
     const DealData& d = st_.deals[deal];
@@ -207,7 +289,8 @@ class Scanner {
   // whose order, completion and stage figures come from the cells too.
   void AddCells(int64_t cs, int64_t ce, bool previous, bool whole) {
     if (whole && !previous && MonthCells(cs, ce)) return;
-    const size_t stages = static_cast<size_t>(st_.stage_offset.empty() ? 0 : st_.stage_offset.back());
+    const size_t stages =
+        static_cast<size_t>(st_.stage_offset.empty() ? 0 : st_.stage_offset.back());
     st_.cells->ForDays(st_, by_, s_.config.client_churn_after_us(), cs / kDay, ce / kDay,
                        [&](int64_t, const Cell& cell) {
                          if (previous && cell.revenue.empty()) return;
@@ -220,7 +303,8 @@ class Scanner {
                            }
                            return;
                          }
-                         const uint32_t bad = AddCellTo(cell, cs / kDay, ce / kDay, whole, stages, a);
+                         const uint32_t bad =
+                             AddCellTo(cell, cs / kDay, ce / kDay, whole, stages, a);
                          if (bad != UINT32_MAX) Overflow("revenue", bad);
                        });
   }
@@ -246,7 +330,8 @@ class Scanner {
   int WholeBucket(int64_t t) const {
     if (t < p_.bounds.front() || t >= p_.bounds.back()) return -1;
     const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), t) -
-                                   p_.bounds.begin()) - 1;
+                                   p_.bounds.begin()) -
+                  1;
     return whole_[static_cast<size_t>(b)] ? b : -1;
   }
 
@@ -257,9 +342,10 @@ class Scanner {
     const int64_t first = p_.bounds.front(), last = p_.bounds.back();
     if (as_of_ % kDay == 0) {
       // The windows open at as_of are those of whole days' cells.
-      const int64_t from_day = std::max(first, as_of_ - 30 * kDay) / kDay, ppc_day = (as_of_ - 7 * kDay) / kDay;
-      st_.cells->ForDays(st_, by_, s_.config.client_churn_after_us(), from_day, (last + kDay - 1) / kDay,
-                         [&](int64_t day, const Cell& cell) {
+      const int64_t from_day = std::max(first, as_of_ - 30 * kDay) / kDay,
+                    ppc_day = (as_of_ - 7 * kDay) / kDay;
+      st_.cells->ForDays(st_, by_, s_.config.client_churn_after_us(), from_day,
+                         (last + kDay - 1) / kDay, [&](int64_t day, const Cell& cell) {
                            const int b = WholeBucket(day * kDay);
                            if (b < 0 || day * kDay < first) return;
                            Acc& a = Slot(b, CellGroup(cell.group));
@@ -304,7 +390,8 @@ class Scanner {
       const int32_t to = static_cast<int32_t>(f.aux);
       size_t pos = static_cast<size_t>(
           std::lower_bound(vs.begin(), vs.end(), Stamp{t, f.value},
-                           [](const Visit& v, const Stamp& x) { return v.at < x; }) - vs.begin());
+                           [](const Visit& v, const Stamp& x) { return v.at < x; }) -
+          vs.begin());
       int32_t between = -1;  // the highest stage entered between an entry and this one
       for (size_t k = pos; k-- > 0;) {
         const Visit& e = vs[k];
@@ -325,7 +412,8 @@ class Scanner {
       if (d.visits[j].stage == e.stage) return;  // not the first in the bucket
     }
     Acc& a = Slot(b, DealGroup(deal, e.at.t));
-    const size_t flat = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + e.stage);
+    const size_t flat =
+        static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + e.stage);
     if (a.stages.size() <= flat) a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
     --a.stages[flat].second;
   }
@@ -352,7 +440,8 @@ class Scanner {
       for (size_t slot = 0; slot < partners.size(); ++slot) {
         const uint32_t g = groups_[slot];
         if (partners[slot] != 0) {
-          if (k < static_cast<size_t>(nb_)) Slot(static_cast<int>(k), g).c[kPartnersActiveStart] += partners[slot];
+          if (k < static_cast<size_t>(nb_))
+            Slot(static_cast<int>(k), g).c[kPartnersActiveStart] += partners[slot];
           if (k > 0) Slot(static_cast<int>(k) - 1, g).c[kPartnersActiveEnd] += partners[slot];
         }
         if (clients[slot] != 0 && k < static_cast<size_t>(nb_)) {
@@ -369,7 +458,8 @@ class Scanner {
         partners[slot] += cell.partners;
         clients[slot] += cell.clients;
         if (cell.churned != 0 && day >= bday.front() && day < bday.back()) {
-          const int b = static_cast<int>(std::upper_bound(bday.begin(), bday.end(), day) - bday.begin()) - 1;
+          const int b =
+              static_cast<int>(std::upper_bound(bday.begin(), bday.end(), day) - bday.begin()) - 1;
           Slot(b, g).c[kChurnNum] += cell.churned;
         }
       }
@@ -404,7 +494,8 @@ class Scanner {
         if (recv_scan_ || overdue[slot] == 0) continue;
         a.c[kReceivables] += overdue[slot];
         for (const auto& [currency, amount] : owed[slot]) {
-          if (amount != 0) Acc::AddMoney(a.receivables, currency, static_cast<int64_t>(amount), false);
+          if (amount != 0)
+            Acc::AddMoney(a.receivables, currency, static_cast<int64_t>(amount), false);
         }
       }
     }
@@ -431,6 +522,18 @@ class Scanner {
 
   // leads; lead_conversion: of the leads, won before as_of.
   void Leads(int64_t from, int64_t to) {
+    if (bulk_) {
+      st_.column(FactKind::kLead)
+          .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
+            for (int i = i0; i < i1; ++i) {
+              const uint32_t deal = blk.subject[i];
+              Acc& a = At(b_, DealGroupOf(deal, blk.account[i], blk.t[i]));
+              ++a.c[kLeads];
+              a.c[kLeadsWon] += deal_won_[deal].t < as_of_;
+            }
+          });
+      return;
+    }
     st_.column(FactKind::kLead).ForRange(from, to, [&](int64_t t, const Fact& f) {
       Acc& a = At(b_, DealGroup(f.subject, t));
       ++a.c[kLeads];
@@ -465,15 +568,102 @@ class Scanner {
         }
       }
       Acc& a = At(b_, DealGroup(f.subject, t));
-      const size_t flat = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + stage);
+      const size_t flat =
+          static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + stage);
       if (a.stages.size() <= flat) a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
       ++a.stages[flat].first;
       if (converted) ++a.stages[flat].second;
     });
   }
 
+  // Stages for every bucket at once, deal by deal: the same counts, but each
+  // deal's visits are read once, in order, instead of searched per entry.
+  // Per visit, `later` is the highest stage entered after it and before
+  // as_of (-1: none); an entry is the first of its stage in its bucket when
+  // the deal's previous entry of that stage is before the bucket. Visits
+  // with equal stamps (only a damaged snapshot has them) see each other as
+  // Stages does: neither before nor after.
+  // With stuck_deals (as StuckDeals) in the same pass over the deals.
+  void DealPass() {
+    const int64_t first = p_.bounds.front(), last = p_.bounds.back();
+    std::vector<int32_t> later;
+    std::vector<int64_t> prev;  // by stage: the time of the deal's last entry of it
+    const uint32_t nd = static_cast<uint32_t>(st_.deals.size());
+    for (uint32_t i = 0; i < nd; ++i) {
+      if (i + 2 * kAhead < nd) __builtin_prefetch(&st_.deals[i + 2 * kAhead]);
+      if (i + kAhead < nd) __builtin_prefetch(st_.deals[i + kAhead].visits.data());
+      const DealData& d = st_.deals[i];
+      const std::vector<Visit>& vs = d.visits;
+      Stuck(i, d);
+      if (vs.empty() || vs.back().at.t < first || vs.front().at.t >= last) continue;
+      const size_t n = vs.size();
+      later.resize(n);
+      int32_t best = -1;
+      for (size_t r1 = n; r1 > 0;) {
+        size_t r0 = r1 - 1;
+        while (r0 > 0 && vs[r0 - 1].at == vs[r1 - 1].at) --r0;
+        const bool before = vs[r0].at.t < as_of_;
+        for (size_t k = r0; k < r1; ++k) later[k] = before ? best : -1;
+        if (before) {
+          for (size_t k = r0; k < r1; ++k) best = std::max(best, vs[k].stage);
+        }
+        r1 = r0;
+      }
+      const size_t offset = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)]);
+      const size_t stages =
+          static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline) + 1]) - offset;
+      prev.assign(stages, std::numeric_limits<int64_t>::min());
+      size_t b = 0;
+      for (size_t r0 = 0; r0 < n;) {
+        size_t r1 = r0 + 1;
+        while (r1 < n && vs[r1].at == vs[r0].at) ++r1;
+        const int64_t t = vs[r0].at.t;
+        if (t >= last) break;
+        if (t >= first) {
+          while (p_.bounds[b + 1] <= t) ++b;
+          const int64_t lo = p_.bounds[b];
+          for (size_t k = r0; k < r1; ++k) {
+            const size_t stage = static_cast<size_t>(vs[k].stage);
+            if (prev[stage] >= lo) continue;  // not the first in the bucket
+            Acc& a = At(static_cast<int>(b), DealGroupOf(i, d.account, t));
+            if (a.stages.size() <= offset + stage)
+              a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
+            ++a.stages[offset + stage].first;
+            if (later[k] > vs[k].stage) ++a.stages[offset + stage].second;
+          }
+        }
+        for (size_t k = r0; k < r1; ++k) prev[static_cast<size_t>(vs[k].stage)] = t;
+        r0 = r1;
+      }
+    }
+  }
+
   // win_rate and time_to_win: each deal at its first win and its first loss.
   void Wins(int64_t from, int64_t to) {
+    if (bulk_) {
+      st_.column(FactKind::kWon)
+          .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
+            for (int i = i0; i < i1; ++i) {
+              const uint32_t deal = blk.subject[i];
+              const int64_t t = blk.t[i];
+              if (!(deal_won_[deal] == Stamp{t, blk.value[i]})) continue;
+              Acc& a = At(b_, DealGroupOf(deal, blk.account[i], t));
+              ++a.c[kWon];
+              a.time_to_win.push_back(static_cast<double>(t - deal_created_[deal]) /
+                                      static_cast<double>(kDay));
+            }
+          });
+      st_.column(FactKind::kLost)
+          .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
+            for (int i = i0; i < i1; ++i) {
+              const uint32_t deal = blk.subject[i];
+              const int64_t t = blk.t[i];
+              if (!(deal_lost_[deal] == Stamp{t, blk.value[i]})) continue;
+              ++At(b_, DealGroupOf(deal, blk.account[i], t)).c[kLost];
+            }
+          });
+      return;
+    }
     st_.column(FactKind::kWon).ForRange(from, to, [&](int64_t t, const Fact& f) {
       const DealData& d = st_.deals[f.subject];
       if (!(d.won == Stamp{t, f.value})) return;
@@ -491,10 +681,10 @@ class Scanner {
   // partners_new, partners_churned: the events in the period.
   void Partners(int64_t from, int64_t to) {
     st_.column(FactKind::kPartnerAgreed).ForRange(from, to, [&](int64_t t, const Fact& f) {
-      ++At(b_, GroupOf(f.account, t)).c[kPartnersNew];
+      ++At(b_, AnyGroup(f.account, t)).c[kPartnersNew];
     });
     st_.column(FactKind::kPartnerChurned).ForRange(from, to, [&](int64_t t, const Fact& f) {
-      ++At(b_, GroupOf(f.account, t)).c[kPartnersChurned];
+      ++At(b_, AnyGroup(f.account, t)).c[kPartnersChurned];
     });
   }
 
@@ -503,7 +693,7 @@ class Scanner {
   void Orders() {
     st_.column(FactKind::kOrderPlaced).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
       const AccountData& acc = st_.accounts[f.account];
-      Acc& a = At(b_, GroupOf(f.account, t));
+      Acc& a = At(b_, AnyGroup(f.account, t));
       ++a.c[kOrders];
       const Stamp me = st_.orders[f.subject].placed;
       if (acc.orders.front().order == f.subject) {
@@ -531,7 +721,7 @@ class Scanner {
   void Completions() {
     st_.column(FactKind::kOrderCompleted).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
       if (!(t + 30 * kDay < as_of_)) return;
-      Acc& a = At(b_, GroupOf(f.account, t));
+      Acc& a = At(b_, AnyGroup(f.account, t));
       ++a.c[kFbDen];
       const auto& fb = st_.accounts[f.account].feedback;
       auto it = std::upper_bound(fb.begin(), fb.end(), t,
@@ -542,16 +732,40 @@ class Scanner {
 
   // revenue, and the previous period of equal length for revenue_growth.
   void Payments(int64_t from, int64_t to, bool previous) {
-    st_.column(FactKind::kPayment).ForRange(from, to, [&](int64_t t, const Fact& f) {
-      if (!Acc::AddMoney(At(b_, GroupOf(f.account, t)).revenue, f.aux, f.value, previous)) {
-        Overflow(previous ? "revenue_growth" : "revenue", f.aux);
-      }
-    });
+    st_.column(FactKind::kPayment)
+        .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
+          for (int i = i0; i < i1; ++i) {
+            const uint32_t currency = blk.aux[i];
+            if (!Acc::AddMoney(At(b_, AnyGroup(blk.account[i], blk.t[i])).revenue, currency,
+                               blk.value[i], previous)) {
+              Overflow(previous ? "revenue_growth" : "revenue", currency);
+            }
+          }
+        });
   }
 
   // activities; hunter_share: outbound contacts with accounts that were not
   // customers at that moment (a partner not active, a client with no order).
   void Activities(int64_t from, int64_t to) {
+    if (bulk_) {
+      const bool by_maker = by_ == v1::GROUP_BY_MANAGER;
+      st_.column(FactKind::kActivity)
+          .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
+            for (int i = i0; i < i1; ++i) {
+              const uint32_t account = blk.account[i], code = blk.aux[i];
+              const int64_t t = blk.t[i];
+              Acc& a = At(b_, by_maker ? blk.subject[i] : Group(account, t));
+              ++a.c[kActivity0 + code];
+              if (ActivityInbound(code)) continue;
+              ++a.c[kHunterDen];
+              const int64_t since = acc_cust_[account];
+              const bool customer =
+                  since == kPartner ? PartnerActiveAt(st_.accounts[account], t) : since < t;
+              a.c[kHunterNum] += !customer;
+            }
+          });
+      return;
+    }
     st_.column(FactKind::kActivity).ForRange(from, to, [&](int64_t t, const Fact& f) {
       Acc& a = At(b_, by_ == v1::GROUP_BY_MANAGER ? f.subject : GroupOf(f.account, t));
       ++a.c[kActivity0 + f.aux];
@@ -570,12 +784,16 @@ class Scanner {
 
   // nps.
   void Feedback(int64_t from, int64_t to) {
-    st_.column(FactKind::kFeedback).ForRange(from, to, [&](int64_t t, const Fact& f) {
-      Acc& a = At(b_, GroupOf(f.account, t));
-      ++a.c[kNpsResponses];
-      if (f.value >= 9) ++a.c[kNpsPromoters];
-      if (f.value <= 6) ++a.c[kNpsDetractors];
-    });
+    st_.column(FactKind::kFeedback)
+        .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
+          for (int i = i0; i < i1; ++i) {
+            Acc& a = At(b_, AnyGroup(blk.account[i], blk.t[i]));
+            const int64_t score = blk.value[i];
+            ++a.c[kNpsResponses];
+            a.c[kNpsPromoters] += score >= 9;
+            a.c[kNpsDetractors] += score <= 6;
+          }
+        });
   }
 
   // ---- figures at instants ---------------------------------------------
@@ -590,14 +808,14 @@ class Scanner {
 
   // partners_active at each bucket's start and end.
   void ActivePartners() {
-    for (uint32_t i = 0; i < st_.accounts.size(); ++i) {
-      const AccountData& a = st_.accounts[i];
-      if (a.kind != v1::ACCOUNT_KIND_PARTNER || a.status.empty()) continue;
-      for (int b = 0; b < nb_; ++b) {
-        const int64_t s = p_.bounds[b], e = p_.bounds[b + 1];
-        if (PartnerActiveAt(a, s)) ++At(b, GroupOf(i, s)).c[kPartnersActiveStart];
-        if (PartnerActiveAt(a, e)) ++At(b, GroupOf(i, e)).c[kPartnersActiveEnd];
-      }
+    for (uint32_t i = 0; i < st_.accounts.size(); ++i) ActivePartner(i, st_.accounts[i]);
+  }
+  void ActivePartner(uint32_t i, const AccountData& a) {
+    if (a.kind != v1::ACCOUNT_KIND_PARTNER || a.status.empty()) return;
+    for (int b = 0; b < nb_; ++b) {
+      const int64_t s = p_.bounds[b], e = p_.bounds[b + 1];
+      if (PartnerActiveAt(a, s)) ++At(b, GroupOf(i, s)).c[kPartnersActiveStart];
+      if (PartnerActiveAt(a, e)) ++At(b, GroupOf(i, e)).c[kPartnersActiveEnd];
     }
   }
 
@@ -608,54 +826,65 @@ class Scanner {
   // had not churned before x.
   void ClientChurn() {
     const int64_t after = s_.config.client_churn_after_us();
-    const int64_t first = p_.bounds.front(), last = p_.bounds.back();
     std::vector<ClientSpan> spans;
-    for (uint32_t i = 0; i < st_.accounts.size(); ++i) {
-      const AccountData& a = st_.accounts[i];
-      if (a.kind == v1::ACCOUNT_KIND_PARTNER || a.orders.empty()) continue;
-      ClientSpans(a, after, &spans);
-      for (const ClientSpan& sp : spans) {
-        if (sp.to >= first && sp.to < last) {
-          const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), sp.to) -
-                                         p_.bounds.begin()) - 1;
-          ++At(b, GroupOf(i, sp.to)).c[kChurnNum];
-        }
-        if (sp.from >= last || sp.to < first) continue;
-        for (int b = 0; b < nb_; ++b) {
-          const int64_t x = p_.bounds[b];
-          if (sp.from < x && x <= sp.to) ++At(b, GroupOf(i, x)).c[kChurnDen];
-        }
+    for (uint32_t i = 0; i < st_.accounts.size(); ++i)
+      ClientChurnOf(i, st_.accounts[i], after, &spans);
+  }
+  void ClientChurnOf(uint32_t i, const AccountData& a, int64_t after,
+                     std::vector<ClientSpan>* spans) {
+    if (a.kind == v1::ACCOUNT_KIND_PARTNER || a.orders.empty()) return;
+    const int64_t first = p_.bounds.front(), last = p_.bounds.back();
+    ClientSpans(a, after, spans);
+    for (const ClientSpan& sp : *spans) {
+      if (sp.to >= first && sp.to < last) {
+        const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), sp.to) -
+                                       p_.bounds.begin()) -
+                      1;
+        ++At(b, GroupOf(i, sp.to)).c[kChurnNum];
+      }
+      if (sp.from >= last || sp.to < first) continue;
+      // The bucket starts x with sp.from < x <= sp.to.
+      const auto starts = p_.bounds.begin(), starts_end = p_.bounds.begin() + nb_;
+      for (auto x = std::upper_bound(starts, starts_end, sp.from); x != starts_end && *x <= sp.to;
+           ++x) {
+        ++At(static_cast<int>(x - starts), GroupOf(i, *x)).c[kChurnDen];
       }
     }
   }
 
   // stuck_deals at as_of, reported in every bucket.
   void StuckDeals() {
-    for (uint32_t i = 0; i < st_.deals.size(); ++i) {
-      const DealData& d = st_.deals[i];
-      if (d.lost.t < as_of_) continue;
-      auto it = std::lower_bound(d.visits.begin(), d.visits.end(), as_of_,
-                                 [](const Visit& v, int64_t x) { return v.at.t < x; });
-      if (it == d.visits.begin()) continue;
-      const Visit& cur = *(it - 1);
-      const PipelineInfo& pl = s_.pipelines.all()[static_cast<size_t>(d.pipeline)];
-      if (cur.stage == pl.size() - 1) continue;
-      const int64_t sla = pl.stage(cur.stage).sla_us();
-      if (sla <= 0 || as_of_ - cur.at.t <= sla) continue;
-      const uint32_t g = DealGroup(i, as_of_);
-      for (int b = 0; b < nb_; ++b) ++At(b, g).c[kStuck];
-    }
+    for (uint32_t i = 0; i < st_.deals.size(); ++i) Stuck(i, st_.deals[i]);
+  }
+  void Stuck(uint32_t i, const DealData& d) {
+    if (d.lost.t < as_of_) return;
+    auto it = std::lower_bound(d.visits.begin(), d.visits.end(), as_of_,
+                               [](const Visit& v, int64_t x) { return v.at.t < x; });
+    if (it == d.visits.begin()) return;
+    const Visit& cur = *(it - 1);
+    // 0: no SLA, or the pipeline's last stage.
+    const int64_t sla = st_.stage_sla[static_cast<size_t>(
+        st_.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage)];
+    if (sla == 0 || as_of_ - cur.at.t <= sla) return;
+    const uint32_t g = DealGroup(i, as_of_);
+    for (int b = 0; b < nb_; ++b) ++At(b, g).c[kStuck];
   }
 
   // receivables_overdue at as_of, reported in every bucket.
   void Receivables() {
-    for (uint32_t i = 0; i < s_.invoices.size(); ++i) {
-      const v1::Invoice& inv = s_.invoices.at(i);
-      int64_t owed;
-      if (!OverdueAt(inv, st_.invoice_payments[i], as_of_, &owed)) continue;
-      const uint32_t account = s_.accounts.IndexOf(inv.account_id());
-      const uint32_t cur = st_.strings.Find(inv.amount().currency());
-      const uint32_t g = GroupOf(account, as_of_);
+    for (uint32_t i = 0; i < st_.invoices.size(); ++i) {
+      // The store's copy of the invoice's terms (interned, by index).
+      const InvoiceData& inv = st_.invoices[i];
+      if (inv.issued >= as_of_ || inv.due >= as_of_) continue;
+      int64_t paid = 0;
+      for (const Payment& p : st_.invoice_payments[i]) {
+        if (p.t >= as_of_) break;
+        if (__builtin_add_overflow(paid, p.amount, &paid)) paid = INT64_MAX;
+      }
+      if (paid >= inv.amount) continue;
+      const int64_t owed = inv.amount - paid;
+      const uint32_t cur = inv.currency;
+      const uint32_t g = GroupOf(inv.account, as_of_);
       for (int b = 0; b < nb_; ++b) {
         Acc& a = At(b, g);
         ++a.c[kReceivables];
@@ -801,6 +1030,13 @@ class Scanner {
   std::vector<bool> whole_;
   // receivables_overdue is scanned (an owed sum in the cells exceeds int64).
   bool recv_scan_ = false;
+  // Every fact of the period is scanned (no cells); the tables are built.
+  bool bulk_ = false;
+  std::vector<uint32_t> acc_group_;
+  std::vector<int64_t> acc_cust_;
+  std::vector<Stamp> deal_won_, deal_lost_;
+  std::vector<int64_t> deal_created_;
+  std::vector<uint32_t> deal_partner_;
 };
 
 }  // namespace
