@@ -39,11 +39,13 @@ std::vector<v1::Event> EveryType(int64_t at) {
   add("p", "account_upserted { account_id: 'px' kind: ACCOUNT_KIND_PARTNER owner_id: 'mx' }");
   add("c", "account_upserted { account_id: 'cx" + k +
                "' kind: ACCOUNT_KIND_CLIENT owner_id: 'mx' source_partner_id: 'px' }");
-  add("c2", "account_upserted { account_id: 'cx" + k + "' kind: ACCOUNT_KIND_CLIENT segment: 'retail' }");
+  add("c2",
+      "account_upserted { account_id: 'cx" + k + "' kind: ACCOUNT_KIND_CLIENT segment: 'retail' }");
   add("bad-kind", "account_upserted { account_id: 'px' kind: ACCOUNT_KIND_CLIENT }");
   add("l", "lead_created { deal_id: 'd" + k + "' account_id: 'cx" + k + "' }");
   add("lp", "lead_created { deal_id: 'dp" + k + "' account_id: 'px' }");
-  add("lx", "lead_created { deal_id: 'dx" + k + "' account_id: 'cx" + k + "' pipeline_id: 'partner' }");
+  add("lx",
+      "lead_created { deal_id: 'dx" + k + "' account_id: 'cx" + k + "' pipeline_id: 'partner' }");
   add("sx", "deal_stage_changed { deal_id: 'dx" + k + "' to_stage: 'agreed' }");
   add("bad-lead", "lead_created { deal_id: 'd" + k + "' account_id: 'cx" + k + "' }");
   add("s", "deal_stage_changed { deal_id: 'd" + k + "' to_stage: 'qualified' }");
@@ -58,15 +60,19 @@ std::vector<v1::Event> EveryType(int64_t at) {
                 "' amount { amount_minor: 5 currency: 'EUR' } }");
   add("bad-order", "order_placed { order_id: 'o3" + k + "' account_id: 'px' deal_id: 'd" + k +
                        "' amount { amount_minor: 5 currency: 'EUR' } }");
-  add("od", "order_delayed { order_id: 'o" + k + "' new_due_at_us: " + std::to_string(at + kDay) + " }");
+  add("od",
+      "order_delayed { order_id: 'o" + k + "' new_due_at_us: " + std::to_string(at + kDay) + " }");
   add("oc", "order_completed { order_id: 'o2" + k + "' }");
   add("i", "invoice_issued { invoice_id: 'i" + k + "' account_id: 'cx" + k + "' order_id: 'o" + k +
-               "' amount { amount_minor: 100 currency: 'EUR' } due_at_us: " + std::to_string(at + kDay) + " }");
+               "' amount { amount_minor: 100 currency: 'EUR' } due_at_us: " +
+               std::to_string(at + kDay) + " }");
   add("pay", "payment_received { account_id: 'cx" + k + "' invoice_id: 'i" + k +
                  "' amount { amount_minor: 60 currency: 'EUR' } }");
-  add("pay2", "payment_received { account_id: 'cx" + k + "' amount { amount_minor: 1 currency: 'USD' } }");
-  add("a", "activity { account_id: 'cx" + k + "' manager_id: 'mx' kind: ACTIVITY_KIND_CALL "
-           "direction: DIRECTION_OUTBOUND }");
+  add("pay2",
+      "payment_received { account_id: 'cx" + k + "' amount { amount_minor: 1 currency: 'USD' } }");
+  add("a", "activity { account_id: 'cx" + k +
+               "' manager_id: 'mx' kind: ACTIVITY_KIND_CALL "
+               "direction: DIRECTION_OUTBOUND }");
   add("f", "feedback_received { account_id: 'cx" + k + "' score: 9 order_id: 'o" + k + "' }");
   add("co", "complaint_opened { complaint_id: 'q" + k + "' account_id: 'cx" + k +
                 "' severity: SEVERITY_HIGH }");
@@ -75,8 +81,8 @@ std::vector<v1::Event> EveryType(int64_t at) {
   add("cs2", "case_study_published { account_id: 'px' }");
   add("pc", "partner_churned { account_id: 'px' }");
   add("ac", "account_churned { account_id: 'cx" + k + "' reason: 'gone' }");
-  v.push_back(v[3]);  // a duplicate of the client's creation
-  v.push_back(v[6]);  // and of the lead
+  v.push_back(v[3]);                    // a duplicate of the client's creation
+  v.push_back(v[6]);                    // and of the lead
   v.back().set_occurred_at_us(at + 1);  // now a conflict: rejected
   return v;
 }
@@ -132,7 +138,8 @@ std::string ReferenceSnapshot(const std::vector<v1::Event>& events) {
   auto s = NewState();
   for (const v1::Event& e : events) {
     Verdict v;
-    if (!ValidateEvent(e, EventFingerprint(e), *s, nullptr, &v).ok() || v != Verdict::kApply) continue;
+    if (!ValidateEvent(e, EventFingerprint(e), *s, nullptr, &v).ok() || v != Verdict::kApply)
+      continue;
     ApplyEvent(e, EventFingerprint(e), s.get());
   }
   return WriteSnapshot(*s);
@@ -150,9 +157,9 @@ TEST(EventRefs, EqualTheLookupsForSingleEventsAndBatches) {
     EXPECT_GT(applied, 20000);
     for (int i = 0; i < 3; ++i) {
       const std::string k = "-" + std::to_string(kT0 + (400 + i) * kDay);
-      for (const char* id : {"t", "m", "p", "c", "c2", "l", "lp", "lx", "sx", "s", "s2", "w", "lost",
-                             "pa", "o", "o2", "od", "oc", "i", "pay", "pay2", "a", "f", "co", "cr",
-                             "cs", "cs2", "pc", "ac"}) {
+      for (const char* id : {"t",    "m", "p",    "c",  "c2", "l",  "lp",  "lx", "sx", "s",
+                             "s2",   "w", "lost", "pa", "o",  "o2", "od",  "oc", "i",  "pay",
+                             "pay2", "a", "f",    "co", "cr", "cs", "cs2", "pc", "ac"}) {
         EXPECT_NE(s->event_ids.Find(id + k), nullptr) << id + k;
       }
       for (const char* id : {"bad-kind", "bad-lead", "bad-stage", "bad-order"}) {

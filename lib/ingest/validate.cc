@@ -391,7 +391,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       r->deal = v.NextDeal();
       r->pipeline = v.PipelineIndex(pl);
       if (o != nullptr) {
-        o->deals.emplace(p.deal_id(), BatchOverlay::DealInfo{pl, p.account_id(), r->deal, r->account});
+        o->deals.emplace(p.deal_id(),
+                         BatchOverlay::DealInfo{pl, p.account_id(), r->deal, r->account});
         ++o->new_deals;
       }
       return absl::OkStatus();
@@ -431,12 +432,15 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       return absl::OkStatus();
     }
     case v1::Event::kPartnerAgreed:
-      return NeedPartner(v, "partner_agreed.account_id", e.partner_agreed().account_id(), &r->account);
+      return NeedPartner(v, "partner_agreed.account_id", e.partner_agreed().account_id(),
+                         &r->account);
     case v1::Event::kPartnerChurned:
-      return NeedPartner(v, "partner_churned.account_id", e.partner_churned().account_id(), &r->account);
+      return NeedPartner(v, "partner_churned.account_id", e.partner_churned().account_id(),
+                         &r->account);
     case v1::Event::kAccountChurned: {
       uint32_t account;
-      RETURN_IF_ERROR(NeedAccount(v, "account_churned.account_id", e.account_churned().account_id(), &account));
+      RETURN_IF_ERROR(
+          NeedAccount(v, "account_churned.account_id", e.account_churned().account_id(), &account));
       RETURN_IF_ERROR(CheckText("account_churned.reason", e.account_churned().reason()));
       r->account = account;
       return absl::OkStatus();
@@ -454,8 +458,9 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
         // Ids and row indexes correspond one to one, so comparing the
         // indexes compares the ids.
         if (d.account != account) {
-          return Invalid("order_placed.deal_id",
-                         StrCat("deal '", p.deal_id(), "' belongs to account '", d.account_id, "'"));
+          return Invalid(
+              "order_placed.deal_id",
+              StrCat("deal '", p.deal_id(), "' belongs to account '", d.account_id, "'"));
         }
         deal = d.index;
         return absl::OkStatus();
@@ -467,7 +472,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       r->deal = deal;
       r->order = v.NextOrder();
       if (o != nullptr) {
-        o->orders.emplace(p.order_id(), BatchOverlay::OrderInfo{r->order, OrderLink{account, deal}});
+        o->orders.emplace(p.order_id(),
+                          BatchOverlay::OrderInfo{r->order, OrderLink{account, deal}});
         ++o->new_orders;
       }
       return absl::OkStatus();
@@ -487,7 +493,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
     case v1::Event::kOrderCompleted: {
       uint32_t order;
       OrderLink link;
-      RETURN_IF_ERROR(NeedOrder(v, "order_completed.order_id", e.order_completed().order_id(), &order, &link));
+      RETURN_IF_ERROR(
+          NeedOrder(v, "order_completed.order_id", e.order_completed().order_id(), &order, &link));
       r->account = link.account;
       r->deal = link.deal;
       r->order = order;
@@ -512,7 +519,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       r->account = account;
       r->invoice = v.NextInvoice();
       if (o != nullptr) {
-        o->invoices.emplace(p.invoice_id(), BatchOverlay::InvoiceInfo{p.amount().currency(), r->invoice});
+        o->invoices.emplace(p.invoice_id(),
+                            BatchOverlay::InvoiceInfo{p.amount().currency(), r->invoice});
         ++o->new_invoices;
       }
       return absl::OkStatus();
@@ -565,9 +573,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       if (p.score() < 0 || p.score() > 10) {
         return Invalid("feedback_received.score", StrCat(p.score(), " is outside 0..10"));
       }
-      RETURN_IF_ERROR(Optional(p.order_id(), [&] {
-        return NeedOrder(v, "feedback_received.order_id", p.order_id());
-      }));
+      RETURN_IF_ERROR(Optional(
+          p.order_id(), [&] { return NeedOrder(v, "feedback_received.order_id", p.order_id()); }));
       r->account = account;
       return absl::OkStatus();
     }
@@ -653,9 +660,8 @@ uint64_t EventFingerprint(const v1::Event& event) {
   return Fingerprint64(absl::string_view(reinterpret_cast<const char*>(buffer.data()), size));
 }
 
-absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint,
-                           const EngineState& state, BatchOverlay* overlay,
-                           Verdict* verdict, EventRefs* refs) {
+absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const EngineState& state,
+                           BatchOverlay* overlay, Verdict* verdict, EventRefs* refs) {
   RETURN_IF_ERROR(CheckId("event_id", event.event_id()));
   const size_t id_hash = EventIdLog::Hash(event.event_id());
   const uint64_t* seen = state.event_ids.Find(event.event_id(), id_hash);

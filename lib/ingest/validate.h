@@ -86,9 +86,8 @@ uint64_t EventFingerprint(const v1::Event& event);
 // it refers to as they will be when it is applied: ApplyEvent takes them. On
 // failure the status message starts with "field '<path>'" and nothing is
 // recorded.
-absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint,
-                           const EngineState& state, BatchOverlay* overlay,
-                           Verdict* verdict, EventRefs* refs = nullptr);
+absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const EngineState& state,
+                           BatchOverlay* overlay, Verdict* verdict, EventRefs* refs = nullptr);
 
 }  // namespace rapport
 

@@ -187,16 +187,13 @@ void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineS
       break;
     }
     case v1::Event::kPartnerAgreed:
-      Add(st, FactKind::kPartnerAgreed, t,
-          Fact{seq, refs.account, 0, 0}, 0);
+      Add(st, FactKind::kPartnerAgreed, t, Fact{seq, refs.account, 0, 0}, 0);
       break;
     case v1::Event::kPartnerChurned:
-      Add(st, FactKind::kPartnerChurned, t,
-          Fact{seq, refs.account, 0, 0}, 0);
+      Add(st, FactKind::kPartnerChurned, t, Fact{seq, refs.account, 0, 0}, 0);
       break;
     case v1::Event::kAccountChurned:
-      Add(st, FactKind::kAccountChurned, t,
-          Fact{seq, refs.account, 0, 0}, 0);
+      Add(st, FactKind::kAccountChurned, t, Fact{seq, refs.account, 0, 0}, 0);
       break;
     case v1::Event::kOrderPlaced: {
       const auto& p = e.order_placed();

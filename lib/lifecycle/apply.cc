@@ -253,8 +253,7 @@ const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
   return it == h.begin() ? &h.front() : &*(it - 1);
 }
 
-void ApplyEvent(const v1::Event& e, uint64_t fingerprint, const EventRefs& refs,
-                EngineState* s) {
+void ApplyEvent(const v1::Event& e, uint64_t fingerprint, const EventRefs& refs, EngineState* s) {
   const int64_t t = e.occurred_at_us();
   const int64_t seq = s->events_accepted++;
   s->event_ids.Add(e.event_id(), refs.id_hash, fingerprint);

@@ -174,7 +174,8 @@ class Runner {
     Subject sub;
     sub.account = refs.account;
     sub.deal = refs.deal;
-    if (e.payload_case() == v1::Event::kComplaintOpened) sub.severity = e.complaint_opened().severity();
+    if (e.payload_case() == v1::Event::kComplaintOpened)
+      sub.severity = e.complaint_opened().severity();
     if (sub.account == kNone) return;
     const v1::Account& a = s_.accounts.at(sub.account);
     const int64_t t = e.occurred_at_us();

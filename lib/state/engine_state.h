@@ -14,7 +14,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "lib/util/shared_mutex.h"
 #include "lib/kpi/fact_store.h"
 #include "lib/lifecycle/pipelines.h"
 #include "lib/rules/action_store.h"
@@ -22,6 +21,7 @@
 #include "lib/state/event_id_log.h"
 #include "lib/state/event_refs.h"
 #include "lib/state/table.h"
+#include "lib/util/shared_mutex.h"
 #include "rapport/v1/config.pb.h"
 #include "rapport/v1/entities.pb.h"
 #include "rapport/v1/rules.pb.h"
@@ -95,8 +95,9 @@ struct EngineState {
 // it, else looked up in the tables (the same answer, by hashing the ids).
 inline DealLink ComputeDealLink(const EngineState& s, uint32_t deal) {
   const v1::Deal& d = s.deals.at(deal);
-  return DealLink{s.accounts.IndexOf(d.account_id()),
-                  static_cast<int32_t>(s.pipelines.Find(d.pipeline_id()) - s.pipelines.all().data())};
+  return DealLink{
+      s.accounts.IndexOf(d.account_id()),
+      static_cast<int32_t>(s.pipelines.Find(d.pipeline_id()) - s.pipelines.all().data())};
 }
 inline OrderLink ComputeOrderLink(const EngineState& s, uint32_t order) {
   const v1::Order& o = s.orders.at(order);

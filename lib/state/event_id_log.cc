@@ -68,8 +68,7 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   for (size_t i = 0; i < lengths.size(); ++i) {
     const absl::string_view id(at, lengths[i]);
     if (!index_.insert(Entry{at, lengths[i], static_cast<uint32_t>(i), Hash(id)}).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("event id '", id, "' is repeated"));
+      return absl::InvalidArgumentError(absl::StrCat("event id '", id, "' is repeated"));
     }
     at += lengths[i];
   }
