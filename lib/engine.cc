@@ -67,7 +67,8 @@ absl::StatusOr<v1::IngestResult> Engine::Ingest(const v1::Event& event) {
   WriterLock lock(&s.mu);
   const uint64_t fp = EventFingerprint(event);
   Verdict verdict;
-  if (absl::Status st = ValidateEvent(event, fp, s, nullptr, &verdict); !st.ok()) {
+  EventRefs refs;
+  if (absl::Status st = ValidateEvent(event, fp, s, nullptr, &verdict, &refs); !st.ok()) {
     return Annotate(st, event, -1);
   }
   v1::IngestResult result;
@@ -81,7 +82,7 @@ absl::StatusOr<v1::IngestResult> Engine::Ingest(const v1::Event& event) {
       if (!journaled.ok()) return journaled.status();
       seq = *journaled;
     }
-    ApplyEvent(event, fp, &s);
+    ApplyEvent(event, fp, refs, &s);
     result.set_accepted(1);
     rules::TakeProduced(&s, result.mutable_actions());
   }
@@ -117,7 +118,8 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
       const v1::Event& e = at(i);
       const uint64_t fp = EventFingerprint(e);
       Verdict verdict;
-      absl::Status st = ValidateEvent(e, fp, s, nullptr, &verdict);
+      EventRefs refs;
+      absl::Status st = ValidateEvent(e, fp, s, nullptr, &verdict, &refs);
       if (!st.ok()) {
         v1::Rejection* r = result.add_rejected();
         r->set_index(static_cast<int64_t>(i));
@@ -129,7 +131,7 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
       if (verdict == Verdict::kDuplicate) {
         ++duplicates;
       } else {
-        ApplyEvent(e, fp, &s);
+        ApplyEvent(e, fp, refs, &s);
         ++accepted;
       }
     }
@@ -140,10 +142,11 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
     overlay.event_ids.reserve(n);
     std::vector<uint64_t> fps(n);
     std::vector<Verdict> verdicts(n);
+    std::vector<EventRefs> refs(n);
     std::vector<bool> rejected;
     for (size_t i = 0; i < n; ++i) {
       fps[i] = EventFingerprint(at(i));
-      absl::Status st = ValidateEvent(at(i), fps[i], s, &overlay, &verdicts[i]);
+      absl::Status st = ValidateEvent(at(i), fps[i], s, &overlay, &verdicts[i], &refs[i]);
       if (!st.ok() && options.mode == BatchMode::kBestEffort) {
         v1::Rejection* r = result.add_rejected();
         r->set_index(static_cast<int64_t>(i));
@@ -173,7 +176,7 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
       if (verdicts[i] == Verdict::kDuplicate) {
         ++duplicates;
       } else {
-        ApplyEvent(at(i), fps[i], &s);
+        ApplyEvent(at(i), fps[i], refs[i], &s);
         ++accepted;
       }
     }

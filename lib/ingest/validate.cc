@@ -76,87 +76,175 @@ absl::Status CheckMoney(absl::string_view field, const v1::Money& m) {
   return absl::OkStatus();
 }
 
-// Lookups that see the state and the batch so far.
+constexpr uint32_t kNone = EventRefs::kNone;
+
+// Lookups that see the state and the batch so far. Each returns the row's
+// index as well (as it will be once the batch is applied), for EventRefs.
 class View {
  public:
   View(const EngineState& s, const BatchOverlay* o) : s_(s), o_(o) {}
 
-  v1::AccountKind AccountKind(absl::string_view id) const {
+  struct Account {
+    v1::AccountKind kind = v1::ACCOUNT_KIND_UNSPECIFIED;  // unspecified: unknown
+    uint32_t index = kNone;
+  };
+  // The state first: most events refer to accounts it holds, and an account
+  // the overlay holds too has the same kind (it cannot change) and index.
+  Account FindAccount(absl::string_view id) const {
+    if (const uint32_t i = s_.accounts.IndexOf(id); i != kNone) {
+      return Account{s_.accounts.at(i).kind(), i};
+    }
     if (o_ != nullptr) {
       auto it = o_->accounts.find(id);
-      if (it != o_->accounts.end()) return it->second;
+      if (it != o_->accounts.end()) return Account{it->second.kind, it->second.index};
     }
-    const v1::Account* a = s_.accounts.Find(id);
-    return a == nullptr ? v1::ACCOUNT_KIND_UNSPECIFIED : a->kind();
+    return Account{};
   }
+  v1::AccountKind AccountKind(absl::string_view id) const { return FindAccount(id).kind; }
   bool HasManager(absl::string_view id) const {
     return s_.managers.Find(id) != nullptr || (o_ != nullptr && o_->managers.contains(id));
   }
   bool HasTeam(absl::string_view id) const {
     return s_.teams.Find(id) != nullptr || (o_ != nullptr && o_->teams.contains(id));
   }
-  // The deal's pipeline and account, or false.
-  bool Deal(absl::string_view id, const PipelineInfo** pipeline,
-            absl::string_view* account) const {
-    if (const v1::Deal* d = s_.deals.Find(id)) {
-      *pipeline = s_.pipelines.Find(d->pipeline_id());
-      *account = d->account_id();
+  struct Deal {
+    const PipelineInfo* pipeline = nullptr;
+    absl::string_view account_id;
+    uint32_t index = kNone;
+    uint32_t account = kNone;
+  };
+  // False when the deal is unknown.
+  bool FindDeal(absl::string_view id, Deal* out) const {
+    if (const uint32_t i = s_.deals.IndexOf(id); i != kNone) {
+      const DealLink link = LinkOfDeal(s_, i);
+      out->pipeline = &s_.pipelines.all()[static_cast<size_t>(link.pipeline)];
+      out->account_id = s_.deals.at(i).account_id();
+      out->index = i;
+      out->account = link.account;
       return true;
     }
     if (o_ != nullptr) {
       auto it = o_->deals.find(id);
       if (it != o_->deals.end()) {
-        *pipeline = it->second.pipeline;
-        *account = it->second.account_id;
+        out->pipeline = it->second.pipeline;
+        out->account_id = it->second.account_id;
+        out->index = it->second.index;
+        out->account = it->second.account;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool HasDeal(absl::string_view id) const {
+    Deal unused;
+    return FindDeal(id, &unused);
+  }
+  // The order's index and links, or false.
+  bool FindOrder(absl::string_view id, uint32_t* index, OrderLink* link) const {
+    if (const uint32_t i = s_.orders.IndexOf(id); i != kNone) {
+      *index = i;
+      *link = LinkOfOrder(s_, i);
+      return true;
+    }
+    if (o_ != nullptr) {
+      auto it = o_->orders.find(id);
+      if (it != o_->orders.end()) {
+        *index = it->second.index;
+        *link = it->second.link;
         return true;
       }
     }
     return false;
   }
   bool HasOrder(absl::string_view id) const {
-    return s_.orders.Find(id) != nullptr || (o_ != nullptr && o_->orders.contains(id));
+    uint32_t index;
+    OrderLink link;
+    return FindOrder(id, &index, &link);
   }
-  // The invoice's currency, or nullptr.
-  bool InvoiceCurrency(absl::string_view id, absl::string_view* currency) const {
-    if (const v1::Invoice* inv = s_.invoices.Find(id)) {
-      *currency = inv->amount().currency();
+  // The invoice's currency and index, or false.
+  bool FindInvoice(absl::string_view id, absl::string_view* currency, uint32_t* index) const {
+    if (const uint32_t i = s_.invoices.IndexOf(id); i != kNone) {
+      *currency = s_.invoices.at(i).amount().currency();
+      *index = i;
       return true;
     }
     if (o_ != nullptr) {
       auto it = o_->invoices.find(id);
       if (it != o_->invoices.end()) {
-        *currency = it->second;
+        *currency = it->second.currency;
+        *index = it->second.index;
         return true;
       }
     }
     return false;
   }
-  bool HasComplaint(absl::string_view id) const {
-    return s_.complaints.Find(id) != nullptr || (o_ != nullptr && o_->complaints.contains(id));
+  // The complaint's index and account, or false.
+  bool FindComplaint(absl::string_view id, uint32_t* index, uint32_t* account) const {
+    if (const uint32_t i = s_.complaints.IndexOf(id); i != kNone) {
+      *index = i;
+      *account = AccountOfComplaint(s_, i);
+      return true;
+    }
+    if (o_ != nullptr) {
+      auto it = o_->complaints.find(id);
+      if (it != o_->complaints.end()) {
+        *index = it->second.index;
+        *account = it->second.account;
+        return true;
+      }
+    }
+    return false;
   }
   bool HasTask(absl::string_view id) const {
     const rules::StoredAction* a = s_.actions.Find(id);
     return a != nullptr && a->kind == v1::ACTION_KIND_CREATE_TASK;
   }
   const Pipelines& pipelines() const { return s_.pipelines; }
+  int32_t PipelineIndex(const PipelineInfo* p) const {
+    return static_cast<int32_t>(p - s_.pipelines.all().data());
+  }
+  // The index the next row created in each table gets.
+  uint32_t NextAccount() const {
+    return static_cast<uint32_t>(s_.accounts.size()) + (o_ != nullptr ? o_->new_accounts : 0);
+  }
+  uint32_t NextDeal() const {
+    return static_cast<uint32_t>(s_.deals.size()) + (o_ != nullptr ? o_->new_deals : 0);
+  }
+  uint32_t NextOrder() const {
+    return static_cast<uint32_t>(s_.orders.size()) + (o_ != nullptr ? o_->new_orders : 0);
+  }
+  uint32_t NextInvoice() const {
+    return static_cast<uint32_t>(s_.invoices.size()) + (o_ != nullptr ? o_->new_invoices : 0);
+  }
+  uint32_t NextComplaint() const {
+    return static_cast<uint32_t>(s_.complaints.size()) + (o_ != nullptr ? o_->new_complaints : 0);
+  }
 
  private:
   const EngineState& s_;
   const BatchOverlay* o_;
 };
 
-absl::Status NeedAccount(const View& v, absl::string_view field, absl::string_view id) {
+// `index` (when given) receives the account's row index.
+absl::Status NeedAccount(const View& v, absl::string_view field, absl::string_view id,
+                         uint32_t* index = nullptr) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  if (v.AccountKind(id) == v1::ACCOUNT_KIND_UNSPECIFIED) return NotFound(field, "account", id);
+  const View::Account a = v.FindAccount(id);
+  if (a.kind == v1::ACCOUNT_KIND_UNSPECIFIED) return NotFound(field, "account", id);
+  if (index != nullptr) *index = a.index;
   return absl::OkStatus();
 }
 
-absl::Status NeedPartner(const View& v, absl::string_view field, absl::string_view id) {
-  if (absl::Status st = NeedAccount(v, field, id); !st.ok()) return st;
-  if (v.AccountKind(id) != v1::ACCOUNT_KIND_PARTNER) {
+absl::Status NeedPartner(const View& v, absl::string_view field, absl::string_view id,
+                         uint32_t* index = nullptr) {
+  if (absl::Status st = CheckId(field, id); !st.ok()) return st;
+  const View::Account a = v.FindAccount(id);
+  if (a.kind == v1::ACCOUNT_KIND_UNSPECIFIED) return NotFound(field, "account", id);
+  if (a.kind != v1::ACCOUNT_KIND_PARTNER) {
     return absl::FailedPreconditionError(
         StrCat("field '", field, "': account '", id, "' is a client, not a partner"));
   }
+  if (index != nullptr) *index = a.index;
   return absl::OkStatus();
 }
 
@@ -166,16 +254,21 @@ absl::Status NeedManager(const View& v, absl::string_view field, absl::string_vi
   return absl::OkStatus();
 }
 
-absl::Status NeedOrder(const View& v, absl::string_view field, absl::string_view id) {
+absl::Status NeedOrder(const View& v, absl::string_view field, absl::string_view id,
+                       uint32_t* index = nullptr, OrderLink* link = nullptr) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  if (!v.HasOrder(id)) return NotFound(field, "order", id);
+  uint32_t i;
+  OrderLink l;
+  if (!v.FindOrder(id, &i, &l)) return NotFound(field, "order", id);
+  if (index != nullptr) *index = i;
+  if (link != nullptr) *link = l;
   return absl::OkStatus();
 }
 
 absl::Status NeedDeal(const View& v, absl::string_view field, absl::string_view id,
-                      const PipelineInfo** pipeline, absl::string_view* account) {
+                      View::Deal* deal) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  if (!v.Deal(id, pipeline, account)) return NotFound(field, "deal", id);
+  if (!v.FindDeal(id, deal)) return NotFound(field, "deal", id);
   return absl::OkStatus();
 }
 
@@ -190,7 +283,9 @@ absl::Status Optional(absl::string_view id, Check check) {
     if (absl::Status _st = (expr); !_st.ok()) return _st; \
   } while (0)
 
-absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o) {
+// Checks the payload; on success fills `r` (all but id_hash) and records in
+// `o` what the event creates.
+absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o, EventRefs* r) {
   switch (e.payload_case()) {
     case v1::Event::kAccountUpserted: {
       const auto& p = e.account_upserted();
@@ -198,11 +293,11 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
       if (p.kind() != v1::ACCOUNT_KIND_CLIENT && p.kind() != v1::ACCOUNT_KIND_PARTNER) {
         return Invalid("account_upserted.kind", "must be ACCOUNT_KIND_CLIENT or ACCOUNT_KIND_PARTNER");
       }
-      v1::AccountKind existing = v.AccountKind(p.account_id());
-      if (existing != v1::ACCOUNT_KIND_UNSPECIFIED && existing != p.kind()) {
+      const View::Account existing = v.FindAccount(p.account_id());
+      if (existing.kind != v1::ACCOUNT_KIND_UNSPECIFIED && existing.kind != p.kind()) {
         return absl::FailedPreconditionError(
             StrCat("field 'account_upserted.kind': account '", p.account_id(), "' is a ",
-                   v1::AccountKind_Name(existing), "; the kind of an account cannot change"));
+                   v1::AccountKind_Name(existing.kind), "; the kind of an account cannot change"));
       }
       RETURN_IF_ERROR(CheckText("account_upserted.name", p.name()));
       RETURN_IF_ERROR(CheckText("account_upserted.segment", p.segment()));
@@ -229,7 +324,12 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
         return NeedPartner(v, "account_upserted.source_partner_id", p.source_partner_id());
       }));
       RETURN_IF_ERROR(CheckTime("account_upserted.created_at_us", p.created_at_us(), false));
-      if (o != nullptr) o->accounts.emplace(p.account_id(), p.kind());
+      const bool is_new = existing.kind == v1::ACCOUNT_KIND_UNSPECIFIED;
+      r->account = is_new ? v.NextAccount() : existing.index;
+      if (o != nullptr) {
+        o->accounts.emplace(p.account_id(), BatchOverlay::AccountInfo{p.kind(), r->account});
+        if (is_new) ++o->new_accounts;
+      }
       return absl::OkStatus();
     }
     case v1::Event::kManagerUpserted: {
@@ -266,117 +366,179 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
     case v1::Event::kLeadCreated: {
       const auto& p = e.lead_created();
       RETURN_IF_ERROR(CheckId("lead_created.deal_id", p.deal_id()));
+      if (v.HasDeal(p.deal_id())) return Exists("lead_created.deal_id", "deal", p.deal_id());
+      RETURN_IF_ERROR(CheckId("lead_created.account_id", p.account_id()));
+      const View::Account acc = v.FindAccount(p.account_id());
+      if (acc.kind == v1::ACCOUNT_KIND_UNSPECIFIED) {
+        return NotFound("lead_created.account_id", "account", p.account_id());
+      }
       const PipelineInfo* pl = nullptr;
-      absl::string_view acc;
-      if (v.Deal(p.deal_id(), &pl, &acc)) return Exists("lead_created.deal_id", "deal", p.deal_id());
-      RETURN_IF_ERROR(NeedAccount(v, "lead_created.account_id", p.account_id()));
       if (!p.pipeline_id().empty()) {
         pl = v.pipelines().Find(p.pipeline_id());
         if (pl == nullptr) return NotFound("lead_created.pipeline_id", "pipeline", p.pipeline_id());
       } else {
-        v1::AccountKind kind = v.AccountKind(p.account_id());
-        pl = v.pipelines().DefaultFor(kind);
+        pl = v.pipelines().DefaultFor(acc.kind);
         if (pl == nullptr) {
           return absl::FailedPreconditionError(
               StrCat("field 'lead_created.pipeline_id': no default pipeline for ",
-                     v1::AccountKind_Name(kind), "; name one"));
+                     v1::AccountKind_Name(acc.kind), "; name one"));
         }
       }
       RETURN_IF_ERROR(Optional(p.source_partner_id(), [&] {
         return NeedPartner(v, "lead_created.source_partner_id", p.source_partner_id());
       }));
-      if (o != nullptr) o->deals.emplace(p.deal_id(), BatchOverlay::DealInfo{pl, p.account_id()});
+      r->account = acc.index;
+      r->deal = v.NextDeal();
+      r->pipeline = v.PipelineIndex(pl);
+      if (o != nullptr) {
+        o->deals.emplace(p.deal_id(),
+                         BatchOverlay::DealInfo{pl, p.account_id(), r->deal, r->account});
+        ++o->new_deals;
+      }
       return absl::OkStatus();
     }
     case v1::Event::kDealStageChanged: {
       const auto& p = e.deal_stage_changed();
-      const PipelineInfo* pl = nullptr;
-      absl::string_view acc;
-      RETURN_IF_ERROR(NeedDeal(v, "deal_stage_changed.deal_id", p.deal_id(), &pl, &acc));
+      View::Deal d;
+      RETURN_IF_ERROR(NeedDeal(v, "deal_stage_changed.deal_id", p.deal_id(), &d));
       if (p.to_stage().empty()) return Invalid("deal_stage_changed.to_stage", "is required");
-      if (pl->StageIndex(p.to_stage()) < 0) {
+      const int stage = d.pipeline->StageIndex(p.to_stage());
+      if (stage < 0) {
         return Invalid("deal_stage_changed.to_stage",
                        StrCat("'", p.to_stage(), "' is not a stage of pipeline '",
-                              pl->pipeline.id(), "'"));
+                              d.pipeline->pipeline.id(), "'"));
       }
+      r->account = d.account;
+      r->deal = d.index;
+      r->pipeline = v.PipelineIndex(d.pipeline);
+      r->stage = stage;
       return absl::OkStatus();
     }
     case v1::Event::kDealWon: {
-      const PipelineInfo* pl = nullptr;
-      absl::string_view acc;
-      return NeedDeal(v, "deal_won.deal_id", e.deal_won().deal_id(), &pl, &acc);
+      View::Deal d;
+      RETURN_IF_ERROR(NeedDeal(v, "deal_won.deal_id", e.deal_won().deal_id(), &d));
+      r->account = d.account;
+      r->deal = d.index;
+      r->pipeline = v.PipelineIndex(d.pipeline);
+      return absl::OkStatus();
     }
     case v1::Event::kDealLost: {
-      const PipelineInfo* pl = nullptr;
-      absl::string_view acc;
-      RETURN_IF_ERROR(NeedDeal(v, "deal_lost.deal_id", e.deal_lost().deal_id(), &pl, &acc));
-      return CheckText("deal_lost.reason", e.deal_lost().reason());
+      View::Deal d;
+      RETURN_IF_ERROR(NeedDeal(v, "deal_lost.deal_id", e.deal_lost().deal_id(), &d));
+      RETURN_IF_ERROR(CheckText("deal_lost.reason", e.deal_lost().reason()));
+      r->account = d.account;
+      r->deal = d.index;
+      r->pipeline = v.PipelineIndex(d.pipeline);
+      return absl::OkStatus();
     }
     case v1::Event::kPartnerAgreed:
-      return NeedPartner(v, "partner_agreed.account_id", e.partner_agreed().account_id());
+      return NeedPartner(v, "partner_agreed.account_id", e.partner_agreed().account_id(),
+                         &r->account);
     case v1::Event::kPartnerChurned:
-      return NeedPartner(v, "partner_churned.account_id", e.partner_churned().account_id());
-    case v1::Event::kAccountChurned:
-      RETURN_IF_ERROR(NeedAccount(v, "account_churned.account_id", e.account_churned().account_id()));
-      return CheckText("account_churned.reason", e.account_churned().reason());
+      return NeedPartner(v, "partner_churned.account_id", e.partner_churned().account_id(),
+                         &r->account);
+    case v1::Event::kAccountChurned: {
+      uint32_t account;
+      RETURN_IF_ERROR(
+          NeedAccount(v, "account_churned.account_id", e.account_churned().account_id(), &account));
+      RETURN_IF_ERROR(CheckText("account_churned.reason", e.account_churned().reason()));
+      r->account = account;
+      return absl::OkStatus();
+    }
     case v1::Event::kOrderPlaced: {
       const auto& p = e.order_placed();
       RETURN_IF_ERROR(CheckId("order_placed.order_id", p.order_id()));
       if (v.HasOrder(p.order_id())) return Exists("order_placed.order_id", "order", p.order_id());
-      RETURN_IF_ERROR(NeedAccount(v, "order_placed.account_id", p.account_id()));
+      uint32_t account;
+      RETURN_IF_ERROR(NeedAccount(v, "order_placed.account_id", p.account_id(), &account));
+      uint32_t deal = kNone;
       RETURN_IF_ERROR(Optional(p.deal_id(), [&]() -> absl::Status {
-        const PipelineInfo* pl = nullptr;
-        absl::string_view acc;
-        RETURN_IF_ERROR(NeedDeal(v, "order_placed.deal_id", p.deal_id(), &pl, &acc));
-        if (acc != p.account_id()) {
-          return Invalid("order_placed.deal_id",
-                         StrCat("deal '", p.deal_id(), "' belongs to account '", acc, "'"));
+        View::Deal d;
+        RETURN_IF_ERROR(NeedDeal(v, "order_placed.deal_id", p.deal_id(), &d));
+        // Ids and row indexes correspond one to one, so comparing the
+        // indexes compares the ids.
+        if (d.account != account) {
+          return Invalid(
+              "order_placed.deal_id",
+              StrCat("deal '", p.deal_id(), "' belongs to account '", d.account_id, "'"));
         }
+        deal = d.index;
         return absl::OkStatus();
       }));
       if (!p.has_amount()) return Invalid("order_placed.amount", "is required");
       RETURN_IF_ERROR(CheckMoney("order_placed.amount", p.amount()));
       RETURN_IF_ERROR(CheckTime("order_placed.due_at_us", p.due_at_us(), false));
-      if (o != nullptr) o->orders.insert(p.order_id());
+      r->account = account;
+      r->deal = deal;
+      r->order = v.NextOrder();
+      if (o != nullptr) {
+        o->orders.emplace(p.order_id(),
+                          BatchOverlay::OrderInfo{r->order, OrderLink{account, deal}});
+        ++o->new_orders;
+      }
       return absl::OkStatus();
     }
     case v1::Event::kOrderDelayed: {
       const auto& p = e.order_delayed();
-      RETURN_IF_ERROR(NeedOrder(v, "order_delayed.order_id", p.order_id()));
+      uint32_t order;
+      OrderLink link;
+      RETURN_IF_ERROR(NeedOrder(v, "order_delayed.order_id", p.order_id(), &order, &link));
       RETURN_IF_ERROR(CheckTime("order_delayed.new_due_at_us", p.new_due_at_us(), true));
-      return CheckText("order_delayed.reason", p.reason());
+      RETURN_IF_ERROR(CheckText("order_delayed.reason", p.reason()));
+      r->account = link.account;
+      r->deal = link.deal;
+      r->order = order;
+      return absl::OkStatus();
     }
-    case v1::Event::kOrderCompleted:
-      return NeedOrder(v, "order_completed.order_id", e.order_completed().order_id());
+    case v1::Event::kOrderCompleted: {
+      uint32_t order;
+      OrderLink link;
+      RETURN_IF_ERROR(
+          NeedOrder(v, "order_completed.order_id", e.order_completed().order_id(), &order, &link));
+      r->account = link.account;
+      r->deal = link.deal;
+      r->order = order;
+      return absl::OkStatus();
+    }
     case v1::Event::kInvoiceIssued: {
       const auto& p = e.invoice_issued();
       RETURN_IF_ERROR(CheckId("invoice_issued.invoice_id", p.invoice_id()));
       absl::string_view existing;
-      if (v.InvoiceCurrency(p.invoice_id(), &existing)) {
+      uint32_t unused;
+      if (v.FindInvoice(p.invoice_id(), &existing, &unused)) {
         return Exists("invoice_issued.invoice_id", "invoice", p.invoice_id());
       }
-      RETURN_IF_ERROR(NeedAccount(v, "invoice_issued.account_id", p.account_id()));
+      uint32_t account;
+      RETURN_IF_ERROR(NeedAccount(v, "invoice_issued.account_id", p.account_id(), &account));
       RETURN_IF_ERROR(Optional(p.order_id(), [&] {
         return NeedOrder(v, "invoice_issued.order_id", p.order_id());
       }));
       if (!p.has_amount()) return Invalid("invoice_issued.amount", "is required");
       RETURN_IF_ERROR(CheckMoney("invoice_issued.amount", p.amount()));
       RETURN_IF_ERROR(CheckTime("invoice_issued.due_at_us", p.due_at_us(), true));
-      if (o != nullptr) o->invoices.emplace(p.invoice_id(), p.amount().currency());
+      r->account = account;
+      r->invoice = v.NextInvoice();
+      if (o != nullptr) {
+        o->invoices.emplace(p.invoice_id(),
+                            BatchOverlay::InvoiceInfo{p.amount().currency(), r->invoice});
+        ++o->new_invoices;
+      }
       return absl::OkStatus();
     }
     case v1::Event::kPaymentReceived: {
       const auto& p = e.payment_received();
-      RETURN_IF_ERROR(NeedAccount(v, "payment_received.account_id", p.account_id()));
+      uint32_t account;
+      RETURN_IF_ERROR(NeedAccount(v, "payment_received.account_id", p.account_id(), &account));
       if (!p.has_amount()) return Invalid("payment_received.amount", "is required");
       RETURN_IF_ERROR(CheckMoney("payment_received.amount", p.amount()));
       RETURN_IF_ERROR(Optional(p.order_id(), [&] {
         return NeedOrder(v, "payment_received.order_id", p.order_id());
       }));
-      return Optional(p.invoice_id(), [&]() -> absl::Status {
+      uint32_t invoice = kNone;
+      RETURN_IF_ERROR(Optional(p.invoice_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("payment_received.invoice_id", p.invoice_id()));
         absl::string_view cur;
-        if (!v.InvoiceCurrency(p.invoice_id(), &cur)) {
+        if (!v.FindInvoice(p.invoice_id(), &cur, &invoice)) {
           return NotFound("payment_received.invoice_id", "invoice", p.invoice_id());
         }
         if (cur != p.amount().currency()) {
@@ -385,11 +547,15 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
                                 p.invoice_id(), "' in ", cur));
         }
         return absl::OkStatus();
-      });
+      }));
+      r->account = account;
+      r->invoice = invoice;
+      return absl::OkStatus();
     }
     case v1::Event::kActivity: {
       const auto& p = e.activity();
-      RETURN_IF_ERROR(NeedAccount(v, "activity.account_id", p.account_id()));
+      uint32_t account;
+      RETURN_IF_ERROR(NeedAccount(v, "activity.account_id", p.account_id(), &account));
       RETURN_IF_ERROR(NeedManager(v, "activity.manager_id", p.manager_id()));
       if (p.kind() == v1::ACTIVITY_KIND_UNSPECIFIED || !v1::ActivityKind_IsValid(p.kind())) {
         return Invalid("activity.kind", "must be call, email, messenger or meeting");
@@ -397,45 +563,66 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o)
       if (p.direction() == v1::DIRECTION_UNSPECIFIED || !v1::Direction_IsValid(p.direction())) {
         return Invalid("activity.direction", "must be outbound or inbound");
       }
+      r->account = account;
       return absl::OkStatus();
     }
     case v1::Event::kFeedbackReceived: {
       const auto& p = e.feedback_received();
-      RETURN_IF_ERROR(NeedAccount(v, "feedback_received.account_id", p.account_id()));
+      uint32_t account;
+      RETURN_IF_ERROR(NeedAccount(v, "feedback_received.account_id", p.account_id(), &account));
       if (p.score() < 0 || p.score() > 10) {
         return Invalid("feedback_received.score", StrCat(p.score(), " is outside 0..10"));
       }
-      return Optional(p.order_id(), [&] {
-        return NeedOrder(v, "feedback_received.order_id", p.order_id());
-      });
+      RETURN_IF_ERROR(Optional(
+          p.order_id(), [&] { return NeedOrder(v, "feedback_received.order_id", p.order_id()); }));
+      r->account = account;
+      return absl::OkStatus();
     }
     case v1::Event::kComplaintOpened: {
       const auto& p = e.complaint_opened();
       RETURN_IF_ERROR(CheckId("complaint_opened.complaint_id", p.complaint_id()));
-      if (v.HasComplaint(p.complaint_id())) {
+      uint32_t unused_index, unused_account;
+      if (v.FindComplaint(p.complaint_id(), &unused_index, &unused_account)) {
         return Exists("complaint_opened.complaint_id", "complaint", p.complaint_id());
       }
-      RETURN_IF_ERROR(NeedAccount(v, "complaint_opened.account_id", p.account_id()));
+      uint32_t account;
+      RETURN_IF_ERROR(NeedAccount(v, "complaint_opened.account_id", p.account_id(), &account));
       if (p.severity() == v1::SEVERITY_UNSPECIFIED || !v1::Severity_IsValid(p.severity())) {
         return Invalid("complaint_opened.severity", "must be low, medium, high or critical");
       }
-      if (o != nullptr) o->complaints.insert(p.complaint_id());
+      r->account = account;
+      r->complaint = v.NextComplaint();
+      if (o != nullptr) {
+        o->complaints.emplace(p.complaint_id(), BatchOverlay::ComplaintInfo{r->complaint, account});
+        ++o->new_complaints;
+      }
       return absl::OkStatus();
     }
     case v1::Event::kComplaintResolved: {
       const auto& id = e.complaint_resolved().complaint_id();
       RETURN_IF_ERROR(CheckId("complaint_resolved.complaint_id", id));
-      if (!v.HasComplaint(id)) return NotFound("complaint_resolved.complaint_id", "complaint", id);
+      uint32_t complaint, account;
+      if (!v.FindComplaint(id, &complaint, &account)) {
+        return NotFound("complaint_resolved.complaint_id", "complaint", id);
+      }
+      r->account = account;
+      r->complaint = complaint;
       return absl::OkStatus();
     }
     case v1::Event::kCaseStudyPublished: {
       const auto& p = e.case_study_published();
-      RETURN_IF_ERROR(NeedAccount(v, "case_study_published.account_id", p.account_id()));
-      return Optional(p.deal_id(), [&] {
-        const PipelineInfo* pl = nullptr;
-        absl::string_view acc;
-        return NeedDeal(v, "case_study_published.deal_id", p.deal_id(), &pl, &acc);
-      });
+      uint32_t account;
+      RETURN_IF_ERROR(NeedAccount(v, "case_study_published.account_id", p.account_id(), &account));
+      uint32_t deal = kNone;
+      RETURN_IF_ERROR(Optional(p.deal_id(), [&]() -> absl::Status {
+        View::Deal d;
+        RETURN_IF_ERROR(NeedDeal(v, "case_study_published.deal_id", p.deal_id(), &d));
+        deal = d.index;
+        return absl::OkStatus();
+      }));
+      r->account = account;
+      r->deal = deal;
+      return absl::OkStatus();
     }
     case v1::Event::kTaskCompleted: {
       const auto& id = e.task_completed().task_id();
@@ -460,6 +647,7 @@ void BatchOverlay::Clear() {
   invoices.clear();
   complaints.clear();
   event_ids.clear();
+  new_accounts = new_deals = new_orders = new_invoices = new_complaints = 0;
 }
 
 uint64_t EventFingerprint(const v1::Event& event) {
@@ -472,13 +660,13 @@ uint64_t EventFingerprint(const v1::Event& event) {
   return Fingerprint64(absl::string_view(reinterpret_cast<const char*>(buffer.data()), size));
 }
 
-absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint,
-                           const EngineState& state, BatchOverlay* overlay,
-                           Verdict* verdict) {
+absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const EngineState& state,
+                           BatchOverlay* overlay, Verdict* verdict, EventRefs* refs) {
   RETURN_IF_ERROR(CheckId("event_id", event.event_id()));
-  const uint64_t* seen = state.event_ids.Find(event.event_id());
+  const size_t id_hash = EventIdLog::Hash(event.event_id());
+  const uint64_t* seen = state.event_ids.Find(event.event_id(), id_hash);
   if (seen == nullptr && overlay != nullptr) {
-    auto it = overlay->event_ids.find(event.event_id());
+    auto it = overlay->event_ids.find(BatchOverlay::HashedId{event.event_id(), id_hash});
     if (it != overlay->event_ids.end()) seen = &it->second;
   }
   if (seen != nullptr) {
@@ -491,8 +679,14 @@ absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint,
     return absl::OkStatus();
   }
   RETURN_IF_ERROR(CheckTime("occurred_at_us", event.occurred_at_us(), false));
-  RETURN_IF_ERROR(ValidatePayload(event, View(state, overlay), overlay));
-  if (overlay != nullptr) overlay->event_ids.emplace(event.event_id(), fingerprint);
+  EventRefs local;
+  EventRefs* r = refs != nullptr ? refs : &local;
+  *r = EventRefs();
+  r->id_hash = id_hash;
+  RETURN_IF_ERROR(ValidatePayload(event, View(state, overlay), overlay, r));
+  if (overlay != nullptr) {
+    overlay->event_ids.emplace(BatchOverlay::HashedId{event.event_id(), id_hash}, fingerprint);
+  }
   *verdict = Verdict::kApply;
   return absl::OkStatus();
 }

@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "lib/state/engine_state.h"
+#include "lib/state/event_refs.h"
 #include "rapport/v1/event.pb.h"
 
 namespace rapport {
@@ -17,20 +18,59 @@ namespace rapport {
 // What the earlier events of an atomic batch create, so that later events of
 // the same batch may refer to it before anything is applied. Keys and values
 // view strings inside the batch's events, which outlive the overlay: nothing
-// is copied on this hot path.
+// is copied on this hot path. Rows the batch creates carry the index they will
+// get when applied (the tables' sizes plus the rows created before them), so
+// that EventRefs is complete for every event of the batch.
 struct BatchOverlay {
+  struct AccountInfo {
+    v1::AccountKind kind;
+    uint32_t index;
+  };
   struct DealInfo {
     const PipelineInfo* pipeline;
     absl::string_view account_id;
+    uint32_t index;
+    uint32_t account;
   };
-  absl::flat_hash_map<absl::string_view, v1::AccountKind> accounts;
+  struct OrderInfo {
+    uint32_t index;
+    OrderLink link;
+  };
+  struct InvoiceInfo {
+    absl::string_view currency;
+    uint32_t index;
+  };
+  struct ComplaintInfo {
+    uint32_t index;
+    uint32_t account;
+  };
+  // An event id with its EventIdLog::Hash, so the overlay does not hash it
+  // again.
+  struct HashedId {
+    absl::string_view id;
+    size_t hash;
+  };
+  struct HashedIdHash {
+    size_t operator()(const HashedId& k) const { return k.hash; }
+  };
+  struct HashedIdEq {
+    bool operator()(const HashedId& a, const HashedId& b) const { return a.id == b.id; }
+  };
+
+  absl::flat_hash_map<absl::string_view, AccountInfo> accounts;
   absl::flat_hash_set<absl::string_view> managers;
   absl::flat_hash_set<absl::string_view> teams;
   absl::flat_hash_map<absl::string_view, DealInfo> deals;
-  absl::flat_hash_set<absl::string_view> orders;
-  absl::flat_hash_map<absl::string_view, absl::string_view> invoices;  // -> currency
-  absl::flat_hash_set<absl::string_view> complaints;
-  absl::flat_hash_map<absl::string_view, uint64_t> event_ids;  // -> fingerprint
+  absl::flat_hash_map<absl::string_view, OrderInfo> orders;
+  absl::flat_hash_map<absl::string_view, InvoiceInfo> invoices;
+  absl::flat_hash_map<absl::string_view, ComplaintInfo> complaints;
+  absl::flat_hash_map<HashedId, uint64_t, HashedIdHash, HashedIdEq> event_ids;  // -> fingerprint
+  // Rows the batch creates so far, per table.
+  uint32_t new_accounts = 0;
+  uint32_t new_deals = 0;
+  uint32_t new_orders = 0;
+  uint32_t new_invoices = 0;
+  uint32_t new_complaints = 0;
 
   void Clear();
 };
@@ -41,12 +81,13 @@ enum class Verdict { kApply, kDuplicate };
 uint64_t EventFingerprint(const v1::Event& event);
 
 // Checks `event` against `state` (and `overlay`, when given). On success
-// returns whether it is new or a duplicate, and records what a new event
-// creates in `overlay`. On failure the status message starts with
-// "field '<path>'" and nothing is recorded.
-absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint,
-                           const EngineState& state, BatchOverlay* overlay,
-                           Verdict* verdict);
+// returns whether it is new or a duplicate, records what a new event creates
+// in `overlay`, and, for a new event, fills `refs` (when given) with the rows
+// it refers to as they will be when it is applied: ApplyEvent takes them. On
+// failure the status message starts with "field '<path>'" and nothing is
+// recorded.
+absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const EngineState& state,
+                           BatchOverlay* overlay, Verdict* verdict, EventRefs* refs = nullptr);
 
 }  // namespace rapport
 

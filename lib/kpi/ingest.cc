@@ -153,13 +153,13 @@ bool RecordEntry(uint32_t deal, int64_t t, int64_t seq, EngineState* s) {
 
 }  // namespace
 
-void RecordFacts(const v1::Event& e, int64_t seq, EngineState* s) {
+void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineState* s) {
   FactStore& st = s->kpi;
   const int64_t t = e.occurred_at_us();
   Sync(s);
   switch (e.payload_case()) {
     case v1::Event::kAccountUpserted: {
-      const uint32_t idx = s->accounts.IndexOf(e.account_upserted().account_id());
+      const uint32_t idx = refs.account;
       const AccountData before = st.accounts[idx];
       SyncAccount(idx, s);
       st.cells->OnAccountChange(st, idx, before);
@@ -172,42 +172,39 @@ void RecordFacts(const v1::Event& e, int64_t seq, EngineState* s) {
       break;
     }
     case v1::Event::kDealStageChanged:
-      RecordEntry(s->deals.IndexOf(e.deal_stage_changed().deal_id()), t, seq, s);
+      RecordEntry(refs.deal, t, seq, s);
       break;
     case v1::Event::kDealWon: {
-      const uint32_t deal = s->deals.IndexOf(e.deal_won().deal_id());
+      const uint32_t deal = refs.deal;
       if (!RecordEntry(deal, t, seq, s)) {
         Add(st, FactKind::kWon, t, Fact{seq, st.deals[deal].account, deal, 0}, 0);
       }
       break;
     }
     case v1::Event::kDealLost: {
-      const uint32_t deal = s->deals.IndexOf(e.deal_lost().deal_id());
+      const uint32_t deal = refs.deal;
       Add(st, FactKind::kLost, t, Fact{seq, st.deals[deal].account, deal, 0}, 0);
       break;
     }
     case v1::Event::kPartnerAgreed:
-      Add(st, FactKind::kPartnerAgreed, t,
-          Fact{seq, s->accounts.IndexOf(e.partner_agreed().account_id()), 0, 0}, 0);
+      Add(st, FactKind::kPartnerAgreed, t, Fact{seq, refs.account, 0, 0}, 0);
       break;
     case v1::Event::kPartnerChurned:
-      Add(st, FactKind::kPartnerChurned, t,
-          Fact{seq, s->accounts.IndexOf(e.partner_churned().account_id()), 0, 0}, 0);
+      Add(st, FactKind::kPartnerChurned, t, Fact{seq, refs.account, 0, 0}, 0);
       break;
     case v1::Event::kAccountChurned:
-      Add(st, FactKind::kAccountChurned, t,
-          Fact{seq, s->accounts.IndexOf(e.account_churned().account_id()), 0, 0}, 0);
+      Add(st, FactKind::kAccountChurned, t, Fact{seq, refs.account, 0, 0}, 0);
       break;
     case v1::Event::kOrderPlaced: {
       const auto& p = e.order_placed();
       Add(st, FactKind::kOrderPlaced, t,
-          Fact{p.amount().amount_minor(), s->accounts.IndexOf(p.account_id()),
-               static_cast<uint32_t>(s->orders.size() - 1), st.strings.Intern(p.amount().currency())},
+          Fact{p.amount().amount_minor(), refs.account, refs.order,
+               st.strings.Intern(p.amount().currency())},
           seq);
       break;
     }
     case v1::Event::kOrderCompleted: {
-      const uint32_t order = s->orders.IndexOf(e.order_completed().order_id());
+      const uint32_t order = refs.order;
       if (order < st.orders.size() && !st.orders[order].completed) {
         Add(st, FactKind::kOrderCompleted, t, Fact{0, st.orders[order].account, order, 0}, 0);
       }
@@ -215,9 +212,9 @@ void RecordFacts(const v1::Event& e, int64_t seq, EngineState* s) {
     }
     case v1::Event::kPaymentReceived: {
       const auto& p = e.payment_received();
-      const uint32_t inv = p.invoice_id().empty() ? 0 : s->invoices.IndexOf(p.invoice_id()) + 1;
+      const uint32_t inv = refs.invoice == EventRefs::kNone ? 0 : refs.invoice + 1;
       Add(st, FactKind::kPayment, t,
-          Fact{p.amount().amount_minor(), s->accounts.IndexOf(p.account_id()), inv,
+          Fact{p.amount().amount_minor(), refs.account, inv,
                st.strings.Intern(p.amount().currency())},
           0);
       break;
@@ -225,14 +222,14 @@ void RecordFacts(const v1::Event& e, int64_t seq, EngineState* s) {
     case v1::Event::kActivity: {
       const auto& p = e.activity();
       Add(st, FactKind::kActivity, t,
-          Fact{0, s->accounts.IndexOf(p.account_id()), st.strings.Intern(p.manager_id()),
+          Fact{0, refs.account, st.strings.Intern(p.manager_id()),
                ActivityCode(p.kind(), p.direction() == v1::DIRECTION_INBOUND)},
           0);
       break;
     }
     case v1::Event::kFeedbackReceived: {
       const auto& p = e.feedback_received();
-      Add(st, FactKind::kFeedback, t, Fact{p.score(), s->accounts.IndexOf(p.account_id()), 0, 0}, 0);
+      Add(st, FactKind::kFeedback, t, Fact{p.score(), refs.account, 0, 0}, 0);
       break;
     }
     default:

@@ -7,15 +7,16 @@
 
 #include "absl/status/status.h"
 #include "lib/state/engine_state.h"
+#include "lib/state/event_refs.h"
 #include "rapport/v1/event.pb.h"
 #include "rapport/v1/snapshot.pb.h"
 
 namespace rapport::kpi {
 
 // Records the facts of `event`, which ApplyEvent has just applied to `state`
-// with arrival sequence `seq`. Cannot fail; amortized O(1) for events in time
-// order, O(block) for late ones.
-void RecordFacts(const v1::Event& event, int64_t seq, EngineState* state);
+// with arrival sequence `seq` and the rows `refs`. Cannot fail; amortized
+// O(1) for events in time order, O(block) for late ones.
+void RecordFacts(const v1::Event& event, int64_t seq, const EventRefs& refs, EngineState* state);
 
 // The store's facts as snapshot columns (deterministic).
 void WriteFactColumns(const EngineState& state, v1::FactColumns* out);

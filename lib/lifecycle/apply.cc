@@ -51,11 +51,10 @@ void AddAttribution(EngineState* s, uint32_t account, int64_t since, int64_t seq
   h.insert(pos, std::move(entry));
 }
 
-void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, EngineState* s) {
-  uint32_t idx = s->accounts.IndexOf(p.account_id());
-  const bool is_new = idx == Table<v1::Account>::kNone;
+void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, uint32_t idx,
+                          EngineState* s) {
+  const bool is_new = idx == s->accounts.size();
   if (is_new) {
-    idx = static_cast<uint32_t>(s->accounts.size());
     v1::Account& a = s->accounts.Insert(p.account_id());
     s->attributions.emplace_back();
     a.set_account_id(p.account_id());
@@ -95,7 +94,8 @@ void EnterStage(v1::Deal& d, const PipelineInfo& pl, int stage, int64_t t) {
   }
 }
 
-void ApplyOrderPlaced(const v1::OrderPlaced& p, int64_t t, EngineState* s) {
+void ApplyOrderPlaced(const v1::OrderPlaced& p, int64_t t, const EventRefs& refs, EngineState* s) {
+  s->order_links.push_back(OrderLink{refs.account, refs.deal});
   v1::Order& o = s->orders.Insert(p.order_id());
   o.set_order_id(p.order_id());
   o.set_account_id(p.account_id());
@@ -105,7 +105,7 @@ void ApplyOrderPlaced(const v1::OrderPlaced& p, int64_t t, EngineState* s) {
   o.set_due_at_us(p.due_at_us());
   o.set_status(v1::ORDER_STATUS_PLACED);
 
-  uint32_t idx = s->accounts.IndexOf(p.account_id());
+  const uint32_t idx = refs.account;
   v1::Account& a = s->accounts.at(idx);
   a.set_order_count(a.order_count() + 1);
   a.set_last_order_at_us(std::max(a.last_order_at_us(), t));
@@ -116,7 +116,133 @@ void ApplyOrderPlaced(const v1::OrderPlaced& p, int64_t t, EngineState* s) {
   }
 }
 
+// Catches the derived links up with rows they have not seen (after a
+// restore; otherwise they are in step and this compares three sizes).
+void SyncLinks(EngineState* s) {
+  while (s->deal_links.size() < s->deals.size()) {
+    s->deal_links.push_back(ComputeDealLink(*s, static_cast<uint32_t>(s->deal_links.size())));
+  }
+  while (s->order_links.size() < s->orders.size()) {
+    s->order_links.push_back(ComputeOrderLink(*s, static_cast<uint32_t>(s->order_links.size())));
+  }
+  while (s->complaint_accounts.size() < s->complaints.size()) {
+    s->complaint_accounts.push_back(
+        ComputeComplaintAccount(*s, static_cast<uint32_t>(s->complaint_accounts.size())));
+  }
+}
+
+int32_t PipelineIndex(const EngineState& s, const PipelineInfo* p) {
+  return static_cast<int32_t>(p - s.pipelines.all().data());
+}
+
 }  // namespace
+
+EventRefs ResolveEventRefs(const v1::Event& e, const EngineState& s) {
+  constexpr uint32_t kNone = EventRefs::kNone;
+  EventRefs r;
+  r.id_hash = EventIdLog::Hash(e.event_id());
+  auto deal = [&](const std::string& id) {
+    r.deal = s.deals.IndexOf(id);
+    const v1::Deal& d = s.deals.at(r.deal);
+    r.account = s.accounts.IndexOf(d.account_id());
+    r.pipeline = PipelineIndex(s, s.pipelines.Find(d.pipeline_id()));
+  };
+  auto order = [&](const std::string& id) {
+    r.order = s.orders.IndexOf(id);
+    const v1::Order& o = s.orders.at(r.order);
+    r.account = s.accounts.IndexOf(o.account_id());
+    r.deal = o.deal_id().empty() ? kNone : s.deals.IndexOf(o.deal_id());
+  };
+  switch (e.payload_case()) {
+    case v1::Event::kAccountUpserted: {
+      const uint32_t idx = s.accounts.IndexOf(e.account_upserted().account_id());
+      r.account = idx == kNone ? static_cast<uint32_t>(s.accounts.size()) : idx;
+      break;
+    }
+    case v1::Event::kLeadCreated: {
+      const auto& p = e.lead_created();
+      r.account = s.accounts.IndexOf(p.account_id());
+      r.deal = static_cast<uint32_t>(s.deals.size());
+      r.pipeline = PipelineIndex(s, p.pipeline_id().empty()
+                                        ? s.pipelines.DefaultFor(s.accounts.at(r.account).kind())
+                                        : s.pipelines.Find(p.pipeline_id()));
+      break;
+    }
+    case v1::Event::kDealStageChanged:
+      deal(e.deal_stage_changed().deal_id());
+      r.stage = s.pipelines.all()[static_cast<size_t>(r.pipeline)].StageIndex(
+          e.deal_stage_changed().to_stage());
+      break;
+    case v1::Event::kDealWon:
+      deal(e.deal_won().deal_id());
+      break;
+    case v1::Event::kDealLost:
+      deal(e.deal_lost().deal_id());
+      break;
+    case v1::Event::kPartnerAgreed:
+      r.account = s.accounts.IndexOf(e.partner_agreed().account_id());
+      break;
+    case v1::Event::kPartnerChurned:
+      r.account = s.accounts.IndexOf(e.partner_churned().account_id());
+      break;
+    case v1::Event::kAccountChurned:
+      r.account = s.accounts.IndexOf(e.account_churned().account_id());
+      break;
+    case v1::Event::kOrderPlaced: {
+      const auto& p = e.order_placed();
+      r.account = s.accounts.IndexOf(p.account_id());
+      r.deal = p.deal_id().empty() ? kNone : s.deals.IndexOf(p.deal_id());
+      r.order = static_cast<uint32_t>(s.orders.size());
+      break;
+    }
+    case v1::Event::kOrderDelayed:
+      order(e.order_delayed().order_id());
+      break;
+    case v1::Event::kOrderCompleted:
+      order(e.order_completed().order_id());
+      break;
+    case v1::Event::kInvoiceIssued:
+      r.account = s.accounts.IndexOf(e.invoice_issued().account_id());
+      r.invoice = static_cast<uint32_t>(s.invoices.size());
+      break;
+    case v1::Event::kPaymentReceived: {
+      const auto& p = e.payment_received();
+      r.account = s.accounts.IndexOf(p.account_id());
+      r.invoice = p.invoice_id().empty() ? kNone : s.invoices.IndexOf(p.invoice_id());
+      break;
+    }
+    case v1::Event::kActivity:
+      r.account = s.accounts.IndexOf(e.activity().account_id());
+      break;
+    case v1::Event::kFeedbackReceived:
+      r.account = s.accounts.IndexOf(e.feedback_received().account_id());
+      break;
+    case v1::Event::kComplaintOpened:
+      r.account = s.accounts.IndexOf(e.complaint_opened().account_id());
+      r.complaint = static_cast<uint32_t>(s.complaints.size());
+      break;
+    case v1::Event::kComplaintResolved:
+      r.complaint = s.complaints.IndexOf(e.complaint_resolved().complaint_id());
+      r.account = s.accounts.IndexOf(s.complaints.at(r.complaint).account_id());
+      break;
+    case v1::Event::kCaseStudyPublished: {
+      const auto& p = e.case_study_published();
+      r.account = s.accounts.IndexOf(p.account_id());
+      r.deal = p.deal_id().empty() ? kNone : s.deals.IndexOf(p.deal_id());
+      break;
+    }
+    case v1::Event::kManagerUpserted:
+    case v1::Event::kTeamUpserted:
+    case v1::Event::kTaskCompleted:
+    case v1::Event::PAYLOAD_NOT_SET:
+      break;
+  }
+  return r;
+}
+
+void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
+  ApplyEvent(e, fingerprint, ResolveEventRefs(e, *s), s);
+}
 
 const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
                                      int64_t at_us) {
@@ -127,14 +253,15 @@ const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
   return it == h.begin() ? &h.front() : &*(it - 1);
 }
 
-void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
+void ApplyEvent(const v1::Event& e, uint64_t fingerprint, const EventRefs& refs, EngineState* s) {
   const int64_t t = e.occurred_at_us();
   const int64_t seq = s->events_accepted++;
-  s->event_ids.Add(e.event_id(), fingerprint);
+  s->event_ids.Add(e.event_id(), refs.id_hash, fingerprint);
+  SyncLinks(s);
 
   switch (e.payload_case()) {
     case v1::Event::kAccountUpserted:
-      ApplyAccountUpserted(e.account_upserted(), t, seq, s);
+      ApplyAccountUpserted(e.account_upserted(), t, seq, refs.account, s);
       break;
     case v1::Event::kManagerUpserted: {
       const auto& p = e.manager_upserted();
@@ -161,9 +288,9 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
     }
     case v1::Event::kLeadCreated: {
       const auto& p = e.lead_created();
-      const v1::Account* a = s->accounts.Find(p.account_id());
-      const PipelineInfo* pl = p.pipeline_id().empty() ? s->pipelines.DefaultFor(a->kind())
-                                                       : s->pipelines.Find(p.pipeline_id());
+      const v1::Account* a = &s->accounts.at(refs.account);
+      const PipelineInfo* pl = &s->pipelines.all()[static_cast<size_t>(refs.pipeline)];
+      s->deal_links.push_back(DealLink{refs.account, refs.pipeline});
       v1::Deal& d = s->deals.Insert(p.deal_id());
       d.set_deal_id(p.deal_id());
       d.set_account_id(p.account_id());
@@ -177,15 +304,15 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
     }
     case v1::Event::kDealStageChanged: {
       const auto& p = e.deal_stage_changed();
-      v1::Deal* d = s->deals.Find(p.deal_id());
+      v1::Deal* d = &s->deals.at(refs.deal);
       if (d->stage() == p.to_stage()) break;  // already there: nothing moves
-      const PipelineInfo* pl = s->pipelines.Find(d->pipeline_id());
-      EnterStage(*d, *pl, pl->StageIndex(p.to_stage()), t);
+      const PipelineInfo* pl = &s->pipelines.all()[static_cast<size_t>(refs.pipeline)];
+      EnterStage(*d, *pl, refs.stage, t);
       break;
     }
     case v1::Event::kDealWon: {
-      v1::Deal* d = s->deals.Find(e.deal_won().deal_id());
-      const PipelineInfo* pl = s->pipelines.Find(d->pipeline_id());
+      v1::Deal* d = &s->deals.at(refs.deal);
+      const PipelineInfo* pl = &s->pipelines.all()[static_cast<size_t>(refs.pipeline)];
       d->set_won_at_us(d->won_at_us() == 0 ? t : std::min(d->won_at_us(), t));
       d->set_status(v1::DEAL_STATUS_WON);
       if (pl->won_stage >= 0 && pl->StageIndex(d->stage()) < pl->won_stage) {
@@ -194,33 +321,33 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
       break;
     }
     case v1::Event::kDealLost: {
-      v1::Deal* d = s->deals.Find(e.deal_lost().deal_id());
+      v1::Deal* d = &s->deals.at(refs.deal);
       d->set_status(v1::DEAL_STATUS_LOST);
       d->set_lost_at_us(t);
       d->set_lost_reason(e.deal_lost().reason());
       break;
     }
     case v1::Event::kPartnerAgreed:
-      SetStatus(*s->accounts.Find(e.partner_agreed().account_id()), v1::ACCOUNT_STATUS_ACTIVE, t);
+      SetStatus(s->accounts.at(refs.account), v1::ACCOUNT_STATUS_ACTIVE, t);
       break;
     case v1::Event::kPartnerChurned:
-      SetStatus(*s->accounts.Find(e.partner_churned().account_id()), v1::ACCOUNT_STATUS_CHURNED, t);
+      SetStatus(s->accounts.at(refs.account), v1::ACCOUNT_STATUS_CHURNED, t);
       break;
     case v1::Event::kAccountChurned:
-      SetStatus(*s->accounts.Find(e.account_churned().account_id()), v1::ACCOUNT_STATUS_CHURNED, t);
+      SetStatus(s->accounts.at(refs.account), v1::ACCOUNT_STATUS_CHURNED, t);
       break;
     case v1::Event::kOrderPlaced:
-      ApplyOrderPlaced(e.order_placed(), t, s);
+      ApplyOrderPlaced(e.order_placed(), t, refs, s);
       break;
     case v1::Event::kOrderDelayed: {
-      v1::Order* o = s->orders.Find(e.order_delayed().order_id());
+      v1::Order* o = &s->orders.at(refs.order);
       o->set_due_at_us(e.order_delayed().new_due_at_us());
       o->set_delays(o->delays() + 1);
       if (o->status() != v1::ORDER_STATUS_COMPLETED) o->set_status(v1::ORDER_STATUS_DELAYED);
       break;
     }
     case v1::Event::kOrderCompleted: {
-      v1::Order* o = s->orders.Find(e.order_completed().order_id());
+      v1::Order* o = &s->orders.at(refs.order);
       if (o->status() != v1::ORDER_STATUS_COMPLETED) {
         o->set_status(v1::ORDER_STATUS_COMPLETED);
         o->set_completed_at_us(t);
@@ -240,8 +367,8 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
     }
     case v1::Event::kPaymentReceived: {
       const auto& p = e.payment_received();
-      if (!p.invoice_id().empty()) {
-        v1::Invoice* inv = s->invoices.Find(p.invoice_id());
+      if (refs.invoice != EventRefs::kNone) {  // the payment names an invoice
+        v1::Invoice* inv = &s->invoices.at(refs.invoice);
         int64_t paid;
         // Saturates rather than wraps: an invoice paid beyond int64 is paid.
         if (__builtin_add_overflow(inv->paid_minor(), p.amount().amount_minor(), &paid)) {
@@ -254,14 +381,14 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
     case v1::Event::kActivity: {
       const auto& p = e.activity();
       if (p.direction() == v1::DIRECTION_OUTBOUND) {
-        v1::Account* a = s->accounts.Find(p.account_id());
+        v1::Account* a = &s->accounts.at(refs.account);
         a->set_last_outbound_at_us(std::max(a->last_outbound_at_us(), t));
       }
       break;
     }
     case v1::Event::kFeedbackReceived: {
       const auto& p = e.feedback_received();
-      v1::Account* a = s->accounts.Find(p.account_id());
+      v1::Account* a = &s->accounts.at(refs.account);
       if (a->last_feedback_score() < 0 || t >= a->last_feedback_at_us()) {
         a->set_last_feedback_score(p.score());
         a->set_last_feedback_at_us(t);
@@ -270,26 +397,27 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
     }
     case v1::Event::kComplaintOpened: {
       const auto& p = e.complaint_opened();
+      s->complaint_accounts.push_back(refs.account);
       v1::Complaint& c = s->complaints.Insert(p.complaint_id());
       c.set_complaint_id(p.complaint_id());
       c.set_account_id(p.account_id());
       c.set_severity(p.severity());
       c.set_opened_at_us(t);
-      v1::Account* a = s->accounts.Find(p.account_id());
+      v1::Account* a = &s->accounts.at(refs.account);
       a->set_open_complaints(a->open_complaints() + 1);
       break;
     }
     case v1::Event::kComplaintResolved: {
-      v1::Complaint* c = s->complaints.Find(e.complaint_resolved().complaint_id());
+      v1::Complaint* c = &s->complaints.at(refs.complaint);
       if (c->resolved_at_us() == 0) {
         c->set_resolved_at_us(t);
-        v1::Account* a = s->accounts.Find(c->account_id());
+        v1::Account* a = &s->accounts.at(refs.account);
         a->set_open_complaints(a->open_complaints() - 1);
       }
       break;
     }
     case v1::Event::kCaseStudyPublished: {
-      v1::Account* a = s->accounts.Find(e.case_study_published().account_id());
+      v1::Account* a = &s->accounts.at(refs.account);
       a->set_case_studies(a->case_studies() + 1);
       break;
     }
@@ -303,8 +431,8 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
   }
   // Derived structures that follow the lifecycle are updated here, after the
   // state change (the KPI fact store; the regulations).
-  kpi::RecordFacts(e, seq, s);
-  rules::OnEvent(e, s);
+  kpi::RecordFacts(e, seq, refs, s);
+  rules::OnEvent(e, refs, s);
 }
 
 void AdvanceClock(int64_t now_us, EngineState* s) {

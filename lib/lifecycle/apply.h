@@ -5,12 +5,24 @@
 #include <cstdint>
 
 #include "lib/state/engine_state.h"
+#include "lib/state/event_refs.h"
 #include "rapport/v1/event.pb.h"
 
 namespace rapport {
 
-// Applies an event that ValidateEvent accepted as new. Cannot fail.
+// Applies an event that ValidateEvent accepted as new, with the refs it
+// filled. Cannot fail.
+void ApplyEvent(const v1::Event& event, uint64_t fingerprint, const EventRefs& refs,
+                EngineState* state);
+
+// The same for callers that did not keep the refs (tests, benches): resolves
+// them first with ResolveEventRefs.
 void ApplyEvent(const v1::Event& event, uint64_t fingerprint, EngineState* state);
+
+// The refs of a valid new event, by looking every id up in `state` just
+// before the event is applied: the reference that the refs ValidateEvent
+// fills (also for later events of an atomic batch) must equal.
+EventRefs ResolveEventRefs(const v1::Event& event, const EngineState& state);
 
 // Moves the clock to `now_us`: clients whose last order is older than the
 // configured churn time become churned, and the regulations' timers due at or

@@ -35,62 +35,14 @@ struct Context {
   std::string occasion;
 };
 
-// The account, deal and severity an event concerns.
+// The account, deal and severity an event concerns. The account and deal
+// come resolved from validation (EventRefs): the event's account, else its
+// deal's, order's or complaint's; its deal, else its order's.
 struct Subject {
   uint32_t account = kNone;
   uint32_t deal = kNone;
   int severity = 0;
 };
-
-Subject SubjectOf(const v1::Event& e, const EngineState& s) {
-  Subject out;
-  auto account = [&](const std::string& id) { out.account = s.accounts.IndexOf(id); };
-  auto deal = [&](const std::string& id) {
-    out.deal = s.deals.IndexOf(id);
-    if (out.deal != kNone) out.account = s.accounts.IndexOf(s.deals.at(out.deal).account_id());
-  };
-  auto order = [&](const std::string& id) {
-    const v1::Order* o = s.orders.Find(id);
-    if (o == nullptr) return;
-    out.account = s.accounts.IndexOf(o->account_id());
-    if (!o->deal_id().empty()) out.deal = s.deals.IndexOf(o->deal_id());
-  };
-  switch (e.payload_case()) {
-    case v1::Event::kAccountUpserted: account(e.account_upserted().account_id()); break;
-    case v1::Event::kLeadCreated: deal(e.lead_created().deal_id()); break;
-    case v1::Event::kDealStageChanged: deal(e.deal_stage_changed().deal_id()); break;
-    case v1::Event::kDealWon: deal(e.deal_won().deal_id()); break;
-    case v1::Event::kDealLost: deal(e.deal_lost().deal_id()); break;
-    case v1::Event::kPartnerAgreed: account(e.partner_agreed().account_id()); break;
-    case v1::Event::kPartnerChurned: account(e.partner_churned().account_id()); break;
-    case v1::Event::kAccountChurned: account(e.account_churned().account_id()); break;
-    case v1::Event::kOrderPlaced: order(e.order_placed().order_id()); break;
-    case v1::Event::kOrderDelayed: order(e.order_delayed().order_id()); break;
-    case v1::Event::kOrderCompleted: order(e.order_completed().order_id()); break;
-    case v1::Event::kInvoiceIssued: account(e.invoice_issued().account_id()); break;
-    case v1::Event::kPaymentReceived: account(e.payment_received().account_id()); break;
-    case v1::Event::kActivity: account(e.activity().account_id()); break;
-    case v1::Event::kFeedbackReceived: account(e.feedback_received().account_id()); break;
-    case v1::Event::kComplaintOpened:
-      account(e.complaint_opened().account_id());
-      out.severity = e.complaint_opened().severity();
-      break;
-    case v1::Event::kComplaintResolved: {
-      const v1::Complaint* c = s.complaints.Find(e.complaint_resolved().complaint_id());
-      if (c != nullptr) account(c->account_id());
-      break;
-    }
-    case v1::Event::kCaseStudyPublished:
-      account(e.case_study_published().account_id());
-      if (!e.case_study_published().deal_id().empty()) {
-        out.deal = s.deals.IndexOf(e.case_study_published().deal_id());
-      }
-      break;
-    default:
-      break;
-  }
-  return out;
-}
 
 bool Matches(const v1::EventFilter& f, const v1::Event& e, const v1::Account& a, int severity) {
   if (f.account_kind() != 0 && f.account_kind() != a.kind()) return false;
@@ -195,7 +147,7 @@ class Runner {
     }
   }
 
-  void OnEvent(const v1::Event& e) {
+  void OnEvent(const v1::Event& e, const EventRefs& refs) {
     const int type = EventTypeOf(e);
     const auto& on_event = r_.OnEvent(type);
     const auto& absence = r_.AbsenceAfter(type);
@@ -219,7 +171,11 @@ class Runner {
       }
     }
     if (on_event.empty() && absence.empty() && watches.empty() && !stages) return;
-    const Subject sub = SubjectOf(e, s_);
+    Subject sub;
+    sub.account = refs.account;
+    sub.deal = refs.deal;
+    if (e.payload_case() == v1::Event::kComplaintOpened)
+      sub.severity = e.complaint_opened().severity();
     if (sub.account == kNone) return;
     const v1::Account& a = s_.accounts.at(sub.account);
     const int64_t t = e.occurred_at_us();
@@ -242,7 +198,7 @@ class Runner {
         ctx.severity = sub.severity;
         Fire(rule, ctx);
       } else {
-        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id());
+        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id(), refs.id_hash);
         PushTimer(t + rl.delay_us(), rule, sub.account, sub.deal == kNone ? 0 : sub.deal + 1, cause,
                   sub.severity);
       }
@@ -250,7 +206,7 @@ class Runner {
     for (uint16_t rule : absence) {
       const v1::Rule& rl = r_.rule(rule);
       if (!Matches(rl.trigger().absence().after(), e, a, sub.severity)) continue;
-      if (cause.empty()) cause = s_.event_ids.Stored(e.event_id());
+      if (cause.empty()) cause = s_.event_ids.Stored(e.event_id(), refs.id_hash);
       PushTimer(t + rl.trigger().absence().window_us() + rl.delay_us(), rule, sub.account,
                 sub.deal == kNone ? 0 : sub.deal + 1, cause, sub.severity);
     }
@@ -258,7 +214,7 @@ class Runner {
       if (rt_.deal_visits.size() < s_.deals.size()) rt_.deal_visits.resize(s_.deals.size(), 0);
       const v1::Deal& d = s_.deals.at(sub.deal);
       for (uint32_t v = rt_.deal_visits[sub.deal]; v < static_cast<uint32_t>(d.history_size()); ++v) {
-        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id());
+        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id(), refs.id_hash);
         StageEntered(sub.account, sub.deal, v, e.event_id(), cause);
       }
       rt_.deal_visits[sub.deal] = static_cast<uint32_t>(d.history_size());
@@ -675,9 +631,9 @@ void ScheduleClockTimers(EngineState* s) {
   Runner(s).ScheduleClock();
 }
 
-void OnEvent(const v1::Event& e, EngineState* s) {
+void OnEvent(const v1::Event& e, const EventRefs& refs, EngineState* s) {
   if (s->rules.rules->size() == 0) return;
-  Runner(s).OnEvent(e);
+  Runner(s).OnEvent(e, refs);
 }
 
 int64_t NextTimerAt(const EngineState& s) {

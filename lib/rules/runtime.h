@@ -27,6 +27,7 @@
 #include "google/protobuf/repeated_ptr_field.h"
 #include "lib/lifecycle/pipelines.h"
 #include "lib/rules/rule_set.h"
+#include "lib/state/event_refs.h"
 #include "rapport/v1/event.pb.h"
 #include "rapport/v1/rules.pb.h"
 #include "rapport/v1/snapshot.pb.h"
@@ -172,8 +173,10 @@ absl::Status Install(const v1::RuleSet& set, const Pipelines& pipelines, Runtime
 // age). Restore loads them from the snapshot instead.
 void ScheduleClockTimers(EngineState* state);
 
-// Runs the rules an applied event wakes (ApplyEvent calls it last).
-void OnEvent(const v1::Event& event, EngineState* state);
+// Runs the rules an applied event wakes (ApplyEvent calls it last), with the
+// rows validation resolved for it: the account and deal it concerns, and its
+// id's hash in the event id log.
+void OnEvent(const v1::Event& event, const EventRefs& refs, EngineState* state);
 
 // The earliest pending timer's fire time, or INT64_MAX when none.
 int64_t NextTimerAt(const EngineState& state);

@@ -14,13 +14,14 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "lib/util/shared_mutex.h"
 #include "lib/kpi/fact_store.h"
 #include "lib/lifecycle/pipelines.h"
 #include "lib/rules/action_store.h"
 #include "lib/rules/runtime.h"
 #include "lib/state/event_id_log.h"
+#include "lib/state/event_refs.h"
 #include "lib/state/table.h"
+#include "lib/util/shared_mutex.h"
 #include "rapport/v1/config.pb.h"
 #include "rapport/v1/entities.pb.h"
 #include "rapport/v1/rules.pb.h"
@@ -68,6 +69,15 @@ struct EngineState {
   rules::Runtime rules;
 
   EventIdLog event_ids;
+  // Derived from the tables, so a snapshot does not hold them: per deal its
+  // account and pipeline, per order its account and deal, per complaint its
+  // account, by row index. ApplyEvent appends a row's entry when it creates
+  // the row, and first catches up with rows it has not seen (a restored
+  // state starts with none); readers fall back to the tables beyond their
+  // end (LinkOfDeal and friends below).
+  std::vector<DealLink> deal_links;
+  std::vector<OrderLink> order_links;
+  std::vector<uint32_t> complaint_accounts;
   // Accepted events; the next event's arrival sequence number.
   int64_t events_accepted = 0;
   int64_t clock_us = 0;
@@ -80,6 +90,33 @@ struct EngineState {
   // Guards everything above: writers hold it exclusively, readers shared.
   mutable SharedMutex mu;
 };
+
+// The derived links of a stored row: from the vectors above when they reach
+// it, else looked up in the tables (the same answer, by hashing the ids).
+inline DealLink ComputeDealLink(const EngineState& s, uint32_t deal) {
+  const v1::Deal& d = s.deals.at(deal);
+  return DealLink{
+      s.accounts.IndexOf(d.account_id()),
+      static_cast<int32_t>(s.pipelines.Find(d.pipeline_id()) - s.pipelines.all().data())};
+}
+inline OrderLink ComputeOrderLink(const EngineState& s, uint32_t order) {
+  const v1::Order& o = s.orders.at(order);
+  return OrderLink{s.accounts.IndexOf(o.account_id()),
+                   o.deal_id().empty() ? EventRefs::kNone : s.deals.IndexOf(o.deal_id())};
+}
+inline uint32_t ComputeComplaintAccount(const EngineState& s, uint32_t complaint) {
+  return s.accounts.IndexOf(s.complaints.at(complaint).account_id());
+}
+inline DealLink LinkOfDeal(const EngineState& s, uint32_t deal) {
+  return deal < s.deal_links.size() ? s.deal_links[deal] : ComputeDealLink(s, deal);
+}
+inline OrderLink LinkOfOrder(const EngineState& s, uint32_t order) {
+  return order < s.order_links.size() ? s.order_links[order] : ComputeOrderLink(s, order);
+}
+inline uint32_t AccountOfComplaint(const EngineState& s, uint32_t complaint) {
+  return complaint < s.complaint_accounts.size() ? s.complaint_accounts[complaint]
+                                                 : ComputeComplaintAccount(s, complaint);
+}
 
 }  // namespace rapport
 

@@ -6,7 +6,7 @@
 
 namespace rapport {
 
-void EventIdLog::Add(absl::string_view id, uint64_t fingerprint) {
+void EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fingerprint) {
   if (blocks_.empty() || blocks_.back().size - blocks_.back().used < id.size()) {
     Block b;
     b.size = std::max(kBlockBytes, id.size());
@@ -19,7 +19,8 @@ void EventIdLog::Add(absl::string_view id, uint64_t fingerprint) {
   std::memcpy(at, id.data(), id.size());
   b.used += id.size();
   id_bytes_ += id.size();
-  index_.emplace(absl::string_view(at, id.size()), static_cast<uint32_t>(fingerprints_.size()));
+  index_.insert(Entry{at, static_cast<uint32_t>(id.size()),
+                      static_cast<uint32_t>(fingerprints_.size()), hash});
   fingerprints_.push_back(fingerprint);
   lengths_.push_back(static_cast<uint32_t>(id.size()));
 }
@@ -65,9 +66,9 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   blocks_.push_back(std::move(b));
   index_.reserve(lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) {
-    if (!index_.emplace(absl::string_view(at, lengths[i]), static_cast<uint32_t>(i)).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("event id '", absl::string_view(at, lengths[i]), "' is repeated"));
+    const absl::string_view id(at, lengths[i]);
+    if (!index_.insert(Entry{at, lengths[i], static_cast<uint32_t>(i), Hash(id)}).second) {
+      return absl::InvalidArgumentError(absl::StrCat("event id '", id, "' is repeated"));
     }
     at += lengths[i];
   }

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -21,21 +22,30 @@ class EventIdLog {
   EventIdLog(const EventIdLog&) = delete;
   EventIdLog& operator=(const EventIdLog&) = delete;
 
-  // The fingerprint stored for `id`, or nullptr if the id is new.
-  const uint64_t* Find(absl::string_view id) const {
-    auto it = index_.find(id);
-    return it == index_.end() ? nullptr : &fingerprints_[it->second];
+  // The hash the log files `id` under. Ingest computes it once per event and
+  // hands it to Find and Add (and the batch overlay), which would otherwise
+  // each hash the id again. Seeded per process like absl::Hash: never store it.
+  static size_t Hash(absl::string_view id) { return absl::Hash<absl::string_view>{}(id); }
+
+  // The fingerprint stored for `id`, or nullptr if the id is new. `hash` is
+  // Hash(id).
+  const uint64_t* Find(absl::string_view id, size_t hash) const {
+    auto it = index_.find(Probe{id, hash});
+    return it == index_.end() ? nullptr : &fingerprints_[it->index];
   }
+  const uint64_t* Find(absl::string_view id) const { return Find(id, Hash(id)); }
   // Records a new id (the caller checked it is new; at most 128 bytes).
-  void Add(absl::string_view id, uint64_t fingerprint);
+  void Add(absl::string_view id, size_t hash, uint64_t fingerprint);
+  void Add(absl::string_view id, uint64_t fingerprint) { Add(id, Hash(id), fingerprint); }
 
   // The log's own copy of a recorded id, or an empty view if the id is
   // unknown. Ids never move, so the view stays valid as long as the log:
   // the regulations' timers keep their causing event's id this way.
-  absl::string_view Stored(absl::string_view id) const {
-    auto it = index_.find(id);
-    return it == index_.end() ? absl::string_view() : it->first;
+  absl::string_view Stored(absl::string_view id, size_t hash) const {
+    auto it = index_.find(Probe{id, hash});
+    return it == index_.end() ? absl::string_view() : absl::string_view(it->data, it->size);
   }
+  absl::string_view Stored(absl::string_view id) const { return Stored(id, Hash(id)); }
 
   size_t size() const { return fingerprints_.size(); }
   const std::vector<uint64_t>& fingerprints() const { return fingerprints_; }
@@ -70,11 +80,39 @@ class EventIdLog {
   };
   static constexpr size_t kBlockBytes = 1 << 20;
 
+  // The index holds each id's hash beside its view (24 bytes, the size of the
+  // string_view + index pair it replaces), so a lookup never hashes an id
+  // the caller hashed already, and growing the table never rehashes ids.
+  struct Entry {
+    const char* data;
+    uint32_t size;
+    uint32_t index;  // into fingerprints_
+    size_t hash;     // Hash(id)
+  };
+  struct Probe {
+    absl::string_view id;
+    size_t hash;
+  };
+  struct EntryHash {
+    using is_transparent = void;
+    size_t operator()(const Entry& e) const { return e.hash; }
+    size_t operator()(const Probe& p) const { return p.hash; }
+  };
+  struct EntryEq {
+    using is_transparent = void;
+    static absl::string_view View(const Entry& e) { return absl::string_view(e.data, e.size); }
+    static absl::string_view View(const Probe& p) { return p.id; }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return View(a) == View(b);
+    }
+  };
+
   std::vector<Block> blocks_;
   std::vector<uint64_t> fingerprints_;
   std::vector<uint32_t> lengths_;
   size_t id_bytes_ = 0;
-  absl::flat_hash_map<absl::string_view, uint32_t> index_;
+  absl::flat_hash_set<Entry, EntryHash, EntryEq> index_;
 };
 
 }  // namespace rapport
