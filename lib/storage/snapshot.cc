@@ -9,6 +9,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "lib/kpi/fact_store.h"
 #include "lib/kpi/ingest.h"
 #include "lib/state/config.h"
 #include "rapport/engine.h"
@@ -102,6 +103,102 @@ void WriteAttribution(const EngineState& s, size_t i, uint32_t body, CodedOutput
   const std::string& id = s.accounts.at(static_cast<uint32_t>(i)).account_id();
   if (!id.empty()) WireFormatLite::WriteString(1, id, out);
   for (const v1::Attribution& a : s.attributions[i]) WriteCached(2, a, out);
+}
+
+// rapport.v1.FactColumns straight from the fact store: the bytes of the
+// message kpi::WriteFactColumns builds (what the reference writer
+// serializes), without building it. Packed fields are in field-number order
+// and left out when empty, as protobuf does; field 3 (the old undifferenced
+// times) is never written.
+struct FactColumnsSizes {
+  size_t strings = 0;  // the strings with their tags and lengths
+  size_t kinds = 0, account = 0, subject = 0, aux = 0, value = 0, order_seq = 0, delta = 0;
+  size_t body = 0;
+};
+
+size_t PackedBytes(int field, size_t payload) {
+  return payload == 0 ? 0 : DelimitedBytes(field, payload);
+}
+
+FactColumnsSizes SizeFactColumns(const kpi::FactStore& st) {
+  FactColumnsSizes z;
+  for (size_t i = 0; i < st.strings.size(); ++i) {
+    z.strings += DelimitedBytes(1, st.strings.at(static_cast<uint32_t>(i)).size());
+  }
+  for (int k = 0; k < kpi::kFactKinds; ++k) {
+    const kpi::FactColumn& col = st.columns[k];
+    z.kinds += CodedOutputStream::VarintSize64(col.size());
+    const bool orders = k == static_cast<int>(kpi::FactKind::kOrderPlaced);
+    uint64_t prev = 0;
+    for (const auto& b : col.blocks()) {
+      for (int i = 0; i < b->n; ++i) {
+        const kpi::Fact& f = b->f[i];
+        const uint64_t t = static_cast<uint64_t>(b->t[i]);
+        z.delta += CodedOutputStream::VarintSize64(t - prev);
+        prev = t;
+        z.account += CodedOutputStream::VarintSize32(f.account);
+        z.subject += CodedOutputStream::VarintSize32(f.subject);
+        z.aux += CodedOutputStream::VarintSize32(f.aux);
+        z.value += CodedOutputStream::VarintSize64(static_cast<uint64_t>(f.value));
+        if (orders) {
+          z.order_seq +=
+              CodedOutputStream::VarintSize64(static_cast<uint64_t>(st.orders[f.subject].placed.seq));
+        }
+      }
+    }
+  }
+  z.body = z.strings + PackedBytes(2, z.kinds) + PackedBytes(4, z.account) +
+           PackedBytes(5, z.subject) + PackedBytes(6, z.aux) + PackedBytes(7, z.value) +
+           PackedBytes(8, z.order_seq) + PackedBytes(9, z.delta);
+  return z;
+}
+
+void WritePackedTag(int field, size_t payload, CodedOutputStream* out) {
+  WireFormatLite::WriteTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
+  out->WriteVarint32(static_cast<uint32_t>(payload));
+}
+
+// Calls fn(t, fact) for every fact, kind after kind, in the store's order.
+template <typename Fn>
+void ForEachFact(const kpi::FactStore& st, Fn&& fn) {
+  for (int k = 0; k < kpi::kFactKinds; ++k) st.columns[k].ForAll(fn);
+}
+
+void WriteFactColumnsBody(const kpi::FactStore& st, const FactColumnsSizes& z,
+                          CodedOutputStream* out) {
+  for (size_t i = 0; i < st.strings.size(); ++i) {
+    WireFormatLite::WriteString(1, st.strings.at(static_cast<uint32_t>(i)), out);
+  }
+  WritePackedTag(2, z.kinds, out);
+  for (int k = 0; k < kpi::kFactKinds; ++k) out->WriteVarint64(st.columns[k].size());
+  if (z.account != 0) {
+    WritePackedTag(4, z.account, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.account); });
+    WritePackedTag(5, z.subject, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.subject); });
+    WritePackedTag(6, z.aux, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.aux); });
+    WritePackedTag(7, z.value, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) {
+      out->WriteVarint64(static_cast<uint64_t>(f.value));
+    });
+  }
+  if (z.order_seq != 0) {
+    WritePackedTag(8, z.order_seq, out);
+    st.column(kpi::FactKind::kOrderPlaced).ForAll([&](int64_t, const kpi::Fact& f) {
+      out->WriteVarint64(static_cast<uint64_t>(st.orders[f.subject].placed.seq));
+    });
+  }
+  if (z.delta != 0) {
+    WritePackedTag(9, z.delta, out);
+    for (int k = 0; k < kpi::kFactKinds; ++k) {
+      uint64_t prev = 0;
+      st.columns[k].ForAll([&](int64_t t, const kpi::Fact&) {
+        out->WriteVarint64(static_cast<uint64_t>(t) - prev);
+        prev = static_cast<uint64_t>(t);
+      });
+    }
+  }
 }
 
 absl::Status Inconsistent(absl::string_view what) {
@@ -208,8 +305,7 @@ std::string WriteSnapshot(const EngineState& s) {
   }
   auto* rules = google::protobuf::Arena::CreateMessage<v1::RulesRuntime>(&arena);
   rules::WriteRuntime(s, rules);
-  auto* facts = google::protobuf::Arena::CreateMessage<v1::FactColumns>(&arena);
-  kpi::WriteFactColumns(s, facts);
+  const FactColumnsSizes facts = SizeFactColumns(s.kpi);
 
   // Pass 1: sizes (cached in the messages for pass 2).
   size_t total = CodedOutputStream::VarintSize32(kFieldFormatVersion << 3) +
@@ -237,7 +333,7 @@ std::string WriteSnapshot(const EngineState& s) {
              DelimitedBytes(kFieldEventIdLengths, packed_lengths);
   }
   total += actions.size() + DelimitedBytes(kFieldRules, rules->ByteSizeLong()) +
-           DelimitedBytes(kFieldFacts, facts->ByteSizeLong());
+           DelimitedBytes(kFieldFacts, facts.body);
 
   // Pass 2: the bytes, in field order (as the reference writer).
   std::string bytes;
@@ -281,7 +377,8 @@ std::string WriteSnapshot(const EngineState& s) {
     }
     out.WriteRaw(actions.data(), static_cast<int>(actions.size()));
     WriteCached(kFieldRules, *rules, &out);
-    WriteCached(kFieldFacts, *facts, &out);
+    WritePackedTag(kFieldFacts, facts.body, &out);
+    WriteFactColumnsBody(s.kpi, facts, &out);
   }
   return bytes;
 }
