@@ -622,7 +622,8 @@ void CellIndex::OnFactsLoaded(const FactStore& st) {
   for (int k = 0; k < kFactKinds; ++k) {
     const bool lead = static_cast<FactKind>(k) == FactKind::kLead;
     st.columns[k].ForAll([&](int64_t t, const Fact& f) {
-      if (last_t_.size() <= f.account) last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
+      if (last_t_.size() <= f.account)
+        last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
       last_t_[f.account] = std::max(last_t_[f.account], t);
       max_t_ = std::max(max_t_, t);
       if (lead) {

@@ -266,7 +266,8 @@ void WriteFactColumns(const EngineState& s, v1::FactColumns* out) {
       out->add_subject(f.subject);
       out->add_aux(f.aux);
       out->add_value(f.value);
-      if (k == static_cast<int>(FactKind::kOrderPlaced)) out->add_order_seq(st.orders[f.subject].placed.seq);
+      if (k == static_cast<int>(FactKind::kOrderPlaced))
+        out->add_order_seq(st.orders[f.subject].placed.seq);
     });
   }
 }
@@ -324,9 +325,10 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
     for (uint64_t j = 0; j < in.kind_sizes(k); ++j, ++row) {
       // The sum wraps modulo 2^64 as the writer's difference did; a wrapped
       // or unsorted time fails the range and order check below.
-      const int64_t t = deltas ? static_cast<int64_t>(static_cast<uint64_t>(prev_t) +
-                                                      in.occurred_at_delta_us(row))
-                               : in.occurred_at_us(row);
+      const int64_t t =
+          deltas
+              ? static_cast<int64_t>(static_cast<uint64_t>(prev_t) + in.occurred_at_delta_us(row))
+              : in.occurred_at_us(row);
       Fact f{in.value(row), in.account(row), in.subject(row), in.aux(row)};
       auto where = [&] { return absl::StrCat("fact ", row, " (kind ", k, ")"); };
       if (t < kMinTimeUs || t >= kMaxTimeUs || t < prev_t) {

@@ -141,8 +141,8 @@ FactColumnsSizes SizeFactColumns(const kpi::FactStore& st) {
         z.aux += CodedOutputStream::VarintSize32(f.aux);
         z.value += CodedOutputStream::VarintSize64(static_cast<uint64_t>(f.value));
         if (orders) {
-          z.order_seq +=
-              CodedOutputStream::VarintSize64(static_cast<uint64_t>(st.orders[f.subject].placed.seq));
+          z.order_seq += CodedOutputStream::VarintSize64(
+              static_cast<uint64_t>(st.orders[f.subject].placed.seq));
         }
       }
     }
