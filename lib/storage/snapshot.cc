@@ -11,6 +11,7 @@
 #include "google/protobuf/wire_format_lite.h"
 #include "lib/kpi/fact_store.h"
 #include "lib/kpi/ingest.h"
+#include "lib/rules/runtime.h"
 #include "lib/state/config.h"
 #include "rapport/engine.h"
 #include "rapport/v1/snapshot.pb.h"
@@ -153,7 +154,7 @@ FactColumnsSizes SizeFactColumns(const kpi::FactStore& st) {
   return z;
 }
 
-void WritePackedTag(int field, size_t payload, CodedOutputStream* out) {
+void WriteDelimitedHead(int field, size_t payload, CodedOutputStream* out) {
   WireFormatLite::WriteTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
   out->WriteVarint32(static_cast<uint32_t>(payload));
 }
@@ -169,28 +170,28 @@ void WriteFactColumnsBody(const kpi::FactStore& st, const FactColumnsSizes& z,
   for (size_t i = 0; i < st.strings.size(); ++i) {
     WireFormatLite::WriteString(1, st.strings.at(static_cast<uint32_t>(i)), out);
   }
-  WritePackedTag(2, z.kinds, out);
+  WriteDelimitedHead(2, z.kinds, out);
   for (int k = 0; k < kpi::kFactKinds; ++k) out->WriteVarint64(st.columns[k].size());
   if (z.account != 0) {
-    WritePackedTag(4, z.account, out);
+    WriteDelimitedHead(4, z.account, out);
     ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.account); });
-    WritePackedTag(5, z.subject, out);
+    WriteDelimitedHead(5, z.subject, out);
     ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.subject); });
-    WritePackedTag(6, z.aux, out);
+    WriteDelimitedHead(6, z.aux, out);
     ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.aux); });
-    WritePackedTag(7, z.value, out);
+    WriteDelimitedHead(7, z.value, out);
     ForEachFact(st, [&](int64_t, const kpi::Fact& f) {
       out->WriteVarint64(static_cast<uint64_t>(f.value));
     });
   }
   if (z.order_seq != 0) {
-    WritePackedTag(8, z.order_seq, out);
+    WriteDelimitedHead(8, z.order_seq, out);
     st.column(kpi::FactKind::kOrderPlaced).ForAll([&](int64_t, const kpi::Fact& f) {
       out->WriteVarint64(static_cast<uint64_t>(st.orders[f.subject].placed.seq));
     });
   }
   if (z.delta != 0) {
-    WritePackedTag(9, z.delta, out);
+    WriteDelimitedHead(9, z.delta, out);
     for (int k = 0; k < kpi::kFactKinds; ++k) {
       uint64_t prev = 0;
       st.columns[k].ForAll([&](int64_t t, const kpi::Fact&) {
@@ -198,6 +199,52 @@ void WriteFactColumnsBody(const kpi::FactStore& st, const FactColumnsSizes& z,
         prev = static_cast<uint64_t>(t);
       });
     }
+  }
+}
+
+// rapport.v1.RulesRuntime's timer columns (fields 1 to 7) straight from the
+// heap, as rules::WriteRuntime's message serializes them (without a string
+// per timer); WriteRuntimeAfterTimers's message gives the fields after them.
+struct TimerColumnsSizes {
+  size_t fire = 0, seq = 0, rule = 0, subject = 0, extra = 0, aux = 0;
+  size_t causes = 0;  // the cause strings with their tags and lengths
+  size_t body = 0;
+};
+
+TimerColumnsSizes SizeTimerColumns(const rules::TimerHeap& timers) {
+  TimerColumnsSizes z;
+  for (const rules::Timer& t : timers) {
+    z.fire += CodedOutputStream::VarintSize64(static_cast<uint64_t>(t.fire_at_us));
+    z.seq += CodedOutputStream::VarintSize32(t.seq);
+    z.rule += CodedOutputStream::VarintSize32(t.rule);
+    z.subject += CodedOutputStream::VarintSize32(t.subject);
+    z.extra += CodedOutputStream::VarintSize32(t.extra);
+    z.aux += CodedOutputStream::VarintSize32(t.aux);
+    z.causes += DelimitedBytes(7, t.cause_len);
+  }
+  z.body = PackedBytes(1, z.fire) + PackedBytes(2, z.seq) + PackedBytes(3, z.rule) +
+           PackedBytes(4, z.subject) + PackedBytes(5, z.extra) + PackedBytes(6, z.aux) + z.causes;
+  return z;
+}
+
+void WriteTimerColumns(const rules::TimerHeap& timers, const TimerColumnsSizes& z,
+                       CodedOutputStream* out) {
+  if (timers.empty()) return;
+  WriteDelimitedHead(1, z.fire, out);
+  for (const rules::Timer& t : timers) out->WriteVarint64(static_cast<uint64_t>(t.fire_at_us));
+  WriteDelimitedHead(2, z.seq, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.seq);
+  WriteDelimitedHead(3, z.rule, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.rule);
+  WriteDelimitedHead(4, z.subject, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.subject);
+  WriteDelimitedHead(5, z.extra, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.extra);
+  WriteDelimitedHead(6, z.aux, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.aux);
+  for (const rules::Timer& t : timers) {
+    WriteDelimitedHead(7, t.cause_len, out);
+    if (t.cause_len != 0) out->WriteRaw(t.cause, t.cause_len);
   }
 }
 
@@ -303,8 +350,10 @@ std::string WriteSnapshot(const EngineState& s) {
       WriteMessage(kFieldActions, *action, &out);
     }
   }
+  const TimerColumnsSizes timers = SizeTimerColumns(s.rules.timers);
   auto* rules = google::protobuf::Arena::CreateMessage<v1::RulesRuntime>(&arena);
-  rules::WriteRuntime(s, rules);
+  rules::WriteRuntimeAfterTimers(s, rules);
+  const size_t rules_body = timers.body + rules->ByteSizeLong();
   const FactColumnsSizes facts = SizeFactColumns(s.kpi);
 
   // Pass 1: sizes (cached in the messages for pass 2).
@@ -332,7 +381,7 @@ std::string WriteSnapshot(const EngineState& s) {
              DelimitedBytes(kFieldEventIdData, s.event_ids.id_bytes()) +
              DelimitedBytes(kFieldEventIdLengths, packed_lengths);
   }
-  total += actions.size() + DelimitedBytes(kFieldRules, rules->ByteSizeLong()) +
+  total += actions.size() + DelimitedBytes(kFieldRules, rules_body) +
            DelimitedBytes(kFieldFacts, facts.body);
 
   // Pass 2: the bytes, in field order (as the reference writer).
@@ -376,8 +425,10 @@ std::string WriteSnapshot(const EngineState& s) {
       for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
     }
     out.WriteRaw(actions.data(), static_cast<int>(actions.size()));
-    WriteCached(kFieldRules, *rules, &out);
-    WritePackedTag(kFieldFacts, facts.body, &out);
+    WriteDelimitedHead(kFieldRules, rules_body, &out);
+    WriteTimerColumns(s.rules.timers, timers, &out);
+    rules->SerializeWithCachedSizes(&out);
+    WriteDelimitedHead(kFieldFacts, facts.body, &out);
     WriteFactColumnsBody(s.kpi, facts, &out);
   }
   return bytes;
