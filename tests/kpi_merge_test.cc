@@ -170,7 +170,7 @@ TEST(KpiSnapshot, FactStoreSurvivesRestoreExactly) {
   broken.mutable_facts()->mutable_kind_sizes()->RemoveLast();
   EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(), absl::StatusCode::kInvalidArgument);
   broken = snap;
-  broken.mutable_facts()->set_occurred_at_us(0, -5);
+  broken.mutable_facts()->set_occurred_at_delta_us(0, static_cast<uint64_t>(-5));
   EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(), absl::StatusCode::kInvalidArgument);
   broken = snap;
   broken.mutable_facts()->set_subject(1, 4000000000u);

@@ -615,6 +615,27 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
   }
 }
 
+void CellIndex::OnFactsLoaded(const FactStore& st) {
+  WriterLock lock(&mu_);
+  if (AnyBuilt()) MarkStale();
+  // As OnFact does for each fact before its `AnyBuilt` return.
+  for (int k = 0; k < kFactKinds; ++k) {
+    const bool lead = static_cast<FactKind>(k) == FactKind::kLead;
+    st.columns[k].ForAll([&](int64_t t, const Fact& f) {
+      if (last_t_.size() <= f.account)
+        last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
+      last_t_[f.account] = std::max(last_t_[f.account], t);
+      max_t_ = std::max(max_t_, t);
+      if (lead) {
+        if (first_deal_.size() <= f.account) first_deal_.resize(f.account + 1, kNoEntity);
+        if (next_deal_.size() <= f.subject) next_deal_.resize(f.subject + 1, kNoEntity);
+        next_deal_[f.subject] = first_deal_[f.account];
+        first_deal_[f.account] = f.subject;
+      }
+    });
+  }
+}
+
 void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before) {
   WriterLock lock(&mu_);
   const AccountData& now = st.accounts[account];

@@ -151,6 +151,11 @@ class CellIndex {
   // facts, how the fact changed its deal's first win or loss.
   void BeforeFact(const FactStore& st, FactKind kind, const Fact& f);
   void OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, FirstChange first);
+  // Restore: the store took all of its facts at once (no BeforeFact/OnFact
+  // each). Does OnFact's bookkeeping for every fact, in the store's order,
+  // under one lock; cells already built (none on a restore) are marked stale
+  // and so rebuilt from the facts by their next query.
+  void OnFactsLoaded(const FactStore& st);
   // An account upsert changed `before` into the store's current data.
   void OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before);
   // The store took a new invoice.

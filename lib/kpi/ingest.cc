@@ -65,9 +65,9 @@ void SyncAccount(uint32_t idx, EngineState* s) {
   a.referred = !acc.referred_by().empty();
 }
 
-// Stores a fact and threads it into the timelines.
-void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_seq) {
-  st.cells->BeforeFact(st, kind, f);
+// Stores a fact and threads it into the timelines (not the cells); returns
+// what it did to its deal's first win or loss.
+FirstChange StoreFact(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_seq) {
   st.column(kind).Insert(t, f);
   FirstChange first = FirstChange::kNone;
   switch (kind) {
@@ -129,6 +129,13 @@ void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_s
     case FactKind::kLead:
       break;
   }
+  return first;
+}
+
+// Stores a fact, threads it into the timelines and tells the cells.
+void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_seq) {
+  st.cells->BeforeFact(st, kind, f);
+  const FirstChange first = StoreFact(st, kind, t, f, order_seq);
   st.cells->OnFact(st, kind, t, f, first);
 }
 
@@ -241,20 +248,23 @@ void WriteFactColumns(const EngineState& s, v1::FactColumns* out) {
   const FactStore& st = s.kpi;
   for (size_t i = 0; i < st.strings.size(); ++i) out->add_strings(st.strings.at(static_cast<uint32_t>(i)));
   const size_t n = st.facts();
-  out->mutable_occurred_at_us()->Reserve(static_cast<int>(n));
+  out->mutable_occurred_at_delta_us()->Reserve(static_cast<int>(n));
   out->mutable_account()->Reserve(static_cast<int>(n));
   out->mutable_subject()->Reserve(static_cast<int>(n));
   out->mutable_aux()->Reserve(static_cast<int>(n));
   out->mutable_value()->Reserve(static_cast<int>(n));
   for (int k = 0; k < kFactKinds; ++k) {
     out->add_kind_sizes(st.columns[k].size());
+    uint64_t prev = 0;
     st.columns[k].ForAll([&](int64_t t, const Fact& f) {
-      out->add_occurred_at_us(t);
+      out->add_occurred_at_delta_us(static_cast<uint64_t>(t) - prev);
+      prev = static_cast<uint64_t>(t);
       out->add_account(f.account);
       out->add_subject(f.subject);
       out->add_aux(f.aux);
       out->add_value(f.value);
-      if (k == static_cast<int>(FactKind::kOrderPlaced)) out->add_order_seq(st.orders[f.subject].placed.seq);
+      if (k == static_cast<int>(FactKind::kOrderPlaced))
+        out->add_order_seq(st.orders[f.subject].placed.seq);
     });
   }
 }
@@ -285,8 +295,15 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
     total += k;
   }
   const int n = static_cast<int>(total);
-  if (in.occurred_at_us_size() != n || in.account_size() != n || in.subject_size() != n ||
-      in.aux_size() != n || in.value_size() != n) {
+  // Times as differences (this engine's snapshots) or as they are (older
+  // ones'); never both.
+  const bool deltas = in.occurred_at_us_size() == 0;
+  if (!deltas && in.occurred_at_delta_us_size() != 0) {
+    return bad("both occurred_at_us and occurred_at_delta_us are present");
+  }
+  if ((deltas ? in.occurred_at_delta_us_size() : in.occurred_at_us_size()) != n ||
+      in.account_size() != n || in.subject_size() != n || in.aux_size() != n ||
+      in.value_size() != n) {
     return bad("columns differ in length from the sum of kind_sizes");
   }
   const uint64_t orders_expected =
@@ -303,7 +320,12 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
     const FactKind kind = static_cast<FactKind>(k);
     int64_t prev_t = 0;
     for (uint64_t j = 0; j < in.kind_sizes(k); ++j, ++row) {
-      const int64_t t = in.occurred_at_us(row);
+      // The sum wraps modulo 2^64 as the writer's difference did; a wrapped
+      // or unsorted time fails the range and order check below.
+      const int64_t t =
+          deltas
+              ? static_cast<int64_t>(static_cast<uint64_t>(prev_t) + in.occurred_at_delta_us(row))
+              : in.occurred_at_us(row);
       Fact f{in.value(row), in.account(row), in.subject(row), in.aux(row)};
       auto where = [&] { return absl::StrCat("fact ", row, " (kind ", k, ")"); };
       if (t < kMinTimeUs || t >= kMaxTimeUs || t < prev_t) {
@@ -352,9 +374,11 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
           break;
       }
       if (!ok) return bad(absl::StrCat(where(), ": an index, code or value is out of range"));
-      Add(st, kind, t, f, order_seq);
+      StoreFact(st, kind, t, f, order_seq);
     }
   }
+  // The cells learn of every fact at once: one lock instead of two per fact.
+  st.cells->OnFactsLoaded(st);
   return absl::OkStatus();
 }
 

@@ -825,6 +825,11 @@ void WriteRuntime(const EngineState& s, v1::RulesRuntime* out) {
     std::string* cause = out->add_timer_cause();
     if (t.cause != nullptr) cause->assign(t.cause, t.cause_len);
   }
+  WriteRuntimeAfterTimers(s, out);
+}
+
+void WriteRuntimeAfterTimers(const EngineState& s, v1::RulesRuntime* out) {
+  const Runtime& rt = s.rules;
   out->set_next_timer_seq(rt.next_timer_seq);
   for (size_t r = 0; r < rt.first_seen.size(); ++r) {
     if (rt.first_seen[r].empty()) continue;

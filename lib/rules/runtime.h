@@ -211,6 +211,9 @@ void MarkAcknowledged(absl::Span<const uint32_t> actions, EngineState* state);
 // The runtime's part of a snapshot, deterministically (sorted where the
 // in-memory order is a hash map's).
 void WriteRuntime(const EngineState& state, v1::RulesRuntime* out);
+// WriteRuntime's fields after the timer columns (next_timer_seq, first_seen,
+// watch_logs) only: the fast snapshot writer writes the timers itself.
+void WriteRuntimeAfterTimers(const EngineState& state, v1::RulesRuntime* out);
 // Loads it into a state whose tables, config and event ids are loaded, and
 // rebuilds the derived parts. Errors: INVALID_ARGUMENT naming what is
 // inconsistent (an index out of range, an unknown cause, a broken heap).

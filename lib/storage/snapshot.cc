@@ -9,7 +9,9 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "lib/kpi/fact_store.h"
 #include "lib/kpi/ingest.h"
+#include "lib/rules/runtime.h"
 #include "lib/state/config.h"
 #include "rapport/engine.h"
 #include "rapport/v1/snapshot.pb.h"
@@ -102,6 +104,148 @@ void WriteAttribution(const EngineState& s, size_t i, uint32_t body, CodedOutput
   const std::string& id = s.accounts.at(static_cast<uint32_t>(i)).account_id();
   if (!id.empty()) WireFormatLite::WriteString(1, id, out);
   for (const v1::Attribution& a : s.attributions[i]) WriteCached(2, a, out);
+}
+
+// rapport.v1.FactColumns straight from the fact store: the bytes of the
+// message kpi::WriteFactColumns builds (what the reference writer
+// serializes), without building it. Packed fields are in field-number order
+// and left out when empty, as protobuf does; field 3 (the old undifferenced
+// times) is never written.
+struct FactColumnsSizes {
+  size_t strings = 0;  // the strings with their tags and lengths
+  size_t kinds = 0, account = 0, subject = 0, aux = 0, value = 0, order_seq = 0, delta = 0;
+  size_t body = 0;
+};
+
+size_t PackedBytes(int field, size_t payload) {
+  return payload == 0 ? 0 : DelimitedBytes(field, payload);
+}
+
+FactColumnsSizes SizeFactColumns(const kpi::FactStore& st) {
+  FactColumnsSizes z;
+  for (size_t i = 0; i < st.strings.size(); ++i) {
+    z.strings += DelimitedBytes(1, st.strings.at(static_cast<uint32_t>(i)).size());
+  }
+  for (int k = 0; k < kpi::kFactKinds; ++k) {
+    const kpi::FactColumn& col = st.columns[k];
+    z.kinds += CodedOutputStream::VarintSize64(col.size());
+    const bool orders = k == static_cast<int>(kpi::FactKind::kOrderPlaced);
+    uint64_t prev = 0;
+    for (const auto& b : col.blocks()) {
+      for (int i = 0; i < b->n; ++i) {
+        const kpi::Fact& f = b->f[i];
+        const uint64_t t = static_cast<uint64_t>(b->t[i]);
+        z.delta += CodedOutputStream::VarintSize64(t - prev);
+        prev = t;
+        z.account += CodedOutputStream::VarintSize32(f.account);
+        z.subject += CodedOutputStream::VarintSize32(f.subject);
+        z.aux += CodedOutputStream::VarintSize32(f.aux);
+        z.value += CodedOutputStream::VarintSize64(static_cast<uint64_t>(f.value));
+        if (orders) {
+          z.order_seq += CodedOutputStream::VarintSize64(
+              static_cast<uint64_t>(st.orders[f.subject].placed.seq));
+        }
+      }
+    }
+  }
+  z.body = z.strings + PackedBytes(2, z.kinds) + PackedBytes(4, z.account) +
+           PackedBytes(5, z.subject) + PackedBytes(6, z.aux) + PackedBytes(7, z.value) +
+           PackedBytes(8, z.order_seq) + PackedBytes(9, z.delta);
+  return z;
+}
+
+void WriteDelimitedHead(int field, size_t payload, CodedOutputStream* out) {
+  WireFormatLite::WriteTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
+  out->WriteVarint32(static_cast<uint32_t>(payload));
+}
+
+// Calls fn(t, fact) for every fact, kind after kind, in the store's order.
+template <typename Fn>
+void ForEachFact(const kpi::FactStore& st, Fn&& fn) {
+  for (int k = 0; k < kpi::kFactKinds; ++k) st.columns[k].ForAll(fn);
+}
+
+void WriteFactColumnsBody(const kpi::FactStore& st, const FactColumnsSizes& z,
+                          CodedOutputStream* out) {
+  for (size_t i = 0; i < st.strings.size(); ++i) {
+    WireFormatLite::WriteString(1, st.strings.at(static_cast<uint32_t>(i)), out);
+  }
+  WriteDelimitedHead(2, z.kinds, out);
+  for (int k = 0; k < kpi::kFactKinds; ++k) out->WriteVarint64(st.columns[k].size());
+  if (z.account != 0) {
+    WriteDelimitedHead(4, z.account, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.account); });
+    WriteDelimitedHead(5, z.subject, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.subject); });
+    WriteDelimitedHead(6, z.aux, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.aux); });
+    WriteDelimitedHead(7, z.value, out);
+    ForEachFact(st, [&](int64_t, const kpi::Fact& f) {
+      out->WriteVarint64(static_cast<uint64_t>(f.value));
+    });
+  }
+  if (z.order_seq != 0) {
+    WriteDelimitedHead(8, z.order_seq, out);
+    st.column(kpi::FactKind::kOrderPlaced).ForAll([&](int64_t, const kpi::Fact& f) {
+      out->WriteVarint64(static_cast<uint64_t>(st.orders[f.subject].placed.seq));
+    });
+  }
+  if (z.delta != 0) {
+    WriteDelimitedHead(9, z.delta, out);
+    for (int k = 0; k < kpi::kFactKinds; ++k) {
+      uint64_t prev = 0;
+      st.columns[k].ForAll([&](int64_t t, const kpi::Fact&) {
+        out->WriteVarint64(static_cast<uint64_t>(t) - prev);
+        prev = static_cast<uint64_t>(t);
+      });
+    }
+  }
+}
+
+// rapport.v1.RulesRuntime's timer columns (fields 1 to 7) straight from the
+// heap, as rules::WriteRuntime's message serializes them (without a string
+// per timer); WriteRuntimeAfterTimers's message gives the fields after them.
+struct TimerColumnsSizes {
+  size_t fire = 0, seq = 0, rule = 0, subject = 0, extra = 0, aux = 0;
+  size_t causes = 0;  // the cause strings with their tags and lengths
+  size_t body = 0;
+};
+
+TimerColumnsSizes SizeTimerColumns(const rules::TimerHeap& timers) {
+  TimerColumnsSizes z;
+  for (const rules::Timer& t : timers) {
+    z.fire += CodedOutputStream::VarintSize64(static_cast<uint64_t>(t.fire_at_us));
+    z.seq += CodedOutputStream::VarintSize32(t.seq);
+    z.rule += CodedOutputStream::VarintSize32(t.rule);
+    z.subject += CodedOutputStream::VarintSize32(t.subject);
+    z.extra += CodedOutputStream::VarintSize32(t.extra);
+    z.aux += CodedOutputStream::VarintSize32(t.aux);
+    z.causes += DelimitedBytes(7, t.cause_len);
+  }
+  z.body = PackedBytes(1, z.fire) + PackedBytes(2, z.seq) + PackedBytes(3, z.rule) +
+           PackedBytes(4, z.subject) + PackedBytes(5, z.extra) + PackedBytes(6, z.aux) + z.causes;
+  return z;
+}
+
+void WriteTimerColumns(const rules::TimerHeap& timers, const TimerColumnsSizes& z,
+                       CodedOutputStream* out) {
+  if (timers.empty()) return;
+  WriteDelimitedHead(1, z.fire, out);
+  for (const rules::Timer& t : timers) out->WriteVarint64(static_cast<uint64_t>(t.fire_at_us));
+  WriteDelimitedHead(2, z.seq, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.seq);
+  WriteDelimitedHead(3, z.rule, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.rule);
+  WriteDelimitedHead(4, z.subject, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.subject);
+  WriteDelimitedHead(5, z.extra, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.extra);
+  WriteDelimitedHead(6, z.aux, out);
+  for (const rules::Timer& t : timers) out->WriteVarint32(t.aux);
+  for (const rules::Timer& t : timers) {
+    WriteDelimitedHead(7, t.cause_len, out);
+    if (t.cause_len != 0) out->WriteRaw(t.cause, t.cause_len);
+  }
 }
 
 absl::Status Inconsistent(absl::string_view what) {
@@ -206,10 +350,11 @@ std::string WriteSnapshot(const EngineState& s) {
       WriteMessage(kFieldActions, *action, &out);
     }
   }
+  const TimerColumnsSizes timers = SizeTimerColumns(s.rules.timers);
   auto* rules = google::protobuf::Arena::CreateMessage<v1::RulesRuntime>(&arena);
-  rules::WriteRuntime(s, rules);
-  auto* facts = google::protobuf::Arena::CreateMessage<v1::FactColumns>(&arena);
-  kpi::WriteFactColumns(s, facts);
+  rules::WriteRuntimeAfterTimers(s, rules);
+  const size_t rules_body = timers.body + rules->ByteSizeLong();
+  const FactColumnsSizes facts = SizeFactColumns(s.kpi);
 
   // Pass 1: sizes (cached in the messages for pass 2).
   size_t total = CodedOutputStream::VarintSize32(kFieldFormatVersion << 3) +
@@ -236,8 +381,8 @@ std::string WriteSnapshot(const EngineState& s) {
              DelimitedBytes(kFieldEventIdData, s.event_ids.id_bytes()) +
              DelimitedBytes(kFieldEventIdLengths, packed_lengths);
   }
-  total += actions.size() + DelimitedBytes(kFieldRules, rules->ByteSizeLong()) +
-           DelimitedBytes(kFieldFacts, facts->ByteSizeLong());
+  total += actions.size() + DelimitedBytes(kFieldRules, rules_body) +
+           DelimitedBytes(kFieldFacts, facts.body);
 
   // Pass 2: the bytes, in field order (as the reference writer).
   std::string bytes;
@@ -280,8 +425,11 @@ std::string WriteSnapshot(const EngineState& s) {
       for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
     }
     out.WriteRaw(actions.data(), static_cast<int>(actions.size()));
-    WriteCached(kFieldRules, *rules, &out);
-    WriteCached(kFieldFacts, *facts, &out);
+    WriteDelimitedHead(kFieldRules, rules_body, &out);
+    WriteTimerColumns(s.rules.timers, timers, &out);
+    rules->SerializeWithCachedSizes(&out);
+    WriteDelimitedHead(kFieldFacts, facts.body, &out);
+    WriteFactColumnsBody(s.kpi, facts, &out);
   }
   return bytes;
 }
