@@ -356,7 +356,7 @@ void ExpectStages(const std::vector<v1::Event>& events, const v1::KpiQuery& q,
   kpi::SetForceScanForTesting(false);
   ASSERT_TRUE(scanned.ok()) << scanned.status();
   const v1::KpiReport reference = ReferenceKpis(events, e->config()).Report(q);
-  EXPECT_EQ(FiguresOf(*cells), want) << "cells, query " << q.ShortDebugString();
+  EXPECT_EQ(FiguresOf(*cells), want) << "normal path (cells), query " << q.ShortDebugString();
   EXPECT_EQ(FiguresOf(*scanned), want) << "forced scan, query " << q.ShortDebugString();
   EXPECT_EQ(FiguresOf(reference), want) << "reference, query " << q.ShortDebugString();
 }
@@ -372,6 +372,10 @@ TEST(KpiCases, StageReEnteredWithoutGoingHigherIsNotConverted) {
   ExpectStages(ev, Q(kT0, kT0 + kDay), {{{"lead", {1, 1}}, {"qualified", {0, 1}}}});
   // From +2.5h only the re-entry (+3h) is in the period, nothing after it: 0/1.
   ExpectStages(ev, Q(kT0 + 150 * 60 * 1000000LL, kT0 + kDay), {{{"qualified", {0, 1}}}});
+  // From +0.5h (not a whole UTC day: the engine scans the stage entries
+  // instead of reading its day cells): "lead" first entered in the period at
+  // +2h, "qualified" after it: 1/1; "qualified" as over the day: 0/1.
+  ExpectStages(ev, Q(kT0 + kHour / 2, kT0 + kDay), {{{"lead", {1, 1}}, {"qualified", {0, 1}}}});
 }
 
 TEST(KpiCases, StageReEnteredThenGoingHigherIsConverted) {
@@ -389,6 +393,10 @@ TEST(KpiCases, StageReEnteredThenGoingHigherIsConverted) {
   // as_of: 0/1. The denominators are entries in the period, as_of aside, so
   // "proposal" still counts 0/1.
   ExpectStages(ev, Q(kT0, kT0 + kDay, kT0 + 4 * kHour),
+               {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
+  // The same from +0.5h (scanned, not from the day cells): "lead" first
+  // entered in the period at +2h, "qualified" after it: 1/1.
+  ExpectStages(ev, Q(kT0 + kHour / 2, kT0 + kDay, kT0 + 4 * kHour),
                {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
   // One microsecond later the "proposal" entry is before as_of: 1/1 again.
   ExpectStages(ev, Q(kT0, kT0 + kDay, kT0 + 4 * kHour + 1),
