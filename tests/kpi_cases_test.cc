@@ -2,12 +2,16 @@
 // exactly at start and end, as_of before the period ends, DST in bucketing, a
 // late event into a closed period, an owner change mid-period, overflow.
 #include <algorithm>
+#include <map>
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kpi_reference.h"
+#include "lib/kpi/cells.h"
 #include "lib/kpi/fact_store.h"
 #include "test_util.h"
 
@@ -287,6 +291,175 @@ TEST(KpiCases, StageConversionCountsOnlyLaterEntries) {
   EXPECT_EQ(v.stage_conversion(0).conversion().numerator(), 1);
   EXPECT_EQ(v.stage_conversion(1).stage(), "qualified");
   EXPECT_EQ(v.stage_conversion(1).conversion().numerator(), 0);
+}
+
+// ---- stage_conversion at re-entries ----------------------------------------
+// SPEC §5: "of deals that entered the stage in the period, the share that
+// entered a later stage of the same pipeline before as_of"; §3: moving back is
+// allowed and every entry is kept. kpi.proto settles the rest: "later" is the
+// pipeline's order, entered *after* the entry, and a deal counts once per
+// bucket, from its first entry into the stage in the bucket. A deal that
+// leaves a stage and comes back to it has not gone past it: re-entering the
+// same stage is not a later stage. Generated streams never have that without
+// a higher stage afterwards, so these hand cases pin it, on every path.
+
+// Client pipeline: lead 0, qualified 1, proposal 2, prepaid 3 (won), ...
+// One row's figures by stage id: (numerator, denominator).
+using StageFigures = std::map<std::string, std::pair<int64_t, int64_t>>;
+
+// The events Seed ingests that a client deal needs (the reference replays a list).
+std::vector<v1::Event> ClientC1() {
+  return {Ev("seed-t1", kT0, "team_upserted { team_id: 't1' segments: 'retail' }"),
+          Ev("seed-m2", kT0, "manager_upserted { manager_id: 'm2' team_id: 't1' }"),
+          Ev("seed-c1", kT0,
+             "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' "
+             "segment: 'retail' }")};
+}
+
+// Deal d1 of c1: created at T0 (enters "lead"), then each move in `moves` at
+// its time: a stage id, or "WON" for a deal-won event.
+std::vector<v1::Event> DealD1(const std::vector<std::pair<int64_t, std::string>>& moves) {
+  std::vector<v1::Event> ev = ClientC1();
+  ev.push_back(Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
+  for (size_t i = 0; i < moves.size(); ++i) {
+    const std::string payload = moves[i].second == "WON"
+                                    ? std::string("deal_won { deal_id: 'd1' }")
+                                    : absl::StrCat("deal_stage_changed { deal_id: 'd1' to_stage: '",
+                                                   moves[i].second, "' }");
+    ev.push_back(Ev(absl::StrCat("s", i), moves[i].first, payload));
+  }
+  return ev;
+}
+
+std::vector<StageFigures> FiguresOf(const v1::KpiReport& r) {
+  std::vector<StageFigures> rows;
+  for (const auto& row : r.rows()) {
+    StageFigures& f = rows.emplace_back();
+    for (const auto& sc : row.values().stage_conversion()) {
+      EXPECT_EQ(sc.pipeline_id(), "client");
+      f[sc.stage()] = {sc.conversion().numerator(), sc.conversion().denominator()};
+    }
+  }
+  return rows;
+}
+
+// `events` answered three ways — the engine's normal path (cells), its forced
+// scan, and the naive reference — each expected to give `want`, row by row.
+void ExpectStages(const std::vector<v1::Event>& events, const v1::KpiQuery& q,
+                  const std::vector<StageFigures>& want) {
+  auto e = NewEngine();
+  for (const v1::Event& ev : events) MustIngest(*e, ev);
+  auto cells = e->Kpis(q);
+  ASSERT_TRUE(cells.ok()) << cells.status();
+  kpi::SetForceScanForTesting(true);
+  auto scanned = e->Kpis(q);
+  kpi::SetForceScanForTesting(false);
+  ASSERT_TRUE(scanned.ok()) << scanned.status();
+  const v1::KpiReport reference = ReferenceKpis(events, e->config()).Report(q);
+  EXPECT_EQ(FiguresOf(*cells), want) << "normal path (cells), query " << q.ShortDebugString();
+  EXPECT_EQ(FiguresOf(*scanned), want) << "forced scan, query " << q.ShortDebugString();
+  EXPECT_EQ(FiguresOf(reference), want) << "reference, query " << q.ShortDebugString();
+}
+
+TEST(KpiCases, StageReEnteredWithoutGoingHigherIsNotConverted) {
+  // lead T0 -> qualified +1h -> lead +2h -> qualified +3h, and no further.
+  const auto ev = DealD1(
+      {{kT0 + kHour, "qualified"}, {kT0 + 2 * kHour, "lead"}, {kT0 + 3 * kHour, "qualified"}});
+  // Over the day: "lead" first entered at T0, "qualified" (index 1 > 0) after
+  // it: 1/1. "qualified" entered twice but one deal: denominator 1; after its
+  // first entry (+1h) came only "lead" (0) and "qualified" again (1), neither
+  // later than 1 in the pipeline: 0/1.
+  ExpectStages(ev, Q(kT0, kT0 + kDay), {{{"lead", {1, 1}}, {"qualified", {0, 1}}}});
+  // From +2.5h only the re-entry (+3h) is in the period, nothing after it: 0/1.
+  ExpectStages(ev, Q(kT0 + 150 * 60 * 1000000LL, kT0 + kDay), {{{"qualified", {0, 1}}}});
+  // From +0.5h (not a whole UTC day: the engine scans the stage entries
+  // instead of reading its day cells): "lead" first entered in the period at
+  // +2h, "qualified" after it: 1/1; "qualified" as over the day: 0/1.
+  ExpectStages(ev, Q(kT0 + kHour / 2, kT0 + kDay), {{{"lead", {1, 1}}, {"qualified", {0, 1}}}});
+}
+
+TEST(KpiCases, StageReEnteredThenGoingHigherIsConverted) {
+  // lead T0 -> qualified +1h -> lead +2h -> qualified +3h -> proposal +4h.
+  const auto ev = DealD1({{kT0 + kHour, "qualified"},
+                          {kT0 + 2 * kHour, "lead"},
+                          {kT0 + 3 * kHour, "qualified"},
+                          {kT0 + 4 * kHour, "proposal"}});
+  // "qualified": "proposal" (2 > 1) entered at +4h, after the first entry
+  // (+1h): 1/1. "proposal": nothing after it: 0/1.
+  ExpectStages(ev, Q(kT0, kT0 + kDay),
+               {{{"lead", {1, 1}}, {"qualified", {1, 1}}, {"proposal", {0, 1}}}});
+  // as_of exactly at the "proposal" entry: not "before as_of" (§5: before t
+  // means occurred_at < t), so "qualified" has only its own re-entry before
+  // as_of: 0/1. The denominators are entries in the period, as_of aside, so
+  // "proposal" still counts 0/1.
+  ExpectStages(ev, Q(kT0, kT0 + kDay, kT0 + 4 * kHour),
+               {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
+  // The same from +0.5h (scanned, not from the day cells): "lead" first
+  // entered in the period at +2h, "qualified" after it: 1/1.
+  ExpectStages(ev, Q(kT0 + kHour / 2, kT0 + kDay, kT0 + 4 * kHour),
+               {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
+  // One microsecond later the "proposal" entry is before as_of: 1/1 again.
+  ExpectStages(ev, Q(kT0, kT0 + kDay, kT0 + 4 * kHour + 1),
+               {{{"lead", {1, 1}}, {"qualified", {1, 1}}, {"proposal", {0, 1}}}});
+}
+
+TEST(KpiCases, StageReEnteredThenWonIsConverted) {
+  // lead T0 -> qualified +1h -> lead +2h -> qualified +3h -> deal won +4h.
+  // event.proto: "A deal still before its won stage enters it", so the win is
+  // an entry into "prepaid" (3 > 1): "qualified" 1/1, "prepaid" 0/1.
+  const auto ev = DealD1({{kT0 + kHour, "qualified"},
+                          {kT0 + 2 * kHour, "lead"},
+                          {kT0 + 3 * kHour, "qualified"},
+                          {kT0 + 4 * kHour, "WON"}});
+  ExpectStages(ev, Q(kT0, kT0 + kDay),
+               {{{"lead", {1, 1}}, {"qualified", {1, 1}}, {"prepaid", {0, 1}}}});
+}
+
+TEST(KpiCases, StageReEnteredFromAboveConvertsOnlyFromItsFirstEntry) {
+  // lead T0 -> qualified +1h -> proposal +2h -> qualified +3h (moved back).
+  const auto ev = DealD1(
+      {{kT0 + kHour, "qualified"}, {kT0 + 2 * kHour, "proposal"}, {kT0 + 3 * kHour, "qualified"}});
+  // Over the day the deal's first "qualified" entry is +1h and "proposal"
+  // came after it: 1/1 (the later move back does not undo it). "proposal":
+  // only a lower stage after it: 0/1.
+  ExpectStages(ev, Q(kT0, kT0 + kDay),
+               {{{"lead", {1, 1}}, {"qualified", {1, 1}}, {"proposal", {0, 1}}}});
+  // From +2.5h the only entry is the move back (+3h); "proposal" was entered
+  // before it, not after: 0/1.
+  ExpectStages(ev, Q(kT0 + 150 * 60 * 1000000LL, kT0 + kDay), {{{"qualified", {0, 1}}}});
+}
+
+TEST(KpiCases, MovingToTheCurrentStageIsNoEntry) {
+  // lead T0 -> qualified +1h -> qualified +2h (a change to where it already is).
+  const auto ev = DealD1({{kT0 + kHour, "qualified"}, {kT0 + 2 * kHour, "qualified"}});
+  ExpectStages(ev, Q(kT0, kT0 + kDay), {{{"lead", {1, 1}}, {"qualified", {0, 1}}}});
+  // Nothing entered from +1.5h: the deal never left "qualified".
+  ExpectStages(ev, Q(kT0 + 90 * 60 * 1000000LL, kT0 + kDay), {{}});
+}
+
+TEST(KpiCases, StageReEnteredInTheNextBucket) {
+  // Daily buckets: lead T0 -> qualified +1h -> lead +2h, then qualified again
+  // the next day at +1d+1h. Each bucket is a period of its own (§5).
+  std::vector<std::pair<int64_t, std::string>> moves = {
+      {kT0 + kHour, "qualified"}, {kT0 + 2 * kHour, "lead"}, {kT0 + kDay + kHour, "qualified"}};
+  v1::KpiQuery q = Q(kT0, kT0 + 2 * kDay);
+  q.set_bucket(v1::BUCKET_DAY);
+  // Day 1: "qualified" entered at +1h; after it, "lead" and "qualified" again
+  // (day 2, still before as_of), neither later: 0/1. Day 2: the re-entry, with
+  // nothing after: 0/1.
+  ExpectStages(DealD1(moves), q,
+               {{{"lead", {1, 1}}, {"qualified", {0, 1}}}, {{"qualified", {0, 1}}}});
+  // With "proposal" at +1d+2h both days' "qualified" convert: 1/1 and 1/1.
+  moves.emplace_back(kT0 + kDay + 2 * kHour, "proposal");
+  ExpectStages(
+      DealD1(moves), q,
+      {{{"lead", {1, 1}}, {"qualified", {1, 1}}}, {{"qualified", {1, 1}}, {"proposal", {0, 1}}}});
+  // as_of at the end of day 1 for both buckets: the day-2 entries are not
+  // before it, so day 1 "qualified" is 0/1.
+  q.set_as_of_us(kT0 + kDay);
+  ExpectStages(
+      DealD1(moves), q,
+      {{{"lead", {1, 1}}, {"qualified", {0, 1}}}, {{"qualified", {0, 1}}, {"proposal", {0, 1}}}});
 }
 
 TEST(KpiCases, ErrorsNameTheField) {
