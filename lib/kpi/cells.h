@@ -315,16 +315,19 @@ void CellIndex::View::ForDays(int64_t from_day, int64_t to_day, Fn&& fn) const {
 
 template <typename Fn>
 bool CellIndex::View::ForRevenue(int64_t from_day, int64_t to_day, Fn&& fn) {
-  if (from_day >= to_day) return true;
   const absl::CivilDay epoch(1970, 1, 1);
-  int64_t month_day = absl::CivilDay(absl::CivilMonth(epoch + from_day)) - epoch;
-  while (month_day < to_day) {
+  int64_t from = from_day;
+  while (from < to_day) {
+    // The next month with cells (months without any are not kept).
+    auto cell = mode_->days.lower_bound(from);
+    if (cell == mode_->days.end() || cell->first >= to_day) break;
+    const int64_t month_day = absl::CivilDay(absl::CivilMonth(epoch + cell->first)) - epoch;
     const CellIndex::Month* month = index_->MonthOf(*st_, *mode_, month_day, false);
     if (month == nullptr) return false;
     for (const DayRevenue& r : month->revenue) {
       if (r.day >= from_day && r.day < to_day) fn(r);
     }
-    month_day = month->end_day;
+    from = month->end_day;
   }
   return true;
 }
