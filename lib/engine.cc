@@ -7,6 +7,7 @@
 #include "lib/grading/figures.h"
 #include "lib/ingest/validate.h"
 #include "lib/kpi/query.h"
+#include "lib/kpi/report.h"
 #include "lib/lifecycle/apply.h"
 #include "lib/rules/runtime.h"
 #include "lib/state/config.h"
@@ -355,9 +356,17 @@ absl::StatusOr<v1::KpiPartial> Engine::KpiPartial(const v1::KpiQuery& query) con
 }
 
 absl::StatusOr<v1::KpiReport> Engine::Kpis(const v1::KpiQuery& query) const {
-  absl::StatusOr<v1::KpiPartial> partial = KpiPartial(query);
-  if (!partial.ok()) return partial.status();
-  return kpi::MergePartials(absl::MakeConstSpan(&*partial, 1));
+  absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
+  if (!plan.ok()) return plan.status();
+  ReaderLock lock(&state_->mu);
+  return kpi::Report(*state_, *plan);
+}
+
+absl::Status Engine::KpisInto(const v1::KpiQuery& query, v1::KpiReport* report) const {
+  absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
+  if (!plan.ok()) return plan.status();
+  ReaderLock lock(&state_->mu);
+  return kpi::ReportInto(*state_, *plan, report);
 }
 
 absl::StatusOr<v1::KpiReport> Engine::MergeKpiPartials(absl::Span<const v1::KpiPartial> partials) {

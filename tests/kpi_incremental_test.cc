@@ -9,6 +9,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
+#include "lib/kpi/report.h"
 #include "rapport/testing/generator.h"
 #include "test_util.h"
 
@@ -86,6 +87,17 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   return q;
 }
 
+// Whether `got` is `want`, byte for byte (presence of empty messages and
+// optional fields included); a readable difference on failure.
+::testing::AssertionResult SameReport(const v1::KpiReport& got, const v1::KpiReport& want) {
+  if (got.SerializeAsString() == want.SerializeAsString()) return ::testing::AssertionSuccess();
+  std::string diff;
+  google::protobuf::util::MessageDifferencer d;
+  d.ReportDifferencesToString(&diff);
+  d.Compare(got, want);
+  return ::testing::AssertionFailure() << "reports differ in their bytes\n" << diff.substr(0, 3000);
+}
+
 class KpiIncrementalTest : public ::testing::TestWithParam<uint64_t> {};
 
 TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
@@ -98,6 +110,9 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
   int queries = 0, nonempty = 0;
   const int64_t rebuilds_before = kpi::CellRebuildsForTesting();
   const size_t chunk = events.size() / 12 + 1;
+  // One report kept across all queries (KpisInto reuses its rows and lines,
+  // which grow and shrink between these random shapes).
+  v1::KpiReport kept;
   for (size_t at = 0; at < events.size(); at += chunk) {
     std::vector<v1::Event> part(events.begin() + static_cast<std::ptrdiff_t>(at),
                                 events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
@@ -119,6 +134,9 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
       google::protobuf::util::MessageDifferencer d;
       d.ReportDifferencesToString(&diff);
       ASSERT_TRUE(d.Compare(*fast, *scan)) << "query: " << q.ShortDebugString() << "\n" << diff.substr(0, 3000);
+      ASSERT_TRUE(SameReport(*fast, *scan)) << "query: " << q.ShortDebugString();
+      ASSERT_TRUE(engine->KpisInto(q, &kept).ok());
+      ASSERT_TRUE(SameReport(kept, *scan)) << "kept report, query: " << q.ShortDebugString();
       for (const auto& row : fast->rows()) nonempty += row.values().leads() > 0 && row.values().nps_responses() > 0;
     }
   }
@@ -192,6 +210,9 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
   int64_t to = 0;
   int queries = 0, stuck = 0, overdue = 0, churn = 0, stages = 0, repeat = 0;
   const int64_t rebuilds_before = kpi::CellRebuildsForTesting();
+  const int64_t cell_reports_before = kpi::CellReportsForTesting();
+  int now_queries = 0;
+  v1::KpiReport kept[3];
   const size_t chunk = 250;
   for (size_t at = 0; at < events.size(); at += chunk) {
     std::vector<v1::Event> part(events.begin() + static_cast<std::ptrdiff_t>(at),
@@ -199,14 +220,18 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
     ASSERT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
     for (const v1::Event& e : part) to = std::max(to, e.occurred_at_us());
     const int64_t end = (to / kDay + 1) * kDay;
+    int k = 0;
     for (v1::GroupBy by : {v1::GROUP_BY_MANAGER, v1::GROUP_BY_SOURCE_PARTNER, v1::GROUP_BY_ACCOUNT_KIND}) {
+      v1::KpiReport& into = kept[k++];
       v1::KpiQuery q;
       q.set_end_us(end);
       q.set_start_us(end - 730 * kDay);
       q.set_bucket(v1::BUCKET_MONTH);
       q.set_group_by(by);
       if (at % (4 * chunk) == 0) q.set_as_of_us(end - 20 * kDay);  // sometimes in the past
+      now_queries += q.as_of_us() == 0 ? 2 : 0;
       auto fast = engine->Kpis(q);
+      ASSERT_TRUE(engine->KpisInto(q, &into).ok());
       kpi::SetForceScanForTesting(true);
       auto scan = engine->Kpis(q);
       kpi::SetForceScanForTesting(false);
@@ -217,6 +242,8 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
       d.ReportDifferencesToString(&diff);
       ASSERT_TRUE(d.Compare(*fast, *scan)) << "after " << at + part.size() << " events, query "
                                            << q.ShortDebugString() << "\n" << diff.substr(0, 3000);
+      ASSERT_TRUE(SameReport(*fast, *scan)) << q.ShortDebugString();
+      ASSERT_TRUE(SameReport(into, *scan)) << "kept report, " << q.ShortDebugString();
       for (const auto& row : fast->rows()) {
         stuck += row.values().stuck_deals() > 0;
         overdue += row.values().receivables_overdue_count() > 0;
@@ -234,6 +261,50 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
   EXPECT_GT(repeat, 0);
   // Late owner changes rebuild the manager cells; nothing else does.
   EXPECT_LT(kpi::CellRebuildsForTesting() - rebuilds_before, queries / 2);
+  // A dashboard of "now" (as_of after every fact) is answered from the cells
+  // alone, both ways; one with as_of in the past is not (it scans).
+  EXPECT_EQ(kpi::CellReportsForTesting() - cell_reports_before, now_queries);
+}
+
+// KpisInto with a bad query gives the error and leaves the kept report as
+// it was; a kept report shrinks to a smaller answer exactly.
+TEST(KpiIncremental, KeptReportErrorsAndShrinks) {
+  ScanSwitch restore;
+  testing::GeneratorOptions o;
+  o.seed = 9;
+  o.max_events = 4000;
+  std::vector<v1::Event> events = testing::GenerateStream(o);
+  auto engine = NewEngine();
+  ASSERT_TRUE(engine->IngestBatch(events, {BatchMode::kBestEffort}).ok());
+  const int64_t end = events.back().occurred_at_us() / kDay * kDay + kDay;
+  v1::KpiQuery q;
+  q.set_end_us(end);
+  q.set_start_us(end - 400 * kDay);
+  q.set_bucket(v1::BUCKET_MONTH);
+  q.set_group_by(v1::GROUP_BY_MANAGER);
+  v1::KpiReport kept;
+  ASSERT_TRUE(engine->KpisInto(q, &kept).ok());
+  ASSERT_GT(kept.rows_size(), 10);
+  const std::string before = kept.SerializeAsString();
+  v1::KpiQuery bad = q;
+  bad.set_start_us(bad.end_us());
+  const absl::Status st = engine->KpisInto(bad, &kept);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_EQ(kept.SerializeAsString(), before);
+  // Fewer buckets and groups, then weeks (not whole months), then ungrouped.
+  for (auto shape : {std::pair{v1::BUCKET_MONTH, v1::GROUP_BY_TEAM}, std::pair{v1::BUCKET_WEEK, v1::GROUP_BY_MANAGER},
+                     std::pair{v1::BUCKET_YEAR, v1::GROUP_BY_NONE}}) {
+    v1::KpiQuery small = q;
+    small.set_start_us(end - 60 * kDay);
+    small.set_bucket(shape.first);
+    small.set_group_by(shape.second);
+    ASSERT_TRUE(engine->KpisInto(small, &kept).ok());
+    kpi::SetForceScanForTesting(true);
+    auto scan = engine->Kpis(small);
+    kpi::SetForceScanForTesting(false);
+    ASSERT_TRUE(scan.ok());
+    EXPECT_TRUE(SameReport(kept, *scan)) << small.ShortDebugString();
+  }
 }
 
 // 3 streams x 13 chunks x 4 queries: 156 random queries.

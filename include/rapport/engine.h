@@ -223,6 +223,11 @@ class Engine {
   // zone, or more than 100000 buckets; OUT_OF_RANGE when a money sum
   // overflows int64 (the message names the KPI and the currency).
   absl::StatusOr<v1::KpiReport> Kpis(const v1::KpiQuery& query) const;
+  // The same into `*report`, reusing the rows, lines and strings it holds: a
+  // host refreshing a dashboard keeps one report, and a query of the cells
+  // (lib/kpi/report.h) then allocates nothing. Same errors; on error
+  // `*report` is unchanged.
+  absl::Status KpisInto(const v1::KpiQuery& query, v1::KpiReport* report) const;
 
   // Grades of every manager at `as_of_us` under the config's grade policy
   // (SPEC §6): current and eligible grade (never skipping one), each unmet

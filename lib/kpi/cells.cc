@@ -118,6 +118,8 @@ Cell& CellIndex::At(int mode, int64_t t, uint32_t group) {
 }
 
 InstCell& CellIndex::InstAt(int mode, int64_t d, uint32_t group) {
+  // The caller changes the cell.
+  modes_[mode].flat_ok = false;
   std::vector<InstCell>& day = modes_[mode].instants[d];
   for (InstCell& c : day) {
     if (c.group == group) return c;
@@ -458,6 +460,7 @@ void CellIndex::MarkStale() {
     m.built = false;
     m.days.clear();
     m.instants.clear();
+    m.flat_ok = false;
     m.months.clear();
   }
   overflow_ = false;
@@ -676,6 +679,7 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
     m.built = false;
     m.days.clear();
     m.instants.clear();
+    m.flat_ok = false;
     m.months.clear();
   }
   // referral_rate: the account's first order counts as referred or not.
@@ -711,6 +715,7 @@ void CellIndex::Rebuild(const FactStore& st, int mode) {
   Mode& m = modes_[mode];
   m.days.clear();
   m.instants.clear();
+    m.flat_ok = false;
   m.months.clear();
   for (FactKind k : {FactKind::kLead, FactKind::kPartnerAgreed, FactKind::kPartnerChurned,
                      FactKind::kPayment, FactKind::kActivity, FactKind::kFeedback,
@@ -772,33 +777,87 @@ bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_aft
 bool CellIndex::ForMonth(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t month_day,
                          const std::function<void(uint32_t, const Acc&)>& fn) {
   WriterLock lock(&mu_);
-  Mode* ready = Ready(st, mode, churn_after);
-  if (ready == nullptr) return false;
-  Mode& m = *ready;
+  Mode* m = Ready(st, mode, churn_after);
+  if (m == nullptr) return false;
+  const Month* month = MonthOf(st, *m, month_day, true);
+  if (month == nullptr) return false;
+  for (const MonthSum& x : month->sums) fn(x.group, x.acc);
+  return true;
+}
+
+bool CellIndex::WithView(const FactStore& st, v1::GroupBy mode, int64_t churn_after,
+                      const std::function<void(View&)>& fn) {
+  WriterLock lock(&mu_);
+  Mode* m = Ready(st, mode, churn_after);
+  if (m == nullptr) return false;
+  View view(this, &st, m);
+  fn(view);
+  return true;
+}
+
+const std::vector<CellIndex::MonthSum>* CellIndex::View::Month(int64_t month_day) {
+  const CellIndex::Month* month = index_->MonthOf(*st_, *mode_, month_day, false);
+  return month == nullptr ? nullptr : &month->sums;
+}
+
+const std::vector<CellIndex::FlatInstant>& CellIndex::FlatInstants(Mode& m) {
+  if (m.flat_ok) return m.flat;
+  m.flat.clear();
+  for (const auto& [day, cells] : m.instants) {
+    for (const InstCell& c : cells) {
+      m.flat.push_back(FlatInstant{day, c.group, c.partners, c.clients, c.churned, c.stuck, c.overdue,
+                                   c.owed.empty() ? nullptr : &c.owed});
+    }
+  }
+  m.flat_ok = true;
+  return m.flat;
+}
+
+CellIndex::Month* CellIndex::MonthOf(const FactStore& st, Mode& m, int64_t month_day, bool lists) {
   auto it = m.months.find(month_day);
-  if (it == m.months.end()) {
-    const absl::CivilDay first = absl::CivilDay(1970, 1, 1) + month_day;
-    const int64_t end_day = absl::CivilDay(absl::CivilMonth(first) + 1) - absl::CivilDay(1970, 1, 1);
-    Month month{end_day, {}};
-    const size_t stages = static_cast<size_t>(st.stage_offset.empty() ? 0 : st.stage_offset.back());
-    for (auto d = m.days.lower_bound(month_day); d != m.days.end() && d->first < end_day; ++d) {
-      for (const Cell& c : d->second) {
-        MonthSum* sum = nullptr;
-        for (MonthSum& x : month.sums) {
-          if (x.group == c.group) sum = &x;
-        }
-        if (sum == nullptr) {
-          sum = &month.sums.emplace_back();
-          sum->group = c.group;
-        }
-        if (AddCellTo(c, month_day, end_day, true, stages, sum->acc) != UINT32_MAX) return false;
+  if (it != m.months.end() && (it->second.lists || !lists)) return &it->second;
+  const absl::CivilDay first = absl::CivilDay(1970, 1, 1) + month_day;
+  const int64_t end_day = absl::CivilDay(absl::CivilMonth(first) + 1) - absl::CivilDay(1970, 1, 1);
+  Month month{end_day, lists, {}, {}};
+  const size_t stages = static_cast<size_t>(st.stage_offset.empty() ? 0 : st.stage_offset.back());
+  for (auto d = m.days.lower_bound(month_day); d != m.days.end() && d->first < end_day; ++d) {
+    for (const Cell& c : d->second) {
+      MonthSum* sum = nullptr;
+      for (MonthSum& x : month.sums) {
+        if (x.group == c.group) sum = &x;
+      }
+      if (sum == nullptr) {
+        sum = &month.sums.emplace_back();
+        sum->group = c.group;
+      }
+      if (AddCellTo(c, month_day, end_day, true, stages, sum->acc) != UINT32_MAX) return nullptr;
+      for (const auto& [currency, amount] : c.revenue) {
+        month.revenue.push_back(DayRevenue{static_cast<int32_t>(d->first), c.group, currency, amount});
       }
     }
-    for (MonthSum& x : month.sums) std::sort(x.acc.time_to_win.begin(), x.acc.time_to_win.end());
-    it = m.months.emplace(month_day, std::move(month)).first;
   }
-  for (const MonthSum& x : it->second.sums) fn(x.group, x.acc);
-  return true;
+  for (MonthSum& x : month.sums) {
+    std::vector<double>& v = x.acc.time_to_win;
+    x.has_median = !v.empty();
+    if (v.empty()) continue;
+    // The median as the merge takes it from the sorted list (MergePartials):
+    // the middle element, or the mean of the two middle ones.
+    const size_t n = v.size();
+    if (lists) {
+      std::sort(v.begin(), v.end());
+      x.median = n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+      continue;
+    }
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n / 2), v.end());
+    const double hi = v[n / 2];
+    x.median = n % 2 == 1 ? hi : (*std::max_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n / 2)) + hi) / 2;
+    std::vector<double>().swap(v);
+  }
+  if (it != m.months.end()) {
+    it->second = std::move(month);
+    return &it->second;
+  }
+  return &m.months.emplace(month_day, std::move(month)).first->second;
 }
 
 uint32_t AddCellTo(const Cell& cell, int64_t first_day, int64_t end_day, bool whole, size_t stages,
@@ -913,8 +972,9 @@ size_t CellIndex::MemoryBytes() const {
       n += 48 + cells.capacity() * sizeof(InstCell);
       for (const InstCell& c : cells) n += c.owed.capacity() * sizeof(c.owed[0]);
     }
+    n += m.flat.capacity() * sizeof(FlatInstant);
     for (const auto& [day, month] : m.months) {
-      n += 48 + month.sums.capacity() * sizeof(MonthSum);
+      n += 48 + month.sums.capacity() * sizeof(MonthSum) + month.revenue.capacity() * sizeof(DayRevenue);
       for (const MonthSum& x : month.sums) {
         n += x.acc.revenue.capacity() * sizeof(MoneyLine) + x.acc.time_to_win.capacity() * sizeof(double) +
              x.acc.stages.capacity() * sizeof(x.acc.stages[0]);

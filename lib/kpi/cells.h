@@ -46,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/civil_time.h"
 #include "lib/util/shared_mutex.h"
 #include "lib/kpi/accumulator.h"
 #include "lib/kpi/fact_store.h"
@@ -143,8 +144,74 @@ enum class FirstChange : uint8_t {
 };
 
 class CellIndex {
+  struct Mode;
+
  public:
   static constexpr int kModes = 6;  // v1::GroupBy values 0..5
+
+  // The sum of one group's cells over a whole UTC month, as a bucket equal to
+  // that month adds them (AddCellTo). acc.time_to_win is sorted when the
+  // month's lists are kept and empty otherwise; `median` is its median
+  // (has_median: it is not empty), computed either way.
+  struct MonthSum {
+    uint32_t group;
+    Acc acc;
+    bool has_median = false;
+    double median = 0;
+  };
+
+  // A payment line of one cell of a month (the day's revenue in a currency),
+  // in the order the cells are kept.
+  struct DayRevenue {
+    int32_t day;
+    uint32_t group;
+    uint32_t currency;
+    int64_t amount;
+  };
+  // An instant cell in a flat list (View::ForInstants); `owed` is the
+  // cell's lines, or nullptr when it has none.
+  struct FlatInstant {
+    int64_t day;
+    uint32_t group;
+    int64_t partners, clients, churned, stuck, overdue;
+    const std::vector<std::pair<uint32_t, __int128>>* owed;
+  };
+
+  // The cells of one grouping mode while CellIndex::WithView holds the index's
+  // lock (for the report path, lib/kpi/report.cc, which reads them many times
+  // per query).
+  class View {
+   public:
+    // The sums of the whole UTC month starting on `month_day` (without the
+    // time_to_win lists), kept between queries until a cell of the month
+    // changes; nullptr when a money sum overflows.
+    const std::vector<MonthSum>* Month(int64_t month_day);
+    // fn(day, cell) for every cell on UTC days [from_day, to_day).
+    template <typename Fn>
+    void ForDays(int64_t from_day, int64_t to_day, Fn&& fn) const;
+    // fn(line) for every cell's payment line on UTC days [from_day, to_day),
+    // in day order, from the months' kept lists. False (maybe after some
+    // calls) when a month's sums cannot be kept (a money sum overflows).
+    template <typename Fn>
+    bool ForRevenue(int64_t from_day, int64_t to_day, Fn&& fn);
+    // fn(instant) for every instant cell, in day order, from a flat copy
+    // kept until an instant cell changes.
+    template <typename Fn>
+    void ForInstants(Fn&& fn);
+    // As CellIndex::MaxTime.
+    int64_t MaxTime() const { return index_->max_t_; }
+
+   private:
+    friend class CellIndex;
+    View(CellIndex* index, const FactStore* st, Mode* mode) : index_(index), st_(st), mode_(mode) {}
+    CellIndex* index_;
+    const FactStore* st_;
+    Mode* mode_;
+  };
+  // Calls fn(view) with the built cells of `mode` under the index's lock,
+  // held until fn returns. False (fn not called) when the cells cannot be
+  // used (a money sum in a cell overflowed).
+  bool WithView(const FactStore& st, v1::GroupBy mode, int64_t churn_after, const std::function<void(View&)>& fn);
 
   // Ingest hooks (writer lock held). BeforeFact runs before the store's
   // timelines take the fact, OnFact after; `first` says, for won and lost
@@ -183,13 +250,15 @@ class CellIndex {
   size_t MemoryBytes() const;
 
  private:
-  struct MonthSum {
-    uint32_t group;
-    Acc acc;
-  };
   struct Month {
     int64_t end_day;
+    // Whether the sums' time_to_win lists are there (ForMonth wants them;
+    // the report path needs only the medians).
+    bool lists;
     std::vector<MonthSum> sums;
+    // Every payment line of the month's cells, for previous periods
+    // (revenue_growth) that are not whole months.
+    std::vector<DayRevenue> revenue;
   };
   struct Mode {
     bool built = false;
@@ -198,7 +267,16 @@ class CellIndex {
     // Sums of whole UTC months by their first day; a change to a cell drops
     // its month's.
     std::map<int64_t, Month> months;
+    // `instants` flattened for the report path; any change to an instant
+    // cell drops it (flat_ok false).
+    bool flat_ok = false;
+    std::vector<FlatInstant> flat;
   };
+  // The flat copy of the mode's instant cells, made if missing.
+  const std::vector<FlatInstant>& FlatInstants(Mode& m);
+  // The sums of a month (with the time_to_win lists when `lists`), computed
+  // and kept if missing; nullptr when a money sum overflows.
+  Month* MonthOf(const FactStore& st, Mode& m, int64_t month_day, bool lists);
   void Contribute(const FactStore& st, int mode, FactKind kind, int64_t t, const Fact& f);
   void Rebuild(const FactStore& st, int mode);
   // The built cells of `mode` under `churn_after` (mu_ held), or nullptr
@@ -232,6 +310,37 @@ class CellIndex {
   static constexpr uint32_t kNoEntity = UINT32_MAX;
   std::vector<uint32_t> first_deal_, next_deal_, first_invoice_, next_invoice_;
 };
+
+template <typename Fn>
+void CellIndex::View::ForDays(int64_t from_day, int64_t to_day, Fn&& fn) const {
+  for (auto it = mode_->days.lower_bound(from_day); it != mode_->days.end() && it->first < to_day; ++it) {
+    for (const Cell& c : it->second) fn(it->first, c);
+  }
+}
+
+template <typename Fn>
+bool CellIndex::View::ForRevenue(int64_t from_day, int64_t to_day, Fn&& fn) {
+  const absl::CivilDay epoch(1970, 1, 1);
+  int64_t from = from_day;
+  while (from < to_day) {
+    // The next month with cells (months without any are not kept).
+    auto cell = mode_->days.lower_bound(from);
+    if (cell == mode_->days.end() || cell->first >= to_day) break;
+    const int64_t month_day = absl::CivilDay(absl::CivilMonth(epoch + cell->first)) - epoch;
+    const CellIndex::Month* month = index_->MonthOf(*st_, *mode_, month_day, false);
+    if (month == nullptr) return false;
+    for (const DayRevenue& r : month->revenue) {
+      if (r.day >= from_day && r.day < to_day) fn(r);
+    }
+    from = month->end_day;
+  }
+  return true;
+}
+
+template <typename Fn>
+void CellIndex::View::ForInstants(Fn&& fn) {
+  for (const FlatInstant& c : index_->FlatInstants(*mode_)) fn(c);
+}
 
 // The group of a fact of `account` at `t` (SPEC §5 attribution), with the
 // account-kind groups as kClientGroupId / kPartnerGroupId.
