@@ -133,7 +133,7 @@ FactColumnsSizes SizeFactColumns(const kpi::FactStore& st) {
     uint64_t prev = 0;
     for (const auto& b : col.blocks()) {
       for (int i = 0; i < b->n; ++i) {
-        const kpi::Fact& f = b->f[i];
+        const kpi::Fact f = b->at(i);
         const uint64_t t = static_cast<uint64_t>(b->t[i]);
         z.delta += CodedOutputStream::VarintSize64(t - prev);
         prev = t;
