@@ -56,13 +56,15 @@ void Exec(sqlite3* db, const char* sql) {
 sqlite3* BuildDb(const World& w, bool by_manager) {
   sqlite3* db;
   sqlite3_open(":memory:", &db);
-  Exec(db, "CREATE TABLE facts(kind INT, t INT, grp TEXT, currency TEXT, amount INT, score INT, code INT)");
+  Exec(db,
+       "CREATE TABLE facts(kind INT, t INT, grp TEXT, currency TEXT, amount INT, score INT, code "
+       "INT)");
   Exec(db, "BEGIN");
   sqlite3_stmt* ins;
   sqlite3_prepare_v2(db, "INSERT INTO facts VALUES(?,?,?,?,?,?,?)", -1, &ins, nullptr);
   const EngineState& s = *w.state;
-  for (FactKind k : {FactKind::kLead, FactKind::kPartnerAgreed, FactKind::kPartnerChurned, FactKind::kPayment,
-                     FactKind::kActivity, FactKind::kFeedback}) {
+  for (FactKind k : {FactKind::kLead, FactKind::kPartnerAgreed, FactKind::kPartnerChurned,
+                     FactKind::kPayment, FactKind::kActivity, FactKind::kFeedback}) {
     s.kpi.column(k).ForAll([&](int64_t t, const kpi::Fact& f) {
       std::string grp;
       if (by_manager) {
@@ -76,7 +78,8 @@ sqlite3* BuildDb(const World& w, bool by_manager) {
       sqlite3_bind_int(ins, 1, static_cast<int>(k));
       sqlite3_bind_int64(ins, 2, t);
       sqlite3_bind_text(ins, 3, grp.c_str(), -1, SQLITE_TRANSIENT);
-      sqlite3_bind_text(ins, 4, k == FactKind::kPayment ? s.kpi.strings.at(f.aux).c_str() : "", -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(ins, 4, k == FactKind::kPayment ? s.kpi.strings.at(f.aux).c_str() : "", -1,
+                        SQLITE_TRANSIENT);
       sqlite3_bind_int64(ins, 5, k == FactKind::kPayment ? f.value : 0);
       sqlite3_bind_int64(ins, 6, k == FactKind::kFeedback ? f.value : -1);
       sqlite3_bind_int64(ins, 7, k == FactKind::kActivity ? f.aux : -1);
@@ -151,14 +154,17 @@ Figures Sql(const World& w, const v1::KpiQuery& q) {
   auto plan = kpi::MakePlan(q);
   Exec(db, "DELETE FROM bounds");
   for (int b = 0; b < plan->buckets(); ++b) {
-    Exec(db, absl::StrCat("INSERT INTO bounds VALUES(", b, ",", plan->bounds[b], ",", plan->bounds[b + 1], ")").c_str());
+    Exec(db, absl::StrCat("INSERT INTO bounds VALUES(", b, ",", plan->bounds[b], ",",
+                          plan->bounds[b + 1], ")")
+                 .c_str());
   }
   sqlite3_stmt* st;
-  sqlite3_prepare_v2(db,
-                     "SELECT b.lo, f.grp, f.kind, f.currency, f.code, count(*), sum(f.amount), "
-                     "sum(f.score >= 9), sum(f.score >= 0 AND f.score <= 6) "
-                     "FROM bounds b JOIN facts f ON f.t >= b.lo AND f.t < b.hi GROUP BY 1, 2, 3, 4, 5",
-                     -1, &st, nullptr);
+  sqlite3_prepare_v2(
+      db,
+      "SELECT b.lo, f.grp, f.kind, f.currency, f.code, count(*), sum(f.amount), "
+      "sum(f.score >= 9), sum(f.score >= 0 AND f.score <= 6) "
+      "FROM bounds b JOIN facts f ON f.t >= b.lo AND f.t < b.hi GROUP BY 1, 2, 3, 4, 5",
+      -1, &st, nullptr);
   Figures out;
   while (sqlite3_step(st) == SQLITE_ROW) {
     const int64_t lo = sqlite3_column_int64(st, 0);
@@ -167,17 +173,28 @@ Figures Sql(const World& w, const v1::KpiQuery& q) {
     const std::string cur = reinterpret_cast<const char*>(sqlite3_column_text(st, 3));
     const int64_t code = sqlite3_column_int64(st, 4), count = sqlite3_column_int64(st, 5);
     switch (kind) {
-      case FactKind::kLead: out[{lo, grp, "leads"}] += count; break;
-      case FactKind::kPartnerAgreed: out[{lo, grp, "partners_new"}] += count; break;
-      case FactKind::kPartnerChurned: out[{lo, grp, "partners_churned"}] += count; break;
-      case FactKind::kPayment: out[{lo, grp, "revenue " + cur}] += sqlite3_column_int64(st, 6); break;
-      case FactKind::kActivity: out[{lo, grp, absl::StrCat("act", code)}] += count; break;
+      case FactKind::kLead:
+        out[{lo, grp, "leads"}] += count;
+        break;
+      case FactKind::kPartnerAgreed:
+        out[{lo, grp, "partners_new"}] += count;
+        break;
+      case FactKind::kPartnerChurned:
+        out[{lo, grp, "partners_churned"}] += count;
+        break;
+      case FactKind::kPayment:
+        out[{lo, grp, "revenue " + cur}] += sqlite3_column_int64(st, 6);
+        break;
+      case FactKind::kActivity:
+        out[{lo, grp, absl::StrCat("act", code)}] += count;
+        break;
       case FactKind::kFeedback:
         out[{lo, grp, "nps_n"}] += count;
         out[{lo, grp, "nps_p"}] += sqlite3_column_int64(st, 7);
         out[{lo, grp, "nps_d"}] += sqlite3_column_int64(st, 8);
         break;
-      default: break;
+      default:
+        break;
     }
   }
   sqlite3_finalize(st);
@@ -196,8 +213,9 @@ Figures FromReport(const v1::KpiReport& r) {
     put("partners_churned", v.partners_churned());
     for (const auto& l : v.revenue()) put("revenue " + l.currency(), l.amount_minor());
     const auto& a = v.activities();
-    const int64_t acts[] = {a.calls_outbound(), a.calls_inbound(), a.emails_outbound(), a.emails_inbound(),
-                            a.messengers_outbound(), a.messengers_inbound(), a.meetings_outbound(), a.meetings_inbound()};
+    const int64_t acts[] = {a.calls_outbound(),    a.calls_inbound(),       a.emails_outbound(),
+                            a.emails_inbound(),    a.messengers_outbound(), a.messengers_inbound(),
+                            a.meetings_outbound(), a.meetings_inbound()};
     for (int i = 0; i < 8; ++i) put(absl::StrCat("act", i), acts[i]);
     put("nps_n", v.nps_responses());
     put("nps_p", v.nps_promoters());
@@ -208,8 +226,8 @@ Figures FromReport(const v1::KpiReport& r) {
 
 void Counters(benchmark::State& state, const World& w) {
   state.counters["events"] = static_cast<double>(w.events);
-  state.counters["events/s"] = benchmark::Counter(static_cast<double>(w.events) * state.iterations(),
-                                                  benchmark::Counter::kIsRate);
+  state.counters["events/s"] = benchmark::Counter(
+      static_cast<double>(w.events) * state.iterations(), benchmark::Counter::kIsRate);
   const double n = static_cast<double>(w.events);
   state.counters["store_B/event"] = static_cast<double>(w.state->kpi.MemoryBytes()) / n;
   // The parts: the fact columns, and the timelines of accounts and deals.
@@ -233,7 +251,8 @@ void BM_Scan(benchmark::State& state) {
 // first query (which builds the cells) is not timed.
 v1::KpiQuery DashboardQuery(const World& w) {
   const absl::CivilMonth last =
-      absl::CivilMonth(absl::ToCivilSecond(absl::FromUnixMicros(w.end - 1), absl::UTCTimeZone())) + 1;
+      absl::CivilMonth(absl::ToCivilSecond(absl::FromUnixMicros(w.end - 1), absl::UTCTimeZone())) +
+      1;
   v1::KpiQuery q;
   q.set_end_us(absl::ToUnixMicros(absl::FromCivil(last, absl::UTCTimeZone())));
   q.set_start_us(absl::ToUnixMicros(absl::FromCivil(last - 24, absl::UTCTimeZone())));
@@ -335,7 +354,8 @@ void BM_Sqlite(benchmark::State& state) {
   const v1::KpiQuery q = Query(w, state.range(1) != 0);
   Figures sql = Sql(w, q);
   // Zero figures are absent from the report's side.
-  for (auto it = sql.begin(); it != sql.end();) it = it->second == 0 ? sql.erase(it) : std::next(it);
+  for (auto it = sql.begin(); it != sql.end();)
+    it = it->second == 0 ? sql.erase(it) : std::next(it);
   if (sql != FromReport(Scan(w, q))) {
     state.SkipWithError("SQLite and the scan disagree");
     return;

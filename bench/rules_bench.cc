@@ -68,10 +68,15 @@ void BM_Ingest(benchmark::State& state) {
     state.ResumeTiming();
   }
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
-  state.counters["actions"] = benchmark::Counter(static_cast<double>(actions) /
-                                                 static_cast<double>(state.iterations()));
+  state.counters["actions"] =
+      benchmark::Counter(static_cast<double>(actions) / static_cast<double>(state.iterations()));
 }
-BENCHMARK(BM_Ingest)->ArgName("playbook")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Ingest)
+    ->ArgName("playbook")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // An engine state with `accounts` accounts created evenly over 10 days, each
 // with one pending timer 30 days after its creation (so a day holds a tenth
@@ -137,7 +142,8 @@ void BM_AdvanceDay(benchmark::State& state) {
   state.SetItemsProcessed(fired);
   state.counters["timers_fired_per_s"] =
       benchmark::Counter(static_cast<double>(fired), benchmark::Counter::kIsRate);
-  state.counters["fired_per_advance"] = static_cast<double>(fired) / static_cast<double>(state.iterations());
+  state.counters["fired_per_advance"] =
+      static_cast<double>(fired) / static_cast<double>(state.iterations());
 }
 BENCHMARK(BM_AdvanceDay)
     ->ArgNames({"cancelled", "reuse"})

@@ -139,7 +139,11 @@ void BM_JournalIngestThreads(benchmark::State& state) {
     if (!opened.ok()) std::abort();
     std::unique_ptr<Engine> engine = *std::move(opened);
     for (size_t i = 0; i < base.size(); i += 10000) {
-      if (!engine->IngestBatch(absl::MakeConstSpan(base).subspan(i, std::min<size_t>(10000, base.size() - i))).ok()) std::abort();
+      if (!engine
+               ->IngestBatch(
+                   absl::MakeConstSpan(base).subspan(i, std::min<size_t>(10000, base.size() - i)))
+               .ok())
+        std::abort();
     }
     engine.reset();
     engine = *Engine::Open(dir + "/db", Options(sync));
@@ -194,7 +198,8 @@ BENCHMARK(BM_JournalIngestThreads)
 // items_per_second is events in the engine after open per second of open;
 // journal_MiB is what open replays (segments a snapshot covers are gone).
 void BM_Recovery(benchmark::State& state) {
-  const int64_t n = EnvCount("RAPPORT_BENCH_EVENTS", EnvCount("RAPPORT_BENCH_RECOVERY_EVENTS", 10000000));
+  const int64_t n =
+      EnvCount("RAPPORT_BENCH_EVENTS", EnvCount("RAPPORT_BENCH_RECOVERY_EVENTS", 10000000));
   const bool checkpoints = state.range(0) != 0;
   const std::string dir = MakeDir();
   const std::string db = dir + "/db";

@@ -26,8 +26,7 @@ absl::Status Annotate(const absl::Status& st, const v1::Event& e, int64_t index)
 }
 
 template <typename Row>
-absl::StatusOr<Row> Lookup(const Table<Row>& table, absl::string_view kind,
-                           absl::string_view id) {
+absl::StatusOr<Row> Lookup(const Table<Row>& table, absl::string_view kind, absl::string_view id) {
   const Row* row = table.Find(id);
   if (row == nullptr) return absl::NotFoundError(absl::StrCat("unknown ", kind, " '", id, "'"));
   return *row;

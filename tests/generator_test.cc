@@ -79,12 +79,14 @@ TEST(Generator, StreamIsValidRealisticAndSeeded) {
   // Seeded: same seed, same events; another seed, other events.
   auto a = testing::GenerateStream(o);
   ASSERT_EQ(a.size(), events.size());
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i].SerializeAsString(), events[i].SerializeAsString());
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_EQ(a[i].SerializeAsString(), events[i].SerializeAsString());
   testing::GeneratorOptions o2 = o;
   o2.seed = 4;
   auto c = testing::GenerateStream(o2);
   bool differs = false;
-  for (size_t i = 0; i < c.size(); ++i) differs |= c[i].SerializeAsString() != a[i].SerializeAsString();
+  for (size_t i = 0; i < c.size(); ++i)
+    differs |= c[i].SerializeAsString() != a[i].SerializeAsString();
   EXPECT_TRUE(differs);
 }
 

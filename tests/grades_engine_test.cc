@@ -14,12 +14,14 @@ v1::EngineConfig Config() {
       window_us: 2592000000000  # 30 days
       grades { id: "intern" max_tier: TIER_C max_accounts: 10 }
       grades {
-        id: "junior" max_tier: TIER_B
+        id: "junior"
+        max_tier: TIER_B
         requirements { metric: GRADE_METRIC_ACTIVE_PARTNERS_OWNED min: 1 }
         requirements { metric: GRADE_METRIC_LEADS_FROM_OWNED_PARTNERS min: 2 }
       }
       grades {
-        id: "senior" max_tier: TIER_A
+        id: "senior"
+        max_tier: TIER_A
         requirements { metric: GRADE_METRIC_REVENUE min: 1000 currency: "RUB" }
       }
     })pb");
@@ -29,14 +31,18 @@ TEST(Grades, FiguresComeFromTheKpis) {
   auto engine = NewEngine(Config());
   Seed(*engine);  // m1 owns partner p1, m2 owns client c1
   MustIngest(*engine, Ev("g1", kT0 + kDay, "partner_agreed { account_id: 'p1' }"));
-  MustIngest(*engine, Ev("g2", kT0 + kDay, "account_upserted { account_id: 'c2' "
-                                           "kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' }"));
-  MustIngest(*engine, Ev("g3", kT0 + 2 * kDay, "lead_created { deal_id: 'd1' account_id: 'c1' "
-                                               "source_partner_id: 'p1' }"));
-  MustIngest(*engine, Ev("g4", kT0 + 2 * kDay, "lead_created { deal_id: 'd2' account_id: 'c2' "
-                                               "source_partner_id: 'p1' }"));
-  MustIngest(*engine, Ev("g5", kT0 + 3 * kDay, "payment_received { account_id: 'c1' "
-                                               "amount { amount_minor: 1500 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("g2", kT0 + kDay,
+                         "account_upserted { account_id: 'c2' "
+                         "kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' }"));
+  MustIngest(*engine, Ev("g3", kT0 + 2 * kDay,
+                         "lead_created { deal_id: 'd1' account_id: 'c1' "
+                         "source_partner_id: 'p1' }"));
+  MustIngest(*engine, Ev("g4", kT0 + 2 * kDay,
+                         "lead_created { deal_id: 'd2' account_id: 'c2' "
+                         "source_partner_id: 'p1' }"));
+  MustIngest(*engine, Ev("g5", kT0 + 3 * kDay,
+                         "payment_received { account_id: 'c1' "
+                         "amount { amount_minor: 1500 currency: 'RUB' } }"));
 
   auto eval = engine->Grades(kT0 + 10 * kDay);
   ASSERT_TRUE(eval.ok()) << eval.status();

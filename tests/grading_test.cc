@@ -18,12 +18,17 @@ class Grading : public ::testing::Test {
     policy_ = Parse<v1::GradePolicy>(R"pb(
       grades { id: "intern" max_tier: TIER_C bonus_multiplier: 0.5 max_accounts: 2 }
       grades {
-        id: "junior" max_tier: TIER_B bonus_multiplier: 1 max_accounts: 3
+        id: "junior"
+        max_tier: TIER_B
+        bonus_multiplier: 1
+        max_accounts: 3
         requirements { metric: GRADE_METRIC_TENURE_DAYS min: 30 }
         requirements { metric: GRADE_METRIC_LEAD_CONVERSION min: 0.2 }
       }
       grades {
-        id: "senior" max_tier: TIER_A bonus_multiplier: 2
+        id: "senior"
+        max_tier: TIER_A
+        bonus_multiplier: 2
         requirements { metric: GRADE_METRIC_REVENUE min: 1000 currency: "RUB" }
         requirements { metric: GRADE_METRIC_NPS min: 10 }
       }
@@ -193,7 +198,8 @@ TEST_F(Grading, HunterDriftBelowTheFloor) {
 
 TEST_F(Grading, BadPoliciesNameTheGradeAndField) {
   EXPECT_FALSE(GradePolicyWithDefaults(v1::GradePolicy()).ok());
-  auto dup = GradePolicyWithDefaults(Parse<v1::GradePolicy>("grades { id: 'x' } grades { id: 'x' }"));
+  auto dup =
+      GradePolicyWithDefaults(Parse<v1::GradePolicy>("grades { id: 'x' } grades { id: 'x' }"));
   EXPECT_NE(dup.status().message().find("grade 1 'x': field 'id' is repeated"), std::string::npos);
   auto rev = GradePolicyWithDefaults(Parse<v1::GradePolicy>(
       "grades { id: 'x' requirements { metric: GRADE_METRIC_REVENUE min: 1 } }"));

@@ -27,10 +27,12 @@ TEST_P(Validation, RejectsNamingEventAndFieldAndChangesNothing) {
   auto engine = NewEngine();
   Seed(*engine);
   MustIngest(*engine, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
-  MustIngest(*engine, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                    "amount { amount_minor: 5 currency: 'RUB' } }"));
-  MustIngest(*engine, Ev("i1", kT0, "invoice_issued { invoice_id: 'i1' account_id: 'c1' "
-                                    "amount { amount_minor: 5 currency: 'RUB' } due_at_us: 1 }"));
+  MustIngest(*engine, Ev("o1", kT0,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 5 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("i1", kT0,
+                         "invoice_issued { invoice_id: 'i1' account_id: 'c1' "
+                         "amount { amount_minor: 5 currency: 'RUB' } due_at_us: 1 }"));
   const std::string before = *engine->Snapshot();
 
   auto r = engine->Ingest(Ev("bad-1", c.at, c.payload));
@@ -58,7 +60,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "partner_agreed.account_id"},
         BadCase{"client_is_not_partner", kT0, "partner_agreed { account_id: 'c1' }",
                 C::kFailedPrecondition, "partner_agreed.account_id"},
-        BadCase{"unknown_deal", kT0, "deal_won { deal_id: 'zz' }", C::kNotFound, "deal_won.deal_id"},
+        BadCase{"unknown_deal", kT0, "deal_won { deal_id: 'zz' }", C::kNotFound,
+                "deal_won.deal_id"},
         BadCase{"stage_not_in_pipeline", kT0,
                 "deal_stage_changed { deal_id: 'd1' to_stage: 'training' }", C::kInvalidArgument,
                 "deal_stage_changed.to_stage"},
@@ -119,9 +122,8 @@ INSTANTIATE_TEST_SUITE_P(
                 C::kInvalidArgument, "order_placed.deal_id"},
         BadCase{"unknown_complaint", kT0, "complaint_resolved { complaint_id: 'zz' }", C::kNotFound,
                 "complaint_resolved.complaint_id"},
-        BadCase{"invalid_utf8_text", kT0,
-                "team_upserted { team_id: 't1' segments: '\\xff' }", C::kInvalidArgument,
-                "team_upserted.segments[0]"},
+        BadCase{"invalid_utf8_text", kT0, "team_upserted { team_id: 't1' segments: '\\xff' }",
+                C::kInvalidArgument, "team_upserted.segments[0]"},
         BadCase{"invalid_utf8_id", kT0, "partner_agreed { account_id: '\\xc0\\xaf' }",
                 C::kInvalidArgument, "partner_agreed.account_id"},
         BadCase{"bad_due_date", kT0, "order_delayed { order_id: 'o1' new_due_at_us: -3 }",
@@ -240,26 +242,30 @@ TEST(Ingest, LateEventsFollowArrivalForStateAndKeepTheirTime) {
   EXPECT_EQ(p1->status(), v1::ACCOUNT_STATUS_ACTIVE);
   EXPECT_EQ(p1->status_since_us(), kT0 + kDay);
   // A late order keeps its own time; the latest order time does not go back.
-  MustIngest(*engine, Ev("o2", kT0 + 9 * kDay, "order_placed { order_id: 'o2' account_id: 'c1' "
-                                               "amount { amount_minor: 1 currency: 'RUB' } }"));
-  MustIngest(*engine, Ev("o1", kT0 + 3 * kDay, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                               "amount { amount_minor: 1 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("o2", kT0 + 9 * kDay,
+                         "order_placed { order_id: 'o2' account_id: 'c1' "
+                         "amount { amount_minor: 1 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("o1", kT0 + 3 * kDay,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 1 currency: 'RUB' } }"));
   EXPECT_EQ(engine->GetOrder("o1")->placed_at_us(), kT0 + 3 * kDay);
   EXPECT_EQ(engine->GetAccount("c1")->last_order_at_us(), kT0 + 9 * kDay);
   EXPECT_EQ(engine->GetAccount("c1")->status(), v1::ACCOUNT_STATUS_REPEAT);
 }
 
 TEST(Json, EventsRoundTripThroughCanonicalJson) {
-  const v1::Event e = Ev("j1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                    "amount { amount_minor: 5 currency: 'RUB' } }");
+  const v1::Event e = Ev("j1", kT0,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 5 currency: 'RUB' } }");
   auto json = ToJson(e);
   ASSERT_TRUE(json.ok());
   v1::Event back;
   ASSERT_TRUE(FromJson(*json, &back).ok());
   EXPECT_EQ(back.SerializeAsString(), e.SerializeAsString());
   // lowerCamelCase names are accepted too.
-  ASSERT_TRUE(FromJson(R"({"eventId":"j2","occurredAtUs":"5","partnerAgreed":{"accountId":"p"}})",
-                       &back).ok());
+  ASSERT_TRUE(
+      FromJson(R"({"eventId":"j2","occurredAtUs":"5","partnerAgreed":{"accountId":"p"}})", &back)
+          .ok());
   EXPECT_EQ(back.partner_agreed().account_id(), "p");
   auto bad = FromJson(R"({"eventId":"j3","nope":1})", &back);
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);

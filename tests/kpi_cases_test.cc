@@ -35,8 +35,9 @@ v1::KpiValues One(const Engine& e, const v1::KpiQuery& q) {
 
 std::string Pay(const std::string& account, int64_t amount, const std::string& currency = "RUB",
                 const std::string& invoice = "") {
-  return absl::StrCat("payment_received { account_id: '", account, "' amount { amount_minor: ", amount,
-                      " currency: '", currency, "' } invoice_id: '", invoice, "' }");
+  return absl::StrCat("payment_received { account_id: '", account,
+                      "' amount { amount_minor: ", amount, " currency: '", currency,
+                      "' } invoice_id: '", invoice, "' }");
 }
 
 TEST(KpiCases, ZeroDenominatorsAreNull) {
@@ -83,10 +84,16 @@ TEST(KpiCases, AsOfBeforeThePeriodEnds) {
   const int64_t t = kT0 + kDay;
   MustIngest(*e, Ev("l1", t, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
   MustIngest(*e, Ev("w1", t + 2 * kDay, "deal_won { deal_id: 'd1' }"));
-  MustIngest(*e, Ev("o1", t, "order_placed { order_id: 'o1' account_id: 'c1' amount { amount_minor: 100 currency: 'RUB' } }"));
+  MustIngest(*e, Ev("o1", t,
+                    "order_placed { order_id: 'o1' account_id: 'c1' amount { amount_minor: 100 "
+                    "currency: 'RUB' } }"));
   // At placed_at: not in (placed, placed + 7d]; at placed + 7d: in.
-  MustIngest(*e, Ev("a0", t, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
-  MustIngest(*e, Ev("a1", t + 7 * kDay, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
+  MustIngest(*e, Ev("a0", t,
+                    "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+                    "direction: DIRECTION_OUTBOUND }"));
+  MustIngest(*e, Ev("a1", t + 7 * kDay,
+                    "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+                    "direction: DIRECTION_OUTBOUND }"));
   const int64_t end = t + 30 * kDay;
   v1::KpiValues v = One(*e, Q(t, end, t + kDay));
   EXPECT_EQ(v.lead_conversion().numerator(), 0);
@@ -153,7 +160,9 @@ TEST(KpiCases, LateEventIntoAClosedPeriod) {
 TEST(KpiCases, OwnerChangeMidPeriodAndLateReattribution) {
   auto e = NewEngine();
   Seed(*e);  // c1 owned by m2
-  const std::string up = "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm1' segment: 'retail' }";
+  const std::string up =
+      "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm1' segment: "
+      "'retail' }";
   MustIngest(*e, Ev("p1", kT0 + kDay, Pay("c1", 10)));
   MustIngest(*e, Ev("up", kT0 + 5 * kDay, up));
   MustIngest(*e, Ev("p2", kT0 + 6 * kDay, Pay("c1", 20)));
@@ -168,7 +177,8 @@ TEST(KpiCases, OwnerChangeMidPeriodAndLateReattribution) {
   EXPECT_EQ(r->rows(1).values().revenue(0).amount_minor(), 10);
   // A late upsert dated before the first payment moves it to m0 as well.
   MustIngest(*e, Ev("up-late", kT0 + kDay / 2,
-                    "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm0' segment: 'retail' }"));
+                    "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm0' "
+                    "segment: 'retail' }"));
   r = e->Kpis(q);
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->rows_size(), 2);
@@ -180,7 +190,9 @@ TEST(KpiCases, OwnerChangeMidPeriodAndLateReattribution) {
 TEST(KpiCases, PartnersActiveTiesAndDoubling) {
   auto e = NewEngine();
   Seed(*e);
-  MustIngest(*e, Ev("p2", kT0, "account_upserted { account_id: 'p2' kind: ACCOUNT_KIND_PARTNER owner_id: 'm1' }"));
+  MustIngest(*e,
+             Ev("p2", kT0,
+                "account_upserted { account_id: 'p2' kind: ACCOUNT_KIND_PARTNER owner_id: 'm1' }"));
   MustIngest(*e, Ev("a1", kT0, "partner_agreed { account_id: 'p1' }"));
   // Churned and agreed at one instant: the later arrival (agreed) wins.
   MustIngest(*e, Ev("c1", kT0 + 5 * kDay, "partner_churned { account_id: 'p1' }"));
@@ -199,14 +211,18 @@ TEST(KpiCases, PartnersActiveTiesAndDoubling) {
 TEST(KpiCases, NpsOrdersAndReferrals) {
   auto e = NewEngine();
   Seed(*e);
-  MustIngest(*e, Ev("c2", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' referred_by: 'c1' }"));
+  MustIngest(*e, Ev("c2", kT0,
+                    "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' "
+                    "referred_by: 'c1' }"));
   int i = 0;
   for (int score : {10, 9, 7, 6, 0, 10}) {
-    MustIngest(*e, Ev(absl::StrCat("f", i++), kT0 + kDay, absl::StrCat("feedback_received { account_id: 'c1' score: ", score, " }")));
+    MustIngest(*e, Ev(absl::StrCat("f", i++), kT0 + kDay,
+                      absl::StrCat("feedback_received { account_id: 'c1' score: ", score, " }")));
   }
   auto order = [&](const std::string& id, const std::string& acc, int64_t at) {
-    MustIngest(*e, Ev(id, at, absl::StrCat("order_placed { order_id: '", id, "' account_id: '", acc,
-                                           "' amount { amount_minor: 1 currency: 'RUB' } }")));
+    MustIngest(*e, Ev(id, at,
+                      absl::StrCat("order_placed { order_id: '", id, "' account_id: '", acc,
+                                   "' amount { amount_minor: 1 currency: 'RUB' } }")));
   };
   order("o1", "c1", kT0 + kDay);
   order("o2", "c1", kT0 + 2 * kDay);
@@ -231,13 +247,19 @@ TEST(KpiCases, NpsOrdersAndReferrals) {
 TEST(KpiCases, ChurnStuckReceivablesAndHealth) {
   auto e = NewEngine();
   Seed(*e);
-  MustIngest(*e, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' amount { amount_minor: 1000 currency: 'USD' } }"));
-  MustIngest(*e, Ev("i1", kT0, "invoice_issued { invoice_id: 'i1' account_id: 'c1' amount { amount_minor: 1000 currency: 'USD' } due_at_us: " +
-                                   std::to_string(kT0 + 10 * kDay) + " }"));
+  MustIngest(*e, Ev("o1", kT0,
+                    "order_placed { order_id: 'o1' account_id: 'c1' amount { amount_minor: 1000 "
+                    "currency: 'USD' } }"));
+  MustIngest(*e, Ev("i1", kT0,
+                    "invoice_issued { invoice_id: 'i1' account_id: 'c1' amount { amount_minor: "
+                    "1000 currency: 'USD' } due_at_us: " +
+                        std::to_string(kT0 + 10 * kDay) + " }"));
   MustIngest(*e, Ev("p1", kT0 + 5 * kDay, Pay("c1", 400, "USD", "i1")));
   MustIngest(*e, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'p1' }"));
   MustIngest(*e, Ev("f1", kT0 + 2 * kDay, "feedback_received { account_id: 'c1' score: 8 }"));
-  MustIngest(*e, Ev("a1", kT0 + 8 * kDay, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_EMAIL direction: DIRECTION_OUTBOUND }"));
+  MustIngest(*e, Ev("a1", kT0 + 8 * kDay,
+                    "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_EMAIL "
+                    "direction: DIRECTION_OUTBOUND }"));
   // Stuck: the deal sits in "prospect" (SLA 3 days).
   EXPECT_EQ(One(*e, Q(kT0, kT0 + kDay, kT0 + 3 * kDay)).stuck_deals(), 0);
   EXPECT_EQ(One(*e, Q(kT0, kT0 + kDay, kT0 + 3 * kDay + 1)).stuck_deals(), 1);
@@ -276,8 +298,10 @@ TEST(KpiCases, StageConversionCountsOnlyLaterEntries) {
   auto e = NewEngine();
   Seed(*e);
   MustIngest(*e, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
-  MustIngest(*e, Ev("s1", kT0 + kHour, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
-  MustIngest(*e, Ev("s2", kT0 + 2 * kHour, "deal_stage_changed { deal_id: 'd1' to_stage: 'lead' }"));
+  MustIngest(*e,
+             Ev("s1", kT0 + kHour, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
+  MustIngest(*e,
+             Ev("s2", kT0 + 2 * kHour, "deal_stage_changed { deal_id: 'd1' to_stage: 'lead' }"));
   // Entered "lead" at T+2h (moved back): "qualified" came before, so no conversion.
   v1::KpiValues v = One(*e, Q(kT0 + 90 * 60 * 1000000LL, kT0 + 3 * kHour));
   ASSERT_EQ(v.stage_conversion_size(), 1);
@@ -504,21 +528,30 @@ TEST(FactColumn, LateInsertsKeepTimeThenArrivalOrderAndEveryField) {
     int64_t t = now;
     if (rng() % 10 == 0) t -= static_cast<int64_t>(rng() % 5000);  // late, often into a full block
     // Fields start at zero and turn non-zero one after another.
-    const kpi::Fact f{i > 3000 ? static_cast<int64_t>(rng() % 100) - 50 : 0, i > 100 ? static_cast<uint32_t>(rng()) : 0,
-                      i > 7000 ? static_cast<uint32_t>(i) : 0, i > 15000 ? static_cast<uint32_t>(rng() % 8) : 0};
+    const kpi::Fact f{i > 3000 ? static_cast<int64_t>(rng() % 100) - 50 : 0,
+                      i > 100 ? static_cast<uint32_t>(rng()) : 0,
+                      i > 7000 ? static_cast<uint32_t>(i) : 0,
+                      i > 15000 ? static_cast<uint32_t>(rng() % 8) : 0};
     col.Insert(t, f);
     want.emplace_back(t, f.value, f.account, f.subject, f.aux);
   }
-  std::stable_sort(want.begin(), want.end(), [](const Row& a, const Row& b) { return std::get<0>(a) < std::get<0>(b); });
+  std::stable_sort(want.begin(), want.end(),
+                   [](const Row& a, const Row& b) { return std::get<0>(a) < std::get<0>(b); });
   ASSERT_EQ(col.size(), want.size());
-  EXPECT_EQ(col.fields(), kpi::kFieldValue | kpi::kFieldAccount | kpi::kFieldSubject | kpi::kFieldAux);
+  EXPECT_EQ(col.fields(),
+            kpi::kFieldValue | kpi::kFieldAccount | kpi::kFieldSubject | kpi::kFieldAux);
   std::vector<Row> got;
-  col.ForAll([&](int64_t t, const kpi::Fact& f) { got.emplace_back(t, f.value, f.account, f.subject, f.aux); });
+  col.ForAll([&](int64_t t, const kpi::Fact& f) {
+    got.emplace_back(t, f.value, f.account, f.subject, f.aux);
+  });
   ASSERT_TRUE(got == want);
   for (int q = 0; q < 200; ++q) {
-    const int64_t from = 900 + static_cast<int64_t>(rng() % 22000), to = from + static_cast<int64_t>(rng() % 3000);
+    const int64_t from = 900 + static_cast<int64_t>(rng() % 22000),
+                  to = from + static_cast<int64_t>(rng() % 3000);
     std::vector<Row> in;
-    col.ForRange(from, to, [&](int64_t t, const kpi::Fact& f) { in.emplace_back(t, f.value, f.account, f.subject, f.aux); });
+    col.ForRange(from, to, [&](int64_t t, const kpi::Fact& f) {
+      in.emplace_back(t, f.value, f.account, f.subject, f.aux);
+    });
     std::vector<Row> expect;
     for (const Row& r : want) {
       if (std::get<0>(r) >= from && std::get<0>(r) < to) expect.push_back(r);

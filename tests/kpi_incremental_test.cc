@@ -33,7 +33,8 @@ std::vector<v1::Event> Stream(uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<std::string> managers;
   for (const v1::Event& e : s) {
-    if (e.has_manager_upserted() && !e.manager_upserted().is_head()) managers.push_back(e.manager_upserted().manager_id());
+    if (e.has_manager_upserted() && !e.manager_upserted().is_head())
+      managers.push_back(e.manager_upserted().manager_id());
   }
   std::vector<v1::Event> out;
   std::vector<std::pair<size_t, v1::Event>> pending;
@@ -63,7 +64,8 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   static const char* zones[] = {"", "UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York"};
   const int64_t span = std::max<int64_t>(to - from, kDay);
   v1::KpiQuery q;
-  int64_t a = from - 10 * kDay + static_cast<int64_t>(rng() % static_cast<uint64_t>(span + 20 * kDay));
+  int64_t a =
+      from - 10 * kDay + static_cast<int64_t>(rng() % static_cast<uint64_t>(span + 20 * kDay));
   // Mostly whole UTC days (the cells' case), sometimes not (edge scans).
   if (rng() % 4 != 0) a = a / kDay * kDay;
   int64_t len = kDay + static_cast<int64_t>(rng() % static_cast<uint64_t>(span));
@@ -74,14 +76,25 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   q.set_time_zone(zones[rng() % 5]);
   q.set_group_by(static_cast<v1::GroupBy>(rng() % 6));
   switch (rng() % 6) {
-    case 0: break;
-    case 1: q.set_as_of_us(q.start_us() + static_cast<int64_t>(rng() % static_cast<uint64_t>(len)) + 1); break;
-    case 2: q.set_as_of_us(to - static_cast<int64_t>(rng() % static_cast<uint64_t>(30 * kDay))); break;
+    case 0:
+      break;
+    case 1:
+      q.set_as_of_us(q.start_us() + static_cast<int64_t>(rng() % static_cast<uint64_t>(len)) + 1);
+      break;
+    case 2:
+      q.set_as_of_us(to - static_cast<int64_t>(rng() % static_cast<uint64_t>(30 * kDay)));
+      break;
     // On a UTC day boundary after every event (stuck deals and receivables
     // from the cells), or in the past (the cells' as_of corrections).
-    case 3: q.set_as_of_us((to / kDay + 1 + static_cast<int64_t>(rng() % 40)) * kDay); break;
-    case 4: q.set_as_of_us((to / kDay - static_cast<int64_t>(rng() % 60)) * kDay); break;
-    default: q.set_as_of_us(to + kDay); break;
+    case 3:
+      q.set_as_of_us((to / kDay + 1 + static_cast<int64_t>(rng() % 40)) * kDay);
+      break;
+    case 4:
+      q.set_as_of_us((to / kDay - static_cast<int64_t>(rng() % 60)) * kDay);
+      break;
+    default:
+      q.set_as_of_us(to + kDay);
+      break;
   }
   if (q.as_of_us() != 0 && q.as_of_us() < q.start_us()) q.set_as_of_us(q.end_us());
   return q;
@@ -114,8 +127,9 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
   // which grow and shrink between these random shapes).
   v1::KpiReport kept;
   for (size_t at = 0; at < events.size(); at += chunk) {
-    std::vector<v1::Event> part(events.begin() + static_cast<std::ptrdiff_t>(at),
-                                events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
+    std::vector<v1::Event> part(
+        events.begin() + static_cast<std::ptrdiff_t>(at),
+        events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
     ASSERT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
     for (const v1::Event& e : part) {
       from = std::min(from, e.occurred_at_us());
@@ -133,11 +147,13 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
       std::string diff;
       google::protobuf::util::MessageDifferencer d;
       d.ReportDifferencesToString(&diff);
-      ASSERT_TRUE(d.Compare(*fast, *scan)) << "query: " << q.ShortDebugString() << "\n" << diff.substr(0, 3000);
+      ASSERT_TRUE(d.Compare(*fast, *scan)) << "query: " << q.ShortDebugString() << "\n"
+                                           << diff.substr(0, 3000);
       ASSERT_TRUE(SameReport(*fast, *scan)) << "query: " << q.ShortDebugString();
       ASSERT_TRUE(engine->KpisInto(q, &kept).ok());
       ASSERT_TRUE(SameReport(kept, *scan)) << "kept report, query: " << q.ShortDebugString();
-      for (const auto& row : fast->rows()) nonempty += row.values().leads() > 0 && row.values().nps_responses() > 0;
+      for (const auto& row : fast->rows())
+        nonempty += row.values().leads() > 0 && row.values().nps_responses() > 0;
     }
   }
   EXPECT_GE(queries, 40);
@@ -215,13 +231,15 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
   v1::KpiReport kept[3];
   const size_t chunk = 250;
   for (size_t at = 0; at < events.size(); at += chunk) {
-    std::vector<v1::Event> part(events.begin() + static_cast<std::ptrdiff_t>(at),
-                                events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
+    std::vector<v1::Event> part(
+        events.begin() + static_cast<std::ptrdiff_t>(at),
+        events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
     ASSERT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
     for (const v1::Event& e : part) to = std::max(to, e.occurred_at_us());
     const int64_t end = (to / kDay + 1) * kDay;
     int k = 0;
-    for (v1::GroupBy by : {v1::GROUP_BY_MANAGER, v1::GROUP_BY_SOURCE_PARTNER, v1::GROUP_BY_ACCOUNT_KIND}) {
+    for (v1::GroupBy by :
+         {v1::GROUP_BY_MANAGER, v1::GROUP_BY_SOURCE_PARTNER, v1::GROUP_BY_ACCOUNT_KIND}) {
       v1::KpiReport& into = kept[k++];
       v1::KpiQuery q;
       q.set_end_us(end);
@@ -240,8 +258,9 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
       std::string diff;
       google::protobuf::util::MessageDifferencer d;
       d.ReportDifferencesToString(&diff);
-      ASSERT_TRUE(d.Compare(*fast, *scan)) << "after " << at + part.size() << " events, query "
-                                           << q.ShortDebugString() << "\n" << diff.substr(0, 3000);
+      ASSERT_TRUE(d.Compare(*fast, *scan))
+          << "after " << at + part.size() << " events, query " << q.ShortDebugString() << "\n"
+          << diff.substr(0, 3000);
       ASSERT_TRUE(SameReport(*fast, *scan)) << q.ShortDebugString();
       ASSERT_TRUE(SameReport(into, *scan)) << "kept report, " << q.ShortDebugString();
       for (const auto& row : fast->rows()) {
@@ -292,7 +311,8 @@ TEST(KpiIncremental, KeptReportErrorsAndShrinks) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   EXPECT_EQ(kept.SerializeAsString(), before);
   // Fewer buckets and groups, then weeks (not whole months), then ungrouped.
-  for (auto shape : {std::pair{v1::BUCKET_MONTH, v1::GROUP_BY_TEAM}, std::pair{v1::BUCKET_WEEK, v1::GROUP_BY_MANAGER},
+  for (auto shape : {std::pair{v1::BUCKET_MONTH, v1::GROUP_BY_TEAM},
+                     std::pair{v1::BUCKET_WEEK, v1::GROUP_BY_MANAGER},
                      std::pair{v1::BUCKET_YEAR, v1::GROUP_BY_NONE}}) {
     v1::KpiQuery small = q;
     small.set_start_us(end - 60 * kDay);

@@ -19,29 +19,50 @@ namespace {
 std::string AccountOf(const v1::Event& e, const std::map<std::string, std::string>& deal_account,
                       const std::map<std::string, std::string>& other_account) {
   switch (e.payload_case()) {
-    case v1::Event::kAccountUpserted: return e.account_upserted().account_id();
-    case v1::Event::kLeadCreated: return e.lead_created().account_id();
-    case v1::Event::kDealStageChanged: return deal_account.at(e.deal_stage_changed().deal_id());
-    case v1::Event::kDealWon: return deal_account.at(e.deal_won().deal_id());
-    case v1::Event::kDealLost: return deal_account.at(e.deal_lost().deal_id());
-    case v1::Event::kPartnerAgreed: return e.partner_agreed().account_id();
-    case v1::Event::kPartnerChurned: return e.partner_churned().account_id();
-    case v1::Event::kAccountChurned: return e.account_churned().account_id();
-    case v1::Event::kOrderPlaced: return e.order_placed().account_id();
-    case v1::Event::kOrderDelayed: return other_account.at(e.order_delayed().order_id());
-    case v1::Event::kOrderCompleted: return other_account.at(e.order_completed().order_id());
-    case v1::Event::kInvoiceIssued: return e.invoice_issued().account_id();
-    case v1::Event::kPaymentReceived: return e.payment_received().account_id();
-    case v1::Event::kActivity: return e.activity().account_id();
-    case v1::Event::kFeedbackReceived: return e.feedback_received().account_id();
-    case v1::Event::kComplaintOpened: return e.complaint_opened().account_id();
-    case v1::Event::kComplaintResolved: return other_account.at(e.complaint_resolved().complaint_id());
-    case v1::Event::kCaseStudyPublished: return e.case_study_published().account_id();
-    default: return "";
+    case v1::Event::kAccountUpserted:
+      return e.account_upserted().account_id();
+    case v1::Event::kLeadCreated:
+      return e.lead_created().account_id();
+    case v1::Event::kDealStageChanged:
+      return deal_account.at(e.deal_stage_changed().deal_id());
+    case v1::Event::kDealWon:
+      return deal_account.at(e.deal_won().deal_id());
+    case v1::Event::kDealLost:
+      return deal_account.at(e.deal_lost().deal_id());
+    case v1::Event::kPartnerAgreed:
+      return e.partner_agreed().account_id();
+    case v1::Event::kPartnerChurned:
+      return e.partner_churned().account_id();
+    case v1::Event::kAccountChurned:
+      return e.account_churned().account_id();
+    case v1::Event::kOrderPlaced:
+      return e.order_placed().account_id();
+    case v1::Event::kOrderDelayed:
+      return other_account.at(e.order_delayed().order_id());
+    case v1::Event::kOrderCompleted:
+      return other_account.at(e.order_completed().order_id());
+    case v1::Event::kInvoiceIssued:
+      return e.invoice_issued().account_id();
+    case v1::Event::kPaymentReceived:
+      return e.payment_received().account_id();
+    case v1::Event::kActivity:
+      return e.activity().account_id();
+    case v1::Event::kFeedbackReceived:
+      return e.feedback_received().account_id();
+    case v1::Event::kComplaintOpened:
+      return e.complaint_opened().account_id();
+    case v1::Event::kComplaintResolved:
+      return other_account.at(e.complaint_resolved().complaint_id());
+    case v1::Event::kCaseStudyPublished:
+      return e.case_study_published().account_id();
+    default:
+      return "";
   }
 }
 
-int ShardOf(const std::string& account) { return static_cast<int>(std::hash<std::string>()(account) % 4); }
+int ShardOf(const std::string& account) {
+  return static_cast<int>(std::hash<std::string>()(account) % 4);
+}
 
 TEST(KpiMerge, FourShardsMergeIntoTheSingleEngineReport) {
   testing::GeneratorOptions o;
@@ -55,20 +76,25 @@ TEST(KpiMerge, FourShardsMergeIntoTheSingleEngineReport) {
   for (v1::Event& e : events) {
     if (e.has_account_upserted()) {
       auto* a = e.mutable_account_upserted();
-      if (!a->referred_by().empty() && ShardOf(a->referred_by()) != ShardOf(a->account_id())) a->clear_referred_by();
-      if (!a->source_partner_id().empty() && ShardOf(a->source_partner_id()) != ShardOf(a->account_id())) {
+      if (!a->referred_by().empty() && ShardOf(a->referred_by()) != ShardOf(a->account_id()))
+        a->clear_referred_by();
+      if (!a->source_partner_id().empty() &&
+          ShardOf(a->source_partner_id()) != ShardOf(a->account_id())) {
         a->clear_source_partner_id();
       }
     }
     if (e.has_lead_created()) {
       auto* l = e.mutable_lead_created();
-      if (!l->source_partner_id().empty() && ShardOf(l->source_partner_id()) != ShardOf(l->account_id())) {
+      if (!l->source_partner_id().empty() &&
+          ShardOf(l->source_partner_id()) != ShardOf(l->account_id())) {
         l->clear_source_partner_id();
       }
       deal_account[l->deal_id()] = l->account_id();
     }
-    if (e.has_order_placed()) other_account[e.order_placed().order_id()] = e.order_placed().account_id();
-    if (e.has_complaint_opened()) other_account[e.complaint_opened().complaint_id()] = e.complaint_opened().account_id();
+    if (e.has_order_placed())
+      other_account[e.order_placed().order_id()] = e.order_placed().account_id();
+    if (e.has_complaint_opened())
+      other_account[e.complaint_opened().complaint_id()] = e.complaint_opened().account_id();
   }
   auto all = NewEngine();
   std::vector<std::unique_ptr<Engine>> shards;
@@ -165,13 +191,16 @@ TEST(KpiSnapshot, FactStoreSurvivesRestoreExactly) {
   ASSERT_GT(snap.facts().account_size(), 10);
   v1::EngineSnapshot broken = snap;
   broken.mutable_facts()->set_account(3, 99999999);
-  EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(),
+            absl::StatusCode::kInvalidArgument);
   broken = snap;
   broken.mutable_facts()->mutable_kind_sizes()->RemoveLast();
-  EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(),
+            absl::StatusCode::kInvalidArgument);
   broken = snap;
   broken.mutable_facts()->set_occurred_at_delta_us(0, static_cast<uint64_t>(-5));
-  EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Engine::Restore(broken.SerializeAsString()).status().code(),
+            absl::StatusCode::kInvalidArgument);
   broken = snap;
   broken.mutable_facts()->set_subject(1, 4000000000u);
   EXPECT_FALSE(Engine::Restore(broken.SerializeAsString()).ok());

@@ -35,7 +35,10 @@ class ReferenceKpis {
   static constexpr int64_t kInf = INT64_MAX;
   using St = std::pair<int64_t, int64_t>;  // (occurred_at, seq)
 
-  struct Attr { St since; std::string owner, team, segment; };
+  struct Attr {
+    St since;
+    std::string owner, team, segment;
+  };
   struct Account {
     v1::AccountKind kind = v1::ACCOUNT_KIND_UNSPECIFIED;
     std::vector<Attr> attr;  // sorted by since
@@ -44,18 +47,24 @@ class ReferenceKpis {
   struct Deal {
     std::string account, pipeline, source_partner;
     int64_t created = 0;
-    std::string stage;  // current, by arrival
+    std::string stage;                         // current, by arrival
     std::vector<std::tuple<St, int>> entries;  // (stamp, stage index)
     std::vector<St> wins, losses;
   };
-  struct Order { std::string account; St placed; int64_t completed = -1; };
+  struct Order {
+    std::string account;
+    St placed;
+    int64_t completed = -1;
+  };
 
   const v1::Pipeline& PipelineOf(const std::string& id) const {
-    for (const auto& p : config_.pipelines().pipelines()) if (p.id() == id) return p;
+    for (const auto& p : config_.pipelines().pipelines())
+      if (p.id() == id) return p;
     return config_.pipelines().pipelines(0);
   }
   static int StageIdx(const v1::Pipeline& p, const std::string& s) {
-    for (int i = 0; i < p.stages_size(); ++i) if (p.stages(i).id() == s) return i;
+    for (int i = 0; i < p.stages_size(); ++i)
+      if (p.stages(i).id() == s) return i;
     return -1;
   }
 
@@ -66,7 +75,8 @@ class ReferenceKpis {
       const v1::Event& e = ev_[i];
       const int64_t t = e.occurred_at_us();
       const St st{t, static_cast<int64_t>(i)};
-      if (e.has_manager_upserted()) manager_team[e.manager_upserted().manager_id()] = e.manager_upserted().team_id();
+      if (e.has_manager_upserted())
+        manager_team[e.manager_upserted().manager_id()] = e.manager_upserted().team_id();
       if (e.has_team_upserted()) {
         bool found = false;
         for (auto& [id, segs] : teams) {
@@ -75,9 +85,10 @@ class ReferenceKpis {
             found = true;
           }
         }
-        if (!found) teams.emplace_back(e.team_upserted().team_id(),
-                                       std::vector<std::string>(e.team_upserted().segments().begin(),
-                                                                e.team_upserted().segments().end()));
+        if (!found)
+          teams.emplace_back(e.team_upserted().team_id(),
+                             std::vector<std::string>(e.team_upserted().segments().begin(),
+                                                      e.team_upserted().segments().end()));
       }
       if (e.has_account_upserted()) {
         const auto& p = e.account_upserted();
@@ -91,10 +102,12 @@ class ReferenceKpis {
           }
         }
         if (team.empty()) {
-          for (auto& [id, segs] : teams) if (id == config_.default_team_id()) team = id;
+          for (auto& [id, segs] : teams)
+            if (id == config_.default_team_id()) team = id;
         }
         a.attr.push_back({st, p.owner_id(), team, p.segment()});
-        std::sort(a.attr.begin(), a.attr.end(), [](const Attr& x, const Attr& y) { return x.since < y.since; });
+        std::sort(a.attr.begin(), a.attr.end(),
+                  [](const Attr& x, const Attr& y) { return x.since < y.since; });
         a.referred_by = p.referred_by();
         a.source_partner = p.source_partner_id();
       }
@@ -103,8 +116,9 @@ class ReferenceKpis {
         Deal& d = deals_[p.deal_id()];
         const Account& a = accounts_[p.account_id()];
         d.account = p.account_id();
-        d.pipeline = !p.pipeline_id().empty() ? p.pipeline_id()
-                     : a.kind == v1::ACCOUNT_KIND_PARTNER ? "partner" : "client";
+        d.pipeline = !p.pipeline_id().empty()             ? p.pipeline_id()
+                     : a.kind == v1::ACCOUNT_KIND_PARTNER ? "partner"
+                                                          : "client";
         d.source_partner = p.source_partner_id().empty() ? a.source_partner : p.source_partner_id();
         d.created = t;
         Enter(d, 0, st);
@@ -120,7 +134,8 @@ class ReferenceKpis {
         d.wins.push_back(st);
         const v1::Pipeline& p = PipelineOf(d.pipeline);
         int won = -1;
-        for (int k = 0; k < p.stages_size() && won < 0; ++k) if (p.stages(k).won()) won = k;
+        for (int k = 0; k < p.stages_size() && won < 0; ++k)
+          if (p.stages(k).won()) won = k;
         if (won >= 0 && StageIdx(p, d.stage) < won) Enter(d, won, st);
       }
       if (e.has_deal_lost()) deals_[e.deal_lost().deal_id()].losses.push_back(st);
@@ -147,22 +162,30 @@ class ReferenceKpis {
   const Attr* AttrAt(const std::string& account, int64_t t) const {
     const Account& a = accounts_.at(account);
     const Attr* best = a.attr.empty() ? nullptr : &a.attr.front();
-    for (const Attr& x : a.attr) if (x.since.first <= t) best = &x;
+    for (const Attr& x : a.attr)
+      if (x.since.first <= t) best = &x;
     return best;
   }
 
   std::string Group(const v1::KpiQuery& q, const std::string& account, int64_t t) const {
     const Attr* at = AttrAt(account, t);
     switch (q.group_by()) {
-      case v1::GROUP_BY_MANAGER: return at ? at->owner : "";
-      case v1::GROUP_BY_TEAM: return at ? at->team : "";
-      case v1::GROUP_BY_SEGMENT: return at ? at->segment : "";
-      case v1::GROUP_BY_SOURCE_PARTNER: return accounts_.at(account).source_partner;
+      case v1::GROUP_BY_MANAGER:
+        return at ? at->owner : "";
+      case v1::GROUP_BY_TEAM:
+        return at ? at->team : "";
+      case v1::GROUP_BY_SEGMENT:
+        return at ? at->segment : "";
+      case v1::GROUP_BY_SOURCE_PARTNER:
+        return accounts_.at(account).source_partner;
       case v1::GROUP_BY_ACCOUNT_KIND: {
         auto k = accounts_.at(account).kind;
-        return k == v1::ACCOUNT_KIND_CLIENT ? "client" : k == v1::ACCOUNT_KIND_PARTNER ? "partner" : "";
+        return k == v1::ACCOUNT_KIND_CLIENT    ? "client"
+               : k == v1::ACCOUNT_KIND_PARTNER ? "partner"
+                                               : "";
       }
-      default: return "";
+      default:
+        return "";
     }
   }
   std::string DealGroup(const v1::KpiQuery& q, const Deal& d, int64_t t) const {
@@ -178,7 +201,8 @@ class ReferenceKpis {
   // Every order of the account, as stamps.
   std::vector<St> OrdersOf(const std::string& account) const {
     std::vector<St> out;
-    for (const auto& [id, o] : orders_) if (o.account == account) out.push_back(o.placed);
+    for (const auto& [id, o] : orders_)
+      if (o.account == account) out.push_back(o.placed);
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -190,8 +214,14 @@ class ReferenceKpis {
       const v1::Event& e = ev_[i];
       const St st{e.occurred_at_us(), static_cast<int64_t>(i)};
       if (st.first >= x) continue;
-      if (e.has_partner_agreed() && e.partner_agreed().account_id() == account && st > best) { best = st; agreed = true; }
-      if (e.has_partner_churned() && e.partner_churned().account_id() == account && st > best) { best = st; agreed = false; }
+      if (e.has_partner_agreed() && e.partner_agreed().account_id() == account && st > best) {
+        best = st;
+        agreed = true;
+      }
+      if (e.has_partner_churned() && e.partner_churned().account_id() == account && st > best) {
+        best = st;
+        agreed = false;
+      }
     }
     return agreed;
   }

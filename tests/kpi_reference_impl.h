@@ -15,11 +15,21 @@ inline std::vector<int64_t> ReferenceKpis::Bounds(const v1::KpiQuery& q) {
     for (int guard = 0; guard < 200000; ++guard, day += 1) {
       bool boundary = false;
       switch (q.bucket()) {
-        case v1::BUCKET_DAY: boundary = true; break;
-        case v1::BUCKET_WEEK: boundary = absl::GetWeekday(day) == absl::Weekday::monday; break;
-        case v1::BUCKET_MONTH: boundary = day.day() == 1; break;
-        case v1::BUCKET_QUARTER: boundary = day.day() == 1 && (day.month() - 1) % 3 == 0; break;
-        default: boundary = day.day() == 1 && day.month() == 1; break;
+        case v1::BUCKET_DAY:
+          boundary = true;
+          break;
+        case v1::BUCKET_WEEK:
+          boundary = absl::GetWeekday(day) == absl::Weekday::monday;
+          break;
+        case v1::BUCKET_MONTH:
+          boundary = day.day() == 1;
+          break;
+        case v1::BUCKET_QUARTER:
+          boundary = day.day() == 1 && (day.month() - 1) % 3 == 0;
+          break;
+        default:
+          boundary = day.day() == 1 && day.month() == 1;
+          break;
       }
       if (!boundary) continue;
       const auto info = tz.At(absl::CivilSecond(day));
@@ -34,7 +44,7 @@ inline std::vector<int64_t> ReferenceKpis::Bounds(const v1::KpiQuery& q) {
 }
 
 struct RefVals {
-  std::map<std::string, int64_t> n;  // counters by name
+  std::map<std::string, int64_t> n;                                    // counters by name
   std::map<std::string, std::pair<int64_t, int64_t>> revenue, stages;  // (amount, previous)
   std::map<std::string, int64_t> recv;
   std::vector<double> ttw;
@@ -53,7 +63,8 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
   const std::vector<int64_t> bounds = Bounds(q);
   const int nb = static_cast<int>(bounds.size()) - 1;
   std::vector<std::map<std::string, RefVals>> rows(static_cast<size_t>(nb));
-  if (q.group_by() == v1::GROUP_BY_NONE) for (auto& r : rows) r[""];
+  if (q.group_by() == v1::GROUP_BY_NONE)
+    for (auto& r : rows) r[""];
   auto in = [](int64_t t, int64_t a, int64_t b) { return t >= a && t < b; };
 
   for (int b = 0; b < nb; ++b) {
@@ -67,8 +78,9 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
       const St me{t, static_cast<int64_t>(i)};
       // Revenue of the previous period of equal length.
       if (e.has_payment_received() && t >= std::max<int64_t>(0, lo - (hi - lo)) && t < lo) {
-        row[Group(q, e.payment_received().account_id(), t)].revenue[e.payment_received().amount().currency()].second +=
-            e.payment_received().amount().amount_minor();
+        row[Group(q, e.payment_received().account_id(), t)]
+            .revenue[e.payment_received().amount().currency()]
+            .second += e.payment_received().amount().amount_minor();
       }
       if (!in(t, lo, hi)) continue;
       if (e.has_lead_created()) {
@@ -78,7 +90,8 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
         if (MinOf(d.wins).first < as_of) v.n["leads_won"]++;
       }
       if (e.has_partner_agreed()) row[Group(q, e.partner_agreed().account_id(), t)].n["pnew"]++;
-      if (e.has_partner_churned()) row[Group(q, e.partner_churned().account_id(), t)].n["pchurned"]++;
+      if (e.has_partner_churned())
+        row[Group(q, e.partner_churned().account_id(), t)].n["pchurned"]++;
       if (e.has_order_placed()) {
         const std::string& acc = e.order_placed().account_id();
         RefVals& v = row[Group(q, acc, t)];
@@ -92,11 +105,13 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
         }
         // The account's first order in this bucket.
         St first_here{kInf, kInf};
-        for (const St& o : all) if (in(o.first, lo, hi)) first_here = std::min(first_here, o);
+        for (const St& o : all)
+          if (in(o.first, lo, hi)) first_here = std::min(first_here, o);
         if (first_here == me) {
           v.n["rcr_den"]++;
           int before_end = 0;
-          for (const St& o : all) if (o.first < hi) ++before_end;
+          for (const St& o : all)
+            if (o.first < hi) ++before_end;
           if (before_end >= 2) v.n["rcr_num"]++;
         }
         if (t + 7 * kDay < as_of) {
@@ -105,7 +120,8 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
           for (const v1::Event& x : ev_) {
             if (x.has_activity() && x.activity().account_id() == acc &&
                 x.activity().direction() == v1::DIRECTION_OUTBOUND && x.occurred_at_us() > t &&
-                x.occurred_at_us() <= t + 7 * kDay) contacted = true;
+                x.occurred_at_us() <= t + 7 * kDay)
+              contacted = true;
           }
           if (contacted) v.n["ppc_num"]++;
         }
@@ -115,7 +131,9 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
         // Only the completion that took effect (the first to arrive).
         bool effective = true;
         for (size_t j = 0; j < i; ++j) {
-          if (ev_[j].has_order_completed() && ev_[j].order_completed().order_id() == e.order_completed().order_id()) effective = false;
+          if (ev_[j].has_order_completed() &&
+              ev_[j].order_completed().order_id() == e.order_completed().order_id())
+            effective = false;
         }
         if (effective && t + 30 * kDay < as_of) {
           RefVals& v = row[Group(q, o.account, t)];
@@ -123,18 +141,21 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
           bool covered = false;
           for (const v1::Event& x : ev_) {
             if (x.has_feedback_received() && x.feedback_received().account_id() == o.account &&
-                x.occurred_at_us() > t && x.occurred_at_us() <= t + 30 * kDay) covered = true;
+                x.occurred_at_us() > t && x.occurred_at_us() <= t + 30 * kDay)
+              covered = true;
           }
           if (covered) v.n["fb_num"]++;
         }
       }
       if (e.has_payment_received()) {
-        row[Group(q, e.payment_received().account_id(), t)].revenue[e.payment_received().amount().currency()].first +=
-            e.payment_received().amount().amount_minor();
+        row[Group(q, e.payment_received().account_id(), t)]
+            .revenue[e.payment_received().amount().currency()]
+            .first += e.payment_received().amount().amount_minor();
       }
       if (e.has_activity()) {
         const auto& a = e.activity();
-        RefVals& v = row[q.group_by() == v1::GROUP_BY_MANAGER ? a.manager_id() : Group(q, a.account_id(), t)];
+        RefVals& v = row[q.group_by() == v1::GROUP_BY_MANAGER ? a.manager_id()
+                                                              : Group(q, a.account_id(), t)];
         const bool inbound = a.direction() == v1::DIRECTION_INBOUND;
         v.n["act" + std::to_string((a.kind() - 1) * 2 + (inbound ? 1 : 0))]++;
         if (!inbound) {
@@ -144,7 +165,8 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
             customer = PartnerActive(a.account_id(), t);
           } else {
             customer = false;
-            for (const St& o : OrdersOf(a.account_id())) if (o.first < t) customer = true;
+            for (const St& o : OrdersOf(a.account_id()))
+              if (o.first < t) customer = true;
           }
           if (!customer) v.n["hunter_num"]++;
         }
@@ -161,11 +183,14 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
       const v1::Pipeline& p = PipelineOf(d.pipeline);
       for (int s = 0; s < p.stages_size(); ++s) {
         St first{kInf, kInf};
-        for (const auto& [st, stage] : d.entries) if (stage == s && in(st.first, lo, hi)) first = std::min(first, st);
+        for (const auto& [st, stage] : d.entries)
+          if (stage == s && in(st.first, lo, hi)) first = std::min(first, st);
         if (first.first == kInf) continue;
         bool converted = false;
-        for (const auto& [st, stage] : d.entries) if (stage > s && st > first && st.first < as_of) converted = true;
-        auto& cell = row[DealGroup(q, d, first.first)].stages[d.pipeline + "\x01" + std::to_string(100 + s)];
+        for (const auto& [st, stage] : d.entries)
+          if (stage > s && st > first && st.first < as_of) converted = true;
+        auto& cell =
+            row[DealGroup(q, d, first.first)].stages[d.pipeline + "\x01" + std::to_string(100 + s)];
         cell.first++;
         if (converted) cell.second++;
       }
@@ -201,7 +226,10 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
     bool client = false;
     int64_t since = 0, deadline = 0;
     for (const auto& [st, order] : tl) {
-      if (client && deadline < st.first) { spans.push_back({since, deadline}); client = false; }
+      if (client && deadline < st.first) {
+        spans.push_back({since, deadline});
+        client = false;
+      }
       if (order) {
         if (!client) since = st.first;
         client = true;
@@ -223,7 +251,11 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
     if (MinOf(d.losses).first < as_of) continue;
     St last{-1, -1};
     int stage = -1;
-    for (const auto& [st, s] : d.entries) if (st.first < as_of && st > last) { last = st; stage = s; }
+    for (const auto& [st, s] : d.entries)
+      if (st.first < as_of && st > last) {
+        last = st;
+        stage = s;
+      }
     if (stage < 0) continue;
     const v1::Pipeline& p = PipelineOf(d.pipeline);
     if (stage == p.stages_size() - 1) continue;
@@ -238,7 +270,8 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
     int64_t paid = 0;
     for (const v1::Event& x : ev_) {
       if (x.has_payment_received() && x.payment_received().invoice_id() == inv.invoice_id() &&
-          x.occurred_at_us() < as_of) paid += x.payment_received().amount().amount_minor();
+          x.occurred_at_us() < as_of)
+        paid += x.payment_received().amount().amount_minor();
     }
     if (paid >= inv.amount().amount_minor()) continue;
     for (int b = 0; b < nb; ++b) {
@@ -256,7 +289,10 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
       r->set_bucket_start_us(bounds[b]);
       r->set_bucket_end_us(bounds[b + 1]);
       r->set_group(group);
-      auto n = [&](const char* k) { auto it = v.n.find(k); return it == v.n.end() ? int64_t{0} : it->second; };
+      auto n = [&](const char* k) {
+        auto it = v.n.find(k);
+        return it == v.n.end() ? int64_t{0} : it->second;
+      };
       v1::KpiValues* x = r->mutable_values();
       x->set_partners_active_start(n("pas"));
       x->set_partners_active_end(n("pae"));
@@ -293,7 +329,9 @@ inline v1::KpiReport ReferenceKpis::Report(const v1::KpiQuery& q0) const {
       x->set_nps_promoters(n("nps_p"));
       x->set_nps_detractors(n("nps_d"));
       x->set_nps_responses(n("nps_n"));
-      if (n("nps_n") != 0) x->set_nps(100.0 * static_cast<double>(n("nps_p") - n("nps_d")) / static_cast<double>(n("nps_n")));
+      if (n("nps_n") != 0)
+        x->set_nps(100.0 * static_cast<double>(n("nps_p") - n("nps_d")) /
+                   static_cast<double>(n("nps_n")));
       for (const auto& [key, c] : v.stages) {
         const size_t cut = key.find('\x01');
         const std::string pipeline = key.substr(0, cut);

@@ -27,7 +27,8 @@ std::vector<v1::Event> Stream(uint64_t seed, int64_t events) {
   std::mt19937_64 rng(seed);
   std::vector<std::string> managers;
   for (const v1::Event& e : s) {
-    if (e.has_manager_upserted() && !e.manager_upserted().is_head()) managers.push_back(e.manager_upserted().manager_id());
+    if (e.has_manager_upserted() && !e.manager_upserted().is_head())
+      managers.push_back(e.manager_upserted().manager_id());
   }
   const int64_t end = s.back().occurred_at_us();
   std::vector<v1::Event> extra;
@@ -35,8 +36,9 @@ std::vector<v1::Event> Stream(uint64_t seed, int64_t events) {
     if (!e.has_account_upserted() || rng() % 8 != 0) continue;
     v1::Event c = e;
     c.set_event_id(e.event_id() + "-owner");
-    c.set_occurred_at_us(e.occurred_at_us() +
-                         static_cast<int64_t>(rng() % static_cast<uint64_t>(end - e.occurred_at_us() + 1)));
+    c.set_occurred_at_us(
+        e.occurred_at_us() +
+        static_cast<int64_t>(rng() % static_cast<uint64_t>(end - e.occurred_at_us() + 1)));
     c.mutable_account_upserted()->set_owner_id(managers[rng() % managers.size()]);
     extra.push_back(std::move(c));
   }
@@ -48,7 +50,8 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   static const char* zones[] = {"", "UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York"};
   const int64_t span = to - from;
   v1::KpiQuery q;
-  int64_t a = from - kDay * 10 + static_cast<int64_t>(rng() % static_cast<uint64_t>(span + 20 * kDay));
+  int64_t a =
+      from - kDay * 10 + static_cast<int64_t>(rng() % static_cast<uint64_t>(span + 20 * kDay));
   int64_t len = 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(span));
   const int bucket = static_cast<int>(rng() % 6);
   // Keep the bucket count small: the reference is slow on purpose.
@@ -61,10 +64,17 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   q.set_time_zone(zones[rng() % 5]);
   q.set_group_by(static_cast<v1::GroupBy>(rng() % 6));
   switch (rng() % 4) {
-    case 0: break;  // as_of = end
-    case 1: q.set_as_of_us(q.start_us() + static_cast<int64_t>(rng() % static_cast<uint64_t>(len)) + 1); break;
-    case 2: q.set_as_of_us(q.end_us() + static_cast<int64_t>(rng() % static_cast<uint64_t>(60 * kDay))); break;
-    default: q.set_as_of_us(to + kDay); break;
+    case 0:
+      break;  // as_of = end
+    case 1:
+      q.set_as_of_us(q.start_us() + static_cast<int64_t>(rng() % static_cast<uint64_t>(len)) + 1);
+      break;
+    case 2:
+      q.set_as_of_us(q.end_us() + static_cast<int64_t>(rng() % static_cast<uint64_t>(60 * kDay)));
+      break;
+    default:
+      q.set_as_of_us(to + kDay);
+      break;
   }
   return q;
 }
@@ -73,7 +83,8 @@ void ExpectSame(const v1::KpiReport& got, const v1::KpiReport& want, const v1::K
   std::string diff;
   google::protobuf::util::MessageDifferencer d;
   d.ReportDifferencesToString(&diff);
-  EXPECT_TRUE(d.Compare(got, want)) << "query: " << q.ShortDebugString() << "\n" << diff.substr(0, 3000);
+  EXPECT_TRUE(d.Compare(got, want)) << "query: " << q.ShortDebugString() << "\n"
+                                    << diff.substr(0, 3000);
 }
 
 class KpiReferenceTest : public ::testing::TestWithParam<uint64_t> {};
@@ -87,7 +98,8 @@ TEST_P(KpiReferenceTest, RandomQueriesMatchTheReference) {
   std::vector<v1::Event> accepted;
   std::vector<bool> rejected(events.size(), false);
   for (const auto& rej : r->rejected()) rejected[static_cast<size_t>(rej.index())] = true;
-  for (size_t i = 0; i < events.size(); ++i) if (!rejected[i]) accepted.push_back(events[i]);
+  for (size_t i = 0; i < events.size(); ++i)
+    if (!rejected[i]) accepted.push_back(events[i]);
   ASSERT_GT(accepted.size(), events.size() * 9 / 10);
   ReferenceKpis ref(accepted, engine->config());
 

@@ -33,15 +33,17 @@ TEST(Lifecycle, ClientGoesLeadClientRepeatChurned) {
   auto c1 = engine->GetAccount("c1");
   EXPECT_EQ(c1->status(), v1::ACCOUNT_STATUS_REPEAT);
   EXPECT_EQ(c1->order_count(), 2);
-  MustIngest(*engine, Ev("ch", kT0 + 3 * kDay, "account_churned { account_id: 'c1' reason: 'gone' }"));
+  MustIngest(*engine,
+             Ev("ch", kT0 + 3 * kDay, "account_churned { account_id: 'c1' reason: 'gone' }"));
   EXPECT_EQ(engine->GetAccount("c1")->status(), v1::ACCOUNT_STATUS_CHURNED);
 }
 
 TEST(Lifecycle, ClientChurnsAfterAYearWithoutOrders) {
   auto engine = NewEngine();
   Seed(*engine);
-  MustIngest(*engine, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                    "amount { amount_minor: 1 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("o1", kT0,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 1 currency: 'RUB' } }"));
   ASSERT_TRUE(engine->Advance(kT0 + 365 * kDay - 1).ok());
   EXPECT_EQ(engine->GetAccount("c1")->status(), v1::ACCOUNT_STATUS_CLIENT);
   ASSERT_TRUE(engine->Advance(kT0 + 365 * kDay).ok());
@@ -55,10 +57,12 @@ TEST(Lifecycle, ChurnTimeIsConfigurableAndAnOrderResetsIt) {
   config.set_client_churn_after_us(30 * kDay);
   auto engine = NewEngine(config);
   Seed(*engine);
-  MustIngest(*engine, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                    "amount { amount_minor: 1 currency: 'RUB' } }"));
-  MustIngest(*engine, Ev("o2", kT0 + 20 * kDay, "order_placed { order_id: 'o2' account_id: 'c1' "
-                                                "amount { amount_minor: 1 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("o1", kT0,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 1 currency: 'RUB' } }"));
+  MustIngest(*engine, Ev("o2", kT0 + 20 * kDay,
+                         "order_placed { order_id: 'o2' account_id: 'c1' "
+                         "amount { amount_minor: 1 currency: 'RUB' } }"));
   ASSERT_TRUE(engine->Advance(kT0 + 31 * kDay).ok());
   EXPECT_EQ(engine->GetAccount("c1")->status(), v1::ACCOUNT_STATUS_REPEAT);
   ASSERT_TRUE(engine->Advance(kT0 + 50 * kDay).ok());
@@ -69,9 +73,12 @@ TEST(Lifecycle, DealMovesThroughStagesWithFullHistory) {
   auto engine = NewEngine();
   Seed(*engine);
   MustIngest(*engine, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
-  MustIngest(*engine, Ev("s1", kT0 + kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
-  MustIngest(*engine, Ev("s2", kT0 + 2 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'lead' }"));
-  MustIngest(*engine, Ev("s3", kT0 + 3 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'proposal' }"));
+  MustIngest(*engine,
+             Ev("s1", kT0 + kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
+  MustIngest(*engine,
+             Ev("s2", kT0 + 2 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'lead' }"));
+  MustIngest(*engine,
+             Ev("s3", kT0 + 3 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'proposal' }"));
   auto d = engine->GetDeal("d1");
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->pipeline_id(), "client");
@@ -91,7 +98,8 @@ TEST(Lifecycle, EnteringTheWonStageWinsTheDeal) {
   auto engine = NewEngine();
   Seed(*engine);
   MustIngest(*engine, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
-  MustIngest(*engine, Ev("s1", kT0 + kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'prepaid' }"));
+  MustIngest(*engine,
+             Ev("s1", kT0 + kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'prepaid' }"));
   auto d = engine->GetDeal("d1");
   EXPECT_EQ(d->status(), v1::DEAL_STATUS_WON);
   EXPECT_EQ(d->won_at_us(), kT0 + kDay);
@@ -127,8 +135,9 @@ TEST(Lifecycle, DealLost) {
 TEST(Lifecycle, LeadTakesTheAccountsSourcePartner) {
   auto engine = NewEngine();
   Seed(*engine);
-  MustIngest(*engine, Ev("c2", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT "
-                                    "source_partner_id: 'p1' }"));
+  MustIngest(*engine, Ev("c2", kT0,
+                         "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT "
+                         "source_partner_id: 'p1' }"));
   MustIngest(*engine, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c2' }"));
   EXPECT_EQ(engine->GetDeal("d1")->source_partner_id(), "p1");
 }
@@ -140,19 +149,22 @@ TEST(Lifecycle, AccountTeamIsRoutedByOwnerThenSegmentThenDefault) {
   Seed(*engine);
   EXPECT_EQ(engine->GetAccount("c1")->team_id(), "t1");  // the owner's team
   MustIngest(*engine, Ev("t9", kT0, "team_upserted { team_id: 't9' }"));
-  MustIngest(*engine, Ev("c2", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT "
-                                    "segment: 'retail' }"));
+  MustIngest(*engine, Ev("c2", kT0,
+                         "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT "
+                         "segment: 'retail' }"));
   EXPECT_EQ(engine->GetAccount("c2")->team_id(), "t1");  // by segment
-  MustIngest(*engine, Ev("c3", kT0, "account_upserted { account_id: 'c3' kind: ACCOUNT_KIND_CLIENT "
-                                    "segment: 'energy' }"));
+  MustIngest(*engine, Ev("c3", kT0,
+                         "account_upserted { account_id: 'c3' kind: ACCOUNT_KIND_CLIENT "
+                         "segment: 'energy' }"));
   EXPECT_EQ(engine->GetAccount("c3")->team_id(), "t9");  // the default
 }
 
 TEST(Lifecycle, OrdersInvoicesPaymentsComplaintsFeedback) {
   auto engine = NewEngine();
   Seed(*engine);
-  MustIngest(*engine, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                    "amount { amount_minor: 500 currency: 'USD' } due_at_us: 1 }"));
+  MustIngest(*engine, Ev("o1", kT0,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 500 currency: 'USD' } due_at_us: 1 }"));
   MustIngest(*engine, Ev("od", kT0 + kDay, "order_delayed { order_id: 'o1' new_due_at_us: 99 }"));
   auto o = engine->GetOrder("o1");
   EXPECT_EQ(o->status(), v1::ORDER_STATUS_DELAYED);
@@ -162,8 +174,9 @@ TEST(Lifecycle, OrdersInvoicesPaymentsComplaintsFeedback) {
   EXPECT_EQ(engine->GetOrder("o1")->status(), v1::ORDER_STATUS_COMPLETED);
   EXPECT_EQ(engine->GetOrder("o1")->completed_at_us(), kT0 + 2 * kDay);
 
-  MustIngest(*engine, Ev("cp", kT0, "complaint_opened { complaint_id: 'k1' account_id: 'c1' "
-                                    "severity: SEVERITY_HIGH }"));
+  MustIngest(*engine, Ev("cp", kT0,
+                         "complaint_opened { complaint_id: 'k1' account_id: 'c1' "
+                         "severity: SEVERITY_HIGH }"));
   EXPECT_EQ(engine->GetAccount("c1")->open_complaints(), 1);
   MustIngest(*engine, Ev("cr", kT0, "complaint_resolved { complaint_id: 'k1' }"));
   MustIngest(*engine, Ev("cr2", kT0, "complaint_resolved { complaint_id: 'k1' }"));
@@ -173,8 +186,9 @@ TEST(Lifecycle, OrdersInvoicesPaymentsComplaintsFeedback) {
   MustIngest(*engine, Ev("f0", kT0 + 4 * kDay, "feedback_received { account_id: 'c1' score: 3 }"));
   EXPECT_EQ(engine->GetAccount("c1")->last_feedback_score(), 9);  // the latest by time
 
-  MustIngest(*engine, Ev("ac", kT0 + 6 * kDay, "activity { account_id: 'c1' manager_id: 'm2' "
-                                               "kind: ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
+  MustIngest(*engine, Ev("ac", kT0 + 6 * kDay,
+                         "activity { account_id: 'c1' manager_id: 'm2' "
+                         "kind: ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
   EXPECT_EQ(engine->GetAccount("c1")->last_outbound_at_us(), kT0 + 6 * kDay);
   MustIngest(*engine, Ev("cs", kT0, "case_study_published { account_id: 'c1' }"));
   EXPECT_EQ(engine->GetAccount("c1")->case_studies(), 1);
@@ -185,7 +199,8 @@ TEST(Lifecycle, ReadsByStatusStageAndStuck) {
   Seed(*engine);
   MustIngest(*engine, Ev("l1", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
   MustIngest(*engine, Ev("l2", kT0, "lead_created { deal_id: 'd2' account_id: 'p1' }"));
-  MustIngest(*engine, Ev("s2", kT0 + kDay, "deal_stage_changed { deal_id: 'd2' to_stage: 'first_contact' }"));
+  MustIngest(*engine, Ev("s2", kT0 + kDay,
+                         "deal_stage_changed { deal_id: 'd2' to_stage: 'first_contact' }"));
   MustIngest(*engine, Ev("l3", kT0, "lead_created { deal_id: 'd3' account_id: 'c1' }"));
   MustIngest(*engine, Ev("x3", kT0, "deal_lost { deal_id: 'd3' }"));
 
@@ -217,7 +232,8 @@ TEST(Lifecycle, HostReplacesPipelines) {
   v1::EngineConfig config = Parse<v1::EngineConfig>(R"pb(
     pipelines {
       pipelines {
-        id: "simple" default_for: ACCOUNT_KIND_CLIENT
+        id: "simple"
+        default_for: ACCOUNT_KIND_CLIENT
         stages { id: "open" phase: PHASE_ACQUISITION sla_us: 1000 }
         stages { id: "done" phase: PHASE_POST_SALE won: true }
       }
@@ -232,8 +248,13 @@ TEST(Lifecycle, HostReplacesPipelines) {
 }
 
 TEST(Lifecycle, BadConfigIsRejectedNamingTheField) {
-  auto bad = Engine::Create(Parse<v1::EngineConfig>(
-      R"pb(pipelines { pipelines { id: "x" stages { id: "a" } stages { id: "a" } } })pb"));
+  auto bad = Engine::Create(Parse<v1::EngineConfig>(R"pb(pipelines {
+                                                           pipelines {
+                                                             id: "x"
+                                                             stages { id: "a" }
+                                                             stages { id: "a" }
+                                                           }
+                                                         })pb"));
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("stage 1 'a': field 'id' is repeated"), std::string::npos)

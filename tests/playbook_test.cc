@@ -86,7 +86,9 @@ TEST_F(PlaybookTest, P1MessageAfterTheFirstOutboundCallOnly) {
 TEST_F(PlaybookTest, P1NotForInboundCallsEmailsClientsOrActivePartners) {
   // A partner with no preferred channel gets email; inbound calls and
   // outbound emails are not "the first outbound call".
-  MustIngest(e(), Ev("p2", kT0, "account_upserted { account_id: 'p2' kind: ACCOUNT_KIND_PARTNER owner_id: 'm2' }"));
+  MustIngest(e(),
+             Ev("p2", kT0,
+                "account_upserted { account_id: 'p2' kind: ACCOUNT_KIND_PARTNER owner_id: 'm2' }"));
   EXPECT_TRUE(In(e(), Ev("in", kT0 + 1, Call("p2", "DIRECTION_INBOUND"))).actions().empty());
   EXPECT_TRUE(In(e(), Ev("mail", kT0 + 2, Call("p2", "DIRECTION_OUTBOUND", "ACTIVITY_KIND_EMAIL")))
                   .actions()
@@ -98,7 +100,9 @@ TEST_F(PlaybookTest, P1NotForInboundCallsEmailsClientsOrActivePartners) {
   // A client is not a partner prospect.
   EXPECT_TRUE(In(e(), Ev("call-c1", kT0 + 4, Call("c1"))).actions().empty());
   // An active partner's first call is not after-first-contact either.
-  MustIngest(e(), Ev("p3", kT0, "account_upserted { account_id: 'p3' kind: ACCOUNT_KIND_PARTNER owner_id: 'm2' }"));
+  MustIngest(e(),
+             Ev("p3", kT0,
+                "account_upserted { account_id: 'p3' kind: ACCOUNT_KIND_PARTNER owner_id: 'm2' }"));
   MustIngest(e(), Ev("p3-agreed", kT0 + 5, "partner_agreed { account_id: 'p3' }"));
   EXPECT_TRUE(OfRule(In(e(), Ev("call-p3", kT0 + 6, Call("p3"))).actions(), "P1").empty());
 }
@@ -123,7 +127,8 @@ TEST_F(PlaybookTest, P2ProductTrainingTask) {
 TEST_F(PlaybookTest, P3MovesBackOnceAndNotifiesTheTeamLead) {
   MustIngest(e(), Ev("lead", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
   const int64_t t1 = kT0 + kDay;
-  MustIngest(e(), Ev("to-qualified", t1, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
+  MustIngest(e(),
+             Ev("to-qualified", t1, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
   // Exactly at the SLA the deal is not yet over it.
   EXPECT_TRUE(OfRule(Adv(e(), t1 + 3 * kDay).actions(), "P3").empty());
   std::vector<v1::Action> p3 = OfRule(Adv(e(), t1 + 3 * kDay + 1).actions(), "P3");
@@ -144,7 +149,8 @@ TEST_F(PlaybookTest, P3MovesBackOnceAndNotifiesTheTeamLead) {
 
   // The host moves it back: the first stage has its own SLA timer, but P3
   // never goes below the first stage.
-  MustIngest(e(), Ev("back", t1 + 20 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'lead' }"));
+  MustIngest(e(),
+             Ev("back", t1 + 20 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'lead' }"));
   EXPECT_TRUE(OfRule(Adv(e(), t1 + 40 * kDay).actions(), "P3").empty());
 }
 
@@ -154,7 +160,8 @@ TEST_F(PlaybookTest, P3NeverAtTheFirstStageNorAfterLeavingInTime) {
 
   const int64_t t = kT0 + 11 * kDay;
   MustIngest(e(), Ev("q", t, "deal_stage_changed { deal_id: 'd1' to_stage: 'qualified' }"));
-  MustIngest(e(), Ev("p", t + 2 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'proposal' }"));
+  MustIngest(e(),
+             Ev("p", t + 2 * kDay, "deal_stage_changed { deal_id: 'd1' to_stage: 'proposal' }"));
   // The qualified timer is void: the deal left in time.
   EXPECT_TRUE(OfRule(Adv(e(), t + 3 * kDay + 1).actions(), "P3").empty());
   std::vector<v1::Action> p3 = OfRule(Adv(e(), t + 5 * kDay + 1).actions(), "P3");
@@ -184,7 +191,8 @@ TEST(PlaybookConfigTest, P3NeverInPostSaleStagesEvenWithAnSla) {
   Seed(*engine);
   MustIngest(*engine, Ev("lead", kT0, "lead_created { deal_id: 'd1' account_id: 'c1' }"));
   MustIngest(*engine, Ev("won", kT0 + kHour, "deal_won { deal_id: 'd1' }"));
-  MustIngest(*engine, Ev("work", kT0 + 2 * kHour, "deal_stage_changed { deal_id: 'd1' to_stage: 'in_work' }"));
+  MustIngest(*engine, Ev("work", kT0 + 2 * kHour,
+                         "deal_stage_changed { deal_id: 'd1' to_stage: 'in_work' }"));
   EXPECT_EQ(engine->StuckDeals(kT0 + 10 * kDay).size(), 1u) << "the stage is over its SLA";
   EXPECT_TRUE(OfRule(Adv(*engine, kT0 + 10 * kDay).actions(), "P3").empty());
 }
@@ -233,8 +241,9 @@ TEST_F(PlaybookTest, C1SuppressedBySurveyInTheLast30Days) {
 TEST_F(PlaybookTest, C1OpenComplaintTurnsTheSurveyIntoATask) {
   MustIngest(e(), Ev("o1", kT0, Order("o1", "c1")));
   MustIngest(e(), Ev("o1-done", kT0, "order_completed { order_id: 'o1' }"));
-  MustIngest(e(), Ev("cmp", kT0 + 5 * kDay,
-                     "complaint_opened { complaint_id: 'k1' account_id: 'c1' severity: SEVERITY_LOW }"));
+  MustIngest(e(),
+             Ev("cmp", kT0 + 5 * kDay,
+                "complaint_opened { complaint_id: 'k1' account_id: 'c1' severity: SEVERITY_LOW }"));
   std::vector<v1::Action> c1 = OfRule(Adv(e(), kT0 + 14 * kDay).actions(), "C1");
   ASSERT_EQ(c1.size(), 1u);
   EXPECT_EQ(c1[0].kind(), v1::ACTION_KIND_CREATE_TASK);
@@ -256,7 +265,8 @@ TEST_F(PlaybookTest, C2DelayMessageAndTask) {
   MustIngest(e(), Ev("o1", kT0, Order("o1", "c1")));
   const int64_t t = kT0 + 3 * kDay;
   std::vector<v1::Action> c2 = OfRule(
-      In(e(), Ev("late", t, "order_delayed { order_id: 'o1' new_due_at_us: 1738368000000000 }")).actions(),
+      In(e(), Ev("late", t, "order_delayed { order_id: 'o1' new_due_at_us: 1738368000000000 }"))
+          .actions(),
       "C2");
   ASSERT_EQ(c2.size(), 2u);
   EXPECT_EQ(c2[0].kind(), v1::ACTION_KIND_SEND_MESSAGE);
@@ -296,8 +306,10 @@ TEST_F(PlaybookTest, C3CancelledByAContactOnDaySix) {
   // the timer fires.
   MustIngest(e(), Ev("o2", t + 40 * kDay, Order("o2", "c1")));
   MustIngest(e(), Ev("o3", t + 50 * kDay, Order("o3", "c1")));
-  MustIngest(e(), Ev("call3", t + 51 * kDay, Call("c1", "DIRECTION_OUTBOUND", "ACTIVITY_KIND_MESSENGER")));
-  MustIngest(e(), Ev("call2", t + 46 * kDay, Call("c1", "DIRECTION_OUTBOUND", "ACTIVITY_KIND_EMAIL")));
+  MustIngest(
+      e(), Ev("call3", t + 51 * kDay, Call("c1", "DIRECTION_OUTBOUND", "ACTIVITY_KIND_MESSENGER")));
+  MustIngest(e(),
+             Ev("call2", t + 46 * kDay, Call("c1", "DIRECTION_OUTBOUND", "ACTIVITY_KIND_EMAIL")));
   EXPECT_TRUE(OfRule(Adv(e(), t + 80 * kDay).actions(), "C3").empty());
 }
 
@@ -305,7 +317,9 @@ TEST_F(PlaybookTest, C3CancelledByAContactOnDaySix) {
 TEST_F(PlaybookTest, C4ComplaintTaskSameDayCriticalToTheHead) {
   const int64_t t = kT0 + 10 * kHour;
   std::vector<v1::Action> c4 = OfRule(
-      In(e(), Ev("k1", t, "complaint_opened { complaint_id: 'k1' account_id: 'c1' severity: SEVERITY_HIGH }"))
+      In(e(),
+         Ev("k1", t,
+            "complaint_opened { complaint_id: 'k1' account_id: 'c1' severity: SEVERITY_HIGH }"))
           .actions(),
       "C4");
   ASSERT_EQ(c4.size(), 1u);
@@ -314,8 +328,9 @@ TEST_F(PlaybookTest, C4ComplaintTaskSameDayCriticalToTheHead) {
   EXPECT_EQ(c4[0].template_(), "resolve_complaint");
   EXPECT_EQ(c4[0].due_at_us(), kT0 + kDay - 1) << "the last microsecond of the day";
 
-  c4 = OfRule(In(e(), Ev("k2", t, "complaint_opened { complaint_id: 'k2' account_id: 'c1' "
-                                  "severity: SEVERITY_CRITICAL }"))
+  c4 = OfRule(In(e(), Ev("k2", t,
+                         "complaint_opened { complaint_id: 'k2' account_id: 'c1' "
+                         "severity: SEVERITY_CRITICAL }"))
                   .actions(),
               "C4");
   ASSERT_EQ(c4.size(), 2u);
@@ -329,8 +344,9 @@ TEST_F(PlaybookTest, C4ComplaintTaskSameDayCriticalToTheHead) {
 // partners order gifts.
 TEST_F(PlaybookTest, C5OrderGiftsForActiveTierAAndB) {
   auto acct = [&](const std::string& id, const std::string& kind, const std::string& tier) {
-    MustIngest(e(), Ev("acct-" + id, kT0, "account_upserted { account_id: '" + id + "' kind: " + kind +
-                                              " owner_id: 'm2' tier: " + tier + " }"));
+    MustIngest(e(), Ev("acct-" + id, kT0,
+                       "account_upserted { account_id: '" + id + "' kind: " + kind +
+                           " owner_id: 'm2' tier: " + tier + " }"));
   };
   MustIngest(e(), Ev("o-c1", kT0, Order("o-c1", "c1")));  // c1: tier A client
   acct("c2", "ACCOUNT_KIND_CLIENT", "TIER_C");            // tier C client
@@ -340,8 +356,9 @@ TEST_F(PlaybookTest, C5OrderGiftsForActiveTierAAndB) {
   MustIngest(e(), Ev("o-c4a", kT0, Order("o-c4a", "c4")));
   MustIngest(e(), Ev("o-c4b", kT0 + kDay, Order("o-c4b", "c4")));
   acct("p2", "ACCOUNT_KIND_PARTNER", "TIER_A");  // a prospect
-  MustIngest(e(), Ev("p1-tier", kT0, "account_upserted { account_id: 'p1' kind: ACCOUNT_KIND_PARTNER "
-                                     "owner_id: 'm1' tier: TIER_B }"));
+  MustIngest(e(), Ev("p1-tier", kT0,
+                     "account_upserted { account_id: 'p1' kind: ACCOUNT_KIND_PARTNER "
+                     "owner_id: 'm1' tier: TIER_B }"));
   MustIngest(e(), Ev("p1-agreed", kT0 + kDay, "partner_agreed { account_id: 'p1' }"));
   EXPECT_TRUE(OfRule(Adv(e(), kSep1 - 1).actions(), "C5").empty());
   std::vector<v1::Action> c5 = OfRule(Adv(e(), kSep1).actions(), "C5");
@@ -397,7 +414,9 @@ TEST_F(PlaybookTest, M1NotifiesTheLeadAtTheThirdOpenPlanningTask) {
                            "' kind: ACCOUNT_KIND_PARTNER owner_id: 'm2' }"));
   }
   // Complaint tasks are not planning tasks.
-  MustIngest(e(), Ev("k", kT0, "complaint_opened { complaint_id: 'k' account_id: 'c1' severity: SEVERITY_LOW }"));
+  MustIngest(e(),
+             Ev("k", kT0,
+                "complaint_opened { complaint_id: 'k' account_id: 'c1' severity: SEVERITY_LOW }"));
   v1::IngestResult r2 = In(e(), Ev("a2", kT0 + 1, "partner_agreed { account_id: 'p2' }"));
   In(e(), Ev("a3", kT0 + 2, "partner_agreed { account_id: 'p3' }"));
   EXPECT_TRUE(OfRule(e().Outbox().actions(), "M1").empty()) << "two planning tasks are fine";

@@ -8,8 +8,8 @@
 #include <set>
 
 #include "absl/strings/match.h"
-#include "gtest/gtest.h"
 #include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
 #include "lib/data/embedded.h"
 #include "rapport/engine.h"
 #include "rapport/testing/generator.h"
@@ -33,8 +33,9 @@ v1::RuleSet Playbook() {
 // A one-rule set around `rule` (text of a rapport.v1.Rule).
 v1::EngineConfig WithRule(const std::string& rule, const std::string& extra = "") {
   v1::EngineConfig config;
-  *config.mutable_rule_set() = Parse<v1::RuleSet>(
-      "id: 'test' version: 3 effective_at_us: 1735689600000000 " + extra + " rules { " + rule + " }");
+  *config.mutable_rule_set() =
+      Parse<v1::RuleSet>("id: 'test' version: 3 effective_at_us: 1735689600000000 " + extra +
+                         " rules { " + rule + " }");
   return config;
 }
 
@@ -49,7 +50,8 @@ void ExpectRejected(const std::string& rule, const std::vector<std::string>& par
   }
 }
 
-const char kTask[] = "actions { kind: ACTION_KIND_CREATE_TASK assignee: ASSIGNEE_OWNER template: 't' }";
+const char kTask[] =
+    "actions { kind: ACTION_KIND_CREATE_TASK assignee: ASSIGNEE_OWNER template: 't' }";
 
 TEST(RuleSetLoad, TextAndJsonGiveTheSameSet) {
   const v1::RuleSet text = Playbook();
@@ -116,30 +118,32 @@ TEST(RuleSetValidation, ErrorsNameTheRuleAndTheField) {
       {"rule 'r9'", "actions[0].kind", "no deal"});
   ExpectRejected(
       "id: 'r10' trigger { on_event { filter { type: EVENT_TYPE_ORDER_PLACED } } } "
-      "conditions { cause_min_severity: SEVERITY_HIGH } " + std::string(kTask),
+      "conditions { cause_min_severity: SEVERITY_HIGH } " +
+          std::string(kTask),
       {"rule 'r10'", "conditions[0].cause_min_severity"});
+  ExpectRejected("id: 'r11' trigger { open_tasks { more_than: 1 } } " + std::string(kTask),
+                 {"rule 'r11'", "actions[0].kind", "may not create tasks"});
   ExpectRejected(
-      "id: 'r11' trigger { open_tasks { more_than: 1 } } " + std::string(kTask),
-      {"rule 'r11'", "actions[0].kind", "may not create tasks"});
-  ExpectRejected(
-      "id: 'r12' trigger { on_event { filter { type: EVENT_TYPE_PARTNER_AGREED } } } delay_us: -1 " +
+      "id: 'r12' trigger { on_event { filter { type: EVENT_TYPE_PARTNER_AGREED } } } delay_us: "
+      "-1 " +
           std::string(kTask),
       {"rule 'r12'", "delay_us"});
-  ExpectRejected("id: 'bad id!' trigger { rule_set_age { older_than_months: 1 } } " + std::string(kTask),
-                 {"rules[0].id"});
   ExpectRejected(
-      "id: 'r13' trigger { calendar { holidays: true } } " + std::string(kTask),
-      {"rule 'r13'", "trigger.calendar.holidays", "no holidays"});
+      "id: 'bad id!' trigger { rule_set_age { older_than_months: 1 } } " + std::string(kTask),
+      {"rules[0].id"});
+  ExpectRejected("id: 'r13' trigger { calendar { holidays: true } } " + std::string(kTask),
+                 {"rule 'r13'", "trigger.calendar.holidays", "no holidays"});
   // Errors surface through Create prefixed by the config field.
-  auto engine = Engine::Create(WithRule("id: 'r1' trigger { stage_entered { stage: 'nowhere' } } " +
-                                        std::string(kTask)));
+  auto engine = Engine::Create(
+      WithRule("id: 'r1' trigger { stage_entered { stage: 'nowhere' } } " + std::string(kTask)));
   ASSERT_FALSE(engine.ok());
   ExpectHas(std::string(engine.status().message()), "config field 'rule_set'");
 }
 
 TEST(RuleSetValidation, RepeatedRuleIdsAreRejected) {
-  v1::EngineConfig config = WithRule("id: 'a' trigger { rule_set_age { older_than_months: 1 } } "
-                                     "actions { kind: ACTION_KIND_NOTIFY assignee: ASSIGNEE_HEAD template: 't' }");
+  v1::EngineConfig config = WithRule(
+      "id: 'a' trigger { rule_set_age { older_than_months: 1 } } "
+      "actions { kind: ACTION_KIND_NOTIFY assignee: ASSIGNEE_HEAD template: 't' }");
   *config.mutable_rule_set()->add_rules() = config.rule_set().rules(0);
   auto engine = Engine::Create(config);
   ASSERT_FALSE(engine.ok());
@@ -149,7 +153,8 @@ TEST(RuleSetValidation, RepeatedRuleIdsAreRejected) {
 TEST(RuleSetValidation, MoveStageLoopThatWouldNeverSettle) {
   v1::EngineConfig config;
   *config.mutable_rule_set() = Parse<v1::RuleSet>(R"pb(
-    id: 'loops' version: 1
+    id: 'loops'
+    version: 1
     rules {
       id: 'up'
       trigger { stage_entered { pipeline_id: 'client' stage: 'qualified' } }
@@ -201,7 +206,9 @@ TEST(Rules, ActionIdsAreDeterministicAndNameableByTaskCompleted) {
   EXPECT_TRUE(absl::StartsWith(id, "P2-")) << id;
   EXPECT_EQ(id.size(), 3u + 32u);
   // A different cause gives a different id.
-  MustIngest(*b, Ev("p9", kT0, "account_upserted { account_id: 'p9' kind: ACCOUNT_KIND_PARTNER owner_id: 'm1' }"));
+  MustIngest(*b,
+             Ev("p9", kT0,
+                "account_upserted { account_id: 'p9' kind: ACCOUNT_KIND_PARTNER owner_id: 'm1' }"));
   auto other = b->Ingest(Ev("agreed-9", kT0, "partner_agreed { account_id: 'p9' }"));
   ASSERT_TRUE(other.ok());
   EXPECT_NE(other->actions(0).action_id(), id);
@@ -210,8 +217,9 @@ TEST(Rules, ActionIdsAreDeterministicAndNameableByTaskCompleted) {
 TEST(Rules, OutboxAcknowledgeAndTaskCompletion) {
   auto engine = NewEngine();
   Seed(*engine);
-  auto r = engine->Ingest(Ev("k", kT0, "complaint_opened { complaint_id: 'k' account_id: 'c1' "
-                                        "severity: SEVERITY_CRITICAL }"));
+  auto r = engine->Ingest(Ev("k", kT0,
+                             "complaint_opened { complaint_id: 'k' account_id: 'c1' "
+                             "severity: SEVERITY_CRITICAL }"));
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->actions_size(), 2);
   const std::string task = r->actions(0).action_id();
@@ -240,7 +248,8 @@ TEST(Rules, OutboxAcknowledgeAndTaskCompletion) {
   // task-completed event; a notice cannot be completed.
   ASSERT_TRUE(engine->Acknowledge({task}).ok());
   EXPECT_EQ(engine->Outbox().actions_size(), 0);
-  EXPECT_FALSE(engine->Ingest(Ev("close-notice", kT0, "task_completed { task_id: '" + notice + "' }")).ok());
+  EXPECT_FALSE(
+      engine->Ingest(Ev("close-notice", kT0, "task_completed { task_id: '" + notice + "' }")).ok());
   MustIngest(*engine, Ev("close", kT0 + kHour, "task_completed { task_id: '" + task + "' }"));
   v1::EngineSnapshot snap;
   ASSERT_TRUE(snap.ParseFromString(*engine->Snapshot()));
@@ -253,11 +262,13 @@ TEST(Rules, TimersFireInTimeOrderExactlyOnce) {
   auto engine = NewEngine();
   Seed(*engine);
   // Timers created out of time order: C6 (60 days), C1 (14 days), C3 (7 days).
-  MustIngest(*engine, Ev("o1", kT0 + 3 * kDay, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                               "amount { amount_minor: 5 currency: 'USD' } }"));
+  MustIngest(*engine, Ev("o1", kT0 + 3 * kDay,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 5 currency: 'USD' } }"));
   MustIngest(*engine, Ev("o1-done", kT0 + 3 * kDay, "order_completed { order_id: 'o1' }"));
-  MustIngest(*engine, Ev("o0", kT0, "order_placed { order_id: 'o0' account_id: 'p1' "
-                                    "amount { amount_minor: 5 currency: 'USD' } }"));
+  MustIngest(*engine, Ev("o0", kT0,
+                         "order_placed { order_id: 'o0' account_id: 'p1' "
+                         "amount { amount_minor: 5 currency: 'USD' } }"));
   auto first = engine->Advance(kT0 + 100 * kDay);
   ASSERT_TRUE(first.ok());
   std::vector<std::string> rules;
@@ -285,8 +296,9 @@ TEST(Rules, AnniversariesAndFebruary29) {
   Seed(*engine);
   // Created 2025-03-15: the day before each anniversary.
   const int64_t created = kT0 + 73 * kDay;
-  MustIngest(*engine, Ev("c5", created, "account_upserted { account_id: 'c5' kind: ACCOUNT_KIND_CLIENT "
-                                        "owner_id: 'm2' }"));
+  MustIngest(*engine, Ev("c5", created,
+                         "account_upserted { account_id: 'c5' kind: ACCOUNT_KIND_CLIENT "
+                         "owner_id: 'm2' }"));
   auto r = engine->Advance(created + 365 * kDay - kDay);
   ASSERT_TRUE(r.ok());
   std::vector<v1::Action> c5;
@@ -303,10 +315,13 @@ TEST(Rules, AnniversariesAndFebruary29) {
   EXPECT_EQ(r->actions_size(), 3) << "one more anniversary each";
 
   // A February 29 holiday falls on February 28 in common years.
-  auto feb = NewEngine(WithRule("id: 'leap' trigger { calendar { holidays: true } } " + std::string(kTask),
-                                "holidays { id: 'leap' month: 2 day: 29 }"));
+  auto feb =
+      NewEngine(WithRule("id: 'leap' trigger { calendar { holidays: true } } " + std::string(kTask),
+                         "holidays { id: 'leap' month: 2 day: 29 }"));
   Seed(*feb);
-  MustIngest(*feb, Ev("o", kT0, "order_placed { order_id: 'o' account_id: 'c1' amount { amount_minor: 1 currency: 'USD' } }"));
+  MustIngest(*feb, Ev("o", kT0,
+                      "order_placed { order_id: 'o' account_id: 'c1' amount { amount_minor: 1 "
+                      "currency: 'USD' } }"));
   auto f = feb->Advance(kT0 + 58 * kDay);  // 2025-02-28
   ASSERT_TRUE(f.ok());
   ASSERT_GE(f->actions_size(), 1);
@@ -317,7 +332,8 @@ TEST(Rules, AnniversariesAndFebruary29) {
 TEST(Rules, NamedMoveStageAndStageEnteredTrigger) {
   v1::EngineConfig config;
   *config.mutable_rule_set() = Parse<v1::RuleSet>(R"pb(
-    id: 'moves' version: 1
+    id: 'moves'
+    version: 1
     rules {
       id: 'skip'
       trigger { stage_entered { pipeline_id: 'client' stage: 'prepaid' } }
@@ -384,7 +400,10 @@ TEST(Rules, SnapshotThenTheRestGivesTheSameActionsAsOneRun) {
   // The playbook did produce something of every common kind.
   auto engine = NewEngine();
   for (size_t i = 0; i < events.size(); i += 5000) {
-    ASSERT_TRUE(engine->IngestBatch(absl::MakeConstSpan(events).subspan(i, std::min<size_t>(5000, events.size() - i))).ok());
+    ASSERT_TRUE(engine
+                    ->IngestBatch(absl::MakeConstSpan(events).subspan(
+                        i, std::min<size_t>(5000, events.size() - i)))
+                    .ok());
   }
   auto adv = engine->Advance(events.back().occurred_at_us());
   ASSERT_TRUE(adv.ok());
@@ -399,8 +418,9 @@ TEST(Rules, SnapshotThenTheRestGivesTheSameActionsAsOneRun) {
 TEST(Rules, RestoreRejectsBadRuntimeState) {
   auto engine = NewEngine();
   Seed(*engine);
-  MustIngest(*engine, Ev("o1", kT0, "order_placed { order_id: 'o1' account_id: 'c1' "
-                                    "amount { amount_minor: 5 currency: 'USD' } }"));
+  MustIngest(*engine, Ev("o1", kT0,
+                         "order_placed { order_id: 'o1' account_id: 'c1' "
+                         "amount { amount_minor: 5 currency: 'USD' } }"));
   MustIngest(*engine, Ev("o1-done", kT0, "order_completed { order_id: 'o1' }"));
   v1::EngineSnapshot snap;
   ASSERT_TRUE(snap.ParseFromString(*engine->Snapshot()));
@@ -430,7 +450,8 @@ TEST(Rules, RestoreRejectsBadRuntimeState) {
   }
   {
     v1::EngineSnapshot s = snap;
-    s.mutable_rules()->set_timer_fire_at_us(0, kT0 + 5000 * kDay);  // the top is no longer the earliest
+    s.mutable_rules()->set_timer_fire_at_us(
+        0, kT0 + 5000 * kDay);  // the top is no longer the earliest
     expect_bad(s, "heap");
   }
   {

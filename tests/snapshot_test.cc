@@ -236,10 +236,11 @@ TEST(Snapshot, RestoredEngineKeepsIdempotency) {
   Seed(*engine);
   auto restored = Engine::Restore(*engine->Snapshot());
   ASSERT_TRUE(restored.ok());
-  auto dup = (*restored)->Ingest(Ev("seed-p1", kT0,
-                                    "account_upserted { account_id: 'p1' kind: ACCOUNT_KIND_PARTNER "
-                                    "owner_id: 'm1' segment: 'retail' preferred_channel: "
-                                    "CHANNEL_MESSENGER }"));
+  auto dup =
+      (*restored)->Ingest(Ev("seed-p1", kT0,
+                             "account_upserted { account_id: 'p1' kind: ACCOUNT_KIND_PARTNER "
+                             "owner_id: 'm1' segment: 'retail' preferred_channel: "
+                             "CHANNEL_MESSENGER }"));
   ASSERT_TRUE(dup.ok());
   EXPECT_EQ(dup->duplicates(), 1);
   auto conflict = (*restored)->Ingest(Ev("seed-p1", kT0, "partner_agreed { account_id: 'p1' }"));

@@ -35,7 +35,8 @@ inline v1::Event Ev(const std::string& id, int64_t at, const std::string& payloa
 template <typename T>
 T Parse(const std::string& text) {
   T m;
-  if (!google::protobuf::TextFormat::ParseFromString(text, &m)) ADD_FAILURE() << "bad text: " << text;
+  if (!google::protobuf::TextFormat::ParseFromString(text, &m))
+    ADD_FAILURE() << "bad text: " << text;
   return m;
 }
 

@@ -26,8 +26,8 @@
 #include "rapport/v1/config.pb.h"
 #include "rapport/v1/entities.pb.h"
 #include "rapport/v1/event.pb.h"
-#include "rapport/v1/ingest.pb.h"
 #include "rapport/v1/grading.pb.h"
+#include "rapport/v1/ingest.pb.h"
 #include "rapport/v1/kpi.pb.h"
 #include "rapport/v1/rules.pb.h"
 
@@ -119,8 +119,7 @@ class Engine {
   // Rebuilds an engine from the bytes of Snapshot(), exactly: its Snapshot()
   // gives the same bytes, and it continues as the original would.
   // Errors: INVALID_ARGUMENT (DATA_LOSS for unparseable bytes).
-  static absl::StatusOr<std::unique_ptr<Engine>> Restore(
-      absl::string_view snapshot_bytes);
+  static absl::StatusOr<std::unique_ptr<Engine>> Restore(absl::string_view snapshot_bytes);
 
   // Opens the persistent engine in directory `dir` (created if missing, its
   // parent must exist), or creates one there with `options.config`. Every

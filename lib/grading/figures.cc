@@ -29,8 +29,7 @@ std::optional<double> Value(const v1::Ratio& r) {
 }  // namespace
 
 absl::StatusOr<GradingInputs> ComputeGradingInputs(const EngineState& state,
-                                                   const v1::GradePolicy& policy,
-                                                   int64_t as_of) {
+                                                   const v1::GradePolicy& policy, int64_t as_of) {
   GradingInputs in;
   absl::StatusOr<v1::KpiReport> by_manager =
       Query(state, policy.window_us(), as_of, v1::GROUP_BY_MANAGER);
@@ -56,7 +55,8 @@ absl::StatusOr<GradingInputs> ComputeGradingInputs(const EngineState& state,
   for (const v1::KpiRow& row : by_partner->rows()) {
     const v1::Account* partner = state.accounts.Find(row.group());
     if (partner == nullptr || partner->owner_id().empty()) continue;
-    auto& leads = in.managers[partner->owner_id()].metric[v1::GRADE_METRIC_LEADS_FROM_OWNED_PARTNERS];
+    auto& leads =
+        in.managers[partner->owner_id()].metric[v1::GRADE_METRIC_LEADS_FROM_OWNED_PARTNERS];
     leads = leads.value_or(0) + static_cast<double>(row.values().leads());
   }
 

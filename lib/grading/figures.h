@@ -18,8 +18,7 @@ namespace rapport {
 // and each account's payments over the window for ABC tiers.
 // Errors: those of the KPI queries (OUT_OF_RANGE for a money overflow).
 absl::StatusOr<GradingInputs> ComputeGradingInputs(const EngineState& state,
-                                                   const v1::GradePolicy& policy,
-                                                   int64_t as_of_us);
+                                                   const v1::GradePolicy& policy, int64_t as_of_us);
 
 }  // namespace rapport
 

@@ -37,8 +37,7 @@ bool ValidIdBytes(absl::string_view id) {
 absl::Status CheckId(absl::string_view field, absl::string_view id) {
   if (id.empty()) return Invalid(field, "is required");
   if (!ValidIdBytes(id)) {
-    return Invalid(field, StrCat("must be 1..", kMaxIdBytes,
-                                 " bytes without control characters"));
+    return Invalid(field, StrCat("must be 1..", kMaxIdBytes, " bytes without control characters"));
   }
   if (!IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
   return absl::OkStatus();
@@ -278,8 +277,8 @@ absl::Status Optional(absl::string_view id, Check check) {
   return id.empty() ? absl::OkStatus() : check();
 }
 
-#define RETURN_IF_ERROR(expr)                         \
-  do {                                                \
+#define RETURN_IF_ERROR(expr)                             \
+  do {                                                    \
     if (absl::Status _st = (expr); !_st.ok()) return _st; \
   } while (0)
 
@@ -291,7 +290,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       const auto& p = e.account_upserted();
       RETURN_IF_ERROR(CheckId("account_upserted.account_id", p.account_id()));
       if (p.kind() != v1::ACCOUNT_KIND_CLIENT && p.kind() != v1::ACCOUNT_KIND_PARTNER) {
-        return Invalid("account_upserted.kind", "must be ACCOUNT_KIND_CLIENT or ACCOUNT_KIND_PARTNER");
+        return Invalid("account_upserted.kind",
+                       "must be ACCOUNT_KIND_CLIENT or ACCOUNT_KIND_PARTNER");
       }
       const View::Account existing = v.FindAccount(p.account_id());
       if (existing.kind != v1::ACCOUNT_KIND_UNSPECIFIED && existing.kind != p.kind()) {
@@ -301,16 +301,17 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       }
       RETURN_IF_ERROR(CheckText("account_upserted.name", p.name()));
       RETURN_IF_ERROR(CheckText("account_upserted.segment", p.segment()));
-      RETURN_IF_ERROR(Optional(p.owner_id(), [&] {
-        return NeedManager(v, "account_upserted.owner_id", p.owner_id());
-      }));
+      RETURN_IF_ERROR(Optional(
+          p.owner_id(), [&] { return NeedManager(v, "account_upserted.owner_id", p.owner_id()); }));
       RETURN_IF_ERROR(Optional(p.team_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("account_upserted.team_id", p.team_id()));
-        if (!v.HasTeam(p.team_id())) return NotFound("account_upserted.team_id", "team", p.team_id());
+        if (!v.HasTeam(p.team_id()))
+          return NotFound("account_upserted.team_id", "team", p.team_id());
         return absl::OkStatus();
       }));
       if (!v1::Tier_IsValid(p.tier())) return Invalid("account_upserted.tier", "unknown tier");
-      if (p.preferred_channel() == v1::CHANNEL_PHONE || !v1::Channel_IsValid(p.preferred_channel())) {
+      if (p.preferred_channel() == v1::CHANNEL_PHONE ||
+          !v1::Channel_IsValid(p.preferred_channel())) {
         return Invalid("account_upserted.preferred_channel",
                        "must be a written channel (email or messenger)");
       }
@@ -338,10 +339,12 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       RETURN_IF_ERROR(CheckText("manager_upserted.name", p.name()));
       RETURN_IF_ERROR(Optional(p.team_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("manager_upserted.team_id", p.team_id()));
-        if (!v.HasTeam(p.team_id())) return NotFound("manager_upserted.team_id", "team", p.team_id());
+        if (!v.HasTeam(p.team_id()))
+          return NotFound("manager_upserted.team_id", "team", p.team_id());
         return absl::OkStatus();
       }));
-      RETURN_IF_ERROR(Optional(p.grade(), [&] { return CheckId("manager_upserted.grade", p.grade()); }));
+      RETURN_IF_ERROR(
+          Optional(p.grade(), [&] { return CheckId("manager_upserted.grade", p.grade()); }));
       RETURN_IF_ERROR(CheckTime("manager_upserted.hired_at_us", p.hired_at_us(), false));
       if (o != nullptr) o->managers.insert(p.manager_id());
       return absl::OkStatus();
@@ -350,9 +353,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       const auto& p = e.team_upserted();
       RETURN_IF_ERROR(CheckId("team_upserted.team_id", p.team_id()));
       RETURN_IF_ERROR(CheckText("team_upserted.name", p.name()));
-      RETURN_IF_ERROR(Optional(p.lead_id(), [&] {
-        return NeedManager(v, "team_upserted.lead_id", p.lead_id());
-      }));
+      RETURN_IF_ERROR(Optional(
+          p.lead_id(), [&] { return NeedManager(v, "team_upserted.lead_id", p.lead_id()); }));
       if (p.segments_size() > static_cast<int>(kMaxSegmentsPerTeam)) {
         return Invalid("team_upserted.segments",
                        StrCat(p.segments_size(), " segments; the limit is ", kMaxSegmentsPerTeam));
@@ -510,9 +512,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       }
       uint32_t account;
       RETURN_IF_ERROR(NeedAccount(v, "invoice_issued.account_id", p.account_id(), &account));
-      RETURN_IF_ERROR(Optional(p.order_id(), [&] {
-        return NeedOrder(v, "invoice_issued.order_id", p.order_id());
-      }));
+      RETURN_IF_ERROR(Optional(
+          p.order_id(), [&] { return NeedOrder(v, "invoice_issued.order_id", p.order_id()); }));
       if (!p.has_amount()) return Invalid("invoice_issued.amount", "is required");
       RETURN_IF_ERROR(CheckMoney("invoice_issued.amount", p.amount()));
       RETURN_IF_ERROR(CheckTime("invoice_issued.due_at_us", p.due_at_us(), true));
@@ -531,9 +532,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       RETURN_IF_ERROR(NeedAccount(v, "payment_received.account_id", p.account_id(), &account));
       if (!p.has_amount()) return Invalid("payment_received.amount", "is required");
       RETURN_IF_ERROR(CheckMoney("payment_received.amount", p.amount()));
-      RETURN_IF_ERROR(Optional(p.order_id(), [&] {
-        return NeedOrder(v, "payment_received.order_id", p.order_id());
-      }));
+      RETURN_IF_ERROR(Optional(
+          p.order_id(), [&] { return NeedOrder(v, "payment_received.order_id", p.order_id()); }));
       uint32_t invoice = kNone;
       RETURN_IF_ERROR(Optional(p.invoice_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("payment_received.invoice_id", p.invoice_id()));

@@ -162,7 +162,8 @@ void CellIndex::Contribute(const FactStore& st, int mode, FactKind kind, int64_t
       break;
     }
     case FactKind::kActivity: {
-      Cell& c = At(mode, t, by == v1::GROUP_BY_MANAGER ? f.subject : GroupFor(st, by, f.account, t));
+      Cell& c =
+          At(mode, t, by == v1::GROUP_BY_MANAGER ? f.subject : GroupFor(st, by, f.account, t));
       ++c.c[kCellActivity0 + f.aux];
       if (ActivityInbound(f.aux)) break;
       ++c.c[kCellHunterDen];
@@ -216,7 +217,8 @@ struct OrderTerm {
   int32_t prev_day;    // kNoDay: none or on the same day
   int32_t second_day;  // first orders: the second order's day, INT32_MAX none
   friend bool operator==(const OrderTerm& a, const OrderTerm& b) {
-    return a.t == b.t && a.first == b.first && a.prev_day == b.prev_day && a.second_day == b.second_day;
+    return a.t == b.t && a.first == b.first && a.prev_day == b.prev_day &&
+           a.second_day == b.second_day;
   }
 };
 
@@ -283,7 +285,8 @@ namespace {
 struct StageTerm {
   int64_t t;
   uint32_t flat;
-  int kind;  // 0: opens no bucket (the stage was entered earlier that day); 1: StageCount; 2: StageRepeat
+  int kind;  // 0: opens no bucket (the stage was entered earlier that day); 1: StageCount; 2:
+             // StageRepeat
   int32_t prev_day;
   bool converted;
   friend bool operator==(const StageTerm& a, const StageTerm& b) {
@@ -317,7 +320,8 @@ StageTerm StageTermAt(const FactStore& st, const DealData& d, size_t k, size_t s
 
 }  // namespace
 
-void CellIndex::StageTerms(const FactStore& st, int mode, uint32_t deal, size_t k, size_t skip, int sign) {
+void CellIndex::StageTerms(const FactStore& st, int mode, uint32_t deal, size_t k, size_t skip,
+                           int sign) {
   const StageTerm x = StageTermAt(st, st.deals[deal], k, skip);
   if (x.kind == 0) return;
   Cell& c = At(mode, x.t, DealGroupFor(st, static_cast<v1::GroupBy>(mode), deal, x.t));
@@ -345,7 +349,8 @@ void CellIndex::StageTerms(const FactStore& st, int mode, uint32_t deal, size_t 
   }
 }
 
-void CellIndex::StageEntered(const FactStore& st, int mode, uint32_t deal, const Fact& f, int64_t t) {
+void CellIndex::StageEntered(const FactStore& st, int mode, uint32_t deal, const Fact& f,
+                             int64_t t) {
   const DealData& d = st.deals[deal];
   const size_t n = d.visits.size();
   size_t i = n - 1;
@@ -363,8 +368,8 @@ void CellIndex::StageEntered(const FactStore& st, int mode, uint32_t deal, const
 
 // ---- figures at instants ---------------------------------------------------
 
-void CellIndex::AccountInstants(const FactStore& st, int mode, uint32_t account, const AccountData& a,
-                                int sign) {
+void CellIndex::AccountInstants(const FactStore& st, int mode, uint32_t account,
+                                const AccountData& a, int sign) {
   const auto by = static_cast<v1::GroupBy>(mode);
   std::vector<int64_t> days;
   for (const AttrEntry& e : a.attr) days.push_back(BoundaryDayFrom(e.since.t));
@@ -416,24 +421,27 @@ void CellIndex::AccountInstants(const FactStore& st, int mode, uint32_t account,
   }
 }
 
-void CellIndex::DealInstants(const FactStore& st, int mode, uint32_t deal, const AccountData& a, int sign) {
+void CellIndex::DealInstants(const FactStore& st, int mode, uint32_t deal, const AccountData& a,
+                             int sign) {
   // stuck_deals at an as_of after every fact: an open deal whose last stage
   // has an SLA is stuck from its entry + SLA + 1 us on.
   const DealData& d = st.deals[deal];
   if (d.lost.t != kNever || d.visits.empty()) return;
   const Visit& cur = d.visits.back();
-  const int64_t sla = st.stage_sla[static_cast<size_t>(st.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage)];
+  const int64_t sla = st.stage_sla[static_cast<size_t>(
+      st.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage)];
   // An SLA beyond the time range never elapses (and would overflow below).
   if (sla <= 0 || sla >= kMaxTimeUs) return;
   const auto by = static_cast<v1::GroupBy>(mode);
-  const uint32_t g = by == v1::GROUP_BY_SOURCE_PARTNER ? d.source_partner
-                                                       : GroupOfData(a, by, std::numeric_limits<int64_t>::max());
+  const uint32_t g = by == v1::GROUP_BY_SOURCE_PARTNER
+                         ? d.source_partner
+                         : GroupOfData(a, by, std::numeric_limits<int64_t>::max());
   // Stuck at as_of = A days iff entry + SLA + 1 <= A * kDay.
   InstAt(mode, DayOf(cur.at.t + sla), g).stuck += sign;
 }
 
-void CellIndex::InvoiceInstants(const FactStore& st, int mode, uint32_t invoice, const AccountData& a,
-                                int sign) {
+void CellIndex::InvoiceInstants(const FactStore& st, int mode, uint32_t invoice,
+                                const AccountData& a, int sign) {
   // receivables_overdue at an as_of after every payment (OverdueAt's sum).
   const InvoiceData& inv = st.invoices[invoice];
   int64_t paid = 0;
@@ -516,9 +524,11 @@ void CellIndex::OnInvoice(const FactStore& st, uint32_t invoice) {
   }
 }
 
-void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, FirstChange first) {
+void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f,
+                       FirstChange first) {
   WriterLock lock(&mu_);
-  if (last_t_.size() <= f.account) last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
+  if (last_t_.size() <= f.account)
+    last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
   last_t_[f.account] = std::max(last_t_[f.account], t);
   max_t_ = std::max(max_t_, t);
   if (kind == FactKind::kLead) {
@@ -591,7 +601,9 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
           for (; o != a.orders.end() && o->at.t < t; ++o) {
             const int64_t to = o->at.t;
             const auto from = std::upper_bound(a.outbound.begin(), a.outbound.end(), to);
-            if (from != a.outbound.end() && from + 1 != a.outbound.end() && *(from + 1) <= to + 7 * kDay) continue;
+            if (from != a.outbound.end() && from + 1 != a.outbound.end() &&
+                *(from + 1) <= to + 7 * kDay)
+              continue;
             ++At(mode, to, GroupFor(st, by, f.account, to)).c[kCellPpcNum];
           }
         }
@@ -604,7 +616,8 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
           const int64_t tc = *c;
           auto from = std::upper_bound(a.feedback.begin(), a.feedback.end(), tc,
                                        [](int64_t x, const FeedbackRef& r) { return x < r.t; });
-          if (from != a.feedback.end() && from + 1 != a.feedback.end() && (from + 1)->t <= tc + 30 * kDay) {
+          if (from != a.feedback.end() && from + 1 != a.feedback.end() &&
+              (from + 1)->t <= tc + 30 * kDay) {
             continue;
           }
           ++At(mode, tc, GroupFor(st, by, f.account, tc)).c[kCellFbNum];
@@ -644,7 +657,8 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
   const AccountData& now = st.accounts[account];
   for (const AttrEntry& e : now.attr) max_t_ = std::max(max_t_, e.since.t);
   if (!AnyBuilt()) return;
-  const bool facts = account < last_t_.size() && last_t_[account] != std::numeric_limits<int64_t>::min();
+  const bool facts =
+      account < last_t_.size() && last_t_[account] != std::numeric_limits<int64_t>::min();
   // Which modes' cells the change reaches: their groups moved for counted
   // facts. Those are rebuilt by their next query; the others stay.
   bool stale[kModes] = {};
@@ -697,8 +711,8 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
     if (!modes_[mode].built) continue;
     AccountInstants(st, mode, account, before, -1);
     AccountInstants(st, mode, account, now, 1);
-    for (uint32_t d = account < first_deal_.size() ? first_deal_[account] : kNoEntity; d != kNoEntity;
-         d = next_deal_[d]) {
+    for (uint32_t d = account < first_deal_.size() ? first_deal_[account] : kNoEntity;
+         d != kNoEntity; d = next_deal_[d]) {
       DealInstants(st, mode, d, before, -1);
       DealInstants(st, mode, d, now, 1);
     }
@@ -715,11 +729,11 @@ void CellIndex::Rebuild(const FactStore& st, int mode) {
   Mode& m = modes_[mode];
   m.days.clear();
   m.instants.clear();
-    m.flat_ok = false;
+  m.flat_ok = false;
   m.months.clear();
-  for (FactKind k : {FactKind::kLead, FactKind::kPartnerAgreed, FactKind::kPartnerChurned,
-                     FactKind::kPayment, FactKind::kActivity, FactKind::kFeedback,
-                     FactKind::kOrderCompleted}) {
+  for (FactKind k :
+       {FactKind::kLead, FactKind::kPartnerAgreed, FactKind::kPartnerChurned, FactKind::kPayment,
+        FactKind::kActivity, FactKind::kFeedback, FactKind::kOrderCompleted}) {
     st.column(k).ForAll([&](int64_t t, const Fact& f) { Contribute(st, mode, k, t, f); });
   }
   st.column(FactKind::kWon).ForAll([&](int64_t t, const Fact& f) {
@@ -762,8 +776,9 @@ CellIndex::Mode* CellIndex::Ready(const FactStore& st, v1::GroupBy mode, int64_t
   return overflow_ ? nullptr : &modes_[mi];
 }
 
-bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t from_day,
-                        int64_t to_day, const std::function<void(int64_t, const Cell&)>& fn) {
+bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_after,
+                        int64_t from_day, int64_t to_day,
+                        const std::function<void(int64_t, const Cell&)>& fn) {
   WriterLock lock(&mu_);
   Mode* m = Ready(st, mode, churn_after);
   if (m == nullptr) return false;
@@ -774,8 +789,8 @@ bool CellIndex::ForDays(const FactStore& st, v1::GroupBy mode, int64_t churn_aft
   return true;
 }
 
-bool CellIndex::ForMonth(const FactStore& st, v1::GroupBy mode, int64_t churn_after, int64_t month_day,
-                         const std::function<void(uint32_t, const Acc&)>& fn) {
+bool CellIndex::ForMonth(const FactStore& st, v1::GroupBy mode, int64_t churn_after,
+                         int64_t month_day, const std::function<void(uint32_t, const Acc&)>& fn) {
   WriterLock lock(&mu_);
   Mode* m = Ready(st, mode, churn_after);
   if (m == nullptr) return false;
@@ -786,7 +801,7 @@ bool CellIndex::ForMonth(const FactStore& st, v1::GroupBy mode, int64_t churn_af
 }
 
 bool CellIndex::WithView(const FactStore& st, v1::GroupBy mode, int64_t churn_after,
-                      const std::function<void(View&)>& fn) {
+                         const std::function<void(View&)>& fn) {
   WriterLock lock(&mu_);
   Mode* m = Ready(st, mode, churn_after);
   if (m == nullptr) return false;
@@ -805,8 +820,8 @@ const std::vector<CellIndex::FlatInstant>& CellIndex::FlatInstants(Mode& m) {
   m.flat.clear();
   for (const auto& [day, cells] : m.instants) {
     for (const InstCell& c : cells) {
-      m.flat.push_back(FlatInstant{day, c.group, c.partners, c.clients, c.churned, c.stuck, c.overdue,
-                                   c.owed.empty() ? nullptr : &c.owed});
+      m.flat.push_back(FlatInstant{day, c.group, c.partners, c.clients, c.churned, c.stuck,
+                                   c.overdue, c.owed.empty() ? nullptr : &c.owed});
     }
   }
   m.flat_ok = true;
@@ -832,7 +847,8 @@ CellIndex::Month* CellIndex::MonthOf(const FactStore& st, Mode& m, int64_t month
       }
       if (AddCellTo(c, month_day, end_day, true, stages, sum->acc) != UINT32_MAX) return nullptr;
       for (const auto& [currency, amount] : c.revenue) {
-        month.revenue.push_back(DayRevenue{static_cast<int32_t>(d->first), c.group, currency, amount});
+        month.revenue.push_back(
+            DayRevenue{static_cast<int32_t>(d->first), c.group, currency, amount});
       }
     }
   }
@@ -850,7 +866,11 @@ CellIndex::Month* CellIndex::MonthOf(const FactStore& st, Mode& m, int64_t month
     }
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n / 2), v.end());
     const double hi = v[n / 2];
-    x.median = n % 2 == 1 ? hi : (*std::max_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n / 2)) + hi) / 2;
+    x.median =
+        n % 2 == 1
+            ? hi
+            : (*std::max_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n / 2)) + hi) /
+                  2;
     std::vector<double>().swap(v);
   }
   if (it != m.months.end()) {
@@ -892,9 +912,9 @@ uint32_t AddCellTo(const Cell& cell, int64_t first_day, int64_t end_day, bool wh
   // An order opens the bucket for its account when the account's previous
   // order is before the bucket; it counts as repeat when the account's
   // second order is before the bucket's end.
-  const int64_t den =
-      static_cast<int64_t>(cell.rcr_second.size()) +
-      (std::lower_bound(cell.rcr_prev.begin(), cell.rcr_prev.end(), first_day) - cell.rcr_prev.begin());
+  const int64_t den = static_cast<int64_t>(cell.rcr_second.size()) +
+                      (std::lower_bound(cell.rcr_prev.begin(), cell.rcr_prev.end(), first_day) -
+                       cell.rcr_prev.begin());
   a.c[kRcrDen] += den;
   a.c[kRcrNum] += den - (cell.rcr_second.end() -
                          std::lower_bound(cell.rcr_second.begin(), cell.rcr_second.end(), end_day));
@@ -941,7 +961,8 @@ bool AddAcc(const Acc& from, Acc& a, uint32_t* currency) {
   return ok;
 }
 
-void CellIndex::ForInstants(v1::GroupBy mode, const std::function<void(int64_t, const InstCell&)>& fn) const {
+void CellIndex::ForInstants(v1::GroupBy mode,
+                            const std::function<void(int64_t, const InstCell&)>& fn) const {
   ReaderLock lock(&mu_);
   for (const auto& [day, cells] : modes_[static_cast<int>(mode)].instants) {
     for (const InstCell& c : cells) fn(day, c);
@@ -963,9 +984,11 @@ size_t CellIndex::MemoryBytes() const {
     for (const auto& [day, cells] : m.days) {
       n += 48 + cells.capacity() * sizeof(Cell);
       for (const Cell& c : cells) {
-        n += c.revenue.capacity() * sizeof(c.revenue[0]) + c.time_to_win.capacity() * sizeof(double) +
+        n += c.revenue.capacity() * sizeof(c.revenue[0]) +
+             c.time_to_win.capacity() * sizeof(double) +
              (c.rcr_prev.capacity() + c.rcr_second.capacity()) * sizeof(int32_t) +
-             c.stages.capacity() * sizeof(StageCount) + c.stage_repeats.capacity() * sizeof(StageRepeat);
+             c.stages.capacity() * sizeof(StageCount) +
+             c.stage_repeats.capacity() * sizeof(StageRepeat);
       }
     }
     for (const auto& [day, cells] : m.instants) {
@@ -974,9 +997,11 @@ size_t CellIndex::MemoryBytes() const {
     }
     n += m.flat.capacity() * sizeof(FlatInstant);
     for (const auto& [day, month] : m.months) {
-      n += 48 + month.sums.capacity() * sizeof(MonthSum) + month.revenue.capacity() * sizeof(DayRevenue);
+      n += 48 + month.sums.capacity() * sizeof(MonthSum) +
+           month.revenue.capacity() * sizeof(DayRevenue);
       for (const MonthSum& x : month.sums) {
-        n += x.acc.revenue.capacity() * sizeof(MoneyLine) + x.acc.time_to_win.capacity() * sizeof(double) +
+        n += x.acc.revenue.capacity() * sizeof(MoneyLine) +
+             x.acc.time_to_win.capacity() * sizeof(double) +
              x.acc.stages.capacity() * sizeof(x.acc.stages[0]);
       }
     }

@@ -47,9 +47,9 @@
 #include <vector>
 
 #include "absl/time/civil_time.h"
-#include "lib/util/shared_mutex.h"
 #include "lib/kpi/accumulator.h"
 #include "lib/kpi/fact_store.h"
+#include "lib/util/shared_mutex.h"
 #include "rapport/v1/kpi.pb.h"
 
 namespace rapport::kpi {
@@ -72,13 +72,13 @@ enum CellField : int {
   kCellWon,   // deals at their first win
   kCellLost,  // deals at their first loss
   kCellOrders,
-  kCellClientsNew,     // the account's first-ever order
-  kCellReferred,       // ... of a referred account
-  kCellRepeatOrders,   // not the account's first-ever order
-  kCellPpcDen,         // every order (as_of takes the unclosed windows out)
-  kCellPpcNum,         // ... with an outbound contact in its 7 days
-  kCellFbDen,          // every completion (as_of takes the unclosed out)
-  kCellFbNum,          // ... with feedback in its 30 days
+  kCellClientsNew,    // the account's first-ever order
+  kCellReferred,      // ... of a referred account
+  kCellRepeatOrders,  // not the account's first-ever order
+  kCellPpcDen,        // every order (as_of takes the unclosed windows out)
+  kCellPpcNum,        // ... with an outbound contact in its 7 days
+  kCellFbDen,         // every completion (as_of takes the unclosed out)
+  kCellFbNum,         // ... with feedback in its 30 days
   kCellFields,
 };
 
@@ -211,7 +211,8 @@ class CellIndex {
   // Calls fn(view) with the built cells of `mode` under the index's lock,
   // held until fn returns. False (fn not called) when the cells cannot be
   // used (a money sum in a cell overflowed).
-  bool WithView(const FactStore& st, v1::GroupBy mode, int64_t churn_after, const std::function<void(View&)>& fn);
+  bool WithView(const FactStore& st, v1::GroupBy mode, int64_t churn_after,
+                const std::function<void(View&)>& fn);
 
   // Ingest hooks (writer lock held). BeforeFact runs before the store's
   // timelines take the fact, OnFact after; `first` says, for won and lost
@@ -291,9 +292,11 @@ class CellIndex {
   void StageEntered(const FactStore& st, int mode, uint32_t deal, const Fact& f, int64_t t);
   void StageTerms(const FactStore& st, int mode, uint32_t deal, size_t skip, size_t only, int sign);
   // The instant cells' terms of an entity, added (sign 1) or taken out (-1).
-  void AccountInstants(const FactStore& st, int mode, uint32_t account, const AccountData& a, int sign);
+  void AccountInstants(const FactStore& st, int mode, uint32_t account, const AccountData& a,
+                       int sign);
   void DealInstants(const FactStore& st, int mode, uint32_t deal, const AccountData& a, int sign);
-  void InvoiceInstants(const FactStore& st, int mode, uint32_t invoice, const AccountData& a, int sign);
+  void InvoiceInstants(const FactStore& st, int mode, uint32_t invoice, const AccountData& a,
+                       int sign);
   bool AnyBuilt() const;
 
   mutable SharedMutex mu_;
@@ -313,7 +316,8 @@ class CellIndex {
 
 template <typename Fn>
 void CellIndex::View::ForDays(int64_t from_day, int64_t to_day, Fn&& fn) const {
-  for (auto it = mode_->days.lower_bound(from_day); it != mode_->days.end() && it->first < to_day; ++it) {
+  for (auto it = mode_->days.lower_bound(from_day); it != mode_->days.end() && it->first < to_day;
+       ++it) {
     for (const Cell& c : it->second) fn(it->first, c);
   }
 }

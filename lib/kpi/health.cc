@@ -51,14 +51,16 @@ void AppendHealth(const EngineState& s, int64_t as_of,
   for (uint32_t i = 0; i < s.invoices.size(); ++i) {
     int64_t owed;
     const v1::Invoice& inv = s.invoices.at(i);
-    if (OverdueAt(inv, st.invoice_payments[i], as_of, &owed)) overdue[s.accounts.IndexOf(inv.account_id())] = true;
+    if (OverdueAt(inv, st.invoice_payments[i], as_of, &owed))
+      overdue[s.accounts.IndexOf(inv.account_id())] = true;
   }
   double contact_max = 0;
   for (double p : m.contact_points()) contact_max = std::max(contact_max, p);
 
   std::vector<uint32_t> order;
   for (uint32_t i = 0; i < n; ++i) {
-    if (!st.accounts[i].attr.empty() && st.accounts[i].attr.front().since.t < as_of) order.push_back(i);
+    if (!st.accounts[i].attr.empty() && st.accounts[i].attr.front().since.t < as_of)
+      order.push_back(i);
   }
   std::sort(order.begin(), order.end(), [&](uint32_t x, uint32_t y) {
     return s.accounts.at(x).account_id() < s.accounts.at(y).account_id();
@@ -85,7 +87,7 @@ void AppendHealth(const EngineState& s, int64_t as_of,
     }
     Factor(h, "last_outbound_contact", contact, contact_max);
 
-    const double complaints = open[i] == 0 ? m.complaints_none()
+    const double complaints = open[i] == 0   ? m.complaints_none()
                               : open[i] == 1 ? m.complaints_one()
                                              : m.complaints_more();
     Factor(h, "open_complaints", complaints, m.complaints_none());
@@ -102,7 +104,8 @@ void AppendHealth(const EngineState& s, int64_t as_of,
     double recency = m.recency_never();
     if (count > 0) {
       const int64_t last_t = (last - 1)->at.t;
-      double usual = count >= 2 ? static_cast<double>(last_t - a.orders.front().at.t) / static_cast<double>(count - 1)
+      double usual = count >= 2 ? static_cast<double>(last_t - a.orders.front().at.t) /
+                                      static_cast<double>(count - 1)
                                 : static_cast<double>(s.config.client_churn_after_us()) / 2;
       usual = std::max(usual, 1.0);
       const double ratio = static_cast<double>(as_of - last_t) / usual;
@@ -110,7 +113,9 @@ void AppendHealth(const EngineState& s, int64_t as_of,
     }
     Factor(h, "order_recency", recency, m.recency_max());
     Factor(h, "no_overdue_invoices", overdue[i] ? 0.0 : m.no_overdue(), m.no_overdue());
-    h->set_band(h->score() < m.red_below() ? "red" : h->score() < m.yellow_below() ? "yellow" : "green");
+    h->set_band(h->score() < m.red_below()      ? "red"
+                : h->score() < m.yellow_below() ? "yellow"
+                                                : "green");
   }
 }
 

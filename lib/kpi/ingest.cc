@@ -72,7 +72,8 @@ FirstChange StoreFact(FactStore& st, FactKind kind, int64_t t, const Fact& f, in
   FirstChange first = FirstChange::kNone;
   switch (kind) {
     case FactKind::kStageEntry:
-      InsertSorted(st.deals[f.subject].visits, Visit{Stamp{t, f.value}, static_cast<int32_t>(f.aux)},
+      InsertSorted(st.deals[f.subject].visits,
+                   Visit{Stamp{t, f.value}, static_cast<int32_t>(f.aux)},
                    [](const Visit& x, const Visit& y) { return x.at < y.at; });
       break;
     case FactKind::kWon:
@@ -246,7 +247,8 @@ void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineS
 
 void WriteFactColumns(const EngineState& s, v1::FactColumns* out) {
   const FactStore& st = s.kpi;
-  for (size_t i = 0; i < st.strings.size(); ++i) out->add_strings(st.strings.at(static_cast<uint32_t>(i)));
+  for (size_t i = 0; i < st.strings.size(); ++i)
+    out->add_strings(st.strings.at(static_cast<uint32_t>(i)));
   const size_t n = st.facts();
   out->mutable_occurred_at_delta_us()->Reserve(static_cast<int>(n));
   out->mutable_account()->Reserve(static_cast<int>(n));
@@ -279,7 +281,8 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
   } else {
     if (in.strings_size() == 0 || !in.strings(0).empty()) return bad("strings[0] must be empty");
     for (int i = 1; i < in.strings_size(); ++i) {
-      if (in.strings(i).size() > kMaxTextBytes) return bad(absl::StrCat("strings[", i, "] is too long"));
+      if (in.strings(i).size() > kMaxTextBytes)
+        return bad(absl::StrCat("strings[", i, "] is too long"));
       if (st.strings.Find(in.strings(i)) != StringPool::kMissing) {
         return bad(absl::StrCat("strings[", i, "] is repeated"));
       }
@@ -306,8 +309,9 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
       in.value_size() != n) {
     return bad("columns differ in length from the sum of kind_sizes");
   }
-  const uint64_t orders_expected =
-      in.kind_sizes_size() == kFactKinds ? in.kind_sizes(static_cast<int>(FactKind::kOrderPlaced)) : 0;
+  const uint64_t orders_expected = in.kind_sizes_size() == kFactKinds
+                                       ? in.kind_sizes(static_cast<int>(FactKind::kOrderPlaced))
+                                       : 0;
   if (static_cast<uint64_t>(in.order_seq_size()) != orders_expected) {
     return bad("order_seq does not match the order facts");
   }
@@ -342,8 +346,9 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
         case FactKind::kLost:
           ok = f.subject < st.deals.size() && st.deals[f.subject].account == f.account;
           if (ok && kind == FactKind::kStageEntry) {
-            ok = f.aux < static_cast<uint32_t>(
-                             s->pipelines.all()[static_cast<size_t>(st.deals[f.subject].pipeline)].size());
+            ok = f.aux <
+                 static_cast<uint32_t>(
+                     s->pipelines.all()[static_cast<size_t>(st.deals[f.subject].pipeline)].size());
           }
           if (kind != FactKind::kLead) ok = ok && f.value >= 0 && f.value < s->events_accepted;
           break;

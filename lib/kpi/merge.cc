@@ -116,7 +116,9 @@ void Finalize(v1::KpiValues* v, std::vector<double>* ttw) {
   Finish(v->mutable_repeat_customer_rate());
   Finish(v->mutable_referral_rate());
   std::sort(v->mutable_revenue()->begin(), v->mutable_revenue()->end(),
-            [](const v1::RevenueLine& a, const v1::RevenueLine& b) { return a.currency() < b.currency(); });
+            [](const v1::RevenueLine& a, const v1::RevenueLine& b) {
+              return a.currency() < b.currency();
+            });
   for (v1::RevenueLine& r : *v->mutable_revenue()) {
     if (r.previous_minor() != 0) {
       const __int128 diff = static_cast<__int128>(r.amount_minor()) - r.previous_minor();
@@ -131,7 +133,8 @@ void Finalize(v1::KpiValues* v, std::vector<double>* ttw) {
   }
   std::sort(v->mutable_stage_conversion()->begin(), v->mutable_stage_conversion()->end(),
             [](const v1::StageConversion& a, const v1::StageConversion& b) {
-              return a.pipeline_id() != b.pipeline_id() ? a.pipeline_id() < b.pipeline_id() : a.stage_index() < b.stage_index();
+              return a.pipeline_id() != b.pipeline_id() ? a.pipeline_id() < b.pipeline_id()
+                                                        : a.stage_index() < b.stage_index();
             });
   for (v1::StageConversion& sc : *v->mutable_stage_conversion()) Finish(sc.mutable_conversion());
   Finish(v->mutable_win_rate());
@@ -179,14 +182,15 @@ absl::StatusOr<v1::KpiReport> MergePartials(absl::Span<const v1::KpiPartial> par
     *row->mutable_values() = std::move(m.values);
   }
   auto* health = report.mutable_health();
-  std::sort(health->begin(), health->end(), [](const v1::AccountHealth& a, const v1::AccountHealth& b) {
-    return a.account_id() < b.account_id();
-  });
+  std::sort(health->begin(), health->end(),
+            [](const v1::AccountHealth& a, const v1::AccountHealth& b) {
+              return a.account_id() < b.account_id();
+            });
   for (int i = 1; i < health->size(); ++i) {
     if (health->Get(i).account_id() == health->Get(i - 1).account_id()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "KPI merge: account '", health->Get(i).account_id(),
-          "' appears in two partials (shards must hold disjoint accounts)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("KPI merge: account '", health->Get(i).account_id(),
+                       "' appears in two partials (shards must hold disjoint accounts)"));
     }
   }
   return report;

@@ -25,7 +25,8 @@ absl::CivilSecond Floor(const absl::CivilSecond& c, v1::Bucket b) {
       return absl::CivilDay(c);
     case v1::BUCKET_WEEK: {
       absl::CivilDay d(c);
-      if (absl::GetWeekday(d) != absl::Weekday::monday) d = absl::PrevWeekday(d, absl::Weekday::monday);
+      if (absl::GetWeekday(d) != absl::Weekday::monday)
+        d = absl::PrevWeekday(d, absl::Weekday::monday);
       return d;
     }
     case v1::BUCKET_MONTH:
@@ -64,7 +65,8 @@ absl::StatusOr<Plan> MakePlan(const v1::KpiQuery& q) {
   if (q.as_of_us() < 0 || q.as_of_us() > kMaxTimeUs) {
     return Bad(absl::StrCat("as_of_us ", q.as_of_us(), " is outside [0, ", kMaxTimeUs, "]"));
   }
-  if (!v1::Bucket_IsValid(q.bucket())) return Bad(absl::StrCat("bucket ", q.bucket(), " is unknown"));
+  if (!v1::Bucket_IsValid(q.bucket()))
+    return Bad(absl::StrCat("bucket ", q.bucket(), " is unknown"));
   if (!v1::GroupBy_IsValid(q.group_by())) {
     return Bad(absl::StrCat("group_by ", q.group_by(), " is unknown"));
   }
@@ -78,7 +80,8 @@ absl::StatusOr<Plan> MakePlan(const v1::KpiQuery& q) {
   plan.query.set_as_of_us(plan.as_of);
   plan.bounds.push_back(q.start_us());
   if (q.bucket() != v1::BUCKET_NONE) {
-    absl::CivilSecond c = Floor(absl::ToCivilSecond(absl::FromUnixMicros(q.start_us()), tz), q.bucket());
+    absl::CivilSecond c =
+        Floor(absl::ToCivilSecond(absl::FromUnixMicros(q.start_us()), tz), q.bucket());
     for (;;) {
       c = Next(c, q.bucket());
       const int64_t x = Instant(c, tz);

@@ -43,11 +43,10 @@ void AddAttribution(EngineState* s, uint32_t account, int64_t since, int64_t seq
   entry.set_owner_id(a.owner_id());
   entry.set_team_id(a.team_id());
   entry.set_segment(a.segment());
-  auto pos = std::upper_bound(h.begin(), h.end(), entry,
-                              [](const v1::Attribution& x, const v1::Attribution& y) {
-                                return std::make_pair(x.since_us(), x.seq()) <
-                                       std::make_pair(y.since_us(), y.seq());
-                              });
+  auto pos = std::upper_bound(
+      h.begin(), h.end(), entry, [](const v1::Attribution& x, const v1::Attribution& y) {
+        return std::make_pair(x.since_us(), x.seq()) < std::make_pair(y.since_us(), y.seq());
+      });
   h.insert(pos, std::move(entry));
 }
 
@@ -244,8 +243,7 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, EngineState* s) {
   ApplyEvent(e, fingerprint, ResolveEventRefs(e, *s), s);
 }
 
-const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
-                                     int64_t at_us) {
+const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account, int64_t at_us) {
   const std::vector<v1::Attribution>& h = state.attributions[account];
   if (h.empty()) return nullptr;
   auto it = std::upper_bound(h.begin(), h.end(), at_us,
@@ -272,7 +270,8 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, const EventRefs& refs,
       m->set_name(p.name());
       m->set_team_id(p.team_id());
       m->set_grade(p.grade());
-      if (p.hired_at_us() != 0 || is_new) m->set_hired_at_us(p.hired_at_us() != 0 ? p.hired_at_us() : t);
+      if (p.hired_at_us() != 0 || is_new)
+        m->set_hired_at_us(p.hired_at_us() != 0 ? p.hired_at_us() : t);
       m->set_is_head(p.is_head());
       break;
     }
@@ -449,8 +448,8 @@ void AdvanceClock(int64_t now_us, EngineState* s) {
       s->churn_deadlines.pop();
       v1::Account& a = s->accounts.at(idx);
       const bool current = a.last_order_at_us() + churn_after == deadline;
-      if (current && (a.status() == v1::ACCOUNT_STATUS_CLIENT ||
-                      a.status() == v1::ACCOUNT_STATUS_REPEAT)) {
+      if (current &&
+          (a.status() == v1::ACCOUNT_STATUS_CLIENT || a.status() == v1::ACCOUNT_STATUS_REPEAT)) {
         SetStatus(a, v1::ACCOUNT_STATUS_CHURNED, deadline);
       }
     }

@@ -32,8 +32,7 @@ void AdvanceClock(int64_t now_us, EngineState* state);
 // The attribution of an account at `at_us` (the latest entry with
 // since_us <= at_us; the earliest entry for times before all of them), or
 // nullptr when the account has none.
-const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
-                                     int64_t at_us);
+const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account, int64_t at_us);
 
 }  // namespace rapport
 

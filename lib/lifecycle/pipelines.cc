@@ -47,9 +47,9 @@ absl::StatusOr<Pipelines> Pipelines::Build(const v1::PipelineSet& set) {
     }
     if (pl.default_for() != v1::ACCOUNT_KIND_UNSPECIFIED &&
         out.DefaultFor(pl.default_for()) != nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": field 'default_for': another pipeline is already the default for ",
-          v1::AccountKind_Name(pl.default_for())));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": field 'default_for': another pipeline is already the default for ",
+                       v1::AccountKind_Name(pl.default_for())));
     }
     out.by_id_.emplace(pl.id(), static_cast<int>(out.pipelines_.size()));
     out.pipelines_.push_back(std::move(info));

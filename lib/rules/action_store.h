@@ -101,7 +101,9 @@ class ActionStore {
   ActionStore& operator=(const ActionStore&) = delete;
 
   size_t size() const { return size_; }
-  const StoredAction& at(uint32_t i) const { return blocks_[i >> kBlockBits][i & (kBlockSize - 1)]; }
+  const StoredAction& at(uint32_t i) const {
+    return blocks_[i >> kBlockBits][i & (kBlockSize - 1)];
+  }
   StoredAction& at(uint32_t i) { return blocks_[i >> kBlockBits][i & (kBlockSize - 1)]; }
   StringPool& pool() { return pool_; }
   const StringPool& pool() const { return pool_; }
@@ -115,7 +117,9 @@ class ActionStore {
   // Starts loading the index memory an Add of (h1, h2, rule_id) will probe:
   // the index is far larger than the caches, and the probe's miss is the
   // largest part of an Add.
-  void Prefetch(uint64_t h1, uint64_t h2, uint32_t rule_id) const { index_.prefetch(Key{h1, h2, rule_id}); }
+  void Prefetch(uint64_t h1, uint64_t h2, uint32_t rule_id) const {
+    index_.prefetch(Key{h1, h2, rule_id});
+  }
   // The index of the action with this printed id, or kNone.
   uint32_t IndexOf(absl::string_view id) const {
     uint64_t h1 = 0, h2 = 0;
@@ -138,7 +142,8 @@ class ActionStore {
     const uint32_t i = size_;
     if (!index_.try_emplace(Key{a.h1, a.h2, a.rule_id}, i).second) return kNone;
     if ((i >> kBlockBits) == blocks_.size()) {
-      blocks_.emplace_back(static_cast<StoredAction*>(::operator new(sizeof(StoredAction) * kBlockSize)));
+      blocks_.emplace_back(
+          static_cast<StoredAction*>(::operator new(sizeof(StoredAction) * kBlockSize)));
     }
     ::new (&blocks_[i >> kBlockBits][i & (kBlockSize - 1)]) StoredAction(a);
     ++size_;
@@ -212,7 +217,8 @@ class ActionStore {
   // copies them (crossing a power of two used to copy every row, stalling one
   // Advance and faulting in twice the memory), and a row never moves. Block
   // memory is raw: a row is constructed when added, and needs no destructor.
-  static_assert(std::is_trivially_copyable_v<StoredAction> && std::is_trivially_destructible_v<StoredAction>);
+  static_assert(std::is_trivially_copyable_v<StoredAction> &&
+                std::is_trivially_destructible_v<StoredAction>);
   static constexpr int kBlockBits = 12;
   static constexpr uint32_t kBlockSize = 1u << kBlockBits;
   struct FreeBlock {

@@ -16,12 +16,11 @@ namespace rapport::rules {
 namespace {
 
 // Returns the status of `expr` when it is an error.
-#define RETURN(expr)                        \
-  do {                                      \
-    absl::Status _st = (expr);              \
-    if (!_st.ok()) return _st;              \
+#define RETURN(expr)           \
+  do {                         \
+    absl::Status _st = (expr); \
+    if (!_st.ok()) return _st; \
   } while (0)
-
 
 constexpr absl::string_view kPrevious = "previous";
 
@@ -29,7 +28,8 @@ constexpr absl::string_view kPrevious = "previous";
 class FirstError : public google::protobuf::io::ErrorCollector {
  public:
   void AddError(int line, int column, const std::string& message) override {
-    if (error.empty()) error = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
+    if (error.empty())
+      error = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
   }
   std::string error;
 };
@@ -44,7 +44,8 @@ class RuleChecker {
   absl::Status Check() {
     const v1::Trigger& t = rule_.trigger();
     if (rule_.delay_us() < 0 || rule_.delay_us() > kMaxOffsetUs) {
-      return Error("delay_us", absl::StrCat(rule_.delay_us(), " is outside [0, ", kMaxOffsetUs, "]"));
+      return Error("delay_us",
+                   absl::StrCat(rule_.delay_us(), " is outside [0, ", kMaxOffsetUs, "]"));
     }
     switch (t.kind_case()) {
       case v1::Trigger::kOnEvent:
@@ -62,22 +63,26 @@ class RuleChecker {
       case v1::Trigger::kSlaExceeded: {
         const auto& s = t.sla_exceeded();
         RETURN(CheckPipeline("trigger.sla_exceeded.pipeline_id", s.pipeline_id()));
-        if (!v1::Phase_IsValid(s.phase())) return Error("trigger.sla_exceeded.phase", "unknown value");
+        if (!v1::Phase_IsValid(s.phase()))
+          return Error("trigger.sla_exceeded.phase", "unknown value");
         break;
       }
       case v1::Trigger::kCalendar: {
         const auto& c = t.calendar();
         if (c.holidays() == c.account_anniversary()) {
-          return Error("trigger.calendar", "exactly one of holidays and account_anniversary must be true");
+          return Error("trigger.calendar",
+                       "exactly one of holidays and account_anniversary must be true");
         }
         if (c.holidays() && set_.holidays_size() == 0) {
           return Error("trigger.calendar.holidays", "the rule set has no holidays");
         }
         if (c.lead_months() < 0 || c.lead_months() > 120) {
-          return Error("trigger.calendar.lead_months", absl::StrCat(c.lead_months(), " is outside [0, 120]"));
+          return Error("trigger.calendar.lead_months",
+                       absl::StrCat(c.lead_months(), " is outside [0, 120]"));
         }
         if (c.lead_us() < 0 || c.lead_us() >= 366 * kMicrosPerDay) {
-          return Error("trigger.calendar.lead_us", absl::StrCat(c.lead_us(), " is outside [0, 366 days)"));
+          return Error("trigger.calendar.lead_us",
+                       absl::StrCat(c.lead_us(), " is outside [0, 366 days)"));
         }
         break;
       }
@@ -95,7 +100,8 @@ class RuleChecker {
         const auto& o = t.open_tasks();
         if (o.more_than() < 0) return Error("trigger.open_tasks.more_than", "is negative");
         for (int i = 0; i < o.templates_size(); ++i) {
-          RETURN(CheckTemplate(absl::StrCat("trigger.open_tasks.templates[", i, "]"), o.templates(i)));
+          RETURN(
+              CheckTemplate(absl::StrCat("trigger.open_tasks.templates[", i, "]"), o.templates(i)));
         }
         if (rule_.delay_us() != 0) return Error("delay_us", "open-tasks triggers fire at once (0)");
         break;
@@ -103,7 +109,8 @@ class RuleChecker {
       case v1::Trigger::kRuleSetAge: {
         const int m = t.rule_set_age().older_than_months();
         if (m < 1 || m > 1200) {
-          return Error("trigger.rule_set_age.older_than_months", absl::StrCat(m, " is outside [1, 1200]"));
+          return Error("trigger.rule_set_age.older_than_months",
+                       absl::StrCat(m, " is outside [1, 1200]"));
         }
         if (rule_.conditions_size() > 0) {
           return Error("conditions", "a rule-set-age rule has no account to hold conditions about");
@@ -133,9 +140,7 @@ class RuleChecker {
 
   // True when the trigger carries an account (and so owners, teams, account
   // conditions).
-  bool HasAccount() const {
-    return rule_.trigger().kind_case() != v1::Trigger::kRuleSetAge;
-  }
+  bool HasAccount() const { return rule_.trigger().kind_case() != v1::Trigger::kRuleSetAge; }
   // True when the trigger can carry a deal.
   bool MayHaveDeal() const {
     const v1::Trigger& t = rule_.trigger();
@@ -181,8 +186,9 @@ class RuleChecker {
     return false;
   }
   static std::string UnknownStage(const std::string& pipeline, const std::string& stage) {
-    return pipeline.empty() ? absl::StrCat("unknown stage '", stage, "' (in no pipeline)")
-                            : absl::StrCat("unknown stage '", stage, "' of pipeline '", pipeline, "'");
+    return pipeline.empty()
+               ? absl::StrCat("unknown stage '", stage, "' (in no pipeline)")
+               : absl::StrCat("unknown stage '", stage, "' of pipeline '", pipeline, "'");
   }
   // The pipeline a deal-bearing trigger names, or "" for any.
   std::string TriggerPipeline() const {
@@ -197,12 +203,14 @@ class RuleChecker {
       return Error(field, absl::StrCat("must be 1..", kMaxIdBytes, " bytes"));
     }
     if (!templates_.empty() && !templates_.contains(name)) {
-      return Error(field, absl::StrCat("unknown template '", name, "' (not in the rule set's templates)"));
+      return Error(field,
+                   absl::StrCat("unknown template '", name, "' (not in the rule set's templates)"));
     }
     return absl::OkStatus();
   }
 
-  absl::Status CheckFilter(const std::string& field, const v1::EventFilter& f, bool first_ok) const {
+  absl::Status CheckFilter(const std::string& field, const v1::EventFilter& f,
+                           bool first_ok) const {
     if (f.type() == v1::EVENT_TYPE_UNSPECIFIED || !v1::EventType_IsValid(f.type())) {
       return Error(absl::StrCat(field, ".type"), "is required");
     }
@@ -213,10 +221,12 @@ class RuleChecker {
     }
     const bool activity = f.type() == v1::EVENT_TYPE_ACTIVITY;
     if (!v1::ActivityKind_IsValid(f.activity_kind()) || (!activity && f.activity_kind() != 0)) {
-      return Error(absl::StrCat(field, ".activity_kind"), "only for a valid kind of activity events");
+      return Error(absl::StrCat(field, ".activity_kind"),
+                   "only for a valid kind of activity events");
     }
     if (!v1::Direction_IsValid(f.direction()) || (!activity && f.direction() != 0)) {
-      return Error(absl::StrCat(field, ".direction"), "only for a valid direction of activity events");
+      return Error(absl::StrCat(field, ".direction"),
+                   "only for a valid direction of activity events");
     }
     if (!v1::AccountKind_IsValid(f.account_kind())) {
       return Error(absl::StrCat(field, ".account_kind"), "unknown value");
@@ -240,7 +250,8 @@ class RuleChecker {
         }
         break;
       case v1::Condition::kStatus:
-        if (c.status().any_of_size() == 0) return Error(absl::StrCat(field, ".status.any_of"), "is empty");
+        if (c.status().any_of_size() == 0)
+          return Error(absl::StrCat(field, ".status.any_of"), "is empty");
         for (int s : c.status().any_of()) {
           if (s == 0 || !v1::AccountStatus_IsValid(s)) {
             return Error(absl::StrCat(field, ".status.any_of"), absl::StrCat("unknown status ", s));
@@ -249,7 +260,8 @@ class RuleChecker {
         break;
       case v1::Condition::kSegment:
         if (c.segment().empty() || c.segment().size() > kMaxTextBytes) {
-          return Error(absl::StrCat(field, ".segment"), absl::StrCat("must be 1..", kMaxTextBytes, " bytes"));
+          return Error(absl::StrCat(field, ".segment"),
+                       absl::StrCat("must be 1..", kMaxTextBytes, " bytes"));
         }
         break;
       case v1::Condition::kTierAtMost:
@@ -285,10 +297,12 @@ class RuleChecker {
         break;
       }
       case v1::Condition::kOpenComplaint:
-        if (!c.open_complaint()) return Error(absl::StrCat(field, ".open_complaint"), "must be true (negate for none)");
+        if (!c.open_complaint())
+          return Error(absl::StrCat(field, ".open_complaint"), "must be true (negate for none)");
         break;
       case v1::Condition::kPreferredChannel:
-        if (c.preferred_channel() != v1::CHANNEL_EMAIL && c.preferred_channel() != v1::CHANNEL_MESSENGER) {
+        if (c.preferred_channel() != v1::CHANNEL_EMAIL &&
+            c.preferred_channel() != v1::CHANNEL_MESSENGER) {
           return Error(absl::StrCat(field, ".preferred_channel"), "must be EMAIL or MESSENGER");
         }
         break;
@@ -299,9 +313,11 @@ class RuleChecker {
         }
         break;
       case v1::Condition::kHasPreviousStage:
-        if (!MayHaveDeal()) return Error(absl::StrCat(field, ".has_previous_stage"), "the trigger has no deal");
+        if (!MayHaveDeal())
+          return Error(absl::StrCat(field, ".has_previous_stage"), "the trigger has no deal");
         if (!c.has_previous_stage()) {
-          return Error(absl::StrCat(field, ".has_previous_stage"), "must be true (negate for the first stage)");
+          return Error(absl::StrCat(field, ".has_previous_stage"),
+                       "must be true (negate for the first stage)");
         }
         break;
       case v1::Condition::kCauseMinSeverity: {
@@ -327,8 +343,10 @@ class RuleChecker {
       return Error(absl::StrCat(field, ".due_offset_us"),
                    absl::StrCat(a.due_offset_us(), " is outside [0, ", kMaxOffsetUs, "]"));
     }
-    if (!v1::Assignee_IsValid(a.assignee())) return Error(absl::StrCat(field, ".assignee"), "unknown value");
-    if (!v1::Channel_IsValid(a.channel())) return Error(absl::StrCat(field, ".channel"), "unknown value");
+    if (!v1::Assignee_IsValid(a.assignee()))
+      return Error(absl::StrCat(field, ".assignee"), "unknown value");
+    if (!v1::Channel_IsValid(a.channel()))
+      return Error(absl::StrCat(field, ".channel"), "unknown value");
     switch (a.kind()) {
       case v1::ACTION_KIND_CREATE_TASK:
       case v1::ACTION_KIND_NOTIFY:
@@ -357,18 +375,22 @@ class RuleChecker {
         }
         if (a.channel() == v1::CHANNEL_PHONE) {
           return Error(absl::StrCat(field, ".channel"),
-                       a.kind() == v1::ACTION_KIND_SEND_SURVEY ? "surveys are never sent by phone"
-                                                               : "messages are written: EMAIL or MESSENGER");
+                       a.kind() == v1::ACTION_KIND_SEND_SURVEY
+                           ? "surveys are never sent by phone"
+                           : "messages are written: EMAIL or MESSENGER");
         }
         break;
       case v1::ACTION_KIND_MOVE_STAGE: {
-        if (!MayHaveDeal()) return Error(absl::StrCat(field, ".kind"), "the trigger has no deal to move");
+        if (!MayHaveDeal())
+          return Error(absl::StrCat(field, ".kind"), "the trigger has no deal to move");
         if (a.assignee() != v1::ASSIGNEE_UNSPECIFIED && a.assignee() != v1::ASSIGNEE_OWNER) {
-          return Error(absl::StrCat(field, ".assignee"), "a move goes to the OWNER (or UNSPECIFIED)");
+          return Error(absl::StrCat(field, ".assignee"),
+                       "a move goes to the OWNER (or UNSPECIFIED)");
         }
         if (a.to_stage().empty()) return Error(absl::StrCat(field, ".to_stage"), "is required");
         if (a.to_stage() != kPrevious && !StageExists(TriggerPipeline(), a.to_stage())) {
-          return Error(absl::StrCat(field, ".to_stage"), UnknownStage(TriggerPipeline(), a.to_stage()));
+          return Error(absl::StrCat(field, ".to_stage"),
+                       UnknownStage(TriggerPipeline(), a.to_stage()));
         }
         break;
       }
@@ -466,7 +488,8 @@ absl::Status CheckMoveLoops(const v1::RuleSet& set, const Pipelines& pipelines) 
           std::reverse(rules.begin(), rules.end());
           std::reverse(stages.begin(), stages.end());
           return absl::InvalidArgumentError(absl::StrCat(
-              "rule '", set.rules(r).id(), "': actions.to_stage: move-stage loop that would never settle in pipeline '",
+              "rule '", set.rules(r).id(),
+              "': actions.to_stage: move-stage loop that would never settle in pipeline '",
               p.pipeline.id(), "': stages ", absl::StrJoin(stages, " -> "), " -> ", p.stage(v).id(),
               " (rules ", absl::StrJoin(rules, ", "), ")"));
         }
@@ -502,10 +525,12 @@ absl::StatusOr<std::unique_ptr<const CompiledRules>> CompiledRules::Compile(
 absl::Status CompiledRules::Build(const Pipelines& pipelines) {
   const v1::RuleSet& set = set_;
   if (set.id().empty() || set.id().size() > kMaxIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("rule set: id: must be 1..", kMaxIdBytes, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rule set: id: must be 1..", kMaxIdBytes, " bytes"));
   }
   if (set.version() < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("rule set '", set.id(), "': version: must be >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rule set '", set.id(), "': version: must be >= 1"));
   }
   if (set.effective_at_us() < kMinTimeUs || set.effective_at_us() >= kMaxTimeUs) {
     return absl::InvalidArgumentError(
@@ -521,12 +546,12 @@ absl::Status CompiledRules::Build(const Pipelines& pipelines) {
     const v1::Holiday& h = set.holidays(i);
     const std::string where = absl::StrCat("rule set '", set.id(), "': holidays[", i, "]");
     if (!ValidRuleId(h.id()) || !holiday_ids.insert(h.id()).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".id: '", h.id(), "' is empty, repeated, or not 1..64 bytes of [A-Za-z0-9_.-]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".id: '", h.id(), "' is empty, repeated, or not 1..64 bytes of [A-Za-z0-9_.-]"));
     }
     if (h.month() < 1 || h.month() > 12 || h.day() < 1 || h.day() > kDays[h.month() - 1]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, " ('", h.id(), "'): month ", h.month(), ", day ", h.day(), " is not a date"));
+      return absl::InvalidArgumentError(absl::StrCat(where, " ('", h.id(), "'): month ", h.month(),
+                                                     ", day ", h.day(), " is not a date"));
     }
   }
   absl::flat_hash_set<absl::string_view> templates;
@@ -536,9 +561,9 @@ absl::Status CompiledRules::Build(const Pipelines& pipelines) {
   for (int i = 0; i < set.rules_size(); ++i) {
     const v1::Rule& rule = set.rules(i);
     if (!ValidRuleId(rule.id())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "rule set '", set.id(), "': rules[", i, "].id: '", rule.id(),
-          "' must be 1..64 bytes of [A-Za-z0-9_.-]"));
+      return absl::InvalidArgumentError(absl::StrCat("rule set '", set.id(), "': rules[", i,
+                                                     "].id: '", rule.id(),
+                                                     "' must be 1..64 bytes of [A-Za-z0-9_.-]"));
     }
     if (!ids.insert(rule.id()).second) {
       return absl::InvalidArgumentError(absl::StrCat("rule '", rule.id(), "': id: repeated"));

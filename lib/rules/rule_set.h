@@ -89,8 +89,7 @@ class CompiledRules {
   v1::RuleSet set_;
   std::vector<std::vector<uint16_t>> on_event_{kEventTypes};
   std::vector<std::vector<uint16_t>> absence_after_{kEventTypes};
-  std::vector<uint16_t> stage_entered_, sla_, holidays_, anniversaries_, rule_set_age_,
-      open_tasks_;
+  std::vector<uint16_t> stage_entered_, sla_, holidays_, anniversaries_, rule_set_age_, open_tasks_;
   std::vector<Watch> watches_;
   std::vector<std::string> watch_keys_;
   std::vector<std::vector<uint16_t>> watches_by_type_{kEventTypes};

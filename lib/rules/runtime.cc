@@ -58,9 +58,7 @@ bool Matches(const v1::EventFilter& f, const v1::Event& e, const v1::Account& a,
 int64_t MicrosOf(absl::CivilSecond c) {
   return absl::ToUnixMicros(absl::FromCivil(c, absl::UTCTimeZone()));
 }
-int DaysIn(absl::CivilMonth m) {
-  return static_cast<int>((absl::CivilDay(m + 1) - 1).day());
-}
+int DaysIn(absl::CivilMonth m) { return static_cast<int>((absl::CivilDay(m + 1) - 1).day()); }
 // The date (month, day) of `year` moved `months` back, at 00:00 UTC; a day
 // past the month's end falls on its last day.
 int64_t DateMinusMonths(int64_t year, int month, int day, int months) {
@@ -71,8 +69,8 @@ int64_t AddMonths(int64_t at_us, int months) {
   absl::CivilSecond c = absl::ToCivilSecond(absl::FromUnixMicros(at_us), absl::UTCTimeZone());
   absl::CivilMonth m = absl::CivilMonth(c) + months;
   const int64_t sub = at_us - MicrosOf(c);
-  return MicrosOf(absl::CivilSecond(m.year(), m.month(), std::min<int>(c.day(), DaysIn(m)), c.hour(),
-                                    c.minute(), c.second())) +
+  return MicrosOf(absl::CivilSecond(m.year(), m.month(), std::min<int>(c.day(), DaysIn(m)),
+                                    c.hour(), c.minute(), c.second())) +
          sub;
 }
 absl::CivilDay DayOf(int64_t at_us) {
@@ -91,8 +89,8 @@ class Runner {
  public:
   explicit Runner(EngineState* s) : s_(*s), rt_(s->rules), r_(*s->rules.rules) {}
 
-  void PushTimer(int64_t fire_at, int rule, uint32_t subject, uint32_t extra, absl::string_view cause,
-                 int aux) {
+  void PushTimer(int64_t fire_at, int rule, uint32_t subject, uint32_t extra,
+                 absl::string_view cause, int aux) {
     if (fire_at >= kMaxTimeUs) return;  // never comes
     Timer t;
     t.fire_at_us = fire_at;
@@ -113,8 +111,8 @@ class Runner {
     const v1::Trigger::Calendar& c = r_.rule(rule).trigger().calendar();
     const v1::Holiday& hd = r_.set().holidays(h);
     for (; year <= 9999; ++year) {
-      const int64_t at = DateMinusMonths(year, hd.month(), hd.day(), c.lead_months()) - c.lead_us() +
-                         r_.rule(rule).delay_us();
+      const int64_t at = DateMinusMonths(year, hd.month(), hd.day(), c.lead_months()) -
+                         c.lead_us() + r_.rule(rule).delay_us();
       if (at >= kMaxTimeUs) return;
       if (at >= not_before) {
         PushTimer(at, rule, static_cast<uint32_t>(h), static_cast<uint32_t>(year), {}, 0);
@@ -126,8 +124,8 @@ class Runner {
     const v1::Trigger::Calendar& c = r_.rule(rule).trigger().calendar();
     const absl::CivilDay born = DayOf(s_.accounts.at(account).created_at_us());
     for (; year <= 9999; ++year) {
-      const int64_t at = DateMinusMonths(year, born.month(), born.day(), c.lead_months()) - c.lead_us() +
-                         r_.rule(rule).delay_us();
+      const int64_t at = DateMinusMonths(year, born.month(), born.day(), c.lead_months()) -
+                         c.lead_us() + r_.rule(rule).delay_us();
       if (at >= kMaxTimeUs) return;
       if (at >= not_before) {
         PushTimer(at, rule, account, static_cast<uint32_t>(year), {}, 0);
@@ -139,7 +137,8 @@ class Runner {
   void ScheduleClock() {
     const int64_t eff = r_.set().effective_at_us();
     for (uint16_t rule : r_.holidays()) {
-      for (int h = 0; h < r_.set().holidays_size(); ++h) ScheduleHoliday(rule, h, DayOf(eff).year(), eff);
+      for (int h = 0; h < r_.set().holidays_size(); ++h)
+        ScheduleHoliday(rule, h, DayOf(eff).year(), eff);
     }
     for (uint16_t rule : r_.rule_set_age()) {
       const int months = r_.rule(rule).trigger().rule_set_age().older_than_months();
@@ -152,9 +151,10 @@ class Runner {
     const auto& on_event = r_.OnEvent(type);
     const auto& absence = r_.AbsenceAfter(type);
     const auto& watches = r_.WatchesOf(type);
-    const bool stages = (!r_.stage_entered().empty() || !r_.sla().empty()) &&
-                        (type == v1::EVENT_TYPE_LEAD_CREATED || type == v1::EVENT_TYPE_DEAL_STAGE_CHANGED ||
-                         type == v1::EVENT_TYPE_DEAL_WON);
+    const bool stages =
+        (!r_.stage_entered().empty() || !r_.sla().empty()) &&
+        (type == v1::EVENT_TYPE_LEAD_CREATED || type == v1::EVENT_TYPE_DEAL_STAGE_CHANGED ||
+         type == v1::EVENT_TYPE_DEAL_WON);
     const bool tasks = type == v1::EVENT_TYPE_TASK_COMPLETED && !rt_.open_tasks.empty();
     const bool accounts = type == v1::EVENT_TYPE_ACCOUNT_UPSERTED && !r_.anniversaries().empty();
     if (on_event.empty() && absence.empty() && watches.empty() && !stages && !tasks && !accounts) {
@@ -166,7 +166,8 @@ class Runner {
       for (; rt_.accounts_seen < s_.accounts.size(); ++rt_.accounts_seen) {
         const int64_t created = s_.accounts.at(rt_.accounts_seen).created_at_us();
         for (uint16_t rule : r_.anniversaries()) {
-          ScheduleAnniversary(rule, rt_.accounts_seen, DayOf(created).year() + 1, std::max(eff, created));
+          ScheduleAnniversary(rule, rt_.accounts_seen, DayOf(created).year() + 1,
+                              std::max(eff, created));
         }
       }
     }
@@ -213,7 +214,8 @@ class Runner {
     if (stages && sub.deal != kNone) {
       if (rt_.deal_visits.size() < s_.deals.size()) rt_.deal_visits.resize(s_.deals.size(), 0);
       const v1::Deal& d = s_.deals.at(sub.deal);
-      for (uint32_t v = rt_.deal_visits[sub.deal]; v < static_cast<uint32_t>(d.history_size()); ++v) {
+      for (uint32_t v = rt_.deal_visits[sub.deal]; v < static_cast<uint32_t>(d.history_size());
+           ++v) {
         if (cause.empty()) cause = s_.event_ids.Stored(e.event_id(), refs.id_hash);
         StageEntered(sub.account, sub.deal, v, e.event_id(), cause);
       }
@@ -230,7 +232,8 @@ class Runner {
     for (uint16_t rule : r_.stage_entered()) {
       const v1::Rule& rl = r_.rule(rule);
       const auto& st = rl.trigger().stage_entered();
-      if ((!st.pipeline_id().empty() && st.pipeline_id() != d.pipeline_id()) || st.stage() != sv.stage()) {
+      if ((!st.pipeline_id().empty() && st.pipeline_id() != d.pipeline_id()) ||
+          st.stage() != sv.stage()) {
         continue;
       }
       if (rl.delay_us() == 0) {
@@ -260,7 +263,8 @@ class Runner {
     const v1::Rule& rl = r_.rule(t.rule);
     Context ctx;
     ctx.fire_at = t.fire_at_us;
-    ctx.cause = ctx.cause_key = t.cause == nullptr ? absl::string_view() : absl::string_view(t.cause, t.cause_len);
+    ctx.cause = ctx.cause_key =
+        t.cause == nullptr ? absl::string_view() : absl::string_view(t.cause, t.cause_len);
     ctx.cause_stored = true;
     ctx.severity = t.aux;
     switch (rl.trigger().kind_case()) {
@@ -282,7 +286,9 @@ class Runner {
       case v1::Trigger::kSlaExceeded: {
         const v1::Deal& d = s_.deals.at(t.subject);
         // Still in the stay the timer watches, and not lost since.
-        if (static_cast<uint32_t>(d.history_size()) != t.extra + 1 || d.status() == v1::DEAL_STATUS_LOST) break;
+        if (static_cast<uint32_t>(d.history_size()) != t.extra + 1 ||
+            d.status() == v1::DEAL_STATUS_LOST)
+          break;
         ctx.account = s_.accounts.IndexOf(d.account_id());
         ctx.deal = t.subject;
         Fire(t.rule, ctx);
@@ -380,7 +386,8 @@ class Runner {
   }
 
   static v1::Channel WrittenChannel(const v1::Account& a) {
-    return a.preferred_channel() == v1::CHANNEL_MESSENGER ? v1::CHANNEL_MESSENGER : v1::CHANNEL_EMAIL;
+    return a.preferred_channel() == v1::CHANNEL_MESSENGER ? v1::CHANNEL_MESSENGER
+                                                          : v1::CHANNEL_EMAIL;
   }
 
   // Times in the watch's log for the account within (from, to].
@@ -408,16 +415,20 @@ class Runner {
     return nullptr;
   }
 
-  absl::string_view AssigneeId(v1::Assignee role, const v1::Account* a, absl::string_view manager) const {
+  absl::string_view AssigneeId(v1::Assignee role, const v1::Account* a,
+                               absl::string_view manager) const {
     switch (role) {
       case v1::ASSIGNEE_OWNER:
         return !manager.empty() ? manager : a != nullptr ? absl::string_view(a->owner_id()) : "";
       case v1::ASSIGNEE_TEAM_LEAD: {
-        absl::string_view who = !manager.empty() ? manager : a != nullptr ? absl::string_view(a->owner_id()) : "";
+        absl::string_view who = !manager.empty() ? manager
+                                : a != nullptr   ? absl::string_view(a->owner_id())
+                                                 : "";
         const v1::Manager* m = who.empty() ? nullptr : s_.managers.Find(who);
-        absl::string_view team = m != nullptr && !m->team_id().empty() ? absl::string_view(m->team_id())
-                                 : a != nullptr                          ? absl::string_view(a->team_id())
-                                                                         : absl::string_view();
+        absl::string_view team = m != nullptr && !m->team_id().empty()
+                                     ? absl::string_view(m->team_id())
+                                 : a != nullptr ? absl::string_view(a->team_id())
+                                                : absl::string_view();
         const v1::Team* tm = team.empty() ? nullptr : s_.teams.Find(team);
         return tm != nullptr ? absl::string_view(tm->lead_id()) : absl::string_view();
       }
@@ -472,7 +483,8 @@ class Runner {
     if (names.empty()) {
       names.push_back(pool.Intern(rl.id()));
       names.push_back(pool.Intern(r_.set().id()));
-      for (int i = 0; i < rl.actions_size(); ++i) names.push_back(pool.Intern(rl.actions(i).template_()));
+      for (int i = 0; i < rl.actions_size(); ++i)
+        names.push_back(pool.Intern(rl.actions(i).template_()));
     }
     store.Prefetch(h1, h2, names[0]);  // overlaps the index miss with the rest
     StoredAction out;
@@ -494,8 +506,8 @@ class Runner {
     v1::Assignee role = spec.assignee();
     if (spec.kind() == v1::ACTION_KIND_SEND_MESSAGE || spec.kind() == v1::ACTION_KIND_SEND_SURVEY) {
       role = v1::ASSIGNEE_ACCOUNT;
-      out.channel = static_cast<uint8_t>(spec.channel() != v1::CHANNEL_UNSPECIFIED ? spec.channel()
-                                                                                   : WrittenChannel(*a));
+      out.channel = static_cast<uint8_t>(
+          spec.channel() != v1::CHANNEL_UNSPECIFIED ? spec.channel() : WrittenChannel(*a));
     } else if (spec.kind() == v1::ACTION_KIND_MOVE_STAGE) {
       role = v1::ASSIGNEE_OWNER;
     }
@@ -615,7 +627,8 @@ Timer PopTimer(TimerHeap* heap) {
 }
 
 absl::Status Install(const v1::RuleSet& set, const Pipelines& pipelines, Runtime* rt) {
-  absl::StatusOr<std::unique_ptr<const CompiledRules>> compiled = CompiledRules::Compile(set, pipelines);
+  absl::StatusOr<std::unique_ptr<const CompiledRules>> compiled =
+      CompiledRules::Compile(set, pipelines);
   if (!compiled.ok()) return compiled.status();
   rt->rules = *std::move(compiled);
   const CompiledRules& r = *rt->rules;
@@ -645,14 +658,14 @@ void FireNextTimer(EngineState* s) { Runner(s).FireTimer(); }
 // Sets a string field, or clears it when empty: a message not on an arena
 // allocates even for an empty value, and the returned list of a busy Advance
 // holds 100 000 messages.
-#define RAPPORT_SET_STRING(field, value)              \
-  do {                                                \
-    const absl::string_view v_ = (value);             \
-    if (v_.empty()) {                                 \
-      out->clear_##field();                           \
-    } else {                                          \
-      out->set_##field(v_.data(), v_.size());         \
-    }                                                 \
+#define RAPPORT_SET_STRING(field, value)      \
+  do {                                        \
+    const absl::string_view v_ = (value);     \
+    if (v_.empty()) {                         \
+      out->clear_##field();                   \
+    } else {                                  \
+      out->set_##field(v_.data(), v_.size()); \
+    }                                         \
   } while (false)
 
 void ActionToProto(const EngineState& s, uint32_t i, v1::Action* out) {
@@ -673,11 +686,14 @@ void ActionToProto(const EngineState& s, uint32_t i, v1::Action* out) {
   RAPPORT_SET_STRING(rule_set_id, pool.at(a.rule_set_id));
   out->set_rule_set_version(a.rule_set_version);
   out->set_kind(static_cast<v1::ActionKind>(a.kind));
-  RAPPORT_SET_STRING(cause_event_id, a.cause == nullptr ? absl::string_view() : absl::string_view(a.cause, a.cause_len));
-  RAPPORT_SET_STRING(account_id, a.account != StoredAction::kNone ? absl::string_view(s.accounts.at(a.account).account_id())
-                                                                  : absl::string_view());
-  RAPPORT_SET_STRING(deal_id, a.deal != StoredAction::kNone ? absl::string_view(s.deals.at(a.deal).deal_id())
-                                                            : absl::string_view());
+  RAPPORT_SET_STRING(cause_event_id, a.cause == nullptr ? absl::string_view()
+                                                        : absl::string_view(a.cause, a.cause_len));
+  RAPPORT_SET_STRING(account_id, a.account != StoredAction::kNone
+                                     ? absl::string_view(s.accounts.at(a.account).account_id())
+                                     : absl::string_view());
+  RAPPORT_SET_STRING(deal_id, a.deal != StoredAction::kNone
+                                  ? absl::string_view(s.deals.at(a.deal).deal_id())
+                                  : absl::string_view());
   out->set_assignee_role(static_cast<v1::Assignee>(a.assignee_role));
   RAPPORT_SET_STRING(assignee_id, AssigneeOf(s, a));
   out->set_fired_at_us(a.fired_at_us);
@@ -691,14 +707,16 @@ void ActionToProto(const EngineState& s, uint32_t i, v1::Action* out) {
 
 #undef RAPPORT_SET_STRING
 
-absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& rows, EngineState* s) {
+absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& rows,
+                         EngineState* s) {
   ActionStore& store = s->actions;
   StringPool& pool = store.pool();
   store.Reserve(static_cast<size_t>(rows.size()));
   for (int i = 0; i < rows.size(); ++i) {
     const v1::Action& in = rows.Get(i);
     auto bad = [&](absl::string_view what) {
-      return absl::InvalidArgumentError(absl::StrCat("actions: action '", in.action_id(), "' ", what));
+      return absl::InvalidArgumentError(
+          absl::StrCat("actions: action '", in.action_id(), "' ", what));
     };
     StoredAction a;
     absl::string_view rule;
@@ -709,8 +727,8 @@ absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& r
     a.rule_set_id = pool.Intern(in.rule_set_id());
     a.rule_set_version = in.rule_set_version();
     if (!v1::ActionKind_IsValid(in.kind()) || !v1::Assignee_IsValid(in.assignee_role()) ||
-        !v1::Channel_IsValid(in.channel()) || in.kind() > UINT8_MAX || in.assignee_role() > UINT8_MAX ||
-        in.channel() > UINT8_MAX) {
+        !v1::Channel_IsValid(in.channel()) || in.kind() > UINT8_MAX ||
+        in.assignee_role() > UINT8_MAX || in.channel() > UINT8_MAX) {
       return bad("has an unknown kind, assignee role or channel");
     }
     a.kind = static_cast<uint8_t>(in.kind());
@@ -722,17 +740,21 @@ absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& r
     a.state = static_cast<uint8_t>(in.state());
     if (!in.cause_event_id().empty()) {
       const absl::string_view stored = s->event_ids.Stored(in.cause_event_id());
-      if (stored.empty()) return bad(absl::StrCat("names cause '", in.cause_event_id(), "' that is not an accepted event"));
+      if (stored.empty())
+        return bad(
+            absl::StrCat("names cause '", in.cause_event_id(), "' that is not an accepted event"));
       a.cause = stored.data();
       a.cause_len = static_cast<uint8_t>(stored.size());
     }
     if (!in.account_id().empty()) {
       a.account = s->accounts.IndexOf(in.account_id());
-      if (a.account == StoredAction::kNone) return bad(absl::StrCat("names unknown account '", in.account_id(), "'"));
+      if (a.account == StoredAction::kNone)
+        return bad(absl::StrCat("names unknown account '", in.account_id(), "'"));
     }
     if (!in.deal_id().empty()) {
       a.deal = s->deals.IndexOf(in.deal_id());
-      if (a.deal == StoredAction::kNone) return bad(absl::StrCat("names unknown deal '", in.deal_id(), "'"));
+      if (a.deal == StoredAction::kNone)
+        return bad(absl::StrCat("names unknown deal '", in.deal_id(), "'"));
     }
     a.assignee = a.account != StoredAction::kNone && !in.assignee_id().empty() &&
                          in.assignee_id() == in.account_id()
@@ -769,10 +791,12 @@ absl::StatusOr<std::vector<uint32_t>> PendingToAcknowledge(absl::Span<const std:
   for (size_t i = 0; i < ids.size(); ++i) {
     const uint32_t idx = s.actions.IndexOf(ids[i]);
     if (idx == ActionStore::kNone) {
-      return absl::NotFoundError(absl::StrCat("acknowledge: ids[", i, "]: unknown action '", ids[i], "'"));
+      return absl::NotFoundError(
+          absl::StrCat("acknowledge: ids[", i, "]: unknown action '", ids[i], "'"));
     }
     if (!seen.insert(idx).second) {
-      return absl::InvalidArgumentError(absl::StrCat("acknowledge: ids[", i, "]: '", ids[i], "' is repeated"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("acknowledge: ids[", i, "]: '", ids[i], "' is repeated"));
     }
     if (s.actions.at(idx).state == v1::ACTION_STATE_PENDING) pending.push_back(idx);
   }
@@ -790,7 +814,9 @@ void MarkAcknowledged(absl::Span<const uint32_t> actions, EngineState* s) {
     for (uint32_t i : outbox) pending += s->actions.at(i).state == v1::ACTION_STATE_PENDING;
     if (pending * 2 < outbox.size()) {
       outbox.erase(std::remove_if(outbox.begin(), outbox.end(),
-                                  [&](uint32_t i) { return s->actions.at(i).state != v1::ACTION_STATE_PENDING; }),
+                                  [&](uint32_t i) {
+                                    return s->actions.at(i).state != v1::ACTION_STATE_PENDING;
+                                  }),
                    outbox.end());
     }
   }
@@ -906,9 +932,10 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
              t.extra < static_cast<uint32_t>(s->deals.at(t.subject).history_size());
         break;
       case v1::Trigger::kCalendar:
-        ok = (trig.calendar().holidays() ? t.subject < static_cast<uint32_t>(r.set().holidays_size())
-                                         : t.subject < s->accounts.size()) &&
-             t.extra >= 1970 && t.extra <= 9999;
+        ok =
+            (trig.calendar().holidays() ? t.subject < static_cast<uint32_t>(r.set().holidays_size())
+                                        : t.subject < s->accounts.size()) &&
+            t.extra >= 1970 && t.extra <= 9999;
         break;
       default:
         break;
@@ -926,7 +953,8 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
   for (const auto& f : in.first_seen()) {
     if (f.rule() >= static_cast<uint32_t>(r.size()) ||
         !r.rule(static_cast<int>(f.rule())).trigger().on_event().filter().first_for_account()) {
-      return bad(absl::StrCat("first_seen: rule index ", f.rule(), " has no first-for-account filter"));
+      return bad(
+          absl::StrCat("first_seen: rule index ", f.rule(), " has no first-for-account filter"));
     }
     for (uint32_t a : f.accounts()) {
       if (a >= s->accounts.size()) return bad("first_seen: account index out of range");
@@ -940,7 +968,8 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
     std::vector<int64_t>& v = rt.watch_logs[log.watch()][log.account()];
     if (!v.empty()) return bad("watch_logs: a watch and account repeat");
     v.assign(log.times_us().begin(), log.times_us().end());
-    if (v.empty() || !std::is_sorted(v.begin(), v.end())) return bad("watch_logs: times are empty or unsorted");
+    if (v.empty() || !std::is_sorted(v.begin(), v.end()))
+      return bad("watch_logs: times are empty or unsorted");
   }
 
   // Derived parts.
@@ -953,10 +982,12 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
     const StoredAction& a = s->actions.at(i);
     if (a.state == v1::ACTION_STATE_PENDING) rt.outbox.push_back(i);
     const absl::string_view assignee = AssigneeOf(*s, a);
-    if (a.kind == v1::ACTION_KIND_CREATE_TASK && a.state != v1::ACTION_STATE_DONE && !assignee.empty()) {
+    if (a.kind == v1::ACTION_KIND_CREATE_TASK && a.state != v1::ACTION_STATE_DONE &&
+        !assignee.empty()) {
       rt.open_tasks.insert(i);
       for (uint16_t rule : r.open_tasks()) {
-        if (r.CountsTask(rule, s->actions.pool().at(a.template_))) ++rt.open_task_counts[rule][std::string(assignee)];
+        if (r.CountsTask(rule, s->actions.pool().at(a.template_)))
+          ++rt.open_task_counts[rule][std::string(assignee)];
       }
     }
   }

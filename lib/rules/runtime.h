@@ -114,10 +114,12 @@ struct TimerHeapAllocator {
   template <typename U>
   TimerHeapAllocator(const TimerHeapAllocator<U>&) {}  // NOLINT: allocator rebind
   T* allocate(size_t n) {
-    char* p = static_cast<char*>(::operator new(n * sizeof(T) + 32, std::align_val_t{64}));
+    char* p = static_cast<char*>(::operator new (n * sizeof(T) + 32, std::align_val_t{64}));
     return reinterpret_cast<T*>(p + 32);
   }
-  void deallocate(T* p, size_t) { ::operator delete(reinterpret_cast<char*>(p) - 32, std::align_val_t{64}); }
+  void deallocate(T* p, size_t) {
+    ::operator delete (reinterpret_cast<char*>(p) - 32, std::align_val_t{64});
+  }
   friend bool operator==(const TimerHeapAllocator&, const TimerHeapAllocator&) { return true; }
   friend bool operator!=(const TimerHeapAllocator&, const TimerHeapAllocator&) { return false; }
 };
@@ -193,7 +195,8 @@ void ActionToProto(const EngineState& state, uint32_t i, v1::Action* out);
 // tables and event ids are loaded. Errors: INVALID_ARGUMENT naming the action
 // and what is wrong (an id that is not "<rule id>-<32 hex digits>" of its
 // rule, a repeated id, an unknown account, deal or causing event).
-absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& rows, EngineState* state);
+absl::Status LoadActions(const google::protobuf::RepeatedPtrField<v1::Action>& rows,
+                         EngineState* state);
 
 // Pending actions (produced, not yet acknowledged), in creation order.
 v1::ActionList Outbox(const EngineState& state);

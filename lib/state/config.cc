@@ -58,7 +58,8 @@ absl::Status Configure(const v1::EngineConfig& full_config, EngineState* state) 
         absl::StrCat("config field 'pipelines': ", pipelines.status().message()));
   }
   // The rule set is checked against the pipelines it will move deals in.
-  if (absl::Status st = rules::Install(full_config.rule_set(), *pipelines, &state->rules); !st.ok()) {
+  if (absl::Status st = rules::Install(full_config.rule_set(), *pipelines, &state->rules);
+      !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("config field 'rule_set': ", st.message()));
   }
   state->config = full_config;

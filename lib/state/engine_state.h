@@ -81,8 +81,7 @@ struct EngineState {
   // Accepted events; the next event's arrival sequence number.
   int64_t events_accepted = 0;
   int64_t clock_us = 0;
-  std::priority_queue<ChurnDeadline, std::vector<ChurnDeadline>, std::greater<>>
-      churn_deadlines;
+  std::priority_queue<ChurnDeadline, std::vector<ChurnDeadline>, std::greater<>> churn_deadlines;
 
   // The KPIs' fact store (lib/kpi/), kept by ApplyEvent.
   kpi::FactStore kpi;

@@ -40,8 +40,8 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   size_t total = 0;
   for (uint32_t n : lengths) {
     if (n == 0 || n > max_id_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("an event id length of ", n,
-                                                     " is outside 1..", max_id_bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("an event id length of ", n, " is outside 1..", max_id_bytes));
     }
     total += n;
   }

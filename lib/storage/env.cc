@@ -54,7 +54,8 @@ class PosixWritableFile : public WritableFile {
   }
 
   absl::Status Truncate(uint64_t size) override {
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return IoError("ftruncate of", path_, errno);
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+      return IoError("ftruncate of", path_, errno);
     // O_APPEND writes go to the new end; nothing else to move.
     return absl::OkStatus();
   }
@@ -189,9 +190,10 @@ class PosixEnv : public Env {
       const int err = errno;
       ::close(fd);
       if (err == EWOULDBLOCK) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "'", path, "' is locked: another engine (in this or another process) has the "
-            "directory open for writing"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("'", path,
+                         "' is locked: another engine (in this or another process) has the "
+                         "directory open for writing"));
       }
       return IoError("cannot lock", path, err);
     }
@@ -264,17 +266,28 @@ std::string JoinPath(absl::string_view dir, absl::string_view name) {
 
 const char* FileOpName(FileOp op) {
   switch (op) {
-    case FileOp::kCreate: return "create";
-    case FileOp::kAppend: return "append";
-    case FileOp::kSync: return "sync";
-    case FileOp::kTruncate: return "truncate";
-    case FileOp::kClose: return "close";
-    case FileOp::kRead: return "read";
-    case FileOp::kRename: return "rename";
-    case FileOp::kRemove: return "remove";
-    case FileOp::kSyncDir: return "syncdir";
-    case FileOp::kList: return "list";
-    case FileOp::kLock: return "lock";
+    case FileOp::kCreate:
+      return "create";
+    case FileOp::kAppend:
+      return "append";
+    case FileOp::kSync:
+      return "sync";
+    case FileOp::kTruncate:
+      return "truncate";
+    case FileOp::kClose:
+      return "close";
+    case FileOp::kRead:
+      return "read";
+    case FileOp::kRename:
+      return "rename";
+    case FileOp::kRemove:
+      return "remove";
+    case FileOp::kSyncDir:
+      return "syncdir";
+    case FileOp::kList:
+      return "list";
+    case FileOp::kLock:
+      return "lock";
   }
   return "?";
 }

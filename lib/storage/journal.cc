@@ -57,8 +57,7 @@ void AppendRecord(RecordKind kind, uint64_t seq, absl::string_view payload, std:
   FinishHeader(kind, seq, out, start);
 }
 
-void AppendEventsRecord(uint64_t seq, absl::Span<const v1::Event* const> events,
-                        std::string* out) {
+void AppendEventsRecord(uint64_t seq, absl::Span<const v1::Event* const> events, std::string* out) {
   const size_t start = out->size();
   size_t payload = 0;
   for (const v1::Event* e : events) {
@@ -95,7 +94,6 @@ void AppendAcknowledgeRecord(uint64_t seq, absl::Span<const std::string> action_
   }
   AppendRecord(RecordKind::kAcknowledge, seq, payload, out);
 }
-
 
 void FixChecksums(std::string* data) {
   size_t off = 0;
@@ -155,8 +153,8 @@ ReadStatus SegmentReader::Next(Record* record, std::string* why) {
 
 absl::StatusOr<int64_t> DecodeAdvance(absl::string_view payload) {
   if (payload.size() != 8) {
-    return absl::DataLossError(absl::StrCat("advance record of ", payload.size(),
-                                            " bytes (expected 8)"));
+    return absl::DataLossError(
+        absl::StrCat("advance record of ", payload.size(), " bytes (expected 8)"));
   }
   return static_cast<int64_t>(GetLE64(payload.data()));
 }
@@ -179,6 +177,5 @@ absl::StatusOr<std::vector<std::string>> DecodeAcknowledge(absl::string_view pay
   if (ids.empty()) return absl::DataLossError("an acknowledge record with no action ids");
   return ids;
 }
-
 
 }  // namespace rapport::journal

@@ -35,8 +35,8 @@ absl::Status ReplayRecord(const journal::Record& record, Engine* engine) {
       if (!r.ok()) return absl::DataLossError(r.status().message());
       if (r->rejected_size() > 0) {
         return absl::DataLossError(absl::StrCat("event ", r->rejected(0).index(), " of ",
-                                                batch->events_size(), " is rejected: ",
-                                                r->rejected(0).message()));
+                                                batch->events_size(),
+                                                " is rejected: ", r->rejected(0).message()));
       }
       if (r->accepted() != batch->events_size()) {
         return absl::DataLossError(absl::StrCat(batch->events_size() - r->accepted(), " of ",

@@ -20,8 +20,8 @@ namespace rapport {
 namespace {
 
 using google::protobuf::MessageLite;
-using google::protobuf::io::CodedOutputStream;
 using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedOutputStream;
 
 constexpr int kFormatVersion = 1;
 
@@ -255,8 +255,8 @@ absl::Status Inconsistent(absl::string_view what) {
 // Hands the rows of `rows` (on the state's arena) to `table`, rejecting empty
 // or repeated ids.
 template <typename Row, typename IdOf>
-absl::Status Fill(google::protobuf::RepeatedPtrField<Row>* rows, absl::string_view name,
-                  IdOf id_of, Table<Row>* table) {
+absl::Status Fill(google::protobuf::RepeatedPtrField<Row>* rows, absl::string_view name, IdOf id_of,
+                  Table<Row>* table) {
   table->Reserve(rows->size());
   for (int i = 0; i < rows->size(); ++i) {
     Row* row = rows->Mutable(i);
@@ -439,8 +439,9 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   // nothing but the indexes.
   v1::EngineSnapshot& snap = *google::protobuf::Arena::CreateMessage<v1::EngineSnapshot>(&s->arena);
   {
-    google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                              static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
+    google::protobuf::io::CodedInputStream in(
+        reinterpret_cast<const uint8_t*>(bytes.data()),
+        static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
     in.SetTotalBytesLimit(INT_MAX);
     if (bytes.size() > static_cast<size_t>(INT_MAX) || !snap.ParseFromCodedStream(&in) ||
         !in.ConsumedEntireMessage()) {
@@ -460,35 +461,43 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   s->events_accepted = snap.events_accepted();
   s->clock_us = snap.clock_us();
 
-  auto st = Fill(snap.mutable_accounts(), "accounts",
-                 [](const v1::Account& r) -> const std::string& { return r.account_id(); },
-                 &s->accounts);
-  if (st.ok()) st = Fill(snap.mutable_managers(), "managers",
-                         [](const v1::Manager& r) -> const std::string& { return r.manager_id(); },
-                         &s->managers);
-  if (st.ok()) st = Fill(snap.mutable_teams(), "teams",
-                         [](const v1::Team& r) -> const std::string& { return r.team_id(); },
-                         &s->teams);
-  if (st.ok()) st = Fill(snap.mutable_deals(), "deals",
-                         [](const v1::Deal& r) -> const std::string& { return r.deal_id(); },
-                         &s->deals);
-  if (st.ok()) st = Fill(snap.mutable_orders(), "orders",
-                         [](const v1::Order& r) -> const std::string& { return r.order_id(); },
-                         &s->orders);
-  if (st.ok()) st = Fill(snap.mutable_invoices(), "invoices",
-                         [](const v1::Invoice& r) -> const std::string& { return r.invoice_id(); },
-                         &s->invoices);
-  if (st.ok()) st = Fill(snap.mutable_complaints(), "complaints",
-                         [](const v1::Complaint& r) -> const std::string& { return r.complaint_id(); },
-                         &s->complaints);
+  auto st = Fill(
+      snap.mutable_accounts(), "accounts",
+      [](const v1::Account& r) -> const std::string& { return r.account_id(); }, &s->accounts);
+  if (st.ok())
+    st = Fill(
+        snap.mutable_managers(), "managers",
+        [](const v1::Manager& r) -> const std::string& { return r.manager_id(); }, &s->managers);
+  if (st.ok())
+    st = Fill(
+        snap.mutable_teams(), "teams",
+        [](const v1::Team& r) -> const std::string& { return r.team_id(); }, &s->teams);
+  if (st.ok())
+    st = Fill(
+        snap.mutable_deals(), "deals",
+        [](const v1::Deal& r) -> const std::string& { return r.deal_id(); }, &s->deals);
+  if (st.ok())
+    st = Fill(
+        snap.mutable_orders(), "orders",
+        [](const v1::Order& r) -> const std::string& { return r.order_id(); }, &s->orders);
+  if (st.ok())
+    st = Fill(
+        snap.mutable_invoices(), "invoices",
+        [](const v1::Invoice& r) -> const std::string& { return r.invoice_id(); }, &s->invoices);
+  if (st.ok())
+    st = Fill(
+        snap.mutable_complaints(), "complaints",
+        [](const v1::Complaint& r) -> const std::string& { return r.complaint_id(); },
+        &s->complaints);
   if (!st.ok()) return st;
 
   // References the lifecycle dereferences without checking.
   for (const v1::Deal& d : s->deals.rows()) {
     const PipelineInfo* pl = s->pipelines.Find(d.pipeline_id());
-    if (pl == nullptr || pl->StageIndex(d.stage()) < 0 || s->accounts.Find(d.account_id()) == nullptr) {
-      return Inconsistent(absl::StrCat("deal '", d.deal_id(),
-                                       "' names an unknown account, pipeline or stage"));
+    if (pl == nullptr || pl->StageIndex(d.stage()) < 0 ||
+        s->accounts.Find(d.account_id()) == nullptr) {
+      return Inconsistent(
+          absl::StrCat("deal '", d.deal_id(), "' names an unknown account, pipeline or stage"));
     }
   }
   for (const v1::Order& o : s->orders.rows()) {
@@ -498,12 +507,14 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   }
   for (const v1::Invoice& inv : s->invoices.rows()) {
     if (s->accounts.Find(inv.account_id()) == nullptr) {
-      return Inconsistent(absl::StrCat("invoice '", inv.invoice_id(), "' names an unknown account"));
+      return Inconsistent(
+          absl::StrCat("invoice '", inv.invoice_id(), "' names an unknown account"));
     }
   }
   for (const v1::Complaint& c : s->complaints.rows()) {
     if (s->accounts.Find(c.account_id()) == nullptr) {
-      return Inconsistent(absl::StrCat("complaint '", c.complaint_id(), "' names an unknown account"));
+      return Inconsistent(
+          absl::StrCat("complaint '", c.complaint_id(), "' names an unknown account"));
     }
   }
 
@@ -534,7 +545,8 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   if (absl::Status st = kpi::ReadFactColumns(snap.facts(), s); !st.ok()) return st;
   // After the tables and event ids: actions and timers name rows and
   // causing events.
-  if (absl::Status st = rules::LoadActions(snap.actions(), s); !st.ok()) return Inconsistent(st.message());
+  if (absl::Status st = rules::LoadActions(snap.actions(), s); !st.ok())
+    return Inconsistent(st.message());
   if (absl::Status st = rules::ReadRuntime(snap.rules(), s); !st.ok()) return st;
 
   const int64_t churn_after = s->config.client_churn_after_us();
@@ -542,7 +554,8 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
     const v1::Account& a = s->accounts.at(i);
     if (a.status() == v1::ACCOUNT_STATUS_CLIENT || a.status() == v1::ACCOUNT_STATUS_REPEAT) {
       if (a.last_order_at_us() < 0 || a.last_order_at_us() >= kMaxTimeUs) {
-        return Inconsistent(absl::StrCat("account '", a.account_id(), "' has an invalid last order time"));
+        return Inconsistent(
+            absl::StrCat("account '", a.account_id(), "' has an invalid last order time"));
       }
       s->churn_deadlines.emplace(a.last_order_at_us() + churn_after, i);
     }

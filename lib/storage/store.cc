@@ -152,8 +152,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
   // lock, which writers take before mu_ (and no one else sees the store yet).
   if (snapshots.empty()) {
     if (!segments.empty()) {
-      return absl::DataLossError(absl::StrCat("'", dir, "' has journal files but no snapshot: ",
-                                              "the snapshot was lost"));
+      return absl::DataLossError(
+          absl::StrCat("'", dir, "' has journal files but no snapshot: ", "the snapshot was lost"));
     }
     // A new directory: the first snapshot records the config, so that the
     // journal never has to.
@@ -253,10 +253,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
     if (corrupt) {
       const uint64_t offset = reader.offset();
       if (!options.point_in_time_recovery) {
-        return absl::DataLossError(absl::StrCat(
-            "journal file '", path, "' is damaged at offset ", offset, ": ", why,
-            ". The last good record is number ", last,
-            "; open with point-in-time recovery to continue from there"));
+        return absl::DataLossError(
+            absl::StrCat("journal file '", path, "' is damaged at offset ", offset, ": ", why,
+                         ". The last good record is number ", last,
+                         "; open with point-in-time recovery to continue from there"));
       }
       info.stopped_at = absl::StrCat(path, " at offset ", offset, ": ", why);
       stop_segment = i;
@@ -352,8 +352,8 @@ absl::StatusOr<uint64_t> Store::Append(const std::function<void(uint64_t, std::s
   buffer_.clear();
   encode(seq, &buffer_);
   if (buffer_.size() - journal::kHeaderSize > journal::kMaxPayloadBytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("a write of ", buffer_.size(),
-                                                     " bytes exceeds the journal's record limit"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a write of ", buffer_.size(), " bytes exceeds the journal's record limit"));
   }
   const size_t n = buffer_.size();
   absl::Status st = segment_->Append(buffer_);
@@ -373,8 +373,9 @@ absl::StatusOr<uint64_t> Store::Append(const std::function<void(uint64_t, std::s
       // not resurrect a write the caller was told failed (best effort).
       failed_ = st;
       segment_->Truncate(segment_size_).IgnoreError();
-      return WithContext(st, "journal fdatasync failed; nothing was applied and the engine "
-                              "refuses writes until reopened");
+      return WithContext(st,
+                         "journal fdatasync failed; nothing was applied and the engine "
+                         "refuses writes until reopened");
     }
     synced_seq_ = seq;
   }
@@ -386,15 +387,13 @@ absl::StatusOr<uint64_t> Store::Append(const std::function<void(uint64_t, std::s
 
 absl::StatusOr<uint64_t> Store::AppendEvents(absl::Span<const v1::Event* const> events) {
   if (events.empty()) return 0;
-  return Append([events](uint64_t seq, std::string* out) {
-    journal::AppendEventsRecord(seq, events, out);
-  });
+  return Append(
+      [events](uint64_t seq, std::string* out) { journal::AppendEventsRecord(seq, events, out); });
 }
 
 absl::StatusOr<uint64_t> Store::AppendAdvance(int64_t now_us) {
-  return Append([now_us](uint64_t seq, std::string* out) {
-    journal::AppendAdvanceRecord(seq, now_us, out);
-  });
+  return Append(
+      [now_us](uint64_t seq, std::string* out) { journal::AppendAdvanceRecord(seq, now_us, out); });
 }
 
 absl::Status Store::JournalAdvance(int64_t now_us) {
@@ -447,9 +446,8 @@ absl::Status Store::AwaitDurable(uint64_t seq) {
 absl::StatusOr<uint64_t> Store::BeginCheckpoint() {
   absl::MutexLock l(&mu_);
   if (!failed_.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint: the journal failed earlier (", failed_.message(),
-                     "); reopen the engine"));
+    return absl::FailedPreconditionError(absl::StrCat("checkpoint: the journal failed earlier (",
+                                                      failed_.message(), "); reopen the engine"));
   }
   if (segment_first_seq_ <= last_seq_) {
     if (absl::Status st = RollLocked(); !st.ok()) return st;

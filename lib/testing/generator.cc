@@ -35,7 +35,9 @@ class Rng {
     return lo + static_cast<int64_t>(Next() % static_cast<uint64_t>(hi - lo + 1));
   }
   size_t Index(size_t n) { return static_cast<size_t>(Next() % n); }
-  int64_t Exponential(double mean) { return static_cast<int64_t>(-std::log(1.0 - Uniform()) * mean); }
+  int64_t Exponential(double mean) {
+    return static_cast<int64_t>(-std::log(1.0 - Uniform()) * mean);
+  }
 
  private:
   uint64_t s_;
@@ -143,8 +145,8 @@ class Generator::Impl {
   }
 
   void Setup(int64_t t) {
-    const char* segments[] = {"retail", "logistics", "fintech", "healthcare", "education",
-                              "manufacturing", "media", "energy"};
+    const char* segments[] = {"retail",    "logistics",     "fintech", "healthcare",
+                              "education", "manufacturing", "media",   "energy"};
     {
       v1::Event& e = Emit(t);
       auto* m = e.mutable_manager_upserted();
@@ -218,14 +220,13 @@ class Generator::Impl {
     l->set_reason(reason);
   }
 
-  v1::ActivityKind AnyKind() {
-    return static_cast<v1::ActivityKind>(rng_.Between(1, 4));
-  }
+  v1::ActivityKind AnyKind() { return static_cast<v1::ActivityKind>(rng_.Between(1, 4)); }
 
   // --- partners -----------------------------------------------------------
 
   void NewPartner(int64_t t) {
-    At(t + rng_.Exponential(kDay * 20.0 / leads_per_day_), [this](int64_t now) { NewPartner(now); });
+    At(t + rng_.Exponential(kDay * 20.0 / leads_per_day_),
+       [this](int64_t now) { NewPartner(now); });
     const int team = static_cast<int>(rng_.Index(teams_.size()));
     std::string id = absl::StrFormat("p-%06d", ++partner_seq_);
     std::string owner = Owner(team);
@@ -342,7 +343,8 @@ class Generator::Impl {
         At(now2 + rng_.Between(kDay / 2, 4 * kDay), [=](int64_t now3) {
           if (!rng_.Chance(0.75)) return Lost(now3, deal, "chose a competitor");
           Stage(now3, deal, "proposal");
-          Activity(now3, client->id, client->owner, v1::ACTIVITY_KIND_MEETING, v1::DIRECTION_OUTBOUND);
+          Activity(now3, client->id, client->owner, v1::ACTIVITY_KIND_MEETING,
+                   v1::DIRECTION_OUTBOUND);
           At(now3 + rng_.Between(kDay, 5 * kDay), [=](int64_t now4) {
             if (!rng_.Chance(0.46)) return Lost(now4, deal, "postponed");
             Stage(now4, deal, "prepaid");
@@ -397,7 +399,8 @@ class Generator::Impl {
     // Post-purchase contact within 7 days, most of the time.
     if (rng_.Chance(0.7)) {
       At(t + rng_.Between(kHour, 8 * kDay), [=](int64_t now) {
-        Activity(now, c->id, c->owner, rng_.Chance(0.5) ? v1::ACTIVITY_KIND_CALL : v1::ACTIVITY_KIND_MESSENGER,
+        Activity(now, c->id, c->owner,
+                 rng_.Chance(0.5) ? v1::ACTIVITY_KIND_CALL : v1::ACTIVITY_KIND_MESSENGER,
                  v1::DIRECTION_OUTBOUND);
       });
     }
@@ -444,8 +447,10 @@ class Generator::Impl {
         co->set_complaint_id(complaint);
         co->set_account_id(c->id);
         const double r = rng_.Uniform();
-        co->set_severity(r < 0.4 ? v1::SEVERITY_LOW : r < 0.75 ? v1::SEVERITY_MEDIUM
-                         : r < 0.93 ? v1::SEVERITY_HIGH : v1::SEVERITY_CRITICAL);
+        co->set_severity(r < 0.4    ? v1::SEVERITY_LOW
+                         : r < 0.75 ? v1::SEVERITY_MEDIUM
+                         : r < 0.93 ? v1::SEVERITY_HIGH
+                                    : v1::SEVERITY_CRITICAL);
         At(now + rng_.Between(kHour * 4, 12 * kDay), [=](int64_t now2) {
           Emit(now2).mutable_complaint_resolved()->set_complaint_id(complaint);
         });
@@ -457,8 +462,9 @@ class Generator::Impl {
         auto* f = Emit(now, true).mutable_feedback_received();
         f->set_account_id(c->id);
         const double r = rng_.Uniform();
-        f->set_score(static_cast<int>(r < 0.5 ? rng_.Between(9, 10) : r < 0.8 ? rng_.Between(7, 8)
-                                                                              : rng_.Between(0, 6)));
+        f->set_score(static_cast<int>(r < 0.5   ? rng_.Between(9, 10)
+                                      : r < 0.8 ? rng_.Between(7, 8)
+                                                : rng_.Between(0, 6)));
         f->set_order_id(order);
       }
       if (first_order) {

@@ -34,10 +34,14 @@ void Check(bool ok, const char* what) {
 // A small company to refer to.
 std::unique_ptr<Engine> Seeded() {
   static const char* const kSeed[] = {
-      "event_id: 's1' occurred_at_us: 1735689600000000 team_upserted { team_id: 't1' segments: 'retail' }",
-      "event_id: 's2' occurred_at_us: 1735689600000000 manager_upserted { manager_id: 'm1' team_id: 't1' }",
-      "event_id: 's3' occurred_at_us: 1735689600000000 account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm1' segment: 'retail' }",
-      "event_id: 's4' occurred_at_us: 1735689600000000 account_upserted { account_id: 'p1' kind: ACCOUNT_KIND_PARTNER owner_id: 'm1' segment: 'retail' }",
+      "event_id: 's1' occurred_at_us: 1735689600000000 team_upserted { team_id: 't1' segments: "
+      "'retail' }",
+      "event_id: 's2' occurred_at_us: 1735689600000000 manager_upserted { manager_id: 'm1' "
+      "team_id: 't1' }",
+      "event_id: 's3' occurred_at_us: 1735689600000000 account_upserted { account_id: 'c1' kind: "
+      "ACCOUNT_KIND_CLIENT owner_id: 'm1' segment: 'retail' }",
+      "event_id: 's4' occurred_at_us: 1735689600000000 account_upserted { account_id: 'p1' kind: "
+      "ACCOUNT_KIND_PARTNER owner_id: 'm1' segment: 'retail' }",
   };
   auto engine = *Engine::Create();
   for (const char* text : kSeed) {
@@ -52,7 +56,8 @@ void IngestBoth(const v1::EventBatch& batch) {
   auto engine = Seeded();
   const int64_t before = engine->events_accepted();
   auto atomic = engine->IngestBatch(batch);
-  if (!atomic.ok()) Check(engine->events_accepted() == before, "a failed atomic batch changes nothing");
+  if (!atomic.ok())
+    Check(engine->events_accepted() == before, "a failed atomic batch changes nothing");
   IngestOptions best;
   best.mode = BatchMode::kBestEffort;
   auto other = Seeded();

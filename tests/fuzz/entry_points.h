@@ -36,8 +36,8 @@ struct Target {
   EntryPoint fn;
 };
 inline constexpr Target kTargets[] = {
-    {"event_protobuf", &EventProtobuf}, {"event_json", &EventJson},
-    {"config_load", &ConfigLoad},       {"kpi_query", &KpiQuery},
+    {"event_protobuf", &EventProtobuf},     {"event_json", &EventJson},
+    {"config_load", &ConfigLoad},           {"kpi_query", &KpiQuery},
     {"snapshot_restore", &SnapshotRestore}, {"journal_recovery", &JournalRecovery},
 };
 

@@ -15,8 +15,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <random>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"

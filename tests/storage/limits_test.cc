@@ -52,9 +52,9 @@ TEST_F(Limits, BatchCountOverTheLimitIsRefused) {
 }
 
 TEST_F(Limits, StringLongerThanTheLimitIsRefusedNamingTheField) {
-  const std::string json = absl::StrCat(
-      R"({"events":[{"eventId":"e1","occurredAtUs":"1735689600000000",)",
-      R"("teamUpserted":{"teamId":")", std::string(129, 't'), R"("}}]})");
+  const std::string json =
+      absl::StrCat(R"({"events":[{"eventId":"e1","occurredAtUs":"1735689600000000",)",
+                   R"("teamUpserted":{"teamId":")", std::string(129, 't'), R"("}}]})");
   EXPECT_EQ(Batch(json, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(Error(), "team")) << Error();
   EXPECT_EQ(rapport_events_accepted(engine_), 0);
@@ -68,8 +68,8 @@ TEST_F(Limits, StringLongerThanTheLimitIsRefusedNamingTheField) {
 }
 
 TEST_F(Limits, DeepJsonNestingIsAnErrorNotAStackOverflow) {
-  const std::string json = absl::StrCat(R"({"events":[)", std::string(100000, '['),
-                                        std::string(100000, ']'), "]}");
+  const std::string json =
+      absl::StrCat(R"({"events":[)", std::string(100000, '['), std::string(100000, ']'), "]}");
   EXPECT_EQ(Batch(json, RAPPORT_FORMAT_JSON), RAPPORT_INVALID_ARGUMENT);
   std::string objects;
   for (int i = 0; i < 100000; ++i) objects += R"({"a":)";
@@ -82,7 +82,7 @@ TEST_F(Limits, DeepJsonNestingIsAnErrorNotAStackOverflow) {
 TEST_F(Limits, DeepProtobufNestingHitsTheRecursionLimit) {
   // Unknown field 15 as nested groups, 100 000 deep: protobuf's
   // CodedInputStream recursion limit (100) stops the parse.
-  std::string bytes(100000, static_cast<char>((15 << 3) | 3));  // start group
+  std::string bytes(100000, static_cast<char>((15 << 3) | 3));     // start group
   bytes += std::string(100000, static_cast<char>((15 << 3) | 4));  // end group
   EXPECT_EQ(Batch(bytes, RAPPORT_FORMAT_PROTOBUF), RAPPORT_INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(Error(), "rapport.v1.EventBatch")) << Error();

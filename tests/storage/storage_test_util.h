@@ -146,8 +146,7 @@ class Ops {
   absl::Status Apply(Engine& engine, size_t i) const {
     const Op& op = ops_[i];
     if (op.advance_us != 0) return engine.Advance(op.advance_us).status();
-    auto r = engine.IngestBatch(
-        absl::MakeConstSpan(events_).subspan(op.begin, op.end - op.begin));
+    auto r = engine.IngestBatch(absl::MakeConstSpan(events_).subspan(op.begin, op.end - op.begin));
     return r.status();
   }
 

@@ -111,7 +111,8 @@ TEST(Storage, OnlyAcceptedEventsAreJournaledAndReplayAgrees) {
            "account_upserted { account_id: 'c1' kind: ACCOUNT_KIND_CLIENT owner_id: 'm2' "
            "segment: 'retail' tier: TIER_A }"),
         Ev("bad", kT0, "order_placed { order_id: 'o1' account_id: 'nobody' }"),
-        Ev("a1", kT0 + kHour, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+        Ev("a1", kT0 + kHour,
+           "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
            "direction: DIRECTION_OUTBOUND }")};
     IngestOptions best;
     best.mode = BatchMode::kBestEffort;
@@ -294,8 +295,8 @@ TEST(Storage, DamagedSnapshotIsDataLossNamingTheFile) {
   }
   const std::string snap = FilesWithPrefix(dir, "snapshot-")[0];
   std::string bytes = ReadAll(snap);
-  for (size_t at : {size_t{3}, size_t{12}, size_t{20}, size_t{26}, bytes.size() / 2,
-                    bytes.size() - 1}) {
+  for (size_t at :
+       {size_t{3}, size_t{12}, size_t{20}, size_t{26}, bytes.size() / 2, bytes.size() - 1}) {
     std::string bad = bytes;
     bad[at] ^= 0x10;
     WriteAll(snap, bad);
@@ -357,10 +358,10 @@ TEST_P(WriteFaults, ReachTheCallerAndChangeNothing) {
 
 INSTANTIATE_TEST_SUITE_P(
     Storage, WriteFaults,
-    ::testing::Values(
-        WriteFault{FileOp::kAppend, absl::StatusCode::kResourceExhausted,
-                   "No space left on device"},
-        WriteFault{FileOp::kAppend, absl::StatusCode::kUnavailable, "Input/output error"}));
+    ::testing::Values(WriteFault{FileOp::kAppend, absl::StatusCode::kResourceExhausted,
+                                 "No space left on device"},
+                      WriteFault{FileOp::kAppend, absl::StatusCode::kUnavailable,
+                                 "Input/output error"}));
 
 // A failed fdatasync: the error reaches the caller, nothing is applied, the
 // handle refuses every later write, and reopening recovers exactly the
@@ -449,9 +450,10 @@ TEST(Storage, GroupCommitSharesSyncsAcrossThreads) {
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
         for (int i = 0; i < kPerThread; ++i) {
-          auto r = (*engine)->Ingest(Ev(absl::StrCat("a-", t, "-", i), kT0 + i,
-                                        "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
-           "direction: DIRECTION_OUTBOUND }"));
+          auto r = (*engine)->Ingest(
+              Ev(absl::StrCat("a-", t, "-", i), kT0 + i,
+                 "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+                 "direction: DIRECTION_OUTBOUND }"));
           if (!r.ok()) ++failures;
         }
       });
@@ -474,11 +476,15 @@ TEST(Storage, GroupCommitSyncFailureReachesTheWriter) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   Seed(**engine);
   env.FailNext(FileOp::kSync, absl::UnavailableError("fdatasync: Input/output error"), "journal-");
-  auto r = (*engine)->Ingest(Ev("a1", kT0, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
-           "direction: DIRECTION_OUTBOUND }"));
+  auto r =
+      (*engine)->Ingest(Ev("a1", kT0,
+                           "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+                           "direction: DIRECTION_OUTBOUND }"));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
-  auto again = (*engine)->Ingest(Ev("a2", kT0, "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
-           "direction: DIRECTION_OUTBOUND }"));
+  auto again =
+      (*engine)->Ingest(Ev("a2", kT0,
+                           "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+                           "direction: DIRECTION_OUTBOUND }"));
   EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition) << again.status();
 }
 

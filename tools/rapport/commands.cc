@@ -166,7 +166,8 @@ class Ingester {
         const int64_t index = std::atoll(msg.c_str() + at + 7);
         if (index >= 0 && index < static_cast<int64_t>(lines_.size())) line = lines_[index];
       }
-      std::fprintf(stderr, "%s:%lld: %s\n", file_.c_str(), static_cast<long long>(line), msg.c_str());
+      std::fprintf(stderr, "%s:%lld: %s\n", file_.c_str(), static_cast<long long>(line),
+                   msg.c_str());
       ++rejected_;
       ok = false;
     } else {
@@ -202,7 +203,8 @@ bool IngestJsonLines(FILE* in, const std::string& name, Ingester& ing, Progress&
   bool ok = true;
   while (ok && (n = getline(&buf, &cap, in)) >= 0) {
     ++line;
-    absl::string_view text = absl::StripAsciiWhitespace(absl::string_view(buf, static_cast<size_t>(n)));
+    absl::string_view text =
+        absl::StripAsciiWhitespace(absl::string_view(buf, static_cast<size_t>(n)));
     if (text.empty()) continue;
     v1::Event e;
     if (absl::Status st = FromJson(text, &e); !st.ok()) {
@@ -254,8 +256,9 @@ int IngestFiles(const std::vector<std::string>& args) {
   bool ok = true;
   for (const std::string& file : flags->positional()) {
     Progress progress;
-    const bool pb = format == "pb" || (format.empty() && (absl::EndsWith(file, ".pb") ||
-                                                          absl::EndsWith(file, ".binpb")));
+    const bool pb =
+        format == "pb" ||
+        (format.empty() && (absl::EndsWith(file, ".pb") || absl::EndsWith(file, ".binpb")));
     const std::string name = file == "-" ? "<stdin>" : file;
     if (pb) {
       const int fd = file == "-" ? 0 : ::open(file.c_str(), O_RDONLY);
@@ -306,14 +309,18 @@ absl::StatusOr<v1::KpiQuery> KpiQueryFrom(const Flags& f) {
       {"none", v1::BUCKET_NONE},   {"day", v1::BUCKET_DAY},         {"week", v1::BUCKET_WEEK},
       {"month", v1::BUCKET_MONTH}, {"quarter", v1::BUCKET_QUARTER}, {"year", v1::BUCKET_YEAR}};
   static const std::map<std::string, v1::GroupBy> kGroups = {
-      {"none", v1::GROUP_BY_NONE},       {"manager", v1::GROUP_BY_MANAGER},
-      {"team", v1::GROUP_BY_TEAM},       {"segment", v1::GROUP_BY_SEGMENT},
+      {"none", v1::GROUP_BY_NONE},
+      {"manager", v1::GROUP_BY_MANAGER},
+      {"team", v1::GROUP_BY_TEAM},
+      {"segment", v1::GROUP_BY_SEGMENT},
       {"source-partner", v1::GROUP_BY_SOURCE_PARTNER},
       {"account-kind", v1::GROUP_BY_ACCOUNT_KIND}};
   auto b = kBuckets.find(f.Get("bucket", "none"));
-  if (b == kBuckets.end()) return absl::InvalidArgumentError("--bucket: unknown bucket '" + f.Get("bucket") + "'");
+  if (b == kBuckets.end())
+    return absl::InvalidArgumentError("--bucket: unknown bucket '" + f.Get("bucket") + "'");
   auto g = kGroups.find(f.Get("by", "none"));
-  if (g == kGroups.end()) return absl::InvalidArgumentError("--by: unknown grouping '" + f.Get("by") + "'");
+  if (g == kGroups.end())
+    return absl::InvalidArgumentError("--by: unknown grouping '" + f.Get("by") + "'");
   q.set_bucket(b->second);
   q.set_group_by(g->second);
   q.set_time_zone(f.Get("tz"));
@@ -324,8 +331,8 @@ absl::StatusOr<v1::KpiQuery> KpiQueryFrom(const Flags& f) {
 
 int Kpi(const std::vector<std::string>& args) {
   int exit = 0;
-  auto flags = ParseOrExit(args, kKpiHelp, {"dir", "from", "to", "as-of", "bucket", "by", "tz", "format"},
-                           {}, &exit);
+  auto flags = ParseOrExit(
+      args, kKpiHelp, {"dir", "from", "to", "as-of", "bucket", "by", "tz", "format"}, {}, &exit);
   if (!flags) return exit;
   if (!flags->Has("dir")) return Usage("--dir is required", kKpiHelp);
   auto query = KpiQueryFrom(*flags);
@@ -423,9 +430,10 @@ void PrintGrades(const v1::GradeEvaluation& g) {
     std::printf("%-10s %-8s %-8s %5.2f %8lld %7s  %s\n", m.manager_id().c_str(),
                 m.current_grade().c_str(), m.eligible_grade().c_str(), m.bonus_multiplier(),
                 static_cast<long long>(m.accounts_owned()),
-                m.has_hunter_share()
-                    ? absl::StrFormat("%.0f%%%s", m.hunter_share() * 100, m.hunter_drift() ? "!" : "").c_str()
-                    : "-",
+                m.has_hunter_share() ? absl::StrFormat("%.0f%%%s", m.hunter_share() * 100,
+                                                       m.hunter_drift() ? "!" : "")
+                                           .c_str()
+                                     : "-",
                 UnmetText(m).c_str());
   }
   std::printf("\n%d violations\n", g.violations_size());
@@ -434,10 +442,13 @@ void PrintGrades(const v1::GradeEvaluation& g) {
     if (v.kind() == v1::Violation::KIND_TIER_ABOVE_GRADE) {
       std::printf("  account %s (tier %s) is above what %s may own; suggested owner: %s\n",
                   v.account_id().c_str(), v1::Tier_Name(v.tier()).substr(5).c_str(),
-                  v.manager_id().c_str(), v.suggested_owner_id().empty() ? "none" : v.suggested_owner_id().c_str());
+                  v.manager_id().c_str(),
+                  v.suggested_owner_id().empty() ? "none" : v.suggested_owner_id().c_str());
     } else {
-      std::printf("  %s owns more accounts than the grade allows; suggested owner for the surplus: %s\n",
-                  v.manager_id().c_str(), v.suggested_owner_id().empty() ? "none" : v.suggested_owner_id().c_str());
+      std::printf(
+          "  %s owns more accounts than the grade allows; suggested owner for the surplus: %s\n",
+          v.manager_id().c_str(),
+          v.suggested_owner_id().empty() ? "none" : v.suggested_owner_id().c_str());
     }
   }
   if (g.violations_size() > 20) std::printf("  ... and %d more\n", g.violations_size() - 20);

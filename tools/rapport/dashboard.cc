@@ -50,22 +50,25 @@ std::string BarChart(const Series& s) {
   }
   const double plot_h = height - bottom - top;
   const double slot = static_cast<double>(width - left - 8) / static_cast<double>(s.points.size());
-  absl::StrAppend(&svg, absl::StrFormat("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#c9ced8\"/>",
-                                        left, height - bottom, width - 4, height - bottom));
-  absl::StrAppend(&svg, absl::StrFormat("<text x=\"4\" y=\"%d\">%s</text>", top + 4, Escape(Fmt(max))));
+  absl::StrAppend(
+      &svg, absl::StrFormat("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#c9ced8\"/>",
+                            left, height - bottom, width - 4, height - bottom));
+  absl::StrAppend(&svg,
+                  absl::StrFormat("<text x=\"4\" y=\"%d\">%s</text>", top + 4, Escape(Fmt(max))));
   for (size_t i = 0; i < s.points.size(); ++i) {
     const Point& p = s.points[i];
     const double h = plot_h * std::max(0.0, p.value) / max;
     const double x = left + slot * static_cast<double>(i) + slot * 0.15;
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" data-value=\"%s\">"
-        "<title>%s: %s %s</title></rect>",
-        x, height - bottom - h, slot * 0.7, h, Escape(Fmt(p.value)), Escape(p.label),
-        Escape(Fmt(p.value)), Escape(s.unit)));
+    absl::StrAppend(&svg,
+                    absl::StrFormat("<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+                                    "height=\"%.1f\" data-value=\"%s\">"
+                                    "<title>%s: %s %s</title></rect>",
+                                    x, height - bottom - h, slot * 0.7, h, Escape(Fmt(p.value)),
+                                    Escape(p.label), Escape(Fmt(p.value)), Escape(s.unit)));
     if (s.points.size() <= 12 || i % 2 == 0) {
-      absl::StrAppend(&svg, absl::StrFormat(
-          "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>", x + slot * 0.35,
-          height - bottom + 14, Escape(p.label)));
+      absl::StrAppend(&svg,
+                      absl::StrFormat("<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>",
+                                      x + slot * 0.35, height - bottom + 14, Escape(p.label)));
     }
   }
   absl::StrAppend(&svg, "</svg>");
@@ -83,23 +86,29 @@ std::string Funnel(const std::vector<FunnelStage>& stages) {
   for (const FunnelStage& s : stages) max = std::max(max, s.entered);
   for (size_t i = 0; i < stages.size(); ++i) {
     const FunnelStage& s = stages[i];
-    const double w = (width - label_w - 230) * static_cast<double>(s.entered) / static_cast<double>(max);
+    const double w =
+        (width - label_w - 230) * static_cast<double>(s.entered) / static_cast<double>(max);
     const int y = static_cast<int>(i) * row + 4;
     std::string conv = s.conversion ? absl::StrFormat("%.1f %% move on", *s.conversion * 100) : "—";
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<text x=\"0\" y=\"%d\">%s</text><rect class=\"bar\" x=\"%d\" y=\"%d\" width=\"%.1f\" "
-        "height=\"%d\" data-stage=\"%s\" data-value=\"%lld\"/><text x=\"%.1f\" y=\"%d\">%lld · %s</text>",
-        y + 15, Escape(s.stage), label_w, y, std::max(1.0, w), row - 8, Escape(s.stage), s.entered,
-        label_w + std::max(1.0, w) + 6, y + 15, s.entered, Escape(conv)));
+    absl::StrAppend(
+        &svg,
+        absl::StrFormat(
+            "<text x=\"0\" y=\"%d\">%s</text><rect class=\"bar\" x=\"%d\" y=\"%d\" width=\"%.1f\" "
+            "height=\"%d\" data-stage=\"%s\" data-value=\"%lld\"/><text x=\"%.1f\" y=\"%d\">%lld · "
+            "%s</text>",
+            y + 15, Escape(s.stage), label_w, y, std::max(1.0, w), row - 8, Escape(s.stage),
+            s.entered, label_w + std::max(1.0, w) + 6, y + 15, s.entered, Escape(conv)));
   }
   absl::StrAppend(&svg, "</svg>");
   return svg;
 }
 
 std::string RenderTable(const Table& t) {
-  std::string html = absl::StrCat("<section data-table=\"", Escape(t.key), "\"><h2>", Escape(t.title),
-                                  " <small class=\"empty\">(", t.rows.size(), ")</small></h2>");
-  if (t.rows.empty()) return absl::StrCat(html, "<p class=\"empty\">", Escape(t.empty_text), "</p></section>");
+  std::string html =
+      absl::StrCat("<section data-table=\"", Escape(t.key), "\"><h2>", Escape(t.title),
+                   " <small class=\"empty\">(", t.rows.size(), ")</small></h2>");
+  if (t.rows.empty())
+    return absl::StrCat(html, "<p class=\"empty\">", Escape(t.empty_text), "</p></section>");
   absl::StrAppend(&html, "<table><thead><tr>");
   for (const std::string& h : t.header) absl::StrAppend(&html, "<th>", Escape(h), "</th>");
   absl::StrAppend(&html, "</tr></thead><tbody>");
@@ -118,12 +127,23 @@ std::string Escape(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -133,11 +153,13 @@ std::string RenderDashboard(const DashboardData& d) {
   std::string html = absl::StrCat(
       "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-      "<title>", Escape(d.title), "</title><style>", kStyle, "</style></head><body><header><h1>",
+      "<title>",
+      Escape(d.title), "</title><style>", kStyle, "</style></head><body><header><h1>",
       Escape(d.title), "</h1><p>", Escape(d.subtitle), "</p></header><main><div class=\"tiles\">");
   for (const Tile& t : d.tiles) {
-    absl::StrAppend(&html, "<div class=\"tile\" data-kpi=\"", Escape(t.key), "\"><div class=\"label\">",
-                    Escape(t.label), "</div><div class=\"value\">", Escape(t.value), "</div>");
+    absl::StrAppend(&html, "<div class=\"tile\" data-kpi=\"", Escape(t.key),
+                    "\"><div class=\"label\">", Escape(t.label), "</div><div class=\"value\">",
+                    Escape(t.value), "</div>");
     if (!t.change.empty()) {
       absl::StrAppend(&html, "<div class=\"change ", t.change_is_good ? "good" : "bad", "\">",
                       Escape(t.change), "</div>");
@@ -150,7 +172,8 @@ std::string RenderDashboard(const DashboardData& d) {
   }
   absl::StrAppend(&html, "</div>");
   if (!d.funnel.empty()) {
-    absl::StrAppend(&html, "<section><h2>", Escape(d.funnel_title), "</h2>", Funnel(d.funnel), "</section>");
+    absl::StrAppend(&html, "<section><h2>", Escape(d.funnel_title), "</h2>", Funnel(d.funnel),
+                    "</section>");
   }
   for (const Table& t : d.tables) absl::StrAppend(&html, RenderTable(t));
   absl::StrAppend(&html, "</main></body></html>\n");

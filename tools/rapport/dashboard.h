@@ -11,9 +11,9 @@
 namespace rapport::cli {
 
 struct Tile {
-  std::string key;    // stable id, rendered as data-kpi for tests
+  std::string key;  // stable id, rendered as data-kpi for tests
   std::string label;
-  std::string value;  // formatted for people
+  std::string value;   // formatted for people
   std::string change;  // e.g. "+12.5 % vs previous period"; empty if none
   bool change_is_good = true;
 };

@@ -83,7 +83,8 @@ int Demo(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> flags =
       Flags::Parse(args, {"dir", "days", "seed", "leads-per-day"}, {"help"});
   if (!flags.ok()) {
-    std::fprintf(stderr, "rapport: %s\n\n%s", std::string(flags.status().message()).c_str(), kDemoHelp);
+    std::fprintf(stderr, "rapport: %s\n\n%s", std::string(flags.status().message()).c_str(),
+                 kDemoHelp);
     return kExitUsage;
   }
   if (flags->Has("help")) {
@@ -93,9 +94,12 @@ int Demo(const std::vector<std::string>& args) {
   auto days = flags->GetInt("days", 365);
   auto seed = flags->GetInt("seed", 1);
   auto lpd = flags->GetInt("leads-per-day", 12);
-  if (!days.ok() || !seed.ok() || !lpd.ok() || *days < 30 || *days > 3650 || *lpd < 1 || *lpd > 10000) {
-    std::fprintf(stderr, "rapport: --days must be 30..3650, --leads-per-day 1..10000, --seed an integer\n\n%s",
-                 kDemoHelp);
+  if (!days.ok() || !seed.ok() || !lpd.ok() || *days < 30 || *days > 3650 || *lpd < 1 ||
+      *lpd > 10000) {
+    std::fprintf(
+        stderr,
+        "rapport: --days must be 30..3650, --leads-per-day 1..10000, --seed an integer\n\n%s",
+        kDemoHelp);
     return kExitUsage;
   }
   const std::string dir = flags->Get("dir", "rapport-demo");
@@ -112,7 +116,8 @@ int Demo(const std::vector<std::string>& args) {
 
   auto opened = Engine::Open(dir);
   if (!opened.ok()) {
-    std::fprintf(stderr, "rapport: %s: %s\n", dir.c_str(), std::string(opened.status().message()).c_str());
+    std::fprintf(stderr, "rapport: %s: %s\n", dir.c_str(),
+                 std::string(opened.status().message()).c_str());
     return kExitFailure;
   }
   Engine& engine = **opened;
@@ -162,7 +167,9 @@ int Demo(const std::vector<std::string>& args) {
   auto total = engine.Kpis(whole);
   auto grades = engine.Grades(end);
   if (!monthly.ok() || !total.ok() || !grades.ok()) {
-    const absl::Status st = !monthly.ok() ? monthly.status() : !total.ok() ? total.status() : grades.status();
+    const absl::Status st = !monthly.ok() ? monthly.status()
+                            : !total.ok() ? total.status()
+                                          : grades.status();
     std::fprintf(stderr, "rapport: %s\n", std::string(st.message()).c_str());
     return kExitFailure;
   }
@@ -175,7 +182,8 @@ int Demo(const std::vector<std::string>& args) {
   DashboardData d;
   d.title = "Rapport — account management dashboard";
   d.subtitle = absl::StrFormat("Generated company, %s .. %s; figures for %s unless noted",
-                               FormatDate(o.start_us), FormatDate(end - 1), MonthLabel(rows[rows.size() - 1].bucket_start_us()));
+                               FormatDate(o.start_us), FormatDate(end - 1),
+                               MonthLabel(rows[rows.size() - 1].bucket_start_us()));
   auto tile = [&](const std::string& key, const std::string& label, const std::string& value,
                   double now, double before) {
     Tile t{key, label, value, "", true};
@@ -183,18 +191,19 @@ int Demo(const std::vector<std::string>& args) {
     d.tiles.push_back(std::move(t));
   };
   tile("partners_active", "Active partners", absl::StrCat(last.partners_active_end()),
-       static_cast<double>(last.partners_active_end()), prev ? static_cast<double>(prev->partners_active_end()) : 0);
+       static_cast<double>(last.partners_active_end()),
+       prev ? static_cast<double>(prev->partners_active_end()) : 0);
   tile("partner_growth", "Partner growth", Pct(last.partner_growth()), 0, 0);
   tile("leads", "Leads", absl::StrCat(last.leads()), static_cast<double>(last.leads()),
        prev ? static_cast<double>(prev->leads()) : 0);
   tile("lead_conversion", "Lead conversion (run)", Pct(all.lead_conversion()), 0, 0);
-  tile("clients_new", "New clients", absl::StrCat(last.clients_new()), static_cast<double>(last.clients_new()),
+  tile("clients_new", "New clients", absl::StrCat(last.clients_new()),
+       static_cast<double>(last.clients_new()),
        prev ? static_cast<double>(prev->clients_new()) : 0);
   tile("repeat_order_share", "Repeat-order share", Pct(last.repeat_order_share()), 0, 0);
   tile("referral_rate", "Referral rate", Pct(last.referral_rate()), 0, 0);
   for (const auto& r : last.revenue()) {
-    tile("revenue_" + r.currency(), "Revenue " + r.currency(),
-         Grouped(r.amount_minor() / 100),
+    tile("revenue_" + r.currency(), "Revenue " + r.currency(), Grouped(r.amount_minor() / 100),
          static_cast<double>(r.amount_minor()), static_cast<double>(r.previous_minor()));
   }
   tile("nps", "NPS", last.has_nps() ? absl::StrFormat("%.0f", last.nps()) : "n/a", 0, 0);
@@ -219,14 +228,23 @@ int Demo(const std::vector<std::string>& args) {
     d.funnel.push_back(f);
   }
 
-  Table stuck_t{"stuck", "Stuck deals", {"deal", "account", "stage", "days in stage", "SLA days"}, {}, "none"};
+  Table stuck_t{"stuck",
+                "Stuck deals",
+                {"deal", "account", "stage", "days in stage", "SLA days"},
+                {},
+                "none"};
   for (size_t i = 0; i < stuck.size() && i < 25; ++i) {
     const auto& s = stuck[i];
     stuck_t.rows.push_back({{s.deal_id(), s.account_id(), s.stage(),
                              absl::StrFormat("%.1f", static_cast<double>(s.dwell_us()) / kDay),
                              absl::StrFormat("%.0f", static_cast<double>(s.sla_us()) / kDay)}});
   }
-  Table managers{"managers", "Managers", {"manager", "grade", "eligible", "bonus", "accounts", "hunter share", "unmet requirements"}, {}, "none"};
+  Table managers{
+      "managers",
+      "Managers",
+      {"manager", "grade", "eligible", "bonus", "accounts", "hunter share", "unmet requirements"},
+      {},
+      "none"};
   for (const auto& m : grades->managers()) {
     std::string unmet;
     for (const auto& u : m.unmet()) {
@@ -235,22 +253,33 @@ int Demo(const std::vector<std::string>& args) {
                       u.has_actual() ? absl::StrFormat("%.3g", u.actual()) : "n/a", " < ",
                       absl::StrFormat("%.3g", u.required()));
     }
-    managers.rows.push_back({{m.manager_id(), m.current_grade(), m.eligible_grade(),
-                              absl::StrFormat("%.2f", m.bonus_multiplier()), absl::StrCat(m.accounts_owned()),
-                              m.has_hunter_share() ? absl::StrFormat("%.0f %%%s", m.hunter_share() * 100,
-                                                                     m.hunter_drift() ? " (drift)" : "")
-                                                   : "n/a",
-                              unmet}});
+    managers.rows.push_back(
+        {{m.manager_id(), m.current_grade(), m.eligible_grade(),
+          absl::StrFormat("%.2f", m.bonus_multiplier()), absl::StrCat(m.accounts_owned()),
+          m.has_hunter_share() ? absl::StrFormat("%.0f %%%s", m.hunter_share() * 100,
+                                                 m.hunter_drift() ? " (drift)" : "")
+                               : "n/a",
+          unmet}});
   }
-  Table violations{"violations", "Assignment violations", {"kind", "manager", "account", "tier", "suggested owner"}, {}, "none"};
+  Table violations{"violations",
+                   "Assignment violations",
+                   {"kind", "manager", "account", "tier", "suggested owner"},
+                   {},
+                   "none"};
   for (int i = 0; i < grades->violations_size() && i < 25; ++i) {
     const auto& v = grades->violations(i);
-    violations.rows.push_back({{v.kind() == v1::Violation::KIND_TIER_ABOVE_GRADE ? "tier above grade" : "over account limit",
-                                v.manager_id(), v.account_id(),
-                                v.tier() == v1::TIER_UNSPECIFIED ? "" : v1::Tier_Name(v.tier()).substr(5),
-                                v.suggested_owner_id().empty() ? "none" : v.suggested_owner_id()}});
+    violations.rows.push_back(
+        {{v.kind() == v1::Violation::KIND_TIER_ABOVE_GRADE ? "tier above grade"
+                                                           : "over account limit",
+          v.manager_id(), v.account_id(),
+          v.tier() == v1::TIER_UNSPECIFIED ? "" : v1::Tier_Name(v.tier()).substr(5),
+          v.suggested_owner_id().empty() ? "none" : v.suggested_owner_id()}});
   }
-  Table actions{"actions", "Today's actions", {"kind", "rule", "assignee", "account", "due", "template"}, {}, "none today"};
+  Table actions{"actions",
+                "Today's actions",
+                {"kind", "rule", "assignee", "account", "due", "template"},
+                {},
+                "none today"};
   for (const auto& a : today.actions()) {
     actions.rows.push_back({{Kind(a.kind()), a.rule_id(), a.assignee_id(), a.account_id(),
                              FormatInstant(a.due_at_us()), a.template_()}});
@@ -284,8 +313,9 @@ int Demo(const std::vector<std::string>& args) {
   }
   std::printf("\nClient funnel (whole run)\n");
   for (const FunnelStage& f : d.funnel) {
-    std::printf("  %-12s %7lld entered  %s\n", f.stage.c_str(), f.entered,
-                f.conversion ? absl::StrFormat("%5.1f %% moved on", *f.conversion * 100).c_str() : "");
+    std::printf(
+        "  %-12s %7lld entered  %s\n", f.stage.c_str(), f.entered,
+        f.conversion ? absl::StrFormat("%5.1f %% moved on", *f.conversion * 100).c_str() : "");
   }
   std::printf("\nStuck deals: %zu    Today's actions: %d    Violations: %d\n", stuck.size(),
               today.actions_size(), grades->violations_size());
@@ -294,11 +324,15 @@ int Demo(const std::vector<std::string>& args) {
     std::printf("  %-12s %-4s %-10s %-12s %s\n", Kind(a.kind()).c_str(), a.rule_id().c_str(),
                 a.assignee_id().c_str(), a.account_id().c_str(), a.template_().c_str());
   }
-  std::printf("\nManagers\n  %-8s %-8s %-8s %8s %7s\n", "manager", "grade", "eligible", "accounts", "hunter");
+  std::printf("\nManagers\n  %-8s %-8s %-8s %8s %7s\n", "manager", "grade", "eligible", "accounts",
+              "hunter");
   for (const auto& m : grades->managers()) {
     std::printf("  %-8s %-8s %-8s %8lld %7s\n", m.manager_id().c_str(), m.current_grade().c_str(),
                 m.eligible_grade().c_str(), static_cast<long long>(m.accounts_owned()),
-                m.has_hunter_share() ? absl::StrFormat("%.0f%%%s", m.hunter_share() * 100, m.hunter_drift() ? "!" : "").c_str() : "-");
+                m.has_hunter_share() ? absl::StrFormat("%.0f%%%s", m.hunter_share() * 100,
+                                                       m.hunter_drift() ? "!" : "")
+                                           .c_str()
+                                     : "-");
   }
   std::printf("\nDashboard written to %s\n", html_path.c_str());
   return kExitOk;

@@ -67,7 +67,8 @@ absl::StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t fallback)
   if (!Has(name)) return fallback;
   int64_t v;
   if (!absl::SimpleAtoi(Get(name), &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", Get(name), "' is not an integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": '", Get(name), "' is not an integer"));
   }
   return v;
 }
@@ -95,7 +96,8 @@ absl::StatusOr<int64_t> ParseInstant(const std::string& text, const std::string&
   }
   us = absl::ToUnixMicros(t);
   if (us < kMinTimeUs || us >= kMaxTimeUs) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is outside years 1970..9999"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": '", text, "' is outside years 1970..9999"));
   }
   return us;
 }

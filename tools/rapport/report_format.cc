@@ -20,16 +20,26 @@ using google::protobuf::Reflection;
 std::string Scalar(const Message& m, const FieldDescriptor* f) {
   const Reflection* r = m.GetReflection();
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32: return absl::StrCat(r->GetInt32(m, f));
-    case FieldDescriptor::CPPTYPE_INT64: return absl::StrCat(r->GetInt64(m, f));
-    case FieldDescriptor::CPPTYPE_UINT32: return absl::StrCat(r->GetUInt32(m, f));
-    case FieldDescriptor::CPPTYPE_UINT64: return absl::StrCat(r->GetUInt64(m, f));
-    case FieldDescriptor::CPPTYPE_DOUBLE: return absl::StrFormat("%.6g", r->GetDouble(m, f));
-    case FieldDescriptor::CPPTYPE_FLOAT: return absl::StrFormat("%.6g", r->GetFloat(m, f));
-    case FieldDescriptor::CPPTYPE_BOOL: return r->GetBool(m, f) ? "true" : "false";
-    case FieldDescriptor::CPPTYPE_ENUM: return r->GetEnum(m, f)->name();
-    case FieldDescriptor::CPPTYPE_STRING: return r->GetString(m, f);
-    case FieldDescriptor::CPPTYPE_MESSAGE: break;
+    case FieldDescriptor::CPPTYPE_INT32:
+      return absl::StrCat(r->GetInt32(m, f));
+    case FieldDescriptor::CPPTYPE_INT64:
+      return absl::StrCat(r->GetInt64(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return absl::StrCat(r->GetUInt32(m, f));
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return absl::StrCat(r->GetUInt64(m, f));
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return absl::StrFormat("%.6g", r->GetDouble(m, f));
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return absl::StrFormat("%.6g", r->GetFloat(m, f));
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return r->GetBool(m, f) ? "true" : "false";
+    case FieldDescriptor::CPPTYPE_ENUM:
+      return r->GetEnum(m, f)->name();
+    case FieldDescriptor::CPPTYPE_STRING:
+      return r->GetString(m, f);
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      break;
   }
   return "";
 }
@@ -117,10 +127,11 @@ std::vector<Line> Lines(const Message& report) {
     const auto* rd = row.GetDescriptor();
     Line line;
     line.bucket = absl::StrCat(
-        FormatDate(row.GetReflection()->GetInt64(row, rd->FindFieldByName("bucket_start_us"))), "..",
-        FormatDate(row.GetReflection()->GetInt64(row, rd->FindFieldByName("bucket_end_us"))));
+        FormatDate(row.GetReflection()->GetInt64(row, rd->FindFieldByName("bucket_start_us"))),
+        "..", FormatDate(row.GetReflection()->GetInt64(row, rd->FindFieldByName("bucket_end_us"))));
     line.group = row.GetReflection()->GetString(row, rd->FindFieldByName("group"));
-    FlattenInto(row.GetReflection()->GetMessage(row, rd->FindFieldByName("values")), "", &line.values);
+    FlattenInto(row.GetReflection()->GetMessage(row, rd->FindFieldByName("values")), "",
+                &line.values);
     lines.push_back(std::move(line));
   }
   return lines;
@@ -156,9 +167,10 @@ std::string ReportAsCsv(const Message& report) {
 }
 
 std::string ReportAsTable(const Message& report) {
-  static const char* kMain[] = {"partners_active_end", "partners_new", "partner_growth", "leads",
-                                "lead_conversion", "clients_new", "repeat_order_share",
-                                "referral_rate", "nps", "win_rate", "stuck_deals"};
+  static const char* kMain[] = {
+      "partners_active_end", "partners_new",       "partner_growth", "leads", "lead_conversion",
+      "clients_new",         "repeat_order_share", "referral_rate",  "nps",   "win_rate",
+      "stuck_deals"};
   const std::vector<Line> lines = Lines(report);
   std::vector<std::string> header = {"bucket", "group"};
   for (const char* k : kMain) header.push_back(k);
@@ -194,7 +206,8 @@ std::string ReportAsTable(const Message& report) {
   auto line = [&](const std::vector<std::string>& row) {
     std::string s;
     for (size_t i = 0; i < row.size(); ++i) {
-      absl::StrAppend(&s, i ? "  " : "", absl::StrFormat("%-*s", static_cast<int>(width[i]), row[i]));
+      absl::StrAppend(&s, i ? "  " : "",
+                      absl::StrFormat("%-*s", static_cast<int>(width[i]), row[i]));
     }
     while (!s.empty() && s.back() == ' ') s.pop_back();
     return s + "\n";
