@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "rapport/v1/kpi.pb.h"
+
 namespace rapport::kpi {
 
 enum Field : int {
@@ -68,6 +70,50 @@ struct Acc {
     return !__builtin_add_overflow(sum, amount, &sum);
   }
 };
+
+// Writes the figures that come straight from the counters `c` into `v`: the
+// counts, their ratios, activities and NPS counts. The scan's partial sets a
+// ratio's numerator and denominator only (the merge finishes it); a report
+// built directly (`finish`) sets its value too, and clears a stale one, so
+// the two paths give identical reports.
+inline void SetCounterFigures(const int64_t* c, bool finish, v1::KpiValues* v) {
+  const auto ratio = [finish](v1::Ratio* r, int64_t num, int64_t den) {
+    r->set_numerator(num);
+    r->set_denominator(den);
+    if (!finish) return;
+    if (den != 0) {
+      r->set_value(static_cast<double>(num) / static_cast<double>(den));
+    } else {
+      r->clear_value();
+    }
+  };
+  v->set_partners_active_start(c[kPartnersActiveStart]);
+  v->set_partners_active_end(c[kPartnersActiveEnd]);
+  v->set_partners_new(c[kPartnersNew]);
+  v->set_partners_churned(c[kPartnersChurned]);
+  ratio(v->mutable_partner_growth(), c[kPartnersActiveEnd] - c[kPartnersActiveStart],
+        c[kPartnersActiveStart]);
+  v->set_leads(c[kLeads]);
+  ratio(v->mutable_lead_conversion(), c[kLeadsWon], c[kLeads]);
+  v->set_clients_new(c[kClientsNew]);
+  ratio(v->mutable_repeat_order_share(), c[kRepeatOrders], c[kOrders]);
+  ratio(v->mutable_repeat_customer_rate(), c[kRcrNum], c[kRcrDen]);
+  ratio(v->mutable_referral_rate(), c[kReferred], c[kClientsNew]);
+  v1::ActivityCounts* act = v->mutable_activities();
+  act->set_calls_outbound(c[kActivity0 + 0]);
+  act->set_calls_inbound(c[kActivity0 + 1]);
+  act->set_emails_outbound(c[kActivity0 + 2]);
+  act->set_emails_inbound(c[kActivity0 + 3]);
+  act->set_messengers_outbound(c[kActivity0 + 4]);
+  act->set_messengers_inbound(c[kActivity0 + 5]);
+  act->set_meetings_outbound(c[kActivity0 + 6]);
+  act->set_meetings_inbound(c[kActivity0 + 7]);
+  ratio(v->mutable_post_purchase_contact_rate(), c[kPpcNum], c[kPpcDen]);
+  ratio(v->mutable_feedback_coverage(), c[kFbNum], c[kFbDen]);
+  v->set_nps_promoters(c[kNpsPromoters]);
+  v->set_nps_detractors(c[kNpsDetractors]);
+  v->set_nps_responses(c[kNpsResponses]);
+}
 
 }  // namespace rapport::kpi
 

@@ -398,18 +398,7 @@ class FromCells {
   void Fill(const Row& r, v1::KpiValues* v) {
     const Acc& a = r.acc;
     const int64_t* c = a.c;
-    v->set_partners_active_start(c[kPartnersActiveStart]);
-    v->set_partners_active_end(c[kPartnersActiveEnd]);
-    v->set_partners_new(c[kPartnersNew]);
-    v->set_partners_churned(c[kPartnersChurned]);
-    SetRatio(v->mutable_partner_growth(), c[kPartnersActiveEnd] - c[kPartnersActiveStart],
-             c[kPartnersActiveStart]);
-    v->set_leads(c[kLeads]);
-    SetRatio(v->mutable_lead_conversion(), c[kLeadsWon], c[kLeads]);
-    v->set_clients_new(c[kClientsNew]);
-    SetRatio(v->mutable_repeat_order_share(), c[kRepeatOrders], c[kOrders]);
-    SetRatio(v->mutable_repeat_customer_rate(), c[kRcrNum], c[kRcrDen]);
-    SetRatio(v->mutable_referral_rate(), c[kReferred], c[kClientsNew]);
+    SetCounterFigures(c, /*finish=*/true, v);
     SortLines(a.revenue);
     int n = 0;
     for (const MoneyLine& l : x_.lines) {
@@ -427,20 +416,6 @@ class FromCells {
       }
     }
     Truncate(v->mutable_revenue(), n);
-    v1::ActivityCounts* act = v->mutable_activities();
-    act->set_calls_outbound(c[kActivity0 + 0]);
-    act->set_calls_inbound(c[kActivity0 + 1]);
-    act->set_emails_outbound(c[kActivity0 + 2]);
-    act->set_emails_inbound(c[kActivity0 + 3]);
-    act->set_messengers_outbound(c[kActivity0 + 4]);
-    act->set_messengers_inbound(c[kActivity0 + 5]);
-    act->set_meetings_outbound(c[kActivity0 + 6]);
-    act->set_meetings_inbound(c[kActivity0 + 7]);
-    SetRatio(v->mutable_post_purchase_contact_rate(), c[kPpcNum], c[kPpcDen]);
-    SetRatio(v->mutable_feedback_coverage(), c[kFbNum], c[kFbDen]);
-    v->set_nps_promoters(c[kNpsPromoters]);
-    v->set_nps_detractors(c[kNpsDetractors]);
-    v->set_nps_responses(c[kNpsResponses]);
     if (c[kNpsResponses] != 0) {
       v->set_nps(100.0 * static_cast<double>(c[kNpsPromoters] - c[kNpsDetractors]) /
                  static_cast<double>(c[kNpsResponses]));

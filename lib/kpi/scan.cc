@@ -907,18 +907,7 @@ class Scanner {
 
   void Fill(const Acc& a, v1::KpiValues* v, v1::KpiPartial::Row* row) const {
     const int64_t* c = a.c;
-    v->set_partners_active_start(c[kPartnersActiveStart]);
-    v->set_partners_active_end(c[kPartnersActiveEnd]);
-    v->set_partners_new(c[kPartnersNew]);
-    v->set_partners_churned(c[kPartnersChurned]);
-    SetRatio(v->mutable_partner_growth(), c[kPartnersActiveEnd] - c[kPartnersActiveStart],
-             c[kPartnersActiveStart]);
-    v->set_leads(c[kLeads]);
-    SetRatio(v->mutable_lead_conversion(), c[kLeadsWon], c[kLeads]);
-    v->set_clients_new(c[kClientsNew]);
-    SetRatio(v->mutable_repeat_order_share(), c[kRepeatOrders], c[kOrders]);
-    SetRatio(v->mutable_repeat_customer_rate(), c[kRcrNum], c[kRcrDen]);
-    SetRatio(v->mutable_referral_rate(), c[kReferred], c[kClientsNew]);
+    SetCounterFigures(c, /*finish=*/false, v);
     std::vector<MoneyLine> revenue = a.revenue;
     std::sort(revenue.begin(), revenue.end(), [&](const MoneyLine& x, const MoneyLine& y) {
       return st_.strings.at(x.currency) < st_.strings.at(y.currency);
@@ -929,20 +918,6 @@ class Scanner {
       r->set_amount_minor(l.amount);
       r->set_previous_minor(l.previous);
     }
-    v1::ActivityCounts* act = v->mutable_activities();
-    act->set_calls_outbound(c[kActivity0 + 0]);
-    act->set_calls_inbound(c[kActivity0 + 1]);
-    act->set_emails_outbound(c[kActivity0 + 2]);
-    act->set_emails_inbound(c[kActivity0 + 3]);
-    act->set_messengers_outbound(c[kActivity0 + 4]);
-    act->set_messengers_inbound(c[kActivity0 + 5]);
-    act->set_meetings_outbound(c[kActivity0 + 6]);
-    act->set_meetings_inbound(c[kActivity0 + 7]);
-    SetRatio(v->mutable_post_purchase_contact_rate(), c[kPpcNum], c[kPpcDen]);
-    SetRatio(v->mutable_feedback_coverage(), c[kFbNum], c[kFbDen]);
-    v->set_nps_promoters(c[kNpsPromoters]);
-    v->set_nps_detractors(c[kNpsDetractors]);
-    v->set_nps_responses(c[kNpsResponses]);
     // Stages by pipeline id, then stage order.
     std::vector<size_t> order(s_.pipelines.all().size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
