@@ -469,28 +469,41 @@ int TimeCpp(const std::string& stream, size_t batch, int repeat, bool no_rules) 
 
 #else
 
-// The C ABI through the shared library, on its own: the rates a C host
-// sees. arg 0: no result; 1: the IngestResult as protobuf (actions included).
-void BM_CApiIngestBatch(benchmark::State& state) {
-  const bool want_result = state.range(0) != 0;
+// The shape of the shared library's own rows: each iteration ingests all
+// of `items` into a fresh engine (created and destroyed off the clock), one
+// `call(engine, item)` per item; a call that fails skips the benchmark with
+// the library's message.
+template <typename Call>
+void OnFreshEngines(benchmark::State& state, const std::vector<std::string>& items, int64_t events,
+                    Call call) {
   for (auto _ : state) {
     state.PauseTiming();
     rapport_engine* e = NewEngine();
     state.ResumeTiming();
-    for (const std::string& bytes : *g_batches) {
-      uint8_t* out = nullptr;
-      size_t len = 0;
-      int rc = rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
-                                    reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
-                                    RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC);
-      if (rc != RAPPORT_OK) state.SkipWithError(rapport_last_error_message());
-      rapport_free(out);
+    for (const std::string& item : items) {
+      if (call(e, item) != RAPPORT_OK) state.SkipWithError(rapport_last_error_message());
     }
     state.PauseTiming();
     rapport_engine_destroy(e);
     state.ResumeTiming();
   }
-  state.SetItemsProcessed(state.iterations() * g_events);
+  state.SetItemsProcessed(state.iterations() * events);
+}
+
+// The C ABI through the shared library, on its own: the rates a C host
+// sees. arg 0: no result; 1: the IngestResult as protobuf (actions included).
+void BM_CApiIngestBatch(benchmark::State& state) {
+  const bool want_result = state.range(0) != 0;
+  OnFreshEngines(state, *g_batches, g_events, [&](rapport_engine* e, const std::string& bytes) {
+    uint8_t* out = nullptr;
+    size_t len = 0;
+    const int rc =
+        rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
+                             reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                             RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC);
+    rapport_free(out);
+    return rc;
+  });
 }
 BENCHMARK(BM_CApiIngestBatch)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
@@ -506,23 +519,14 @@ BENCHMARK(BM_CApiCallOverhead);
 
 // One event per call: what a host pays when it does not batch.
 void BM_CApiIngestEventPerCall(benchmark::State& state) {
-  const std::string stream = ReadFile(std::getenv("RAPPORT_BENCH_STREAM"));
-  const std::vector<std::string> events = SplitDelimited(stream);
-  for (auto _ : state) {
-    state.PauseTiming();
-    rapport_engine* e = NewEngine();
-    state.ResumeTiming();
-    for (const std::string& ev : events) {
-      if (rapport_ingest_event(nullptr, nullptr, e, reinterpret_cast<const uint8_t*>(ev.data()),
-                               ev.size(), RAPPORT_FORMAT_PROTOBUF) != RAPPORT_OK) {
-        state.SkipWithError(rapport_last_error_message());
-      }
-    }
-    state.PauseTiming();
-    rapport_engine_destroy(e);
-    state.ResumeTiming();
-  }
-  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
+  const std::vector<std::string> events =
+      SplitDelimited(ReadFile(std::getenv("RAPPORT_BENCH_STREAM")));
+  OnFreshEngines(state, events, static_cast<int64_t>(events.size()),
+                 [](rapport_engine* e, const std::string& ev) {
+                   return rapport_ingest_event(nullptr, nullptr, e,
+                                               reinterpret_cast<const uint8_t*>(ev.data()),
+                                               ev.size(), RAPPORT_FORMAT_PROTOBUF);
+                 });
 }
 BENCHMARK(BM_CApiIngestEventPerCall)->Unit(benchmark::kMillisecond);
 
