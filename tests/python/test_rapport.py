@@ -710,6 +710,49 @@ class FastPathsTest(unittest.TestCase):
         inputs.clear()  # the views, before their mmap
         as_mmap.close()
 
+    def test_a_chunk_is_encoded_while_the_previous_one_is_in_the_library(self):
+        """The overlap itself: from the third chunk on (the first goes alone,
+        the second after it), json.dumps of chunk k starts while the C call
+        of chunk k - 1 runs. Without the handshake the worker waited for the
+        GIL until that dumps ended, and nothing overlapped."""
+        import threading
+        import time
+        from rapport import engine as engine_module
+        in_call = threading.Event()
+        overlapped = []
+        real_dumps, real_call = engine_module._dumps_events, _ffi.rapport_ingest_batch_v2
+
+        def dumps(events):
+            overlapped.append(in_call.is_set())
+            return real_dumps(events)
+
+        def call(*args):
+            in_call.set()
+            try:
+                time.sleep(0.02)  # a slow library: the encoder must not wait for it
+                return real_call(*args)
+            finally:
+                in_call.clear()
+
+        events = seed_events() + [
+            ev(f"call-{i}", T0 + 4 * DAY_US, activity={
+                "account_id": "p-1", "manager_id": "m-1", "kind": "ACTIVITY_KIND_CALL",
+                "direction": "DIRECTION_OUTBOUND"}) for i in range(7)]
+        engine_module._dumps_events, _ffi.rapport_ingest_batch_v2 = dumps, call
+        # No forced GIL switch within the test (a descheduled worker could
+        # otherwise lose the GIL between its handshake and its call): the
+        # threads hand the GIL over only where they block.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(5.0)
+        try:
+            with rapport.Engine() as engine:
+                self.assertEqual(engine.ingest(events, batch_size=2)["accepted"], len(events))
+        finally:
+            sys.setswitchinterval(interval)
+            engine_module._dumps_events, _ffi.rapport_ingest_batch_v2 = real_dumps, real_call
+        self.assertEqual(len(overlapped), 7)
+        self.assertEqual(overlapped[2:], [True] * 5)
+
     def test_overlapped_chunks_equal_one_call_and_stop_at_the_first_error(self):
         # From the second chunk on, a chunk is encoded while the previous one
         # is ingested on another thread.

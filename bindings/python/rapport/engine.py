@@ -507,11 +507,13 @@ class Engine:
         return totals.result
 
     def _call_batch(self, totals: _Totals, offset: int, data: Any, fmt: int,
-                    mode: int) -> None:
+                    mode: int, started: Optional[threading.Event] = None) -> None:
         buf = _InputBuffer(data)
         out = _ffi.OutBuffer()
         want_actions = totals.want_actions
         try:
+            if started is not None:
+                started.set()  # the caller may take the GIL back: the C call releases it
             _ffi.rapport_ingest_batch_v2(*out.args(), self._h(), buf.arg, buf.size, fmt, mode,
                                          _ffi.FORMAT_JSON if want_actions
                                          else _ffi.FORMAT_PROTOBUF)
@@ -541,6 +543,12 @@ class Engine:
         # nearly doubles the rate from dicts on two cores. Chunks still go in
         # order, one at a time: chunk k+1 is sent only after chunk k
         # succeeded, so atomicity per chunk and the error offsets hold.
+        # The overlap needs a handshake: json.dumps is one long C call that
+        # never gives the GIL up, so a worker that had not yet reached its C
+        # call when the next dumps began would wait for the GIL until that
+        # dumps ended, and the two would run one after the other (that was
+        # the 200 k events/s of issue 6). send() therefore waits until the
+        # worker is at its C call before it encodes the next chunk.
         executor: Optional[ThreadPoolExecutor] = None
         in_flight: Optional[Future] = None
         deferred: Optional[tuple] = None  # the first chunk: no thread unless a second follows
@@ -555,7 +563,11 @@ class Engine:
                 in_flight = executor.submit(self._call_batch, totals, *deferred, mode)
                 deferred = None
             in_flight.result()  # raises the previous chunk's error; then nothing more is sent
-            in_flight = executor.submit(self._call_batch, totals, at, data, fmt, mode)
+            started = threading.Event()
+            in_flight = executor.submit(self._call_batch, totals, at, data, fmt, mode, started)
+            # Until the worker is in its C call (or failed before it: done).
+            while not started.wait(0.05) and not in_flight.done():
+                pass
 
         def finish() -> None:
             if deferred is not None:
