@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -548,6 +549,70 @@ void BM_CApiIngestEventPerCall(benchmark::State& state) {
                  });
 }
 BENCHMARK(BM_CApiIngestEventPerCall)->Unit(benchmark::kMillisecond);
+
+// A dashboard refreshed through the C ABI: 24 months (2024 and 2025) by
+// manager, as of a UTC day after every fact (so that the engine's KPI cells
+// answer it alone, lib/kpi/report.h), the report as protobuf. arg 0:
+// rapport_kpis(), a new report per call; 1: rapport_kpi_view_refresh(), the
+// report the view keeps refilled (Engine::KpisInto). The two are checked to
+// give the same bytes before timing; the first query (which builds the
+// engine's KPI cells) is not timed.
+void BM_CApiKpiDashboard(benchmark::State& state) {
+  const bool view = state.range(0) != 0;
+  std::string query;
+  AppendVarint(&query, 1 << 3);  // start_us: 2024-01-01
+  AppendVarint(&query, 1704067200000000);
+  AppendVarint(&query, 2 << 3);  // end_us: 2026-01-01
+  AppendVarint(&query, 1767225600000000);
+  AppendVarint(&query, 3 << 3);  // as_of_us: 2100-01-01, a day after every fact
+  AppendVarint(&query, 4102444800000000);
+  AppendVarint(&query, 4 << 3);  // bucket: BUCKET_MONTH
+  AppendVarint(&query, 3);
+  AppendVarint(&query, 6 << 3);  // group_by: GROUP_BY_MANAGER
+  AppendVarint(&query, 1);
+  const auto* q = reinterpret_cast<const uint8_t*>(query.data());
+  rapport_engine* e = NewEngine();
+  for (const std::string& bytes : *g_batches) {
+    if (rapport_ingest_batch(nullptr, nullptr, e, reinterpret_cast<const uint8_t*>(bytes.data()),
+                             bytes.size(), RAPPORT_FORMAT_PROTOBUF,
+                             RAPPORT_BATCH_ATOMIC) != RAPPORT_OK) {
+      Die(rapport_last_error_message());
+    }
+  }
+  rapport_kpi_view* v = nullptr;
+  uint8_t* report = nullptr;
+  size_t report_len = 0;
+  const uint8_t* kept = nullptr;
+  size_t kept_len = 0;
+  if (rapport_kpi_view_create(&v, e, q, query.size(), RAPPORT_FORMAT_PROTOBUF) != RAPPORT_OK ||
+      rapport_kpi_view_refresh(&kept, &kept_len, v) != RAPPORT_OK ||
+      rapport_kpis(&report, &report_len, e, q, query.size(), RAPPORT_FORMAT_PROTOBUF) !=
+          RAPPORT_OK) {
+    Die(rapport_last_error_message());
+  }
+  if (kept_len != report_len || std::memcmp(kept, report, report_len) != 0) {
+    Die("the view's report differs from rapport_kpis()");
+  }
+  rapport_free(report);
+  for (auto _ : state) {
+    if (view) {
+      if (rapport_kpi_view_refresh(&kept, &kept_len, v) != RAPPORT_OK) {
+        Die(rapport_last_error_message());
+      }
+      benchmark::DoNotOptimize(kept);
+    } else {
+      if (rapport_kpis(&report, &report_len, e, q, query.size(), RAPPORT_FORMAT_PROTOBUF) !=
+          RAPPORT_OK) {
+        Die(rapport_last_error_message());
+      }
+      rapport_free(report);
+    }
+  }
+  state.counters["report_bytes"] = static_cast<double>(kept_len);
+  rapport_kpi_view_destroy(v);
+  rapport_engine_destroy(e);
+}
+BENCHMARK(BM_CApiKpiDashboard)->ArgName("view")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 
 int RunHelper(const std::vector<std::string>& args) {
   std::vector<char*> argv;

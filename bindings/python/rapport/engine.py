@@ -262,8 +262,9 @@ class KpiView:
     """One KPI query on one engine, with the report it last produced kept
     between refreshes (the C ABI's rapport_kpi_view, over
     Engine::KpisInto): a dashboard that refreshes the same query again and
-    again reuses the report's storage instead of building a new one, which
-    on a large engine is about ten times cheaper than :meth:`Engine.kpis`.
+    again reuses the report's storage instead of building a new one as
+    :meth:`Engine.kpis` does (0.56 ms instead of 1.5 ms for a 24-month
+    dashboard at 500 000 events, through the C ABI).
 
     Made by :meth:`Engine.kpi_view`. Release it with :meth:`close` or a
     ``with`` block; closing its engine closes it too (``__del__`` closes a
