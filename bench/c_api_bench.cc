@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -303,6 +304,25 @@ void BM_IngestJsonLines(benchmark::State& state) {
 }
 BENCHMARK(BM_IngestJsonLines)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 
+// The JSON parse alone, as the C ABI runs it on what the Python binding
+// sends from dicts: one rapport.v1.EventBatch document ({"events":[...]}) of
+// kBatch events, parsed onto an arena. No engine: this is the parser's share
+// of the C call, which bounds Python's rate from dicts.
+std::vector<std::string>* g_json_docs = nullptr;
+void BM_ParseJsonBatch(benchmark::State& state) {
+  int64_t events = 0;
+  for (auto _ : state) {
+    for (const std::string& doc : *g_json_docs) {
+      google::protobuf::Arena arena;
+      auto* batch = google::protobuf::Arena::CreateMessage<rapport::v1::EventBatch>(&arena);
+      if (absl::Status st = rapport::FromJson(doc, batch); !st.ok()) Die(std::string(st.message()));
+      events += batch->events_size();
+    }
+  }
+  state.SetItemsProcessed(events);
+}
+BENCHMARK(BM_ParseJsonBatch)->Unit(benchmark::kMillisecond);
+
 // Timers fired through Advance. Accounts are created evenly over 10 days,
 // each with one pending timer 30 days later that creates a task; step k
 // advances each of four engines (same config, same events) to day k + 1
@@ -469,28 +489,41 @@ int TimeCpp(const std::string& stream, size_t batch, int repeat, bool no_rules) 
 
 #else
 
-// The C ABI through the shared library, on its own: the rates a C host
-// sees. arg 0: no result; 1: the IngestResult as protobuf (actions included).
-void BM_CApiIngestBatch(benchmark::State& state) {
-  const bool want_result = state.range(0) != 0;
+// The shape of the shared library's own rows: each iteration ingests all
+// of `items` into a fresh engine (created and destroyed off the clock), one
+// `call(engine, item)` per item; a call that fails skips the benchmark with
+// the library's message.
+template <typename Call>
+void OnFreshEngines(benchmark::State& state, const std::vector<std::string>& items, int64_t events,
+                    Call call) {
   for (auto _ : state) {
     state.PauseTiming();
     rapport_engine* e = NewEngine();
     state.ResumeTiming();
-    for (const std::string& bytes : *g_batches) {
-      uint8_t* out = nullptr;
-      size_t len = 0;
-      int rc = rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
-                                    reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
-                                    RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC);
-      if (rc != RAPPORT_OK) state.SkipWithError(rapport_last_error_message());
-      rapport_free(out);
+    for (const std::string& item : items) {
+      if (call(e, item) != RAPPORT_OK) state.SkipWithError(rapport_last_error_message());
     }
     state.PauseTiming();
     rapport_engine_destroy(e);
     state.ResumeTiming();
   }
-  state.SetItemsProcessed(state.iterations() * g_events);
+  state.SetItemsProcessed(state.iterations() * events);
+}
+
+// The C ABI through the shared library, on its own: the rates a C host
+// sees. arg 0: no result; 1: the IngestResult as protobuf (actions included).
+void BM_CApiIngestBatch(benchmark::State& state) {
+  const bool want_result = state.range(0) != 0;
+  OnFreshEngines(state, *g_batches, g_events, [&](rapport_engine* e, const std::string& bytes) {
+    uint8_t* out = nullptr;
+    size_t len = 0;
+    const int rc =
+        rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
+                             reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                             RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC);
+    rapport_free(out);
+    return rc;
+  });
 }
 BENCHMARK(BM_CApiIngestBatch)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
@@ -506,25 +539,80 @@ BENCHMARK(BM_CApiCallOverhead);
 
 // One event per call: what a host pays when it does not batch.
 void BM_CApiIngestEventPerCall(benchmark::State& state) {
-  const std::string stream = ReadFile(std::getenv("RAPPORT_BENCH_STREAM"));
-  const std::vector<std::string> events = SplitDelimited(stream);
-  for (auto _ : state) {
-    state.PauseTiming();
-    rapport_engine* e = NewEngine();
-    state.ResumeTiming();
-    for (const std::string& ev : events) {
-      if (rapport_ingest_event(nullptr, nullptr, e, reinterpret_cast<const uint8_t*>(ev.data()),
-                               ev.size(), RAPPORT_FORMAT_PROTOBUF) != RAPPORT_OK) {
-        state.SkipWithError(rapport_last_error_message());
-      }
-    }
-    state.PauseTiming();
-    rapport_engine_destroy(e);
-    state.ResumeTiming();
-  }
-  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
+  const std::vector<std::string> events =
+      SplitDelimited(ReadFile(std::getenv("RAPPORT_BENCH_STREAM")));
+  OnFreshEngines(state, events, static_cast<int64_t>(events.size()),
+                 [](rapport_engine* e, const std::string& ev) {
+                   return rapport_ingest_event(nullptr, nullptr, e,
+                                               reinterpret_cast<const uint8_t*>(ev.data()),
+                                               ev.size(), RAPPORT_FORMAT_PROTOBUF);
+                 });
 }
 BENCHMARK(BM_CApiIngestEventPerCall)->Unit(benchmark::kMillisecond);
+
+// A dashboard refreshed through the C ABI: 24 months (2024 and 2025) by
+// manager, as of a UTC day after every fact (so that the engine's KPI cells
+// answer it alone, lib/kpi/report.h), the report as protobuf. arg 0:
+// rapport_kpis(), a new report per call; 1: rapport_kpi_view_refresh(), the
+// report the view keeps refilled (Engine::KpisInto). The two are checked to
+// give the same bytes before timing; the first query (which builds the
+// engine's KPI cells) is not timed.
+void BM_CApiKpiDashboard(benchmark::State& state) {
+  const bool view = state.range(0) != 0;
+  std::string query;
+  AppendVarint(&query, 1 << 3);  // start_us: 2024-01-01
+  AppendVarint(&query, 1704067200000000);
+  AppendVarint(&query, 2 << 3);  // end_us: 2026-01-01
+  AppendVarint(&query, 1767225600000000);
+  AppendVarint(&query, 3 << 3);  // as_of_us: 2100-01-01, a day after every fact
+  AppendVarint(&query, 4102444800000000);
+  AppendVarint(&query, 4 << 3);  // bucket: BUCKET_MONTH
+  AppendVarint(&query, 3);
+  AppendVarint(&query, 6 << 3);  // group_by: GROUP_BY_MANAGER
+  AppendVarint(&query, 1);
+  const auto* q = reinterpret_cast<const uint8_t*>(query.data());
+  rapport_engine* e = NewEngine();
+  for (const std::string& bytes : *g_batches) {
+    if (rapport_ingest_batch(nullptr, nullptr, e, reinterpret_cast<const uint8_t*>(bytes.data()),
+                             bytes.size(), RAPPORT_FORMAT_PROTOBUF,
+                             RAPPORT_BATCH_ATOMIC) != RAPPORT_OK) {
+      Die(rapport_last_error_message());
+    }
+  }
+  rapport_kpi_view* v = nullptr;
+  uint8_t* report = nullptr;
+  size_t report_len = 0;
+  const uint8_t* kept = nullptr;
+  size_t kept_len = 0;
+  if (rapport_kpi_view_create(&v, e, q, query.size(), RAPPORT_FORMAT_PROTOBUF) != RAPPORT_OK ||
+      rapport_kpi_view_refresh(&kept, &kept_len, v) != RAPPORT_OK ||
+      rapport_kpis(&report, &report_len, e, q, query.size(), RAPPORT_FORMAT_PROTOBUF) !=
+          RAPPORT_OK) {
+    Die(rapport_last_error_message());
+  }
+  if (kept_len != report_len || std::memcmp(kept, report, report_len) != 0) {
+    Die("the view's report differs from rapport_kpis()");
+  }
+  rapport_free(report);
+  for (auto _ : state) {
+    if (view) {
+      if (rapport_kpi_view_refresh(&kept, &kept_len, v) != RAPPORT_OK) {
+        Die(rapport_last_error_message());
+      }
+      benchmark::DoNotOptimize(kept);
+    } else {
+      if (rapport_kpis(&report, &report_len, e, q, query.size(), RAPPORT_FORMAT_PROTOBUF) !=
+          RAPPORT_OK) {
+        Die(rapport_last_error_message());
+      }
+      rapport_free(report);
+    }
+  }
+  state.counters["report_bytes"] = static_cast<double>(kept_len);
+  rapport_kpi_view_destroy(v);
+  rapport_engine_destroy(e);
+}
+BENCHMARK(BM_CApiKpiDashboard)->ArgName("view")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 
 int RunHelper(const std::vector<std::string>& args) {
   std::vector<char*> argv;
@@ -631,6 +719,14 @@ int main(int argc, char** argv) {
     json_batches.push_back(std::move(text));
   }
   g_json_batches = &json_batches;
+  // The same batches as EventBatch JSON documents, for BM_ParseJsonBatch.
+  std::vector<std::string> json_docs;
+  for (const std::string& bytes : batches) {
+    rapport::v1::EventBatch batch;
+    if (!batch.ParseFromString(bytes)) Die("parse");
+    json_docs.push_back(*rapport::ToJson(batch));
+  }
+  g_json_docs = &json_docs;
   // One untimed pass first, so that no side is measured while the
   // allocator first grows the heap.
   {

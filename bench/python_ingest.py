@@ -17,7 +17,9 @@ from protobuf bytes. The engine's own ingest rate (the C++ API, core_bench
 and c_api_bench) bounds the second figure; --no-rules also shows it without
 the regulations (an empty rule set).
 
-The last lines put the Python layer's own cost apart from the engine's:
+The last lines put the Python layer's own cost apart from the engine's
+(and, from dicts, the time of each share: json.dumps, the library's JSON
+parse, the engine's ingest, decoding the result):
 c_api_bench_cpp --time-cpp runs what a C++ host does with the same bytes in
 the same batches (parse each into an arena EventBatch, IngestBatch), in runs
 paired with the Python ones (one each, alternately), and the ratio of the
@@ -193,6 +195,56 @@ def main():
                     ratios.append(t[0] / t[1])
         print(f"  protobuf bytes per batch, {name}: Engine.ingest over the bare C call, median "
               f"per chunk: {100 * (statistics.median(ratios) - 1):+.1f} %")
+    # Where the time from dicts goes, each share timed alone on this thread
+    # (thread CPU time, best of --repeat): the binding's json.dumps of each
+    # chunk (Python, under the GIL), the C call (the library's JSON parse and
+    # the engine's ingest, without the GIL) and the result's decoding; and
+    # the parse alone, from the same chunk behind one event that parses but
+    # that the engine refuses (no event_id): the library parses the whole
+    # chunk, then the atomic batch fails at its first event, having ingested
+    # nothing. (A chunk that does not parse would be parsed twice: the fast
+    # path gives up, and the reflection parser finds the error.)
+    # Engine.ingest overlaps the encoding of a chunk with the C call of the
+    # one before, so on two idle cores its rate is about one event per the
+    # larger of (encode + decode) and the C call.
+    from rapport.engine import _decode, _dumps_events
+    shares = {"encode": [], "call": [], "parse": [], "decode": []}
+    for _ in range(args.repeat):
+        t = dict.fromkeys(shares, 0.0)
+        with rapport.Engine(config) as engine:
+            for start in range(0, n, args.batch_size):
+                chunk = dicts[start:start + args.batch_size]
+                begin = time.thread_time()
+                data = _dumps_events(chunk)
+                t["encode"] += time.thread_time() - begin
+                bad = b'{"events":[{"occurred_at_us":1},' + data[len(b'{"events":['):]
+                begin = time.thread_time()
+                try:
+                    _ffi.rapport_ingest_batch_v2(None, None, engine._h(), bad, len(bad),
+                                                 _ffi.FORMAT_JSON, _ffi.BATCH_ATOMIC,
+                                                 _ffi.FORMAT_JSON)
+                    raise AssertionError("the bad event was accepted")
+                except rapport.InvalidArgumentError:
+                    pass
+                t["parse"] += time.thread_time() - begin
+                out = _ffi.OutBuffer()
+                begin = time.thread_time()
+                _ffi.rapport_ingest_batch_v2(*out.args(), engine._h(), data, len(data),
+                                             _ffi.FORMAT_JSON, _ffi.BATCH_ATOMIC,
+                                             _ffi.FORMAT_JSON)
+                t["call"] += time.thread_time() - begin
+                raw = out.take()
+                begin = time.thread_time()
+                _decode(raw)
+                t["decode"] += time.thread_time() - begin
+        for k in shares:
+            shares[k].append(t[k])
+    us = {k: 1e6 * min(v) / n for k, v in shares.items()}
+    print(f"  dicts, per event (thread CPU, best of {args.repeat}): json.dumps {us['encode']:.2f} "
+          f"us + decoding the result {us['decode']:.2f} us (Python); the C call "
+          f"{us['call']:.2f} us, of which the JSON parse at most {us['parse']:.2f} us (with "
+          f"the engine refusing the chunk's first event; c_api_bench_cpp BM_ParseJsonBatch "
+          f"times the parse alone)")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 

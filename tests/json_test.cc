@@ -331,6 +331,61 @@ TEST(FastJsonParser, EqualsReferenceOnSnapshotsAndConfigs) {
   MutantsAgree({config_json, config_camel}, v1::EngineConfig(), 1500);
 }
 
+TEST(FastJsonParser, WireTranscoderCornersEqualReference) {
+  // FromJson transcodes the text to the wire format for the generated
+  // parser (lib/codec/json_parser.cc) and leaves to the reflection parser
+  // what a wire merge would not mean the same. Its corners: lengths that
+  // take 2 and 3 bytes, keys given twice, oneofs, null, enum numbers,
+  // repeated scalars of each wire type.
+  const std::string name200(200, 'n');
+  const std::string name20000(20000, 'n');
+  const v1::Event event;
+  const std::vector<std::pair<std::string, bool>> events = {
+      {R"({"eventId":"e","accountUpserted":{"accountId":"a","name":")" + name200 + R"("}})", true},
+      {R"({"eventId":"e","accountUpserted":{"accountId":"a","name":")" + name20000 + R"("}})",
+       true},
+      // A message given twice merges; a scalar given twice keeps the last.
+      {R"({"eventId":"e","accountUpserted":{"accountId":"a"},"accountUpserted":{"name":"n"}})",
+       true},
+      {R"({"eventId":"e","eventId":"f","occurredAtUs":1,"occurred_at_us":"2"})", true},
+      // Two members of one oneof: refused; the same member twice: merged.
+      {R"({"accountUpserted":{"accountId":"a"},"dealWon":{"dealId":"d"}})", false},
+      {R"({"dealWon":{"dealId":"d"},"deal_won":{}})", true},
+      // null clears, after which another member may be set.
+      {R"({"accountUpserted":{"accountId":"a"},"accountUpserted":null,"dealWon":{}})", true},
+      {R"({"eventId":"e","eventId":null})", true},
+      {R"({"dealWon":{}})", true},
+      {R"({"teamUpserted":{"segments":["a","b"],"segments":["c"]}})", true},
+      {R"({"teamUpserted":{"segments":["a",null]}})", false},
+      // Enum numbers: defined, undefined (an open enum keeps it), negative.
+      {R"({"accountUpserted":{"kind":1}})", true},
+      {R"({"accountUpserted":{"kind":77}})", true},
+      {R"({"accountUpserted":{"kind":-1}})", true},
+      {R"({"accountUpserted":{"kind":"NOPE"}})", false},
+      {R"({"occurredAtUs":-1,"accountUpserted":{"createdAtUs":"-9223372036854775808"}})", true},
+      {R"({"eventId":"e"} x)", false},
+  };
+  for (const auto& [json, accepted] : events) {
+    EXPECT_EQ(ExpectSameAsReference(json, event), accepted) << json;
+  }
+  // Repeated int32 (negative: ten-byte varints) and double, in a config.
+  const v1::EngineConfig config;
+  EXPECT_TRUE(ExpectSameAsReference(
+      R"({"health":{"contactDays":[-1,2147483647,0],"contactPoints":[1.5,"NaN","-Infinity",)"
+      R"(1e308,-0.0],"complaintsNone":3.25}})",
+      config));
+  EXPECT_FALSE(ExpectSameAsReference(R"({"health":{"contactDays":[2147483648]}})", config));
+  // A whole batch document, as the Python binding sends it.
+  std::string batch = R"({"events":[)";
+  for (int i = 0; i < 300; ++i) {
+    absl::StrAppend(&batch, i > 0 ? "," : "", R"({"eventId":"e-)", i,
+                    R"(","occurredAtUs":"1735689600000000","accountUpserted":{"accountId":"a-)", i,
+                    R"(","kind":"ACCOUNT_KIND_CLIENT","name":")", std::string(i, 'x'), R"("}})");
+  }
+  batch += "]}";
+  EXPECT_TRUE(ExpectSameAsReference(batch, v1::EventBatch()));
+}
+
 TEST(FastJsonParser, EqualsReferenceOnEveryNumberForm) {
   // Each integer type with each token, bare and quoted: the fast integer
   // path takes only plain decimals and must agree with absl's for those.

@@ -773,3 +773,98 @@ int rapport_load_rule_set(uint8_t** out, size_t* out_len, const char* text, size
 }
 
 }  // extern "C"
+
+// A kept query and report (rapport_kpi_view_*). The report is refilled by
+// Engine::KpisInto, which reuses its rows, lines and strings; the protobuf
+// bytes go into a kept string too, so a refresh of an unchanged shape
+// allocates nothing on either side.
+struct rapport_kpi_view {
+  const rapport::Engine* engine = nullptr;
+  int format = RAPPORT_FORMAT_PROTOBUF;
+  rapport::v1::KpiQuery query;
+  rapport::v1::KpiReport report;
+  // The bytes of the last successful refresh (std::string keeps a NUL after
+  // its size, which JSON callers may rely on).
+  std::string bytes;
+};
+
+namespace {
+
+// Runs the view's query and serializes the report into `view->bytes`. On
+// error neither the report nor the bytes change (KpisInto leaves its report
+// as it was).
+absl::Status RefreshView(rapport_kpi_view* view) {
+  if (absl::Status st = view->engine->KpisInto(view->query, &view->report); !st.ok()) return st;
+  if (view->format == RAPPORT_FORMAT_JSON) {
+    absl::StatusOr<std::string> json = rapport::ToJson(view->report);
+    if (!json.ok()) return json.status();
+    view->bytes = *std::move(json);
+    return absl::OkStatus();
+  }
+  // The same serialization as Emit() (not deterministic mode: the report has
+  // no maps, so the bytes are those of rapport_kpis()).
+  if (view->report.ByteSizeLong() > static_cast<size_t>(INT32_MAX)) {
+    return absl::ResourceExhaustedError("rapport.v1.KpiReport is over 2 GiB serialized");
+  }
+  view->bytes.clear();
+  if (!view->report.AppendToString(&view->bytes)) {
+    return absl::InternalError("the KPI report did not serialize");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern "C" {
+
+int rapport_kpi_view_create(rapport_kpi_view** out, const rapport_engine* engine,
+                            const uint8_t* query, size_t query_len, int format) {
+  return Guard([&] {
+    if (out == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "out is NULL");
+    *out = nullptr;
+    if (engine == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "engine is NULL");
+    if (absl::Status st = CheckInput(query, query_len, "query"); !st.ok()) return Fail(st);
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    auto view = std::make_unique<rapport_kpi_view>();
+    view->engine = engine->engine.get();
+    view->format = format;
+    if (query_len > 0) {
+      if (absl::Status st = Parse(query, query_len, format, &view->query); !st.ok()) {
+        return Fail(st);
+      }
+    }
+    // Once now: a bad query fails here, and the report has its shape.
+    if (absl::Status st = RefreshView(view.get()); !st.ok()) return Fail(st);
+    *out = view.release();
+    return RAPPORT_OK;
+  });
+}
+
+int rapport_kpi_view_refresh(const uint8_t** report, size_t* report_len, rapport_kpi_view* view) {
+  return Guard([&] {
+    if (report != nullptr) *report = nullptr;
+    if (report_len != nullptr) *report_len = 0;
+    if (report == nullptr || report_len == nullptr || view == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "report, report_len and view must not be NULL");
+    }
+    if (absl::Status st = RefreshView(view); !st.ok()) return Fail(st);
+    *report = reinterpret_cast<const uint8_t*>(view->bytes.data());
+    *report_len = view->bytes.size();
+    return RAPPORT_OK;
+  });
+}
+
+void rapport_kpi_view_destroy(rapport_kpi_view* view) { delete view; }
+
+int rapport_default_config(uint8_t** out, size_t* out_len, int format) {
+  return Guard([&] {
+    ClearOut(out, out_len);
+    if (out == nullptr || out_len == nullptr) {
+      return FailWith(RAPPORT_INVALID_ARGUMENT, "out and out_len must not be NULL");
+    }
+    if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    return Emit(rapport::Engine::DefaultConfig(), format, out, out_len);
+  });
+}
+
+}  // extern "C"

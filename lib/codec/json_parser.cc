@@ -1,5 +1,6 @@
 #include "lib/codec/json_parser.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -126,6 +127,11 @@ struct MessageTable;
 struct FieldInfo {
   const FieldDescriptor* field = nullptr;
   FieldDescriptor::CppType cpp_type = FieldDescriptor::CPPTYPE_INT32;
+  // For the wire transcoder: the field's wire-format type and number, and
+  // the index of its real oneof in the message (-1: none).
+  FieldDescriptor::Type type = FieldDescriptor::TYPE_INT32;
+  uint32_t number = 0;
+  int oneof_index = -1;
   bool repeated = false;
   bool is_map = false;
   bool is_bytes = false;
@@ -163,6 +169,9 @@ class Tables {
       fi.is_map = f->is_map();
       fi.is_bytes = f->type() == FieldDescriptor::TYPE_BYTES;
       fi.in_real_oneof = f->real_containing_oneof() != nullptr;
+      fi.type = f->type();
+      fi.number = static_cast<uint32_t>(f->number());
+      if (fi.in_real_oneof) fi.oneof_index = f->real_containing_oneof()->index();
       if (fi.cpp_type == FieldDescriptor::CPPTYPE_MESSAGE && !fi.is_map) {
         fi.message = Get(f->message_type());
       }
@@ -253,6 +262,19 @@ bool FastInteger(absl::string_view s, T* out) {
   return true;
 }
 
+// The transcoder's output: bytes [0, size) of `buf`, which grows by
+// doubling and is never shrunk while in use (a resize per value would cost
+// more than writing it).
+struct WireOut {
+  std::string buf;
+  size_t size = 0;
+  // Room for `n` more bytes at buf[size].
+  char* Room(size_t n) {
+    if (buf.size() - size < n) buf.resize(std::max(2 * buf.size(), size + n + 256));
+    return &buf[size];
+  }
+};
+
 class Parser {
  public:
   explicit Parser(absl::string_view text)
@@ -264,6 +286,20 @@ class Parser {
     SkipWs();
     if (p_ != end_) return Error("unexpected text after the object");
     return absl::OkStatus();
+  }
+
+  // The fast path: the text as the protobuf wire format of the message
+  // (appended to `out`), for the generated parser to read. It takes the
+  // same tokens with the same functions as Run, and gives up (false) on
+  // anything whose meaning on a message differs from a wire merge: null
+  // (clears a field), two members of one oneof (an error), a map, a group,
+  // an enum number the enum does not define, and every error. The caller
+  // then runs Run, which is the authority on those.
+  bool Transcode(const MessageTable* t, WireOut* out) {
+    SkipWs();
+    if (!TranscodeMessage(t, 0, out)) return false;
+    SkipWs();
+    return p_ == end_;
   }
 
  private:
@@ -646,6 +682,249 @@ class Parser {
     }
   }
 
+  // ---- The wire transcoder (see Transcode). ----
+
+  // Oneofs per message the transcoder tracks; a message with more goes to Run.
+  static constexpr int kMaxOneofs = 8;
+
+  static void PutVarint(WireOut* out, uint64_t v) {
+    char* p = out->Room(10);
+    size_t n = 0;
+    while (v >= 0x80) {
+      p[n++] = static_cast<char>(v | 0x80);
+      v >>= 7;
+    }
+    p[n++] = static_cast<char>(v);
+    out->size += n;
+  }
+  static void PutTag(WireOut* out, uint32_t number, uint32_t wire_type) {
+    PutVarint(out, (static_cast<uint64_t>(number) << 3) | wire_type);
+  }
+  static void PutFixed32(WireOut* out, uint32_t v) {
+    char* p = out->Room(4);
+    for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+    out->size += 4;
+  }
+  static void PutFixed64(WireOut* out, uint64_t v) {
+    char* p = out->Room(8);
+    for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
+    out->size += 8;
+  }
+  static void PutBytes(WireOut* out, absl::string_view v) {
+    PutVarint(out, v.size());
+    if (!v.empty()) std::memcpy(out->Room(v.size()), v.data(), v.size());
+    out->size += v.size();
+  }
+
+  bool TranscodeMessage(const MessageTable* t, int depth, WireOut* out) {
+    if (depth >= kMaxJsonDepth) return false;
+    if (!Consume('{')) return false;
+    if (Consume('}')) return true;
+    // The member set of each oneof so far (0: none): a second member is
+    // Run's error to report.
+    uint32_t oneof_set[kMaxOneofs] = {};
+    while (true) {
+      absl::string_view key;
+      if (!ParseString(&key).ok()) return false;
+      const int index = t->by_name.Find(key);
+      if (index < 0) return false;
+      const FieldInfo& fi = t->fields[static_cast<size_t>(index)];
+      if (fi.is_map) return false;
+      if (!Consume(':')) return false;
+      SkipWs();
+      if (p_ < end_ && *p_ == 'n') return false;  // null clears a field: Run's
+      if (fi.oneof_index >= 0) {
+        if (fi.oneof_index >= kMaxOneofs) return false;
+        uint32_t& set = oneof_set[fi.oneof_index];
+        if (set != 0 && set != fi.number) return false;
+        set = fi.number;
+      }
+      if (fi.repeated) {
+        // Repeated scalars go unpacked, one tag per value: the parser takes
+        // both encodings into the same field.
+        if (!Consume('[')) return false;
+        if (!Consume(']')) {
+          do {
+            if (!TranscodeValue(fi, depth, out)) return false;
+          } while (Consume(','));
+          if (!Consume(']')) return false;
+        }
+      } else if (!TranscodeValue(fi, depth, out)) {
+        return false;
+      }
+      if (Consume(',')) continue;
+      return Consume('}');
+    }
+  }
+
+  // One value of field `fi`, parsed exactly as ParseValue parses it (the
+  // same functions, by cpp type), written as ParseValue's setter would
+  // store it: integers by their wire type, enums by number, floats after
+  // the same narrowing, strings and bytes as their bytes.
+  bool TranscodeValue(const FieldInfo& fi, int depth, WireOut* out) {
+    const uint32_t n = fi.number;
+    switch (fi.type) {
+      case FieldDescriptor::TYPE_INT32:
+      case FieldDescriptor::TYPE_SINT32:
+      case FieldDescriptor::TYPE_SFIXED32: {
+        int32_t v = 0;
+        if (!ParseInteger(&v).ok()) return false;
+        if (fi.type == FieldDescriptor::TYPE_INT32) {
+          PutTag(out, n, 0);
+          PutVarint(out, static_cast<uint64_t>(static_cast<int64_t>(v)));
+        } else if (fi.type == FieldDescriptor::TYPE_SINT32) {
+          PutTag(out, n, 0);
+          const uint32_t u = static_cast<uint32_t>(v);
+          PutVarint(out, (u << 1) ^ static_cast<uint32_t>(-static_cast<int32_t>(u >> 31)));
+        } else {
+          PutTag(out, n, 5);
+          PutFixed32(out, static_cast<uint32_t>(v));
+        }
+        return true;
+      }
+      case FieldDescriptor::TYPE_INT64:
+      case FieldDescriptor::TYPE_SINT64:
+      case FieldDescriptor::TYPE_SFIXED64: {
+        int64_t v = 0;
+        if (!ParseInteger(&v).ok()) return false;
+        if (fi.type == FieldDescriptor::TYPE_INT64) {
+          PutTag(out, n, 0);
+          PutVarint(out, static_cast<uint64_t>(v));
+        } else if (fi.type == FieldDescriptor::TYPE_SINT64) {
+          PutTag(out, n, 0);
+          const uint64_t u = static_cast<uint64_t>(v);
+          PutVarint(out, (u << 1) ^ static_cast<uint64_t>(-static_cast<int64_t>(u >> 63)));
+        } else {
+          PutTag(out, n, 1);
+          PutFixed64(out, static_cast<uint64_t>(v));
+        }
+        return true;
+      }
+      case FieldDescriptor::TYPE_UINT32:
+      case FieldDescriptor::TYPE_FIXED32: {
+        uint32_t v = 0;
+        if (!ParseInteger(&v).ok()) return false;
+        if (fi.type == FieldDescriptor::TYPE_UINT32) {
+          PutTag(out, n, 0);
+          PutVarint(out, v);
+        } else {
+          PutTag(out, n, 5);
+          PutFixed32(out, v);
+        }
+        return true;
+      }
+      case FieldDescriptor::TYPE_UINT64:
+      case FieldDescriptor::TYPE_FIXED64: {
+        uint64_t v = 0;
+        if (!ParseInteger(&v).ok()) return false;
+        if (fi.type == FieldDescriptor::TYPE_UINT64) {
+          PutTag(out, n, 0);
+          PutVarint(out, v);
+        } else {
+          PutTag(out, n, 1);
+          PutFixed64(out, v);
+        }
+        return true;
+      }
+      case FieldDescriptor::TYPE_DOUBLE: {
+        double v = 0;
+        if (!ParseDouble(&v).ok()) return false;
+        uint64_t bits;
+        std::memcpy(&bits, &v, sizeof bits);
+        PutTag(out, n, 1);
+        PutFixed64(out, bits);
+        return true;
+      }
+      case FieldDescriptor::TYPE_FLOAT: {
+        double v = 0;
+        if (!ParseDouble(&v).ok()) return false;
+        const float f = static_cast<float>(v);
+        uint32_t bits;
+        std::memcpy(&bits, &f, sizeof bits);
+        PutTag(out, n, 5);
+        PutFixed32(out, bits);
+        return true;
+      }
+      case FieldDescriptor::TYPE_BOOL: {
+        SkipWs();
+        uint64_t v;
+        if (ConsumeWord("true")) {
+          v = 1;
+        } else if (ConsumeWord("false")) {
+          v = 0;
+        } else {
+          return false;
+        }
+        PutTag(out, n, 0);
+        PutVarint(out, v);
+        return true;
+      }
+      case FieldDescriptor::TYPE_ENUM: {
+        SkipWs();
+        int number = 0;
+        if (p_ < end_ && *p_ == '"') {
+          absl::string_view name;
+          if (!ParseString(&name).ok()) return false;
+          const int index = fi.enumeration->by_name.Find(name);
+          if (index < 0) return false;
+          number = fi.enumeration->numbers[static_cast<size_t>(index)];
+        } else {
+          if (!ParseInteger(&number).ok()) return false;
+          // A number the enum does not define: a closed enum's parser would
+          // put it among the unknown fields, where the setter stores it.
+          if (fi.field->enum_type()->FindValueByNumber(number) == nullptr) return false;
+        }
+        PutTag(out, n, 0);
+        PutVarint(out, static_cast<uint64_t>(static_cast<int64_t>(number)));
+        return true;
+      }
+      case FieldDescriptor::TYPE_STRING:
+      case FieldDescriptor::TYPE_BYTES: {
+        absl::string_view v;
+        if (!ParseString(&v).ok()) return false;
+        if (fi.is_bytes) {
+          std::string& bytes = scratch_bytes_;
+          if (!absl::Base64Unescape(v, &bytes) && !absl::WebSafeBase64Unescape(v, &bytes)) {
+            return false;
+          }
+          v = bytes;
+        }
+        PutTag(out, n, 2);
+        PutBytes(out, v);
+        return true;
+      }
+      case FieldDescriptor::TYPE_MESSAGE: {
+        PutTag(out, n, 2);
+        // One byte for the length, widened after the fact when the message
+        // turns out to take 128 bytes or more.
+        const size_t length_at = out->size;
+        out->Room(1);
+        ++out->size;
+        if (!TranscodeMessage(fi.message, depth + 1, out)) return false;
+        const size_t length = out->size - length_at - 1;
+        if (length > static_cast<size_t>(INT32_MAX)) return false;
+        if (length < 0x80) {
+          out->buf[length_at] = static_cast<char>(length);
+          return true;
+        }
+        char prefix[10];
+        size_t k = 0;
+        for (uint64_t v = length; v >= 0x80; v >>= 7) prefix[k++] = static_cast<char>(v | 0x80);
+        prefix[k] = static_cast<char>(length >> (7 * k));
+        ++k;
+        out->Room(k - 1);
+        char* at = &out->buf[length_at];
+        std::memmove(at + k, at + 1, length);
+        std::memcpy(at, prefix, k);
+        out->size += k - 1;
+        return true;
+      }
+      case FieldDescriptor::TYPE_GROUP:
+        return false;
+    }
+    return false;
+  }
+
   const char* begin_;
   const char* p_;
   const char* end_;
@@ -658,6 +937,8 @@ class Parser {
   // A key that names no field, for its error.
   bool has_unknown_key_ = false;
   std::string unknown_key_;
+  // Decoded base64 of a bytes value (the transcoder).
+  std::string scratch_bytes_;
 };
 
 }  // namespace
@@ -665,7 +946,26 @@ class Parser {
 absl::Status ParseJsonInto(absl::string_view json, Message* message) {
   const Descriptor* d = message->GetDescriptor();
   if (d->file()->pool() == DescriptorPool::generated_pool()) {
-    return Parser(json).Run(GeneratedTable(d), message);
+    const MessageTable* t = GeneratedTable(d);
+    // The fast path, for an empty message (FromJson clears it first): the
+    // text transcoded to the wire format, which the generated parser reads
+    // into the message about twice as fast as reflection sets each field.
+    // It equals Run on every input it takes (json_test compares both with
+    // the reference parser); on anything else, and should the wire not
+    // parse, Run decides, on the message as it was (empty).
+    if (message->ByteSizeLong() == 0) {
+      // Kept per thread: no allocation per event when a batch is parsed
+      // line by line; a buffer grown past 1 MiB is let go.
+      thread_local WireOut wire;
+      wire.size = 0;
+      const bool done = Parser(json).Transcode(t, &wire) &&
+                        wire.size <= static_cast<size_t>(INT32_MAX) &&
+                        message->ParseFromArray(wire.buf.data(), static_cast<int>(wire.size));
+      if (wire.buf.size() > (size_t{1} << 20)) std::string().swap(wire.buf);
+      if (done) return absl::OkStatus();
+      message->Clear();
+    }
+    return Parser(json).Run(t, message);
   }
   // A dynamic pool may free its descriptors (and reuse their addresses):
   // tables for this call only.

@@ -476,6 +476,86 @@ class EngineTest(unittest.TestCase):
             with self.assertRaises(rapport.InvalidArgumentError):
                 engine.kpi_partial({"start_us": T0, "end_us": T0 - 1})
 
+    def test_kpi_view(self):
+        query = {"start_us": T0, "end_us": T0 + 365 * DAY_US}
+        with seeded_engine() as engine:
+            with engine.kpi_view(query) as view:
+                self.assertIsInstance(view, rapport.KpiView)
+                self.assertEqual(view.refresh(), engine.kpis(query))
+                # The kept report is refilled from the current state, never stale.
+                engine.ingest(ev("pay-2", T0 + 4 * DAY_US, payment_received={
+                    "account_id": "c-1", "order_id": "o-1",
+                    "amount": {"amount_minor": 70000, "currency": "USD"}}))
+                report = view.refresh()
+                self.assertEqual(report, engine.kpis(query))
+                currencies = {line["currency"] for line in report["rows"][0]["values"]["revenue"]}
+                self.assertEqual(currencies, {"RUB", "USD"})
+                self.assertEqual(view.refresh(), report)
+                # JSON text works as the query too.
+                with engine.kpi_view(json.dumps(query)) as again:
+                    self.assertEqual(again.refresh(), report)
+            self.assertTrue(view.closed)
+            view.close()  # idempotent
+            with self.assertRaises(ValueError):
+                view.refresh()
+            # A protobuf query: the report's protobuf bytes, as kpis() gives.
+            q = varint(1 << 3) + varint(T0) + varint(2 << 3) + varint(T0 + 365 * DAY_US)
+            with engine.kpi_view(q) as pview:
+                raw = pview.refresh()
+                self.assertIsInstance(raw, bytes)
+                self.assertEqual(raw, engine.kpis(q))
+            with engine.kpi_view(q, message_type=FakeMessageType) as mview:
+                self.assertEqual(mview.refresh().data, raw)
+            with self.assertRaises(TypeError):
+                engine.kpi_view(query, message_type=FakeMessageType)
+            # A bad query fails at creation, as kpis() does.
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.kpi_view({"start_us": T0, "end_us": T0})
+            with self.assertRaises(rapport.InvalidArgumentError):
+                engine.kpi_view({"bucket": "NOPE"})
+            with self.assertRaises(TypeError):
+                engine.kpi_view(3.5)
+            # Closing the engine closes its views first (a view borrows it).
+            open_view = engine.kpi_view(query)
+        self.assertTrue(open_view.closed)
+        with self.assertRaises(ValueError):
+            open_view.refresh()
+        with self.assertRaises(ValueError):
+            engine.kpi_view(query)  # a closed engine
+
+    def test_kpi_view_threads(self):
+        """Refreshes of one view from several threads are serialized by its
+        lock; each gets the whole report."""
+        import threading
+        query = {"start_us": T0, "end_us": T0 + 365 * DAY_US}
+        with seeded_engine() as engine, engine.kpi_view(query) as view:
+            want = engine.kpis(query)
+            results, errors = [], []
+
+            def work():
+                try:
+                    for _ in range(50):
+                        results.append(view.refresh() == want)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(errors, [])
+            self.assertEqual(results, [True] * 200)
+
+    def test_default_config(self):
+        default = rapport.Engine.default_config()
+        with rapport.Engine() as engine:
+            self.assertEqual(default, engine.config())
+        self.assertIn("partner", [p["id"] for p in default["pipelines"]["pipelines"]])
+        raw = rapport.Engine.default_config(message_type=FakeMessageType).data
+        self.assertIsInstance(raw, bytes)
+        self.assertGreater(len(raw), 0)
+
     def test_grades(self):
         with seeded_engine() as engine:
             grades = engine.grades(T0 + 365 * DAY_US)
@@ -493,6 +573,14 @@ class EngineTest(unittest.TestCase):
         rules = rapport.Engine.load_rule_set(text)
         self.assertEqual(rules["rules"][0]["id"], "R-1")
         self.assertEqual(rules["version"], 1)
+        # Against given pipelines (here the defaults, as a dict and as text).
+        pipelines = rapport.Engine.default_config()["pipelines"]
+        self.assertEqual(rapport.Engine.load_rule_set(text, pipelines), rules)
+        self.assertEqual(rapport.Engine.load_rule_set(text, json.dumps(pipelines)), rules)
+        with self.assertRaises(rapport.InvalidArgumentError):
+            rapport.Engine.load_rule_set(text, {"pipelines": [{"id": 5}]})
+        with self.assertRaises(TypeError):
+            rapport.Engine.load_rule_set(text, b"\x0a\x00")
         with rapport.Engine({"rule_set": rules}) as engine:
             engine.ingest(seed_events())
             r = engine.ingest(ev("agree", T0 + 5, partner_agreed={"account_id": "p-1"}))
@@ -621,6 +709,49 @@ class FastPathsTest(unittest.TestCase):
             self.assertEqual(engine.ingest(bytearray())["accepted"], 0)
         inputs.clear()  # the views, before their mmap
         as_mmap.close()
+
+    def test_a_chunk_is_encoded_while_the_previous_one_is_in_the_library(self):
+        """The overlap itself: from the third chunk on (the first goes alone,
+        the second after it), json.dumps of chunk k starts while the C call
+        of chunk k - 1 runs. Without the handshake the worker waited for the
+        GIL until that dumps ended, and nothing overlapped."""
+        import threading
+        import time
+        from rapport import engine as engine_module
+        in_call = threading.Event()
+        overlapped = []
+        real_dumps, real_call = engine_module._dumps_events, _ffi.rapport_ingest_batch_v2
+
+        def dumps(events):
+            overlapped.append(in_call.is_set())
+            return real_dumps(events)
+
+        def call(*args):
+            in_call.set()
+            try:
+                time.sleep(0.02)  # a slow library: the encoder must not wait for it
+                return real_call(*args)
+            finally:
+                in_call.clear()
+
+        events = seed_events() + [
+            ev(f"call-{i}", T0 + 4 * DAY_US, activity={
+                "account_id": "p-1", "manager_id": "m-1", "kind": "ACTIVITY_KIND_CALL",
+                "direction": "DIRECTION_OUTBOUND"}) for i in range(7)]
+        engine_module._dumps_events, _ffi.rapport_ingest_batch_v2 = dumps, call
+        # No forced GIL switch within the test (a descheduled worker could
+        # otherwise lose the GIL between its handshake and its call): the
+        # threads hand the GIL over only where they block.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(5.0)
+        try:
+            with rapport.Engine() as engine:
+                self.assertEqual(engine.ingest(events, batch_size=2)["accepted"], len(events))
+        finally:
+            sys.setswitchinterval(interval)
+            engine_module._dumps_events, _ffi.rapport_ingest_batch_v2 = real_dumps, real_call
+        self.assertEqual(len(overlapped), 7)
+        self.assertEqual(overlapped[2:], [True] * 5)
 
     def test_overlapped_chunks_equal_one_call_and_stop_at_the_first_error(self):
         # From the second chunk on, a chunk is encoded while the previous one

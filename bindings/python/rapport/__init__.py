@@ -40,12 +40,13 @@ from ._ffi import (
     UnknownError,
     VersionMismatchError,
 )
-from .engine import DEFAULT_BATCH_SIZE, HAVE_PROTOBUF, Engine, version_number
+from .engine import DEFAULT_BATCH_SIZE, HAVE_PROTOBUF, Engine, KpiView, version_number
 
 __all__ = [
     "AbortedError", "AlreadyExistsError", "CancelledError", "DataLossError",
     "DeadlineExceededError", "DEFAULT_BATCH_SIZE", "Engine", "FailedPreconditionError",
-    "HAVE_PROTOBUF", "InternalError", "InvalidArgumentError", "LibraryNotFoundError",
+    "HAVE_PROTOBUF", "InternalError", "InvalidArgumentError", "KpiView",
+    "LibraryNotFoundError",
     "NotFoundError", "OutOfRangeError", "PermissionDeniedError", "RapportError",
     "ResourceExhaustedError", "UnauthenticatedError", "UnavailableError", "UnimplementedError",
     "UnknownError", "VersionMismatchError", "version_number",

@@ -437,6 +437,28 @@ rapport_account_status_counts = _declare(
     "rapport_account_status_counts", ctypes.c_int,
     [ctypes.POINTER(ctypes.c_int64), ctypes.c_size_t, c_size_t_p, c_engine_p])
 
+c_kpi_view_p = ctypes.c_void_p  # rapport_kpi_view*: opaque
+c_const_uint8_pp = ctypes.POINTER(c_uint8_p)
+
+# int rapport_kpi_view_create(rapport_kpi_view** out, const rapport_engine* engine,
+#                             const uint8_t* query, size_t query_len, int format);
+rapport_kpi_view_create = _declare(
+    "rapport_kpi_view_create", ctypes.c_int,
+    [ctypes.POINTER(c_kpi_view_p), c_engine_p, c_bytes_in, ctypes.c_size_t, ctypes.c_int])
+
+# int rapport_kpi_view_refresh(const uint8_t** report, size_t* report_len,
+#                              rapport_kpi_view* view);
+rapport_kpi_view_refresh = _declare(
+    "rapport_kpi_view_refresh", ctypes.c_int, [c_const_uint8_pp, c_size_t_p, c_kpi_view_p])
+
+# void rapport_kpi_view_destroy(rapport_kpi_view* view);
+rapport_kpi_view_destroy = _declare(
+    "rapport_kpi_view_destroy", None, [c_kpi_view_p], check=False)
+
+# int rapport_default_config(uint8_t** out, size_t* out_len, int format);
+rapport_default_config = _declare(
+    "rapport_default_config", ctypes.c_int, [c_uint8_pp, c_size_t_p, ctypes.c_int])
+
 
 class OutBuffer:
     """The `uint8_t** out, size_t* out_len` pair of a call. ``take()`` copies
