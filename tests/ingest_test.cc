@@ -182,6 +182,74 @@ TEST(Ingest, AtomicBatchIsAllOrNothingAndNamesTheIndex) {
   EXPECT_EQ(engine->GetDeal("d2")->stage(), "qualified");
 }
 
+// Validation records a batch's new ids as it goes; a failure at the end of a
+// batch whose ids fill more than one of the id log's blocks takes them all
+// back, and the batch then goes in as if it had never failed.
+TEST(Ingest, FailedAtomicBatchTakesBackEveryIdItRecorded) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  const std::string before = *engine->Snapshot();
+  std::vector<v1::Event> batch;
+  for (int i = 0; i < 12000; ++i) {
+    std::string id = "long-" + std::to_string(i) + "-";
+    id.resize(100, 'x');
+    batch.push_back(Ev(id, kT0,
+                       "activity { account_id: 'c1' manager_id: 'm1' kind: "
+                       "ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
+  }
+  batch.push_back(batch[5]);  // a repeat within the batch: a duplicate
+  batch.push_back(Ev("late-bad", kT0, "feedback_received { account_id: 'c1' score: 42 }"));
+  auto r = engine->IngestBatch(batch);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("event 'late-bad' (index 12001)"), std::string::npos)
+      << r.status();
+  EXPECT_EQ(*engine->Snapshot(), before);
+  EXPECT_EQ(engine->events_accepted(), 7);
+
+  batch.pop_back();
+  auto ok = engine->IngestBatch(batch);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->accepted(), 12000);
+  EXPECT_EQ(ok->duplicates(), 1);
+  auto reference = NewEngine();
+  Seed(*reference);
+  for (const v1::Event& e : batch) ASSERT_TRUE(reference->Ingest(e).ok());
+  EXPECT_EQ(*engine->Snapshot(), *reference->Snapshot());
+  // The ids are known now: a repeat is a duplicate, other content a conflict.
+  auto again = engine->IngestBatch({batch[11999]});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->duplicates(), 1);
+  v1::Event other = batch[11999];
+  other.set_occurred_at_us(kT0 + 1);
+  EXPECT_EQ(engine->IngestBatch({other}).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+// The message names the deal's account, for a stored deal and for one the
+// same batch creates.
+TEST(Ingest, OrderForAnotherAccountsDealNamesThatAccount) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  MustIngest(*engine,
+             Ev("a2", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT }"));
+  MustIngest(*engine, Ev("l2", kT0, "lead_created { deal_id: 'd2' account_id: 'c2' }"));
+  auto stored = engine->IngestBatch(
+      {Ev("o1", kT0,
+          "order_placed { order_id: 'o1' account_id: 'c1' deal_id: 'd2' amount { amount_minor: 5 "
+          "currency: 'EUR' } }")});
+  EXPECT_EQ(stored.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(stored.status().message().find("deal 'd2' belongs to account 'c2'"), std::string::npos)
+      << stored.status();
+  auto created = engine->IngestBatch(
+      {Ev("a3", kT0, "account_upserted { account_id: 'c3' kind: ACCOUNT_KIND_CLIENT }"),
+       Ev("l3", kT0, "lead_created { deal_id: 'd3' account_id: 'c3' }"),
+       Ev("o1", kT0,
+          "order_placed { order_id: 'o1' account_id: 'c1' deal_id: 'd3' amount { amount_minor: 5 "
+          "currency: 'EUR' } }")});
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(created.status().message().find("deal 'd3' belongs to account 'c3'"), std::string::npos)
+      << created.status();
+}
+
 TEST(Ingest, AtomicBatchSeesRepeatsWithinItself) {
   auto engine = NewEngine();
   Seed(*engine);
