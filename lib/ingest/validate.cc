@@ -25,21 +25,14 @@ absl::Status Exists(absl::string_view field, absl::string_view kind, absl::strin
       StrCat("field '", field, "': ", kind, " '", id, "' already exists"));
 }
 
-bool ValidIdBytes(absl::string_view id) {
-  if (id.empty() || id.size() > kMaxIdBytes) return false;
-  // Branch-free so the compiler vectorizes it: ids are checked several times
-  // per event.
-  bool bad = false;
-  for (unsigned char c : id) bad |= (c < 0x20) | (c == 0x7f);
-  return !bad;
-}
-
 absl::Status CheckId(absl::string_view field, absl::string_view id) {
   if (id.empty()) return Invalid(field, "is required");
-  if (!ValidIdBytes(id)) {
+  // One pass over the bytes; the UTF-8 check only when a byte is not ASCII.
+  const ByteScan scan = ScanBytes(id);
+  if (id.size() > kMaxIdBytes || scan.control) {
     return Invalid(field, StrCat("must be 1..", kMaxIdBytes, " bytes without control characters"));
   }
-  if (!IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
+  if (scan.high && !IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
   return absl::OkStatus();
 }
 
