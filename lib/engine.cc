@@ -138,8 +138,11 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
   } else {
     // Validate everything against the state plus what the batch creates, then
     // apply: a bad event anywhere leaves the state untouched.
+    // Validation records the new ids in the state's log as it goes (see
+    // BatchOverlay::record_ids); every failure below takes them back.
     BatchOverlay overlay;
-    overlay.event_ids.reserve(n);
+    overlay.record_ids = &s.event_ids;
+    const size_t ids_before = s.event_ids.size();
     std::vector<uint64_t> fps(n);
     std::vector<Verdict> verdicts(n);
     std::vector<EventRefs> refs(n);
@@ -157,7 +160,10 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
         rejected[i] = true;
         continue;
       }
-      if (!st.ok()) return Annotate(st, at(i), static_cast<int64_t>(i));
+      if (!st.ok()) {
+        s.event_ids.Truncate(ids_before);
+        return Annotate(st, at(i), static_cast<int64_t>(i));
+      }
     }
     if (store != nullptr) {
       std::vector<const v1::Event*> fresh;
@@ -168,7 +174,10 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
         }
       }
       absl::StatusOr<uint64_t> journaled = store->AppendEvents(fresh);
-      if (!journaled.ok()) return journaled.status();
+      if (!journaled.ok()) {
+        s.event_ids.Truncate(ids_before);
+        return journaled.status();
+      }
       *seq = *journaled;
     }
     for (size_t i = 0; i < n; ++i) {
@@ -176,7 +185,7 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
       if (verdicts[i] == Verdict::kDuplicate) {
         ++duplicates;
       } else {
-        ApplyEvent(at(i), fps[i], refs[i], &s);
+        ApplyRecordedEvent(at(i), refs[i], &s);
         ++accepted;
       }
     }

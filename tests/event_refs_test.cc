@@ -7,6 +7,7 @@
 // derived links are not built yet).
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -102,11 +103,16 @@ std::vector<v1::Event> Stream() {
 // the engine does in best-effort mode with a journal (validate the batch,
 // then apply what passed), checking every event's refs against the
 // reference right before it is applied. Returns the number applied.
-int64_t IngestChecking(const std::vector<v1::Event>& events, size_t batch, EngineState* s) {
+// With `record_ids`, validation records the new ids in the state's log and
+// the events are applied with ApplyRecordedEvent (what the engine's batches
+// do).
+int64_t IngestChecking(const std::vector<v1::Event>& events, size_t batch, EngineState* s,
+                       bool record_ids = false) {
   int64_t applied = 0;
   for (size_t start = 0; start < events.size(); start += batch) {
     const size_t n = std::min(batch, events.size() - start);
     BatchOverlay overlay;
+    if (record_ids) overlay.record_ids = &s->event_ids;
     std::vector<EventRefs> refs(n);
     std::vector<Verdict> verdicts(n);
     std::vector<bool> ok(n);
@@ -126,7 +132,14 @@ int64_t IngestChecking(const std::vector<v1::Event>& events, size_t batch, Engin
       if (!ok[i] || verdicts[i] != Verdict::kApply) continue;
       const v1::Event& e = events[start + i];
       EXPECT_EQ(refs[i], ResolveEventRefs(e, *s)) << "index " << i << ": " << e.DebugString();
-      ApplyEvent(e, EventFingerprint(e), refs[i], s);
+      if (record_ids) {
+        // Validation handed on the log's own copy of the id.
+        EXPECT_EQ(refs[i].stored_id.data(), s->event_ids.Stored(e.event_id()).data());
+        EXPECT_EQ(refs[i].stored_id, e.event_id());
+        ApplyRecordedEvent(e, refs[i], s);
+      } else {
+        ApplyEvent(e, EventFingerprint(e), refs[i], s);
+      }
       ++applied;
     }
   }
@@ -148,10 +161,16 @@ std::string ReferenceSnapshot(const std::vector<v1::Event>& events) {
 TEST(EventRefs, EqualTheLookupsForSingleEventsAndBatches) {
   const std::vector<v1::Event> events = Stream();
   const std::string reference = ReferenceSnapshot(events);
-  for (size_t batch : {size_t{1}, size_t{7}, size_t{500}, size_t{20000}}) {
-    SCOPED_TRACE(batch);
+  for (const auto& [batch, record_ids] : std::vector<std::pair<size_t, bool>>{{1, false},
+                                                                              {7, false},
+                                                                              {500, false},
+                                                                              {20000, false},
+                                                                              {7, true},
+                                                                              {500, true},
+                                                                              {20000, true}}) {
+    SCOPED_TRACE(::testing::Message() << batch << (record_ids ? " recording ids" : ""));
     auto s = NewState();
-    const int64_t applied = IngestChecking(events, batch, s.get());
+    const int64_t applied = IngestChecking(events, batch, s.get(), record_ids);
     // Every type was applied (and the bad ones were not), and the rows are
     // the reference's byte for byte.
     EXPECT_GT(applied, 20000);
@@ -167,6 +186,11 @@ TEST(EventRefs, EqualTheLookupsForSingleEventsAndBatches) {
       }
     }
     EXPECT_EQ(WriteSnapshot(*s), reference);
+    // The derived kinds are the rows' kinds.
+    ASSERT_EQ(s->account_kinds.size(), s->accounts.size());
+    for (uint32_t i = 0; i < s->accounts.size(); ++i) {
+      EXPECT_EQ(s->account_kinds[i], s->accounts.at(i).kind()) << i;
+    }
   }
 }
 
@@ -174,19 +198,99 @@ TEST(EventRefs, EqualTheLookupsAfterARestore) {
   const std::vector<v1::Event> events = Stream();
   const std::vector<v1::Event> first(events.begin(), events.begin() + 15000);
   const std::vector<v1::Event> rest(events.begin() + 15000, events.end());
-  for (size_t batch : {size_t{1}, size_t{500}}) {
-    SCOPED_TRACE(batch);
+  for (const auto& [batch, record_ids] :
+       std::vector<std::pair<size_t, bool>>{{1, false}, {500, false}, {500, true}}) {
+    SCOPED_TRACE(::testing::Message() << batch << (record_ids ? " recording ids" : ""));
     auto s = NewState();
-    IngestChecking(first, batch, s.get());
+    IngestChecking(first, batch, s.get(), record_ids);
     auto restored = std::make_unique<EngineState>();
     ASSERT_TRUE(ReadSnapshot(WriteSnapshot(*s), restored.get()).ok());
     // The derived links start empty: validation falls back to the tables
     // until the first apply catches them up.
     EXPECT_TRUE(restored->deal_links.empty());
-    IngestChecking(rest, batch, restored.get());
-    IngestChecking(rest, batch, s.get());
+    EXPECT_TRUE(restored->account_kinds.empty());
+    IngestChecking(rest, batch, restored.get(), record_ids);
+    IngestChecking(rest, batch, s.get(), record_ids);
     EXPECT_EQ(restored->deal_links.size(), restored->deals.size());
+    EXPECT_EQ(restored->account_kinds.size(), restored->accounts.size());
     EXPECT_EQ(WriteSnapshot(*restored), WriteSnapshot(*s));
+  }
+}
+
+// What a log holds, for comparing two logs.
+struct LogContents {
+  std::string ids;
+  std::vector<uint64_t> fingerprints;
+  std::vector<uint32_t> lengths;
+  size_t id_bytes;
+  std::string chunked;  // ForEachIdChunk, back to back
+  bool operator==(const LogContents& o) const {
+    return ids == o.ids && fingerprints == o.fingerprints && lengths == o.lengths &&
+           id_bytes == o.id_bytes && chunked == o.chunked;
+  }
+};
+LogContents ContentsOf(const EventIdLog& log) {
+  LogContents c{"", log.fingerprints(), log.lengths(), log.id_bytes(), ""};
+  log.AppendIds(&c.ids);
+  log.ForEachIdChunk(
+      [&](absl::string_view chunk) { c.chunked.append(chunk.data(), chunk.size()); });
+  return c;
+}
+// Ids of 100 bytes, so that a few thousand fill the log's 1 MiB blocks.
+std::string LongId(int i) {
+  std::string id = "id-" + std::to_string(i) + "-";
+  id.resize(100, 'x');
+  return id;
+}
+
+// A batch that fails takes back the ids validation recorded: the log is as
+// if they had never been added (also across a new block, and after a Load
+// that borrows), and adding them again gives the log of adding them once.
+TEST(EventIdLog, TruncateUndoesAdd) {
+  for (int loaded = 0; loaded < 2; ++loaded) {
+    SCOPED_TRACE(loaded);
+    std::string stored;  // outlives the logs that borrow it
+    std::vector<uint32_t> lengths;
+    std::vector<uint64_t> fps;
+    EventIdLog log, reference;
+    for (int i = 0; i < 9000; ++i) {
+      stored += LongId(i);
+      lengths.push_back(100);
+      fps.push_back(static_cast<uint64_t>(i) * 7);
+    }
+    if (loaded == 1) {
+      ASSERT_TRUE(log.Load(stored, lengths, fps, 128, /*borrow=*/true).ok());
+      ASSERT_TRUE(reference.Load(stored, lengths, fps, 128, /*borrow=*/true).ok());
+    } else {
+      for (int i = 0; i < 9000; ++i) {
+        log.Add(LongId(i), fps[static_cast<size_t>(i)]);
+        reference.Add(LongId(i), fps[static_cast<size_t>(i)]);
+      }
+    }
+    const LogContents before = ContentsOf(log);
+    // 3000 more ids cross into a new block (9000 * 100 bytes fill 0.86 MiB).
+    for (int i = 9000; i < 12000; ++i) log.Add(LongId(i), static_cast<uint64_t>(i));
+    EXPECT_NE(log.Find(LongId(11999)), nullptr);
+    log.Truncate(9000);
+    EXPECT_EQ(ContentsOf(log), before);
+    EXPECT_EQ(log.size(), 9000u);
+    for (int i = 9000; i < 12000; ++i) {
+      EXPECT_EQ(log.Find(LongId(i)), nullptr) << i;
+      EXPECT_TRUE(log.Stored(LongId(i)).empty()) << i;
+    }
+    for (int i : {0, 4500, 8999}) {
+      ASSERT_NE(log.Find(LongId(i)), nullptr) << i;
+      EXPECT_EQ(*log.Find(LongId(i)), fps[static_cast<size_t>(i)]);
+    }
+    for (int i = 9000; i < 12000; ++i) {
+      log.Add(LongId(i), static_cast<uint64_t>(i) + 1);
+      reference.Add(LongId(i), static_cast<uint64_t>(i) + 1);
+    }
+    EXPECT_EQ(ContentsOf(log), ContentsOf(reference));
+    log.Truncate(0);
+    EXPECT_EQ(log.size(), 0u);
+    EXPECT_EQ(log.id_bytes(), 0u);
+    EXPECT_EQ(log.Find(LongId(0)), nullptr);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "lib/util/utf8.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "tests/test_util.h"
@@ -126,9 +127,92 @@ INSTANTIATE_TEST_SUITE_P(
                 C::kInvalidArgument, "team_upserted.segments[0]"},
         BadCase{"invalid_utf8_id", kT0, "partner_agreed { account_id: '\\xc0\\xaf' }",
                 C::kInvalidArgument, "partner_agreed.account_id"},
+        BadCase{"control_char_in_id", kT0, "partner_agreed { account_id: 'p\\x7fq' }",
+                C::kInvalidArgument, "partner_agreed.account_id"},
+        BadCase{"control_char_after_utf8_in_id", kT0,
+                "partner_agreed { account_id: '\\xc3\\xa9\\x1f' }", C::kInvalidArgument,
+                "partner_agreed.account_id"},
+        BadCase{"id_too_long", kT0,
+                "partner_agreed { account_id: '" + std::string(129, 'p') + "' }",
+                C::kInvalidArgument, "partner_agreed.account_id"},
         BadCase{"bad_due_date", kT0, "order_delayed { order_id: 'o1' new_due_at_us: -3 }",
                 C::kInvalidArgument, "order_delayed.new_due_at_us"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+// ScanBytes (eight bytes at a time) against its definition byte by byte:
+// every byte value at every position of ids of 1..24 bytes, next to each of
+// the bytes where a word-wise test can go wrong (borrows across bytes), and
+// random strings.
+TEST(Ingest, ByteScanEqualsTheBytewiseDefinition) {
+  auto reference = [](const std::string& s) {
+    ByteScan r;
+    for (unsigned char c : s) {
+      r.control |= c < 0x20 || c == 0x7f;
+      r.high |= c >= 0x80;
+    }
+    return r;
+  };
+  auto check = [&](const std::string& s) {
+    const ByteScan got = ScanBytes(s);
+    const ByteScan want = reference(s);
+    ASSERT_EQ(got.control, want.control) << ::testing::PrintToString(s);
+    ASSERT_EQ(got.high, want.high) << ::testing::PrintToString(s);
+  };
+  check("");
+  const unsigned char neighbours[] = {'a', 0x00, 0x1f, 0x20, 0x21, 0x7e, 0x7f, 0x80, 0xff};
+  for (size_t len = 1; len <= 24; ++len) {
+    for (size_t pos = 0; pos < len; ++pos) {
+      for (int b = 0; b < 256; ++b) {
+        for (unsigned char nb : neighbours) {
+          std::string s(len, 'x');
+          s[pos] = static_cast<char>(b);
+          if (pos + 1 < len) s[pos + 1] = static_cast<char>(nb);
+          if (pos > 0) s[pos - 1] = static_cast<char>(nb);
+          check(s);
+        }
+      }
+    }
+  }
+  uint64_t x = 88172645463325252ULL;
+  for (int i = 0; i < 200000; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::string s(1 + x % 40, 'x');
+    for (char& c : s) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      // Mostly printable ASCII, sometimes anything.
+      c = static_cast<char>(x % 8 == 0 ? (x >> 8) % 256 : 0x20 + (x >> 8) % 0x5f);
+    }
+    check(s);
+  }
+}
+
+// Which check of an id's bytes fails decides the message.
+TEST(Ingest, IdByteErrorsNameTheirCause) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  auto message = [&](const std::string& account_id) {
+    v1::Event e = Ev("x", kT0, "partner_agreed {}");
+    e.mutable_partner_agreed()->set_account_id(account_id);
+    return std::string(engine->Ingest(e).status().message());
+  };
+  const std::string bytes = "must be 1..128 bytes without control characters";
+  EXPECT_NE(message("p\x7f").find(bytes), std::string::npos);
+  EXPECT_NE(message("\xc3\xa9\x1f").find(bytes), std::string::npos);
+  EXPECT_NE(message(std::string(129, 'p')).find(bytes), std::string::npos);
+  EXPECT_NE(message(std::string(129, '\xff')).find(bytes), std::string::npos);
+  EXPECT_NE(message("\xc0\xaf").find("is not valid UTF-8"), std::string::npos);
+  EXPECT_NE(message("p1\xed\xa0\x80").find("is not valid UTF-8"), std::string::npos);
+  // Valid UTF-8 that is not ASCII passes the byte checks (the account is
+  // unknown).
+  EXPECT_NE(message("\xc3\xa9t\xc3\xa9").find("unknown account"), std::string::npos);
+  EXPECT_TRUE(
+      engine->Ingest(Ev("\xc3\xa9v\xc3\xa9nement", kT0, "partner_agreed { account_id: 'p1' }"))
+          .ok());
+}
 
 TEST(Ingest, EmptyEventIdIsRejected) {
   auto engine = NewEngine();
@@ -180,6 +264,74 @@ TEST(Ingest, AtomicBatchIsAllOrNothingAndNamesTheIndex) {
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->accepted(), 3);
   EXPECT_EQ(engine->GetDeal("d2")->stage(), "qualified");
+}
+
+// Validation records a batch's new ids as it goes; a failure at the end of a
+// batch whose ids fill more than one of the id log's blocks takes them all
+// back, and the batch then goes in as if it had never failed.
+TEST(Ingest, FailedAtomicBatchTakesBackEveryIdItRecorded) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  const std::string before = *engine->Snapshot();
+  std::vector<v1::Event> batch;
+  for (int i = 0; i < 12000; ++i) {
+    std::string id = "long-" + std::to_string(i) + "-";
+    id.resize(100, 'x');
+    batch.push_back(Ev(id, kT0,
+                       "activity { account_id: 'c1' manager_id: 'm1' kind: "
+                       "ACTIVITY_KIND_CALL direction: DIRECTION_OUTBOUND }"));
+  }
+  batch.push_back(batch[5]);  // a repeat within the batch: a duplicate
+  batch.push_back(Ev("late-bad", kT0, "feedback_received { account_id: 'c1' score: 42 }"));
+  auto r = engine->IngestBatch(batch);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("event 'late-bad' (index 12001)"), std::string::npos)
+      << r.status();
+  EXPECT_EQ(*engine->Snapshot(), before);
+  EXPECT_EQ(engine->events_accepted(), 7);
+
+  batch.pop_back();
+  auto ok = engine->IngestBatch(batch);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->accepted(), 12000);
+  EXPECT_EQ(ok->duplicates(), 1);
+  auto reference = NewEngine();
+  Seed(*reference);
+  for (const v1::Event& e : batch) ASSERT_TRUE(reference->Ingest(e).ok());
+  EXPECT_EQ(*engine->Snapshot(), *reference->Snapshot());
+  // The ids are known now: a repeat is a duplicate, other content a conflict.
+  auto again = engine->IngestBatch({batch[11999]});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->duplicates(), 1);
+  v1::Event other = batch[11999];
+  other.set_occurred_at_us(kT0 + 1);
+  EXPECT_EQ(engine->IngestBatch({other}).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+// The message names the deal's account, for a stored deal and for one the
+// same batch creates.
+TEST(Ingest, OrderForAnotherAccountsDealNamesThatAccount) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  MustIngest(*engine,
+             Ev("a2", kT0, "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT }"));
+  MustIngest(*engine, Ev("l2", kT0, "lead_created { deal_id: 'd2' account_id: 'c2' }"));
+  auto stored = engine->IngestBatch(
+      {Ev("o1", kT0,
+          "order_placed { order_id: 'o1' account_id: 'c1' deal_id: 'd2' amount { amount_minor: 5 "
+          "currency: 'EUR' } }")});
+  EXPECT_EQ(stored.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(stored.status().message().find("deal 'd2' belongs to account 'c2'"), std::string::npos)
+      << stored.status();
+  auto created = engine->IngestBatch(
+      {Ev("a3", kT0, "account_upserted { account_id: 'c3' kind: ACCOUNT_KIND_CLIENT }"),
+       Ev("l3", kT0, "lead_created { deal_id: 'd3' account_id: 'c3' }"),
+       Ev("o1", kT0,
+          "order_placed { order_id: 'o1' account_id: 'c1' deal_id: 'd3' amount { amount_minor: 5 "
+          "currency: 'EUR' } }")});
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(created.status().message().find("deal 'd3' belongs to account 'c3'"), std::string::npos)
+      << created.status();
 }
 
 TEST(Ingest, AtomicBatchSeesRepeatsWithinItself) {

@@ -25,21 +25,14 @@ absl::Status Exists(absl::string_view field, absl::string_view kind, absl::strin
       StrCat("field '", field, "': ", kind, " '", id, "' already exists"));
 }
 
-bool ValidIdBytes(absl::string_view id) {
-  if (id.empty() || id.size() > kMaxIdBytes) return false;
-  // Branch-free so the compiler vectorizes it: ids are checked several times
-  // per event.
-  bool bad = false;
-  for (unsigned char c : id) bad |= (c < 0x20) | (c == 0x7f);
-  return !bad;
-}
-
 absl::Status CheckId(absl::string_view field, absl::string_view id) {
   if (id.empty()) return Invalid(field, "is required");
-  if (!ValidIdBytes(id)) {
+  // One pass over the bytes; the UTF-8 check only when a byte is not ASCII.
+  const ByteScan scan = ScanBytes(id);
+  if (id.size() > kMaxIdBytes || scan.control) {
     return Invalid(field, StrCat("must be 1..", kMaxIdBytes, " bytes without control characters"));
   }
-  if (!IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
+  if (scan.high && !IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
   return absl::OkStatus();
 }
 
@@ -91,7 +84,7 @@ class View {
   // the overlay holds too has the same kind (it cannot change) and index.
   Account FindAccount(absl::string_view id) const {
     if (const uint32_t i = s_.accounts.IndexOf(id); i != kNone) {
-      return Account{s_.accounts.at(i).kind(), i};
+      return Account{KindOfAccount(s_, i), i};
     }
     if (o_ != nullptr) {
       auto it = o_->accounts.find(id);
@@ -108,16 +101,19 @@ class View {
   }
   struct Deal {
     const PipelineInfo* pipeline = nullptr;
-    absl::string_view account_id;
+    // The batch's entry for a deal the batch creates; nullptr for a stored
+    // deal.
+    const BatchOverlay::DealInfo* created = nullptr;
     uint32_t index = kNone;
     uint32_t account = kNone;
   };
-  // False when the deal is unknown.
+  // False when the deal is unknown. Reads the derived links only, not the
+  // deal's row: that row is a cache miss on most events about a deal.
   bool FindDeal(absl::string_view id, Deal* out) const {
     if (const uint32_t i = s_.deals.IndexOf(id); i != kNone) {
       const DealLink link = LinkOfDeal(s_, i);
       out->pipeline = &s_.pipelines.all()[static_cast<size_t>(link.pipeline)];
-      out->account_id = s_.deals.at(i).account_id();
+      out->created = nullptr;
       out->index = i;
       out->account = link.account;
       return true;
@@ -126,13 +122,17 @@ class View {
       auto it = o_->deals.find(id);
       if (it != o_->deals.end()) {
         out->pipeline = it->second.pipeline;
-        out->account_id = it->second.account_id;
+        out->created = &it->second;
         out->index = it->second.index;
         out->account = it->second.account;
         return true;
       }
     }
     return false;
+  }
+  // The id of the account a deal FindDeal found belongs to (for messages).
+  absl::string_view DealAccountId(const Deal& d) const {
+    return d.created != nullptr ? d.created->account_id : s_.deals.at(d.index).account_id();
   }
   bool HasDeal(absl::string_view id) const {
     Deal unused;
@@ -462,7 +462,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
         if (d.account != account) {
           return Invalid(
               "order_placed.deal_id",
-              StrCat("deal '", p.deal_id(), "' belongs to account '", d.account_id, "'"));
+              StrCat("deal '", p.deal_id(), "' belongs to account '", v.DealAccountId(d), "'"));
         }
         deal = d.index;
         return absl::OkStatus();
@@ -665,7 +665,7 @@ absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const E
   RETURN_IF_ERROR(CheckId("event_id", event.event_id()));
   const size_t id_hash = EventIdLog::Hash(event.event_id());
   const uint64_t* seen = state.event_ids.Find(event.event_id(), id_hash);
-  if (seen == nullptr && overlay != nullptr) {
+  if (seen == nullptr && overlay != nullptr && overlay->record_ids == nullptr) {
     auto it = overlay->event_ids.find(BatchOverlay::HashedId{event.event_id(), id_hash});
     if (it != overlay->event_ids.end()) seen = &it->second;
   }
@@ -685,7 +685,11 @@ absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const E
   r->id_hash = id_hash;
   RETURN_IF_ERROR(ValidatePayload(event, View(state, overlay), overlay, r));
   if (overlay != nullptr) {
-    overlay->event_ids.emplace(BatchOverlay::HashedId{event.event_id(), id_hash}, fingerprint);
+    if (overlay->record_ids != nullptr) {
+      r->stored_id = overlay->record_ids->Add(event.event_id(), id_hash, fingerprint);
+    } else {
+      overlay->event_ids.emplace(BatchOverlay::HashedId{event.event_id(), id_hash}, fingerprint);
+    }
   }
   *verdict = Verdict::kApply;
   return absl::OkStatus();

@@ -65,6 +65,13 @@ struct BatchOverlay {
   absl::flat_hash_map<absl::string_view, InvoiceInfo> invoices;
   absl::flat_hash_map<absl::string_view, ComplaintInfo> complaints;
   absl::flat_hash_map<HashedId, uint64_t, HashedIdHash, HashedIdEq> event_ids;  // -> fingerprint
+  // When set (to the validated state's own log), a new event's id is recorded
+  // there instead of in `event_ids`: its lookup has just brought the log's
+  // slot into cache, where adding it at apply time, after the rest of the
+  // batch was validated, misses it again. The caller then applies with
+  // ApplyRecordedEvent, and takes the ids back (EventIdLog::Truncate) if the
+  // batch fails.
+  EventIdLog* record_ids = nullptr;
   // Rows the batch creates so far, per table.
   uint32_t new_accounts = 0;
   uint32_t new_deals = 0;

@@ -54,6 +54,7 @@ void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, 
                           EngineState* s) {
   const bool is_new = idx == s->accounts.size();
   if (is_new) {
+    s->account_kinds.push_back(static_cast<uint8_t>(p.kind()));
     v1::Account& a = s->accounts.Insert(p.account_id());
     s->attributions.emplace_back();
     a.set_account_id(p.account_id());
@@ -116,13 +117,17 @@ void ApplyOrderPlaced(const v1::OrderPlaced& p, int64_t t, const EventRefs& refs
 }
 
 // Catches the derived links up with rows they have not seen (after a
-// restore; otherwise they are in step and this compares three sizes).
+// restore; otherwise they are in step and this compares four sizes).
 void SyncLinks(EngineState* s) {
   while (s->deal_links.size() < s->deals.size()) {
     s->deal_links.push_back(ComputeDealLink(*s, static_cast<uint32_t>(s->deal_links.size())));
   }
   while (s->order_links.size() < s->orders.size()) {
     s->order_links.push_back(ComputeOrderLink(*s, static_cast<uint32_t>(s->order_links.size())));
+  }
+  while (s->account_kinds.size() < s->accounts.size()) {
+    s->account_kinds.push_back(static_cast<uint8_t>(
+        s->accounts.at(static_cast<uint32_t>(s->account_kinds.size())).kind()));
   }
   while (s->complaint_accounts.size() < s->complaints.size()) {
     s->complaint_accounts.push_back(
@@ -252,9 +257,14 @@ const v1::Attribution* AttributionAt(const EngineState& state, uint32_t account,
 }
 
 void ApplyEvent(const v1::Event& e, uint64_t fingerprint, const EventRefs& refs, EngineState* s) {
+  EventRefs recorded = refs;
+  recorded.stored_id = s->event_ids.Add(e.event_id(), refs.id_hash, fingerprint);
+  ApplyRecordedEvent(e, recorded, s);
+}
+
+void ApplyRecordedEvent(const v1::Event& e, const EventRefs& refs, EngineState* s) {
   const int64_t t = e.occurred_at_us();
   const int64_t seq = s->events_accepted++;
-  s->event_ids.Add(e.event_id(), refs.id_hash, fingerprint);
   SyncLinks(s);
 
   switch (e.payload_case()) {
@@ -302,10 +312,12 @@ void ApplyEvent(const v1::Event& e, uint64_t fingerprint, const EventRefs& refs,
       break;
     }
     case v1::Event::kDealStageChanged: {
-      const auto& p = e.deal_stage_changed();
       v1::Deal* d = &s->deals.at(refs.deal);
-      if (d->stage() == p.to_stage()) break;  // already there: nothing moves
       const PipelineInfo* pl = &s->pipelines.all()[static_cast<size_t>(refs.pipeline)];
+      // to_stage is the pipeline's stage refs.stage (validation resolved it
+      // there): its id in the pipeline is in cache, the event's copy no
+      // longer is.
+      if (d->stage() == pl->stage(refs.stage).id()) break;  // already there: nothing moves
       EnterStage(*d, *pl, refs.stage, t);
       break;
     }

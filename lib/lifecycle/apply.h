@@ -15,6 +15,10 @@ namespace rapport {
 void ApplyEvent(const v1::Event& event, uint64_t fingerprint, const EventRefs& refs,
                 EngineState* state);
 
+// The same for an event whose id ValidateEvent recorded in the state's event
+// id log already (BatchOverlay::record_ids).
+void ApplyRecordedEvent(const v1::Event& event, const EventRefs& refs, EngineState* state);
+
 // The same for callers that did not keep the refs (tests, benches): resolves
 // them first with ResolveEventRefs.
 void ApplyEvent(const v1::Event& event, uint64_t fingerprint, EngineState* state);

@@ -44,8 +44,9 @@ struct Subject {
   int severity = 0;
 };
 
-bool Matches(const v1::EventFilter& f, const v1::Event& e, const v1::Account& a, int severity) {
-  if (f.account_kind() != 0 && f.account_kind() != a.kind()) return false;
+// `kind` is the subject account's kind (KindOfAccount: no row to fetch).
+bool Matches(const v1::EventFilter& f, const v1::Event& e, v1::AccountKind kind, int severity) {
+  if (f.account_kind() != 0 && f.account_kind() != kind) return false;
   if (e.payload_case() == v1::Event::kActivity) {
     if (f.activity_kind() != 0 && f.activity_kind() != e.activity().kind()) return false;
     if (f.direction() != 0 && f.direction() != e.activity().direction()) return false;
@@ -178,17 +179,17 @@ class Runner {
     if (e.payload_case() == v1::Event::kComplaintOpened)
       sub.severity = e.complaint_opened().severity();
     if (sub.account == kNone) return;
-    const v1::Account& a = s_.accounts.at(sub.account);
+    const v1::AccountKind kind = KindOfAccount(s_, sub.account);
     const int64_t t = e.occurred_at_us();
     absl::string_view cause;  // the log's copy, for timers
 
     for (uint16_t w : watches) {
-      if (Matches(r_.watches()[w].filter, e, a, sub.severity)) Record(w, sub.account, t);
+      if (Matches(r_.watches()[w].filter, e, kind, sub.severity)) Record(w, sub.account, t);
     }
     for (uint16_t rule : on_event) {
       const v1::Rule& rl = r_.rule(rule);
       const v1::EventFilter& f = rl.trigger().on_event().filter();
-      if (!Matches(f, e, a, sub.severity)) continue;
+      if (!Matches(f, e, kind, sub.severity)) continue;
       if (f.first_for_account() && !rt_.first_seen[rule].insert(sub.account).second) continue;
       if (rl.delay_us() == 0) {
         Context ctx;
@@ -199,15 +200,15 @@ class Runner {
         ctx.severity = sub.severity;
         Fire(rule, ctx);
       } else {
-        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id(), refs.id_hash);
+        if (cause.empty()) cause = StoredId(e, refs);
         PushTimer(t + rl.delay_us(), rule, sub.account, sub.deal == kNone ? 0 : sub.deal + 1, cause,
                   sub.severity);
       }
     }
     for (uint16_t rule : absence) {
       const v1::Rule& rl = r_.rule(rule);
-      if (!Matches(rl.trigger().absence().after(), e, a, sub.severity)) continue;
-      if (cause.empty()) cause = s_.event_ids.Stored(e.event_id(), refs.id_hash);
+      if (!Matches(rl.trigger().absence().after(), e, kind, sub.severity)) continue;
+      if (cause.empty()) cause = StoredId(e, refs);
       PushTimer(t + rl.trigger().absence().window_us() + rl.delay_us(), rule, sub.account,
                 sub.deal == kNone ? 0 : sub.deal + 1, cause, sub.severity);
     }
@@ -216,23 +217,33 @@ class Runner {
       const v1::Deal& d = s_.deals.at(sub.deal);
       for (uint32_t v = rt_.deal_visits[sub.deal]; v < static_cast<uint32_t>(d.history_size());
            ++v) {
-        if (cause.empty()) cause = s_.event_ids.Stored(e.event_id(), refs.id_hash);
+        if (cause.empty()) cause = StoredId(e, refs);
         StageEntered(sub.account, sub.deal, v, e.event_id(), cause);
       }
       rt_.deal_visits[sub.deal] = static_cast<uint32_t>(d.history_size());
     }
   }
 
+  // The event id log's copy of the event's id (ApplyEvent recorded it).
+  absl::string_view StoredId(const v1::Event& e, const EventRefs& refs) const {
+    return refs.stored_id.empty() ? s_.event_ids.Stored(e.event_id(), refs.id_hash)
+                                  : refs.stored_id;
+  }
+
   void StageEntered(uint32_t account, uint32_t deal, uint32_t visit, absl::string_view event_id,
                     absl::string_view cause) {
     const v1::Deal& d = s_.deals.at(deal);
     const v1::StageVisit& sv = d.history(static_cast<int>(visit));
-    const PipelineInfo* pl = s_.pipelines.Find(d.pipeline_id());
+    // The deal's pipeline from its derived link: the same pipeline as its
+    // pipeline_id names (and the same id), without hashing that id.
+    const PipelineInfo* pl =
+        &s_.pipelines.all()[static_cast<size_t>(LinkOfDeal(s_, deal).pipeline)];
+    const std::string& pipeline_id = pl->pipeline.id();
     const int stage = pl->StageIndex(sv.stage());
     for (uint16_t rule : r_.stage_entered()) {
       const v1::Rule& rl = r_.rule(rule);
       const auto& st = rl.trigger().stage_entered();
-      if ((!st.pipeline_id().empty() && st.pipeline_id() != d.pipeline_id()) ||
+      if ((!st.pipeline_id().empty() && st.pipeline_id() != pipeline_id) ||
           st.stage() != sv.stage()) {
         continue;
       }
@@ -252,7 +263,7 @@ class Runner {
     for (uint16_t rule : r_.sla()) {
       const v1::Rule& rl = r_.rule(rule);
       const auto& st = rl.trigger().sla_exceeded();
-      if (!st.pipeline_id().empty() && st.pipeline_id() != d.pipeline_id()) continue;
+      if (!st.pipeline_id().empty() && st.pipeline_id() != pipeline_id) continue;
       if (st.phase() != 0 && st.phase() != pl->stage(stage).phase()) continue;
       PushTimer(sv.entered_at_us() + sla + 1 + rl.delay_us(), rule, deal, visit, cause, 0);
     }

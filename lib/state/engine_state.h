@@ -71,13 +71,16 @@ struct EngineState {
   EventIdLog event_ids;
   // Derived from the tables, so a snapshot does not hold them: per deal its
   // account and pipeline, per order its account and deal, per complaint its
-  // account, by row index. ApplyEvent appends a row's entry when it creates
-  // the row, and first catches up with rows it has not seen (a restored
-  // state starts with none); readers fall back to the tables beyond their
-  // end (LinkOfDeal and friends below).
+  // account, by row index (and per account its kind). ApplyEvent appends a row's entry when it
+  // creates the row, and first catches up with rows it has not seen (a restored state starts with
+  // none); readers fall back to the tables beyond their end (LinkOfDeal and friends below).
   std::vector<DealLink> deal_links;
   std::vector<OrderLink> order_links;
   std::vector<uint32_t> complaint_accounts;
+  // Per account its kind (a v1::AccountKind, which never changes), by row
+  // index: most events' validation needs an account's kind, and this byte
+  // array stays in cache where the account rows do not.
+  std::vector<uint8_t> account_kinds;
   // Accepted events; the next event's arrival sequence number.
   int64_t events_accepted = 0;
   int64_t clock_us = 0;
@@ -111,6 +114,10 @@ inline DealLink LinkOfDeal(const EngineState& s, uint32_t deal) {
 }
 inline OrderLink LinkOfOrder(const EngineState& s, uint32_t order) {
   return order < s.order_links.size() ? s.order_links[order] : ComputeOrderLink(s, order);
+}
+inline v1::AccountKind KindOfAccount(const EngineState& s, uint32_t account) {
+  return account < s.account_kinds.size() ? static_cast<v1::AccountKind>(s.account_kinds[account])
+                                          : s.accounts.at(account).kind();
 }
 inline uint32_t AccountOfComplaint(const EngineState& s, uint32_t complaint) {
   return complaint < s.complaint_accounts.size() ? s.complaint_accounts[complaint]

@@ -6,7 +6,7 @@
 
 namespace rapport {
 
-void EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fingerprint) {
+absl::string_view EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fingerprint) {
   if (blocks_.empty() || blocks_.back().size - blocks_.back().used < id.size()) {
     Block b;
     b.size = std::max(kBlockBytes, id.size());
@@ -23,6 +23,23 @@ void EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fingerprint) {
                       static_cast<uint32_t>(fingerprints_.size()), hash});
   fingerprints_.push_back(fingerprint);
   lengths_.push_back(static_cast<uint32_t>(id.size()));
+  return absl::string_view(at, id.size());
+}
+
+void EventIdLog::Truncate(size_t n) {
+  // Undoes Add in reverse: each id is the last bytes of the last block, and a
+  // block Add started for an id holds nothing once that id is gone.
+  while (fingerprints_.size() > n) {
+    const uint32_t len = lengths_.back();
+    Block& b = blocks_.back();
+    b.used -= len;
+    const absl::string_view id(b.data + b.used, len);
+    index_.erase(Probe{id, Hash(id)});
+    if (b.used == 0) blocks_.pop_back();
+    id_bytes_ -= len;
+    fingerprints_.pop_back();
+    lengths_.pop_back();
+  }
 }
 
 void EventIdLog::AppendIds(std::string* out) const {

@@ -35,8 +35,11 @@ class EventIdLog {
   }
   const uint64_t* Find(absl::string_view id) const { return Find(id, Hash(id)); }
   // Records a new id (the caller checked it is new; at most 128 bytes).
-  void Add(absl::string_view id, size_t hash, uint64_t fingerprint);
-  void Add(absl::string_view id, uint64_t fingerprint) { Add(id, Hash(id), fingerprint); }
+  // Returns the log's copy of it (what Stored returns).
+  absl::string_view Add(absl::string_view id, size_t hash, uint64_t fingerprint);
+  absl::string_view Add(absl::string_view id, uint64_t fingerprint) {
+    return Add(id, Hash(id), fingerprint);
+  }
 
   // The log's own copy of a recorded id, or an empty view if the id is
   // unknown. Ids never move, so the view stays valid as long as the log:
@@ -46,6 +49,11 @@ class EventIdLog {
     return it == index_.end() ? absl::string_view() : absl::string_view(it->data, it->size);
   }
   absl::string_view Stored(absl::string_view id) const { return Stored(id, Hash(id)); }
+
+  // Removes the ids recorded after the first `n` (the log's size() when a
+  // batch started recording), as if they had never been added: a failed batch
+  // takes back the ids it recorded while it was validated. `n` <= size().
+  void Truncate(size_t n);
 
   size_t size() const { return fingerprints_.size(); }
   const std::vector<uint64_t>& fingerprints() const { return fingerprints_; }

@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/strings/string_view.h"
+
 namespace rapport {
 
 struct EventRefs {
@@ -38,6 +40,11 @@ struct EventRefs {
   int32_t pipeline = -1;
   // deal_stage_changed: the index of to_stage in the pipeline; -1 otherwise.
   int32_t stage = -1;
+  // The event id log's own copy of the event id when validation recorded it
+  // there (BatchOverlay::record_ids), else empty. The regulations' timers
+  // keep this view; without it they look the id up in the log, a cache miss
+  // by the time the event is applied. Not a row, so not compared below.
+  absl::string_view stored_id;
 
   friend bool operator==(const EventRefs& a, const EventRefs& b) {
     return a.id_hash == b.id_hash && a.account == b.account && a.deal == b.deal &&

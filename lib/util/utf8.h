@@ -58,6 +58,54 @@ inline bool IsValidUtf8(absl::string_view s) {
   return true;
 }
 
+// What ingest checks of every id's bytes, eight at a time: whether any byte
+// is an ASCII control character (below 0x20, or 0x7f), and whether any has
+// the high bit set (only then can the bytes be invalid UTF-8, so only then
+// does IsValidUtf8 need to run: ASCII is UTF-8). Ids are checked several
+// times per event; a loop over bytes cost more than the hash lookups.
+struct ByteScan {
+  bool control = false;
+  bool high = false;
+};
+inline ByteScan ScanBytes(absl::string_view s) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHighs = 0x8080808080808080ULL;
+  uint64_t high = 0;
+  uint64_t control = 0;
+  // Per word w: a byte below 0x20, or equal to 0x7f, sets the high bit of
+  // some byte of (x - 0x20..) & ~x & 0x80.. with x = w (resp. w ^ 0x7f..),
+  // exactly when there is such a byte among the bytes below 0x80 (the
+  // standard "has a byte less than n" test); words with a high byte go to
+  // `high`, which decides alone when set (see CheckId).
+  auto scan = [&](uint64_t w) {
+    high |= w & kHighs;
+    const uint64_t del = w ^ (0x7f * kOnes);
+    control |= ((w - 0x20 * kOnes) & ~w & kHighs) | ((del - kOnes) & ~del & kHighs);
+  };
+  const char* p = s.data();
+  size_t n = s.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    scan(w);
+  }
+  if (n > 0) {
+    uint64_t w = 0x4141414141414141ULL;  // 'A': neither control nor high
+    std::memcpy(&w, p, n);
+    scan(w);
+  }
+  ByteScan out;
+  out.high = high != 0;
+  // With a high byte present, the borrow of the subtraction can flag a
+  // neighbour wrongly: decide byte by byte then.
+  if (out.high) {
+    for (unsigned char c : s) out.control |= (c < 0x20) | (c == 0x7f);
+  } else {
+    out.control = control != 0;
+  }
+  return out;
+}
+
 }  // namespace rapport
 
 #endif  // RAPPORT_LIB_UTIL_UTF8_H_
