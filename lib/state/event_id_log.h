@@ -46,6 +46,9 @@ class EventIdLog {
     return it == index_.end() ? absl::string_view() : absl::string_view(it->data, it->size);
   }
   absl::string_view Stored(absl::string_view id) const { return Stored(id, Hash(id)); }
+  // Starts loading the memory a Find or Stored of `id` will touch, so that a
+  // loop of lookups (restore) overlaps their cache misses. `hash` is Hash(id).
+  void Prefetch(absl::string_view id, size_t hash) const { index_.prefetch(Probe{id, hash}); }
 
   size_t size() const { return fingerprints_.size(); }
   const std::vector<uint64_t>& fingerprints() const { return fingerprints_; }
