@@ -1,7 +1,6 @@
 #include "lib/storage/snapshot.h"
 
 #include <climits>
-#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
