@@ -21,12 +21,11 @@ void AdviseHugePages(char* p, size_t n) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   // Smaller buffers gain little, and come from the heap rather than a
   // mapping of their own.
-  constexpr size_t kHuge = size_t{2} << 20;
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   if (n < 4 * kHuge) return;
-  // The whole huge pages inside [p, p + n).
-  const size_t skip = (kHuge - reinterpret_cast<uintptr_t>(p) % kHuge) % kHuge;
-  const size_t len = (n - skip) / kHuge * kHuge;
-  if (len > 0) ::madvise(p + skip, len, MADV_HUGEPAGE);
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(kHuge - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 #else
   (void)p;
   (void)n;

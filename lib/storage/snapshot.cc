@@ -1,6 +1,7 @@
 #include "lib/storage/snapshot.h"
 
 #include <climits>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
