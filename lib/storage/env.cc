@@ -3,12 +3,10 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -16,22 +14,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace rapport {
-
-void AdviseHugePages(char* p, size_t n) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  // Smaller buffers gain little, and come from the heap rather than a
-  // mapping of their own.
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  if (n < 4 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(kHuge - 1);
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
-
 namespace {
 
 absl::Status IoError(absl::string_view what, const std::string& path, int err) {
@@ -125,8 +107,6 @@ class PosixEnv : public Env {
       ::close(fd);
       return IoError("cannot stat", path, err);
     }
-    contents->reserve(static_cast<size_t>(st.st_size));
-    AdviseHugePages(contents->data(), contents->capacity());
     contents->resize(static_cast<size_t>(st.st_size));
     size_t done = 0;
     while (done < contents->size()) {

@@ -26,14 +26,6 @@
 
 namespace rapport {
 
-// A hint that the `n` bytes at `p` (fresh memory about to be filled) be
-// backed by huge pages: a snapshot or a journal segment is tens of MB that
-// malloc maps anew each time, and faulting it in 4 KiB pages took a tenth of
-// the snapshot writer's time. Where the kernel gives huge pages only on
-// request (transparent_hugepage=madvise, the usual default) this asks for
-// them; elsewhere, or if it fails, nothing changes but the speed.
-void AdviseHugePages(char* p, size_t n);
-
 // A file opened for appending.
 class WritableFile {
  public:

@@ -1,7 +1,6 @@
 #include "lib/storage/snapshot.h"
 
 #include <climits>
-#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,7 +13,6 @@
 #include "lib/kpi/ingest.h"
 #include "lib/rules/runtime.h"
 #include "lib/state/config.h"
-#include "lib/storage/env.h"
 #include "rapport/engine.h"
 #include "rapport/v1/snapshot.pb.h"
 
@@ -388,7 +386,6 @@ std::string WriteSnapshot(const EngineState& s) {
   // Pass 2: the bytes, in field order (as the reference writer).
   std::string bytes;
   bytes.reserve(total);
-  AdviseHugePages(bytes.data(), bytes.capacity());
   {
     google::protobuf::io::StringOutputStream stream(&bytes);
     CodedOutputStream out(&stream);
