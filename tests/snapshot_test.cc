@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
@@ -290,6 +292,90 @@ TEST(Snapshot, GarbageAndInconsistentSnapshotsAreRefused) {
   v1::EngineSnapshot version = snap;
   version.set_format_version(99);
   EXPECT_FALSE(Engine::Restore(version.SerializeAsString()).ok());
+}
+
+}  // namespace
+}  // namespace rapport::test
+
+namespace rapport::test {
+namespace {
+
+// Restore hashes event ids and timer causes some places ahead of the one it
+// checks (to prefetch): a repeated id or an unknown cause must still be
+// found wherever it is, at the start (inside the look-ahead), in the middle
+// and at the very end, with the same error as before.
+TEST(Snapshot, RepeatsAndUnknownCausesAreFoundAtAnyPosition) {
+  const std::vector<v1::Event> events = Stream(3000, 9);
+  auto engine = NewEngine();
+  IngestAll(*engine, events);
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(*engine->Snapshot()));
+  ASSERT_TRUE(Engine::Restore(snap.SerializeAsString()).ok());
+
+  // Event ids: id `to` becomes a copy of id `from`.
+  const int ids = snap.event_id_lengths_size();
+  ASSERT_GT(ids, 100);
+  auto repeat_id = [&](int from, int to) {
+    std::vector<absl::string_view> parts;
+    absl::string_view data = snap.event_id_data();
+    for (uint32_t n : snap.event_id_lengths()) {
+      parts.push_back(data.substr(0, n));
+      data.remove_prefix(n);
+    }
+    const std::string repeated(parts[static_cast<size_t>(from)]);
+    parts[static_cast<size_t>(to)] = repeated;
+    v1::EngineSnapshot bad = snap;
+    std::string blob;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      blob.append(parts[i].data(), parts[i].size());
+      bad.set_event_id_lengths(static_cast<int>(i), static_cast<uint32_t>(parts[i].size()));
+    }
+    bad.set_event_id_data(blob);
+    auto r = Engine::Restore(bad.SerializeAsString());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << from << " " << to;
+    EXPECT_NE(r.status().message().find("event id '" + repeated + "' is repeated"),
+              std::string::npos)
+        << r.status();
+  };
+  repeat_id(0, 1);
+  repeat_id(3, 15);
+  repeat_id(2, 16);
+  repeat_id(0, ids / 2);
+  repeat_id(ids / 3, ids - 1);
+  repeat_id(ids - 2, ids - 1);
+
+  // Timer causes: timer `at` names an event that was never accepted.
+  const int timers = snap.rules().timer_cause_size();
+  ASSERT_GT(timers, 20);
+  for (int at : {0, 1, 7, 8, 9, timers / 2, timers - 2, timers - 1}) {
+    v1::EngineSnapshot bad = snap;
+    bad.mutable_rules()->set_timer_cause(at, "never-accepted");
+    auto r = Engine::Restore(bad.SerializeAsString());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << at;
+    EXPECT_NE(r.status().message().find(absl::StrCat("timer ", at,
+                                                     ": cause 'never-accepted' is not an accepted "
+                                                     "event")),
+              std::string::npos)
+        << r.status();
+  }
+  // A cause moved to another timer's (an accepted event) still restores.
+  {
+    v1::EngineSnapshot moved = snap;
+    moved.mutable_rules()->set_timer_cause(timers - 1, snap.rules().timer_cause(0));
+    EXPECT_TRUE(Engine::Restore(moved.SerializeAsString()).ok());
+  }
+
+  // Table rows: a repeated id, first or last.
+  {
+    v1::EngineSnapshot bad = snap;
+    ASSERT_GT(bad.deals_size(), 2);
+    bad.mutable_deals(bad.deals_size() - 1)->set_deal_id(bad.deals(0).deal_id());
+    auto r = Engine::Restore(bad.SerializeAsString());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("deals: id '" + snap.deals(0).deal_id() + "' is repeated"),
+              std::string::npos)
+        << r.status();
+  }
 }
 
 }  // namespace

@@ -903,7 +903,26 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
     return bad("the timer columns differ in length");
   }
   rt.timers.reserve(n);
+  // Each cause is looked up in the event id index, which is far larger than
+  // the caches: the cause kAhead timers later is hashed and prefetched while
+  // this one is checked (the hashes wait in a ring; 0 for no cause).
+  constexpr int kAhead = 8;
+  size_t cause_hash[kAhead];
+  int ahead = 0;
+  auto hash_ahead = [&] {
+    const std::string& cause = in.timer_cause(ahead);
+    size_t hash = 0;
+    if (!cause.empty()) {
+      hash = EventIdLog::Hash(cause);
+      s->event_ids.Prefetch(cause, hash);
+    }
+    cause_hash[ahead % kAhead] = hash;
+    ++ahead;
+  };
+  while (ahead < n && ahead < kAhead) hash_ahead();
   for (int i = 0; i < n; ++i) {
+    const size_t hash = cause_hash[i % kAhead];
+    if (ahead < n) hash_ahead();
     Timer t;
     t.fire_at_us = in.timer_fire_at_us(i);
     t.seq = in.timer_seq(i);
@@ -924,7 +943,7 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
       t.cause = nullptr;
       t.cause_len = 0;
     } else {
-      absl::string_view stored = s->event_ids.Stored(cause);
+      absl::string_view stored = s->event_ids.Stored(cause, hash);
       if (stored.empty())
         return bad(absl::StrCat(where(), ": cause '", cause, "' is not an accepted event"));
       t.cause = stored.data();

@@ -81,11 +81,30 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   }
   const char* at = b.data;
   blocks_.push_back(std::move(b));
-  index_.reserve(lengths.size());
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    const absl::string_view id(at, lengths[i]);
-    if (!index_.insert(Entry{at, lengths[i], static_cast<uint32_t>(i), Hash(id)}).second) {
-      return absl::InvalidArgumentError(absl::StrCat("event id '", id, "' is repeated"));
+  // A million ids make a table far larger than the caches, so each insert
+  // would wait for memory: the id kAhead places later is hashed and its slot
+  // prefetched while this one is inserted (the hashes wait in a ring).
+  constexpr size_t kAhead = 16;
+  size_t ring[kAhead];
+  const size_t n = lengths.size();
+  size_t ahead = 0;
+  const char* ahead_at = at;
+  auto hash_ahead = [&] {
+    const absl::string_view id(ahead_at, lengths[ahead]);
+    const size_t hash = Hash(id);
+    index_.prefetch(Probe{id, hash});
+    ring[ahead % kAhead] = hash;
+    ahead_at += lengths[ahead];
+    ++ahead;
+  };
+  index_.reserve(n);
+  while (ahead < n && ahead < kAhead) hash_ahead();
+  for (size_t i = 0; i < n; ++i) {
+    const Entry e{at, lengths[i], static_cast<uint32_t>(i), ring[i % kAhead]};
+    if (ahead < n) hash_ahead();
+    if (!index_.insert(e).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("event id '", absl::string_view(e.data, e.size), "' is repeated"));
     }
     at += lengths[i];
   }

@@ -49,6 +49,9 @@ class EventIdLog {
     return it == index_.end() ? absl::string_view() : absl::string_view(it->data, it->size);
   }
   absl::string_view Stored(absl::string_view id) const { return Stored(id, Hash(id)); }
+  // Starts loading the memory a Find or Stored of `id` will touch, so that a
+  // loop of lookups (restore) overlaps their cache misses. `hash` is Hash(id).
+  void Prefetch(absl::string_view id, size_t hash) const { index_.prefetch(Probe{id, hash}); }
 
   // Removes the ids recorded after the first `n` (the log's size() when a
   // batch started recording), as if they had never been added: a failed batch

@@ -81,6 +81,16 @@ class Table {
     rows_.push_back(row);
     return row;
   }
+  // Adopt for an id that may be in the table already (Restore): one hash and
+  // one probe instead of a Find's and an Adopt's. Adopts nothing and returns
+  // false if `id` is there.
+  bool TryAdopt(absl::string_view id, Row* row) {
+    if (!index_.try_emplace(std::string(id), static_cast<uint32_t>(rows_.size())).second) {
+      return false;
+    }
+    rows_.push_back(row);
+    return true;
+  }
   Row& at(uint32_t i) { return *rows_[i]; }
   const Row& at(uint32_t i) const { return *rows_[i]; }
   size_t size() const { return rows_.size(); }

@@ -264,10 +264,9 @@ absl::Status Fill(google::protobuf::RepeatedPtrField<Row>* rows, absl::string_vi
     if (id.empty() || id.size() > kMaxIdBytes) {
       return Inconsistent(absl::StrCat(name, ": an id is empty or over ", kMaxIdBytes, " bytes"));
     }
-    if (table->Find(id) != nullptr) {
+    if (!table->TryAdopt(id, row)) {
       return Inconsistent(absl::StrCat(name, ": id '", id, "' is repeated"));
     }
-    table->Adopt(id, row);
   }
   return absl::OkStatus();
 }
