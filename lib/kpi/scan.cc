@@ -108,7 +108,7 @@ class Scanner {
       // Cells add without marking: a group is in a bucket's rows when the
       // scan would have counted a fact for it, i.e. when a figure is there.
       for (auto& row : rows_) {
-        for (Acc& a : row) a.touched = a.touched || HasContent(a);
+        for (Acc& a : row) a.touched = a.touched || HasFigures(a);
       }
     }
     if (!error_.ok()) return error_;
@@ -244,15 +244,6 @@ class Scanner {
     acc.touched = true;
     return acc;
   }
-  static bool HasContent(const Acc& a) {
-    for (int64_t x : a.c) {
-      if (x != 0) return true;
-    }
-    for (const auto& s : a.stages) {
-      if (s.first != 0) return true;
-    }
-    return !a.revenue.empty() || !a.receivables.empty() || !a.time_to_win.empty();
-  }
 
   void Overflow(absl::string_view kpi, uint32_t currency) {
     if (error_.ok()) {
@@ -348,12 +339,7 @@ class Scanner {
                          (last + kDay - 1) / kDay, [&](int64_t day, const Cell& cell) {
                            const int b = WholeBucket(day * kDay);
                            if (b < 0 || day * kDay < first) return;
-                           Acc& a = Slot(b, CellGroup(cell.group));
-                           a.c[kFbDen] -= cell.c[kCellFbDen];
-                           a.c[kFbNum] -= cell.c[kCellFbNum];
-                           if (day < ppc_day) return;
-                           a.c[kPpcDen] -= cell.c[kCellPpcDen];
-                           a.c[kPpcNum] -= cell.c[kCellPpcNum];
+                           TakeOutOpenWindows(cell, day, ppc_day, Slot(b, CellGroup(cell.group)));
                          });
       return;
     }
