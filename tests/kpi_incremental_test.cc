@@ -111,6 +111,40 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   return ::testing::AssertionFailure() << "reports differ in their bytes\n" << diff.substr(0, 3000);
 }
 
+// A report by the forced scan (the reference the cells must equal).
+absl::StatusOr<v1::KpiReport> ScanKpis(Engine& engine, const v1::KpiQuery& q) {
+  kpi::SetForceScanForTesting(true);
+  auto scan = engine.Kpis(q);
+  kpi::SetForceScanForTesting(false);
+  return scan;
+}
+
+// An engine fed a generated stream in one batch, and the dashboard query
+// (whole UTC months by manager) over the `days` before the day after its
+// last event.
+struct FedEngine {
+  std::vector<v1::Event> events;
+  std::unique_ptr<Engine> engine;
+  v1::KpiQuery dashboard;
+  int64_t end = 0;
+};
+FedEngine Feed(uint64_t seed, int64_t events, double late_share, int64_t days) {
+  testing::GeneratorOptions o;
+  o.seed = seed;
+  o.max_events = events;
+  o.late_share = late_share;
+  FedEngine f;
+  f.events = testing::GenerateStream(o);
+  f.engine = NewEngine();
+  EXPECT_TRUE(f.engine->IngestBatch(f.events, {BatchMode::kBestEffort}).ok());
+  f.end = f.events.back().occurred_at_us() / kDay * kDay + kDay;
+  f.dashboard.set_end_us(f.end);
+  f.dashboard.set_start_us(f.end - days * kDay);
+  f.dashboard.set_bucket(v1::BUCKET_MONTH);
+  f.dashboard.set_group_by(v1::GROUP_BY_MANAGER);
+  return f;
+}
+
 class KpiIncrementalTest : public ::testing::TestWithParam<uint64_t> {};
 
 TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
@@ -137,11 +171,8 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
     }
     for (int i = 0; i < 4; ++i, ++queries) {
       const v1::KpiQuery q = RandomQuery(rng, from, to);
-      kpi::SetForceScanForTesting(false);
       auto fast = engine->Kpis(q);
-      kpi::SetForceScanForTesting(true);
-      auto scan = engine->Kpis(q);
-      kpi::SetForceScanForTesting(false);
+      auto scan = ScanKpis(*engine, q);
       ASSERT_TRUE(fast.ok()) << fast.status() << " for " << q.ShortDebugString();
       ASSERT_TRUE(scan.ok()) << scan.status() << " for " << q.ShortDebugString();
       std::string diff;
@@ -167,25 +198,15 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
 // follow a late event into a closed month without a rebuild.
 TEST(KpiIncremental, DashboardFollowsLateEventsWithoutRebuild) {
   ScanSwitch restore;
-  testing::GeneratorOptions o;
-  o.seed = 77;
-  o.max_events = 8000;
-  o.late_share = 0.0;
-  std::vector<v1::Event> events = testing::GenerateStream(o);
-  auto engine = NewEngine();
-  ASSERT_TRUE(engine->IngestBatch(events, {BatchMode::kBestEffort}).ok());
-  const int64_t end = events.back().occurred_at_us() / kDay * kDay + kDay;
-  v1::KpiQuery q;
-  q.set_end_us(end);
-  q.set_start_us(end - 730 * kDay);
-  q.set_bucket(v1::BUCKET_MONTH);
-  q.set_group_by(v1::GROUP_BY_MANAGER);
+  FedEngine f = Feed(77, 8000, 0.0, 730);
+  Engine* engine = f.engine.get();
+  const v1::KpiQuery q = f.dashboard;
   auto before = engine->Kpis(q);
   ASSERT_TRUE(before.ok()) << before.status();
   // A late payment into an old month, for an account with facts.
   std::string account;
   int64_t t = 0;
-  for (const v1::Event& e : events) {
+  for (const v1::Event& e : f.events) {
     if (e.has_payment_received()) {
       account = e.payment_received().account_id();
       t = e.occurred_at_us() + 1;
@@ -203,9 +224,7 @@ TEST(KpiIncremental, DashboardFollowsLateEventsWithoutRebuild) {
   const int64_t rebuilds = kpi::CellRebuildsForTesting();
   ASSERT_TRUE(engine->Ingest(late).ok());
   auto fast = engine->Kpis(q);
-  kpi::SetForceScanForTesting(true);
-  auto scan = engine->Kpis(q);
-  kpi::SetForceScanForTesting(false);
+  auto scan = ScanKpis(*engine, q);
   ASSERT_TRUE(fast.ok() && scan.ok());
   EXPECT_EQ(kpi::CellRebuildsForTesting(), rebuilds);
   google::protobuf::util::MessageDifferencer d;
@@ -250,9 +269,7 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
       now_queries += q.as_of_us() == 0 ? 2 : 0;
       auto fast = engine->Kpis(q);
       ASSERT_TRUE(engine->KpisInto(q, &into).ok());
-      kpi::SetForceScanForTesting(true);
-      auto scan = engine->Kpis(q);
-      kpi::SetForceScanForTesting(false);
+      auto scan = ScanKpis(*engine, q);
       ++queries;
       ASSERT_TRUE(fast.ok() && scan.ok()) << q.ShortDebugString();
       std::string diff;
@@ -289,18 +306,10 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
 // it was; a kept report shrinks to a smaller answer exactly.
 TEST(KpiIncremental, KeptReportErrorsAndShrinks) {
   ScanSwitch restore;
-  testing::GeneratorOptions o;
-  o.seed = 9;
-  o.max_events = 4000;
-  std::vector<v1::Event> events = testing::GenerateStream(o);
-  auto engine = NewEngine();
-  ASSERT_TRUE(engine->IngestBatch(events, {BatchMode::kBestEffort}).ok());
-  const int64_t end = events.back().occurred_at_us() / kDay * kDay + kDay;
-  v1::KpiQuery q;
-  q.set_end_us(end);
-  q.set_start_us(end - 400 * kDay);
-  q.set_bucket(v1::BUCKET_MONTH);
-  q.set_group_by(v1::GROUP_BY_MANAGER);
+  FedEngine f = Feed(9, 4000, testing::GeneratorOptions().late_share, 400);
+  Engine* engine = f.engine.get();
+  const v1::KpiQuery q = f.dashboard;
+  const int64_t end = f.end;
   v1::KpiReport kept;
   ASSERT_TRUE(engine->KpisInto(q, &kept).ok());
   ASSERT_GT(kept.rows_size(), 10);
@@ -319,9 +328,7 @@ TEST(KpiIncremental, KeptReportErrorsAndShrinks) {
     small.set_bucket(shape.first);
     small.set_group_by(shape.second);
     ASSERT_TRUE(engine->KpisInto(small, &kept).ok());
-    kpi::SetForceScanForTesting(true);
-    auto scan = engine->Kpis(small);
-    kpi::SetForceScanForTesting(false);
+    auto scan = ScanKpis(*engine, small);
     ASSERT_TRUE(scan.ok());
     EXPECT_TRUE(SameReport(kept, *scan)) << small.ShortDebugString();
   }
