@@ -33,9 +33,10 @@
 // modes it reaches are marked stale and rebuilt from the fact store by their
 // next query (one pass; never an approximation).
 //
-// Thread-safety: ingest calls run under the engine's writer lock; queries run
-// under its reader lock, possibly concurrently, so the index has its own
-// mutex for the lazy build and the month sums.
+// Thread-safety: ingest calls run under the engine's writer lock (and so take
+// no lock of their own); queries run under its reader lock, possibly
+// concurrently, so the index has its own mutex for the lazy build and the
+// month sums.
 #ifndef RAPPORT_LIB_KPI_CELLS_H_
 #define RAPPORT_LIB_KPI_CELLS_H_
 
@@ -214,18 +215,10 @@ class CellIndex {
   bool WithView(const FactStore& st, v1::GroupBy mode, int64_t churn_after,
                 const std::function<void(View&)>& fn);
 
-  // Holds the index's lock for the ingest hooks below, which expect it held:
-  // ingest takes it once per event (lib/kpi/ingest.cc) rather than once or
-  // twice per fact, which cost ~5 % of ingest in lock and unlock calls.
-  class IngestScope {
-   public:
-    explicit IngestScope(CellIndex& index) : lock_(&index.mu_) {}
-
-   private:
-    WriterLock lock_;
-  };
-
-  // Ingest hooks (the engine's writer lock and an IngestScope held).
+  // Ingest hooks. They take no lock of the index: they run under the
+  // engine's writer lock, which no query holds at the same time (queries run
+  // under its reader lock, and the index's mutex orders only them among
+  // themselves). A lock per hook, one or two per fact, cost ~5 % of ingest.
   // BeforeFact runs before the store's timelines take the fact, OnFact after;
   // `first` says, for won and lost facts, how the fact changed its deal's
   // first win or loss.
@@ -233,7 +226,7 @@ class CellIndex {
   void OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f, FirstChange first);
   // Restore: the store took all of its facts at once (no BeforeFact/OnFact
   // each). Does OnFact's bookkeeping for every fact, in the store's order,
-  // under one lock (its own: no IngestScope); cells already built (none on a restore) are marked
+  // under one lock; cells already built (none on a restore) are marked
   // stale and so rebuilt from the facts by their next query.
   void OnFactsLoaded(const FactStore& st);
   // An account upsert changed `before` into the store's current data.

@@ -12,8 +12,7 @@ namespace {
 
 bool StampLess(const Stamp& a, const Stamp& b) { return a < b; }
 
-// Brings the store's entity tables up to the engine's (an IngestScope held:
-// new invoices reach the cells).
+// Brings the store's entity tables up to the engine's.
 void Sync(EngineState* s) {
   FactStore& st = s->kpi;
   if (st.stage_offset.empty()) {
@@ -166,8 +165,6 @@ bool RecordEntry(uint32_t deal, int64_t t, int64_t seq, EngineState* s) {
 void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineState* s) {
   FactStore& st = s->kpi;
   const int64_t t = e.occurred_at_us();
-  // Every cell hook of the event under one lock (see IngestScope).
-  CellIndex::IngestScope lock(*st.cells);
   Sync(s);
   switch (e.payload_case()) {
     case v1::Event::kAccountUpserted: {
@@ -319,10 +316,7 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
   if (static_cast<uint64_t>(in.order_seq_size()) != orders_expected) {
     return bad("order_seq does not match the order facts");
   }
-  {
-    CellIndex::IngestScope lock(*st.cells);  // Sync's OnInvoice
-    Sync(s);
-  }
+  Sync(s);
   for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, s);
   const uint32_t strings = static_cast<uint32_t>(st.strings.size());
   int row = 0;

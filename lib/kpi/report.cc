@@ -410,7 +410,10 @@ class FromCells {
     // Stages by pipeline id, then stage order.
     n = 0;
     const auto& pls = s_.pipelines.all();
-    for (size_t pi : x_.pipelines) {
+    // (No stage counted: the store may not have its stage numbering yet,
+    // before the first event.)
+    static const std::vector<size_t> kNone;
+    for (size_t pi : a.stages.empty() ? kNone : x_.pipelines) {
       const PipelineInfo& pl = pls[pi];
       for (int j = 0; j < pl.size(); ++j) {
         const size_t flat = static_cast<size_t>(st_.stage_offset[pi] + j);

@@ -953,6 +953,9 @@ class Scanner {
     std::sort(order.begin(), order.end(), [&](size_t x, size_t y) {
       return s_.pipelines.all()[x].pipeline.id() < s_.pipelines.all()[y].pipeline.id();
     });
+    // (No stage counted: the store may not have its stage numbering yet,
+    // before the first event.)
+    if (a.stages.empty()) order.clear();
     for (size_t pi : order) {
       const PipelineInfo& pl = s_.pipelines.all()[pi];
       for (int j = 0; j < pl.size(); ++j) {
