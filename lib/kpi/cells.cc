@@ -49,7 +49,7 @@ void SortedAdd(std::vector<int32_t>& v, int32_t x, int sign) {
 }
 
 // Whether an element of sorted `v` lies in (from, from + len].
-bool AnyIn(const std::vector<int64_t>& v, int64_t from, int64_t len) {
+bool AnyIn(const Timeline<int64_t>& v, int64_t from, int64_t len) {
   auto it = std::upper_bound(v.begin(), v.end(), from);
   return it != v.end() && *it <= from + len;
 }

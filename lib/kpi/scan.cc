@@ -592,7 +592,7 @@ class Scanner {
       deal_lost_[i] = d.lost;
       deal_created_[i] = d.created_at;
       deal_partner_[i] = d.source_partner;
-      const std::vector<Visit>& vs = d.visits;
+      const Timeline<Visit>& vs = d.visits;
       Stuck(i, d);
       if (vs.empty() || vs.back().at.t < first || vs.front().at.t >= last) continue;
       const size_t n = vs.size();
