@@ -113,6 +113,13 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   return ::testing::AssertionFailure() << "reports differ in their bytes\n" << diff.substr(0, 3000);
 }
 
+// The events [at, at + n) of `events` (fewer at the end).
+std::vector<v1::Event> Chunk(const std::vector<v1::Event>& events, size_t at, size_t n) {
+  return std::vector<v1::Event>(
+      events.begin() + static_cast<std::ptrdiff_t>(at),
+      events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + n)));
+}
+
 // A report by the forced scan (the reference the cells must equal).
 absl::StatusOr<v1::KpiReport> ScanKpis(Engine& engine, const v1::KpiQuery& q) {
   kpi::SetForceScanForTesting(true);
@@ -163,9 +170,7 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
   // which grow and shrink between these random shapes).
   v1::KpiReport kept;
   for (size_t at = 0; at < events.size(); at += chunk) {
-    std::vector<v1::Event> part(
-        events.begin() + static_cast<std::ptrdiff_t>(at),
-        events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
+    const std::vector<v1::Event> part = Chunk(events, at, chunk);
     ASSERT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
     for (const v1::Event& e : part) {
       from = std::min(from, e.occurred_at_us());
@@ -252,9 +257,7 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
   v1::KpiReport kept[3];
   const size_t chunk = 250;
   for (size_t at = 0; at < events.size(); at += chunk) {
-    std::vector<v1::Event> part(
-        events.begin() + static_cast<std::ptrdiff_t>(at),
-        events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
+    const std::vector<v1::Event> part = Chunk(events, at, chunk);
     ASSERT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
     for (const v1::Event& e : part) to = std::max(to, e.occurred_at_us());
     const int64_t end = (to / kDay + 1) * kDay;
@@ -363,9 +366,7 @@ TEST(KpiIncremental, QueriesDuringIngestStayExact) {
   std::thread a(query, v1::GROUP_BY_MANAGER), b(query, v1::GROUP_BY_NONE);
   const size_t chunk = 200;
   for (size_t at = 0; at < events.size(); at += chunk) {
-    std::vector<v1::Event> part(
-        events.begin() + static_cast<std::ptrdiff_t>(at),
-        events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
+    const std::vector<v1::Event> part = Chunk(events, at, chunk);
     EXPECT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
   }
   done = true;
