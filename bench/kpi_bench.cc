@@ -11,6 +11,7 @@
 // RAPPORT_BENCH_EVENTS=N replaces the sizes with one of N events (CI smoke).
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -43,6 +44,7 @@ struct World {
   sqlite3* db_manager = nullptr;  // grp = owner at t (activities: maker)
   std::vector<v1::Event> rest;    // not yet applied (ingest worlds)
   size_t next = 0;
+  size_t batch = 0;  // events per batch of BM_DashboardAfterIngest
 };
 
 void Exec(sqlite3* db, const char* sql) {
@@ -96,12 +98,17 @@ sqlite3* BuildDb(const World& w, bool by_manager) {
 
 // Events held back from an ingest world, for batches between queries.
 constexpr int64_t kHeldBack = 200000;
+// Batches (iterations) of each BM_DashboardAfterIngest variant.
+constexpr size_t kAfterIngestBatches = 100;
 
 // `ingest`: a world of its own (no SQL) whose last kHeldBack events are not
 // applied but kept in `rest`.
 World* Get(int64_t n, bool ingest = false) {
   static std::map<std::pair<int64_t, bool>, World*> worlds;
-  if (const char* env = std::getenv("RAPPORT_BENCH_EVENTS")) n = std::atoll(env);
+  // One size for all (a smoke run): the four BM_DashboardAfterIngest
+  // variants share one ingest world, not two.
+  const bool one_size = std::getenv("RAPPORT_BENCH_EVENTS") != nullptr;
+  if (one_size) n = std::atoll(std::getenv("RAPPORT_BENCH_EVENTS"));
   if (worlds.count({n, ingest})) return worlds[{n, ingest}];
   World* w = new World;
   w->state = std::make_unique<EngineState>();
@@ -122,6 +129,10 @@ World* Get(int64_t n, bool ingest = false) {
     w->end = std::max(w->end, e.occurred_at_us() + 1);
     ++w->events;
   }
+  // Batches of 1000 at full size (two variants of 100 batches use the
+  // 200 000 held back); smaller for a smaller world, so that every variant
+  // has its 100 batches.
+  w->batch = std::max<size_t>(1, w->rest.size() / (kAfterIngestBatches * (one_size ? 4 : 2)));
   if (!ingest) {
     w->db = BuildDb(*w, false);
     w->db_manager = BuildDb(*w, true);
@@ -303,12 +314,12 @@ void BM_Dashboard(benchmark::State& state) {
   Counters(state, w);
 }
 
-// The dashboard re-queried after every batch of 1000 new events (the
-// generator's, about 2 % of them late): the cells follow the batch, and only
-// the months it touched are summed again. Only the query is timed (ingest
-// and, every tenth batch, the check against the forced scan are not);
-// `rebuilds` counts the cells rebuilt from the facts meanwhile. range(1):
-// a new report per query (0) or one kept (1).
+// The dashboard re-queried after every batch of 1000 new events (fewer in a
+// smoke run; the generator's, about 2 % of them late): the cells follow the
+// batch, and only the months it touched are summed again. Only the query is
+// timed (ingest and, every tenth batch, the check against the forced scan are
+// not); `rebuilds` counts the cells rebuilt from the facts meanwhile.
+// range(1): a new report per query (0) or one kept (1).
 void BM_DashboardAfterIngest(benchmark::State& state) {
   World& w = *Get(state.range(0), true);
   const bool kept = state.range(1) != 0;
@@ -319,11 +330,11 @@ void BM_DashboardAfterIngest(benchmark::State& state) {
   const int64_t rebuilds_before = kpi::CellRebuildsForTesting();
   for (auto _ : state) {
     state.PauseTiming();
-    if (w.next + 1000 > w.rest.size()) {
+    if (w.next + w.batch > w.rest.size()) {
       state.SkipWithError("out of held-back events");
       break;
     }
-    for (size_t i = 0; i < 1000; ++i, ++w.next) {
+    for (size_t i = 0; i < w.batch; ++i, ++w.next) {
       const v1::Event& e = w.rest[w.next];
       ApplyEvent(e, EventFingerprint(e), w.state.get());
       w.end = std::max(w.end, e.occurred_at_us() + 1);
@@ -369,7 +380,7 @@ BENCHMARK(BM_Dashboard)->ArgsProduct({{1000000, 10000000}, {0, 1}})->Unit(benchm
 // Two variants of 100 batches each use the 200 000 held-back events.
 BENCHMARK(BM_DashboardAfterIngest)
     ->ArgsProduct({{1000000, 10000000}, {0, 1}})
-    ->Iterations(100)
+    ->Iterations(kAfterIngestBatches)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Sqlite)->ArgsProduct({{1000000, 10000000}, {0, 1}})->Unit(benchmark::kMillisecond);
 

@@ -571,5 +571,35 @@ TEST(FactColumn, LateInsertsKeepTimeThenArrivalOrderAndEveryField) {
   EXPECT_LT(slack, col.size() / 10) << col.blocks().size() << " blocks";
 }
 
+// The entities' Timeline holds what a std::vector given the same sorted
+// inserts holds, through growth, copies and moves.
+TEST(KpiTimeline, SortedInsertsMatchAVector) {
+  std::mt19937_64 rng(5);
+  for (int round = 0; round < 50; ++round) {
+    kpi::Timeline<kpi::Visit> t;
+    std::vector<kpi::Visit> v;
+    const int n = static_cast<int>(rng() % 40);
+    auto less = [](const kpi::Visit& x, const kpi::Visit& y) { return x.at < y.at; };
+    for (int i = 0; i < n; ++i) {
+      const kpi::Visit x{kpi::Stamp{static_cast<int64_t>(rng() % 20), i}, static_cast<int32_t>(i)};
+      kpi::InsertSorted(t, x, less);
+      kpi::InsertSorted(v, x, less);
+    }
+    const kpi::Timeline<kpi::Visit> copy = t;
+    kpi::Timeline<kpi::Visit> moved = std::move(t);
+    for (const kpi::Timeline<kpi::Visit>* got :
+         {&copy, static_cast<const kpi::Timeline<kpi::Visit>*>(&moved)}) {
+      ASSERT_EQ(got->size(), v.size());
+      EXPECT_GE(got->capacity(), got->size());
+      for (size_t i = 0; i < v.size(); ++i) {
+        EXPECT_TRUE((*got)[i].at == v[i].at && (*got)[i].stage == v[i].stage) << i;
+      }
+    }
+    moved.clear();
+    EXPECT_TRUE(moved.empty());
+    EXPECT_EQ(moved.begin(), moved.end());
+  }
+}
+
 }  // namespace
 }  // namespace rapport::test

@@ -2,8 +2,10 @@
 // through the public API: an engine fed in chunks, queried between chunks so
 // its cells are maintained on ingest (late events, late owner changes
 // included), must answer every random query exactly as the forced scan does.
+#include <atomic>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "google/protobuf/util/message_differencer.h"
@@ -111,6 +113,47 @@ v1::KpiQuery RandomQuery(std::mt19937_64& rng, int64_t from, int64_t to) {
   return ::testing::AssertionFailure() << "reports differ in their bytes\n" << diff.substr(0, 3000);
 }
 
+// The events [at, at + n) of `events` (fewer at the end).
+std::vector<v1::Event> Chunk(const std::vector<v1::Event>& events, size_t at, size_t n) {
+  return std::vector<v1::Event>(
+      events.begin() + static_cast<std::ptrdiff_t>(at),
+      events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + n)));
+}
+
+// A report by the forced scan (the reference the cells must equal).
+absl::StatusOr<v1::KpiReport> ScanKpis(Engine& engine, const v1::KpiQuery& q) {
+  kpi::SetForceScanForTesting(true);
+  auto scan = engine.Kpis(q);
+  kpi::SetForceScanForTesting(false);
+  return scan;
+}
+
+// An engine fed a generated stream in one batch, and the dashboard query
+// (whole UTC months by manager) over the `days` before the day after its
+// last event.
+struct FedEngine {
+  std::vector<v1::Event> events;
+  std::unique_ptr<Engine> engine;
+  v1::KpiQuery dashboard;
+  int64_t end = 0;
+};
+FedEngine Feed(uint64_t seed, int64_t events, double late_share, int64_t days) {
+  testing::GeneratorOptions o;
+  o.seed = seed;
+  o.max_events = events;
+  o.late_share = late_share;
+  FedEngine f;
+  f.events = testing::GenerateStream(o);
+  f.engine = NewEngine();
+  EXPECT_TRUE(f.engine->IngestBatch(f.events, {BatchMode::kBestEffort}).ok());
+  f.end = f.events.back().occurred_at_us() / kDay * kDay + kDay;
+  f.dashboard.set_end_us(f.end);
+  f.dashboard.set_start_us(f.end - days * kDay);
+  f.dashboard.set_bucket(v1::BUCKET_MONTH);
+  f.dashboard.set_group_by(v1::GROUP_BY_MANAGER);
+  return f;
+}
+
 class KpiIncrementalTest : public ::testing::TestWithParam<uint64_t> {};
 
 TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
@@ -127,9 +170,7 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
   // which grow and shrink between these random shapes).
   v1::KpiReport kept;
   for (size_t at = 0; at < events.size(); at += chunk) {
-    std::vector<v1::Event> part(
-        events.begin() + static_cast<std::ptrdiff_t>(at),
-        events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
+    const std::vector<v1::Event> part = Chunk(events, at, chunk);
     ASSERT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
     for (const v1::Event& e : part) {
       from = std::min(from, e.occurred_at_us());
@@ -137,11 +178,8 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
     }
     for (int i = 0; i < 4; ++i, ++queries) {
       const v1::KpiQuery q = RandomQuery(rng, from, to);
-      kpi::SetForceScanForTesting(false);
       auto fast = engine->Kpis(q);
-      kpi::SetForceScanForTesting(true);
-      auto scan = engine->Kpis(q);
-      kpi::SetForceScanForTesting(false);
+      auto scan = ScanKpis(*engine, q);
       ASSERT_TRUE(fast.ok()) << fast.status() << " for " << q.ShortDebugString();
       ASSERT_TRUE(scan.ok()) << scan.status() << " for " << q.ShortDebugString();
       std::string diff;
@@ -167,25 +205,15 @@ TEST_P(KpiIncrementalTest, CellsAnswerLikeTheScanWhileIngesting) {
 // follow a late event into a closed month without a rebuild.
 TEST(KpiIncremental, DashboardFollowsLateEventsWithoutRebuild) {
   ScanSwitch restore;
-  testing::GeneratorOptions o;
-  o.seed = 77;
-  o.max_events = 8000;
-  o.late_share = 0.0;
-  std::vector<v1::Event> events = testing::GenerateStream(o);
-  auto engine = NewEngine();
-  ASSERT_TRUE(engine->IngestBatch(events, {BatchMode::kBestEffort}).ok());
-  const int64_t end = events.back().occurred_at_us() / kDay * kDay + kDay;
-  v1::KpiQuery q;
-  q.set_end_us(end);
-  q.set_start_us(end - 730 * kDay);
-  q.set_bucket(v1::BUCKET_MONTH);
-  q.set_group_by(v1::GROUP_BY_MANAGER);
+  FedEngine f = Feed(77, 8000, 0.0, 730);
+  Engine* engine = f.engine.get();
+  const v1::KpiQuery q = f.dashboard;
   auto before = engine->Kpis(q);
   ASSERT_TRUE(before.ok()) << before.status();
   // A late payment into an old month, for an account with facts.
   std::string account;
   int64_t t = 0;
-  for (const v1::Event& e : events) {
+  for (const v1::Event& e : f.events) {
     if (e.has_payment_received()) {
       account = e.payment_received().account_id();
       t = e.occurred_at_us() + 1;
@@ -203,9 +231,7 @@ TEST(KpiIncremental, DashboardFollowsLateEventsWithoutRebuild) {
   const int64_t rebuilds = kpi::CellRebuildsForTesting();
   ASSERT_TRUE(engine->Ingest(late).ok());
   auto fast = engine->Kpis(q);
-  kpi::SetForceScanForTesting(true);
-  auto scan = engine->Kpis(q);
-  kpi::SetForceScanForTesting(false);
+  auto scan = ScanKpis(*engine, q);
   ASSERT_TRUE(fast.ok() && scan.ok());
   EXPECT_EQ(kpi::CellRebuildsForTesting(), rebuilds);
   google::protobuf::util::MessageDifferencer d;
@@ -231,9 +257,7 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
   v1::KpiReport kept[3];
   const size_t chunk = 250;
   for (size_t at = 0; at < events.size(); at += chunk) {
-    std::vector<v1::Event> part(
-        events.begin() + static_cast<std::ptrdiff_t>(at),
-        events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + chunk)));
+    const std::vector<v1::Event> part = Chunk(events, at, chunk);
     ASSERT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
     for (const v1::Event& e : part) to = std::max(to, e.occurred_at_us());
     const int64_t end = (to / kDay + 1) * kDay;
@@ -250,9 +274,7 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
       now_queries += q.as_of_us() == 0 ? 2 : 0;
       auto fast = engine->Kpis(q);
       ASSERT_TRUE(engine->KpisInto(q, &into).ok());
-      kpi::SetForceScanForTesting(true);
-      auto scan = engine->Kpis(q);
-      kpi::SetForceScanForTesting(false);
+      auto scan = ScanKpis(*engine, q);
       ++queries;
       ASSERT_TRUE(fast.ok() && scan.ok()) << q.ShortDebugString();
       std::string diff;
@@ -289,18 +311,10 @@ TEST(KpiIncremental, DashboardAfterEveryBatchEqualsTheScan) {
 // it was; a kept report shrinks to a smaller answer exactly.
 TEST(KpiIncremental, KeptReportErrorsAndShrinks) {
   ScanSwitch restore;
-  testing::GeneratorOptions o;
-  o.seed = 9;
-  o.max_events = 4000;
-  std::vector<v1::Event> events = testing::GenerateStream(o);
-  auto engine = NewEngine();
-  ASSERT_TRUE(engine->IngestBatch(events, {BatchMode::kBestEffort}).ok());
-  const int64_t end = events.back().occurred_at_us() / kDay * kDay + kDay;
-  v1::KpiQuery q;
-  q.set_end_us(end);
-  q.set_start_us(end - 400 * kDay);
-  q.set_bucket(v1::BUCKET_MONTH);
-  q.set_group_by(v1::GROUP_BY_MANAGER);
+  FedEngine f = Feed(9, 4000, testing::GeneratorOptions().late_share, 400);
+  Engine* engine = f.engine.get();
+  const v1::KpiQuery q = f.dashboard;
+  const int64_t end = f.end;
   v1::KpiReport kept;
   ASSERT_TRUE(engine->KpisInto(q, &kept).ok());
   ASSERT_GT(kept.rows_size(), 10);
@@ -319,11 +333,71 @@ TEST(KpiIncremental, KeptReportErrorsAndShrinks) {
     small.set_bucket(shape.first);
     small.set_group_by(shape.second);
     ASSERT_TRUE(engine->KpisInto(small, &kept).ok());
-    kpi::SetForceScanForTesting(true);
-    auto scan = engine->Kpis(small);
-    kpi::SetForceScanForTesting(false);
+    auto scan = ScanKpis(*engine, small);
     ASSERT_TRUE(scan.ok());
     EXPECT_TRUE(SameReport(kept, *scan)) << small.ShortDebugString();
+  }
+}
+
+// The cells' ingest hooks take no lock of the index (the engine's writer
+// lock keeps queries out): ingest on one thread while two others query the
+// dashboard (building and summing cells under the index's own lock), then
+// the cells still answer as the scan does. Run under the tsan preset, this
+// checks the locking too.
+TEST(KpiIncremental, QueriesDuringIngestStayExact) {
+  ScanSwitch restore;
+  const std::vector<v1::Event> events = Stream(808);
+  auto engine = NewEngine();
+  const int64_t to = events.back().occurred_at_us();
+  v1::KpiQuery q;
+  q.set_end_us((to / kDay + 40) * kDay);
+  q.set_start_us(q.end_us() - 730 * kDay);
+  q.set_bucket(v1::BUCKET_MONTH);
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0};
+  auto query = [&](v1::GroupBy by) {
+    v1::KpiQuery mine = q;
+    mine.set_group_by(by);
+    v1::KpiReport kept;
+    while (!done.load()) {
+      if (engine->Kpis(mine).ok() && engine->KpisInto(mine, &kept).ok()) ++answered;
+    }
+  };
+  std::thread a(query, v1::GROUP_BY_MANAGER), b(query, v1::GROUP_BY_NONE);
+  const size_t chunk = 200;
+  for (size_t at = 0; at < events.size(); at += chunk) {
+    const std::vector<v1::Event> part = Chunk(events, at, chunk);
+    EXPECT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
+  }
+  done = true;
+  a.join();
+  b.join();
+  EXPECT_GT(answered.load(), 0);
+  for (v1::GroupBy by : {v1::GROUP_BY_MANAGER, v1::GROUP_BY_NONE}) {
+    v1::KpiQuery mine = q;
+    mine.set_group_by(by);
+    auto fast = engine->Kpis(mine);
+    auto scan = ScanKpis(*engine, mine);
+    ASSERT_TRUE(fast.ok() && scan.ok());
+    EXPECT_TRUE(SameReport(*fast, *scan)) << mine.ShortDebugString();
+  }
+}
+
+// An engine with no events yet answers the dashboard (from cells) as the
+// scan does, in every grouping.
+TEST(KpiIncremental, EmptyEngineAnswersLikeTheScan) {
+  ScanSwitch restore;
+  auto engine = NewEngine();
+  v1::KpiQuery q;
+  q.set_end_us(400 * kDay);
+  q.set_start_us(q.end_us() - 365 * kDay);
+  q.set_bucket(v1::BUCKET_MONTH);
+  for (int by = 0; by < 6; ++by) {
+    q.set_group_by(static_cast<v1::GroupBy>(by));
+    auto fast = engine->Kpis(q);
+    auto scan = ScanKpis(*engine, q);
+    ASSERT_TRUE(fast.ok() && scan.ok());
+    EXPECT_TRUE(SameReport(*fast, *scan)) << q.ShortDebugString();
   }
 }
 

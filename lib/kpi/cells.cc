@@ -49,7 +49,7 @@ void SortedAdd(std::vector<int32_t>& v, int32_t x, int sign) {
 }
 
 // Whether an element of sorted `v` lies in (from, from + len].
-bool AnyIn(const std::vector<int64_t>& v, int64_t from, int64_t len) {
+bool AnyIn(const Timeline<int64_t>& v, int64_t from, int64_t len) {
   auto it = std::upper_bound(v.begin(), v.end(), from);
   return it != v.end() && *it <= from + len;
 }
@@ -499,7 +499,6 @@ Entity EntityOf(FactKind kind, const Fact& f) {
 }  // namespace
 
 void CellIndex::BeforeFact(const FactStore& st, FactKind kind, const Fact& f) {
-  WriterLock lock(&mu_);
   const Entity e = EntityOf(kind, f);
   if (e == Entity::kNone) return;
   for (int mode = 0; mode < kModes; ++mode) {
@@ -513,7 +512,6 @@ void CellIndex::BeforeFact(const FactStore& st, FactKind kind, const Fact& f) {
 }
 
 void CellIndex::OnInvoice(const FactStore& st, uint32_t invoice) {
-  WriterLock lock(&mu_);
   const uint32_t account = st.invoices[invoice].account;
   if (first_invoice_.size() <= account) first_invoice_.resize(account + 1, kNoEntity);
   if (next_invoice_.size() <= invoice) next_invoice_.resize(invoice + 1, kNoEntity);
@@ -526,7 +524,6 @@ void CellIndex::OnInvoice(const FactStore& st, uint32_t invoice) {
 
 void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f,
                        FirstChange first) {
-  WriterLock lock(&mu_);
   if (last_t_.size() <= f.account)
     last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
   last_t_[f.account] = std::max(last_t_[f.account], t);
@@ -653,7 +650,6 @@ void CellIndex::OnFactsLoaded(const FactStore& st) {
 }
 
 void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before) {
-  WriterLock lock(&mu_);
   const AccountData& now = st.accounts[account];
   for (const AttrEntry& e : now.attr) max_t_ = std::max(max_t_, e.since.t);
   if (!AnyBuilt()) return;
@@ -930,6 +926,24 @@ uint32_t AddCellTo(const Cell& cell, int64_t first_day, int64_t end_day, bool wh
     if (r.converted) ++a.stages[r.flat].second;
   }
   return overflow;
+}
+
+bool HasFigures(const Acc& a) {
+  for (int64_t x : a.c) {
+    if (x != 0) return true;
+  }
+  for (const auto& s : a.stages) {
+    if (s.first != 0) return true;
+  }
+  return !a.revenue.empty() || !a.receivables.empty() || !a.time_to_win.empty();
+}
+
+void TakeOutOpenWindows(const Cell& cell, int64_t day, int64_t ppc_day, Acc& a) {
+  a.c[kFbDen] -= cell.c[kCellFbDen];
+  a.c[kFbNum] -= cell.c[kCellFbNum];
+  if (day < ppc_day) return;
+  a.c[kPpcDen] -= cell.c[kCellPpcDen];
+  a.c[kPpcNum] -= cell.c[kCellPpcNum];
 }
 
 bool AddAcc(const Acc& from, Acc& a, uint32_t* currency) {

@@ -275,13 +275,11 @@ FactStore::Memory FactStore::MemoryUse() const {
   m.cells = cells->MemoryBytes();
   for (const FactColumn& c : columns) m.facts += c.MemoryBytes();
   for (const AccountData& a : accounts) {
-    m.accounts += sizeof(AccountData) + a.attr.capacity() * sizeof(AttrEntry) +
-                  a.orders.capacity() * sizeof(OrderRef) + a.outbound.capacity() * sizeof(int64_t) +
-                  a.completed.capacity() * sizeof(int64_t) +
-                  a.feedback.capacity() * sizeof(FeedbackRef) +
-                  a.status.capacity() * sizeof(StatusEvent);
+    m.accounts += sizeof(AccountData) + a.attr.MemoryBytes() + a.orders.MemoryBytes() +
+                  a.outbound.MemoryBytes() + a.completed.MemoryBytes() + a.feedback.MemoryBytes() +
+                  a.status.MemoryBytes();
   }
-  for (const DealData& d : deals) m.deals += sizeof(DealData) + d.visits.capacity() * sizeof(Visit);
+  for (const DealData& d : deals) m.deals += sizeof(DealData) + d.visits.MemoryBytes();
   m.orders = orders.size() * sizeof(OrderData);
   m.invoices = invoices.size() * sizeof(InvoiceData);
   for (const auto& p : invoice_payments) m.invoices += sizeof(p) + p.capacity() * sizeof(Payment);

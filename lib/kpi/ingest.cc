@@ -12,6 +12,7 @@ namespace {
 
 bool StampLess(const Stamp& a, const Stamp& b) { return a < b; }
 
+// Brings the store's entity tables up to the engine's.
 void Sync(EngineState* s) {
   FactStore& st = s->kpi;
   if (st.stage_offset.empty()) {

@@ -243,20 +243,10 @@ class FromCells {
           r.has_median = true;
         }
         // A group is in a bucket's rows when a figure is there.
-        r.acc.touched = r.acc.touched || r.has_median || HasContent(r.acc);
+        r.acc.touched = r.acc.touched || r.has_median || HasFigures(r.acc);
       }
     }
     return true;
-  }
-
-  static bool HasContent(const Acc& a) {
-    for (int64_t x : a.c) {
-      if (x != 0) return true;
-    }
-    for (const auto& s : a.stages) {
-      if (s.first != 0) return true;
-    }
-    return !a.revenue.empty() || !a.receivables.empty();
   }
 
   // The cells count every order and completion in post_purchase_contact_rate
@@ -269,12 +259,7 @@ class FromCells {
     v.ForDays(from_day, (last + kDay - 1) / kDay, [&](int64_t day, const Cell& cell) {
       const int64_t t = day * kDay;
       if (t < first || t >= last) return;
-      Acc& a = At(Bucket(t), cell.group).acc;
-      a.c[kFbDen] -= cell.c[kCellFbDen];
-      a.c[kFbNum] -= cell.c[kCellFbNum];
-      if (day < ppc_day) return;
-      a.c[kPpcDen] -= cell.c[kCellPpcDen];
-      a.c[kPpcNum] -= cell.c[kCellPpcNum];
+      TakeOutOpenWindows(cell, day, ppc_day, At(Bucket(t), cell.group).acc);
     });
   }
 
@@ -425,7 +410,10 @@ class FromCells {
     // Stages by pipeline id, then stage order.
     n = 0;
     const auto& pls = s_.pipelines.all();
-    for (size_t pi : x_.pipelines) {
+    // (No stage counted: the store may not have its stage numbering yet,
+    // before the first event.)
+    static const std::vector<size_t> kNone;
+    for (size_t pi : a.stages.empty() ? kNone : x_.pipelines) {
       const PipelineInfo& pl = pls[pi];
       for (int j = 0; j < pl.size(); ++j) {
         const size_t flat = static_cast<size_t>(st_.stage_offset[pi] + j);

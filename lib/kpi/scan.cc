@@ -18,6 +18,16 @@ namespace {
 
 constexpr int64_t kDay = kMicrosPerDay;
 
+// Asks for every cache line of *p: an entity of the store spans two or three
+// (a deque of them keeps a few per chunk, which the hardware prefetcher does
+// not follow), and the scan's passes over entities wait on memory.
+template <typename T>
+void PrefetchAll(const T* p) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (size_t o = 0; o < sizeof(T); o += 64) __builtin_prefetch(c + o);
+  __builtin_prefetch(c + sizeof(T) - 1);
+}
+
 class Scanner {
  public:
   Scanner(const EngineState& s, const Plan& p)
@@ -48,7 +58,13 @@ class Scanner {
     // Without cells every fact of the period is scanned: resolve groups and
     // deal states into flat tables once, and walk stage entries by deal.
     bulk_ = !cells;
-    if (bulk_) BuildTables();
+    // The deal pass fills the deal tables the fact passes read (leads,
+    // wins): it comes first. Its counts do not depend on the order in which
+    // groups take their slots (Emit sorts the rows by name).
+    if (bulk_) {
+      BuildTables();
+      DealPass();
+    }
     cell_lo_.assign(static_cast<size_t>(nb_), 0);
     cell_hi_.assign(static_cast<size_t>(nb_), 0);
     whole_.assign(static_cast<size_t>(nb_), false);
@@ -83,7 +99,6 @@ class Scanner {
         Payments(plo, lo_, true);
       }
     }
-    if (bulk_) DealPass();
     bool bounds_whole = cells;
     for (int64_t x : p_.bounds) bounds_whole = bounds_whole && x % kDay == 0;
     // stuck_deals and receivables_overdue come from the cells at an as_of
@@ -108,7 +123,7 @@ class Scanner {
       // Cells add without marking: a group is in a bucket's rows when the
       // scan would have counted a fact for it, i.e. when a figure is there.
       for (auto& row : rows_) {
-        for (Acc& a : row) a.touched = a.touched || HasContent(a);
+        for (Acc& a : row) a.touched = a.touched || HasFigures(a);
       }
     }
     if (!error_.ok()) return error_;
@@ -159,8 +174,8 @@ class Scanner {
   // its attribution changed and the group mode follows attribution), and
   // since when it is a customer for hunter_share (its first order's time,
   // kNever without one, kPartner for a partner). Per deal: its first win
-  // and loss, creation time and source partner. One pass over the entities
-  // replaces a cache miss into them per fact.
+  // and loss, creation time and source partner (filled by DealPass). One
+  // pass over the entities replaces a cache miss into them per fact.
   void BuildTables() {
     const size_t na = st_.accounts.size();
     acc_group_.resize(na);
@@ -173,11 +188,12 @@ class Scanner {
       // The timelines are separate allocations: ask for them ahead.
       // The deque's blocks are separate allocations too: the entity itself
       // is asked for twice as far ahead.
-      if (i + 2 * kAhead < na) __builtin_prefetch(&st_.accounts[i + 2 * kAhead]);
+      if (i + 2 * kAhead < na) PrefetchAll(&st_.accounts[i + 2 * kAhead]);
       if (i + kAhead < na) {
         const AccountData& next = st_.accounts[i + kAhead];
         __builtin_prefetch(next.orders.data());
         __builtin_prefetch(next.attr.data());
+        __builtin_prefetch(next.status.data());
       }
       const AccountData& a = st_.accounts[i];
       acc_group_[i] = attr && a.attr.size() > 1 ? kVaries : GroupOf(i, 0);
@@ -187,22 +203,10 @@ class Scanner {
       ActivePartner(i, a);
       ClientChurnOf(i, a, after, &spans);
     }
-    const size_t nd = st_.deals.size();
-    deal_won_.resize(nd);
-    deal_lost_.resize(nd);
-    deal_created_.resize(nd);
-    deal_partner_.resize(nd);
-    for (uint32_t i = 0; i < nd; ++i) {
-      const DealData& d = st_.deals[i];
-      deal_won_[i] = d.won;
-      deal_lost_[i] = d.lost;
-      deal_created_[i] = d.created_at;
-      deal_partner_[i] = d.source_partner;
-    }
   }
 
   // How many entities ahead a pass prefetches their timelines.
-  static constexpr uint32_t kAhead = 8;
+  static constexpr uint32_t kAhead = 16;
 
   // GroupOf through the tables.
   uint32_t Group(uint32_t account, int64_t t) const {
@@ -243,15 +247,6 @@ class Scanner {
     Acc& acc = Slot(b, group);
     acc.touched = true;
     return acc;
-  }
-  static bool HasContent(const Acc& a) {
-    for (int64_t x : a.c) {
-      if (x != 0) return true;
-    }
-    for (const auto& s : a.stages) {
-      if (s.first != 0) return true;
-    }
-    return !a.revenue.empty() || !a.receivables.empty() || !a.time_to_win.empty();
   }
 
   void Overflow(absl::string_view kpi, uint32_t currency) {
@@ -348,12 +343,7 @@ class Scanner {
                          (last + kDay - 1) / kDay, [&](int64_t day, const Cell& cell) {
                            const int b = WholeBucket(day * kDay);
                            if (b < 0 || day * kDay < first) return;
-                           Acc& a = Slot(b, CellGroup(cell.group));
-                           a.c[kFbDen] -= cell.c[kCellFbDen];
-                           a.c[kFbNum] -= cell.c[kCellFbNum];
-                           if (day < ppc_day) return;
-                           a.c[kPpcDen] -= cell.c[kCellPpcDen];
-                           a.c[kPpcNum] -= cell.c[kCellPpcNum];
+                           TakeOutOpenWindows(cell, day, ppc_day, Slot(b, CellGroup(cell.group)));
                          });
       return;
     }
@@ -583,17 +573,26 @@ class Scanner {
   // the deal's previous entry of that stage is before the bucket. Visits
   // with equal stamps (only a damaged snapshot has them) see each other as
   // Stages does: neither before nor after.
-  // With stuck_deals (as StuckDeals) in the same pass over the deals.
+  // With stuck_deals (as StuckDeals) and the deal tables (BuildTables) in
+  // the same pass over the deals.
   void DealPass() {
     const int64_t first = p_.bounds.front(), last = p_.bounds.back();
     std::vector<int32_t> later;
     std::vector<int64_t> prev;  // by stage: the time of the deal's last entry of it
     const uint32_t nd = static_cast<uint32_t>(st_.deals.size());
+    deal_won_.resize(nd);
+    deal_lost_.resize(nd);
+    deal_created_.resize(nd);
+    deal_partner_.resize(nd);
     for (uint32_t i = 0; i < nd; ++i) {
-      if (i + 2 * kAhead < nd) __builtin_prefetch(&st_.deals[i + 2 * kAhead]);
+      if (i + 2 * kAhead < nd) PrefetchAll(&st_.deals[i + 2 * kAhead]);
       if (i + kAhead < nd) __builtin_prefetch(st_.deals[i + kAhead].visits.data());
       const DealData& d = st_.deals[i];
-      const std::vector<Visit>& vs = d.visits;
+      deal_won_[i] = d.won;
+      deal_lost_[i] = d.lost;
+      deal_created_[i] = d.created_at;
+      deal_partner_[i] = d.source_partner;
+      const Timeline<Visit>& vs = d.visits;
       Stuck(i, d);
       if (vs.empty() || vs.back().at.t < first || vs.front().at.t >= last) continue;
       const size_t n = vs.size();
@@ -691,43 +690,73 @@ class Scanner {
   // clients_new, referral_rate, repeat_order_share, repeat_customer_rate,
   // post_purchase_contact_rate.
   void Orders() {
-    st_.column(FactKind::kOrderPlaced).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
-      const AccountData& acc = st_.accounts[f.account];
-      Acc& a = At(b_, AnyGroup(f.account, t));
-      ++a.c[kOrders];
-      const Stamp me = st_.orders[f.subject].placed;
-      if (acc.orders.front().order == f.subject) {
-        ++a.c[kClientsNew];
-        if (acc.referred) ++a.c[kReferred];
-      } else {
-        ++a.c[kRepeatOrders];
-      }
-      // The account's first order in the bucket stands for the account.
-      auto it = std::lower_bound(acc.orders.begin(), acc.orders.end(), me,
-                                 [](const OrderRef& o, const Stamp& x) { return o.at < x; });
-      if (it == acc.orders.begin() || (it - 1)->at.t < lo_) {
-        ++a.c[kRcrDen];
-        if (acc.orders.size() >= 2 && acc.orders[1].at.t < hi_) ++a.c[kRcrNum];
-      }
-      if (t + 7 * kDay < as_of_) {
-        ++a.c[kPpcDen];
-        auto o = std::upper_bound(acc.outbound.begin(), acc.outbound.end(), t);
-        if (o != acc.outbound.end() && *o <= t + 7 * kDay) ++a.c[kPpcNum];
-      }
-    });
+    st_.column(FactKind::kOrderPlaced)
+        .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
+          for (int i = i0; i < i1; ++i) {
+            // Each order reads its account and the account's timelines: ask
+            // for the account two steps ahead, its timelines one step.
+            if (i + 2 * static_cast<int>(kAhead) < i1) {
+              const int j = i + 2 * static_cast<int>(kAhead);
+              PrefetchAll(&st_.accounts[blk.account[j]]);
+              __builtin_prefetch(&st_.orders[blk.subject[j]]);
+            }
+            if (i + static_cast<int>(kAhead) < i1) {
+              const AccountData& next = st_.accounts[blk.account[i + kAhead]];
+              __builtin_prefetch(next.orders.data());
+              __builtin_prefetch(next.outbound.data());
+            }
+            Order(blk.t[i], blk.account[i], blk.subject[i]);
+          }
+        });
+  }
+  void Order(int64_t t, uint32_t account, uint32_t order) {
+    const AccountData& acc = st_.accounts[account];
+    Acc& a = At(b_, AnyGroup(account, t));
+    ++a.c[kOrders];
+    const Stamp me = st_.orders[order].placed;
+    if (acc.orders.front().order == order) {
+      ++a.c[kClientsNew];
+      if (acc.referred) ++a.c[kReferred];
+    } else {
+      ++a.c[kRepeatOrders];
+    }
+    // The account's first order in the bucket stands for the account.
+    auto it = std::lower_bound(acc.orders.begin(), acc.orders.end(), me,
+                               [](const OrderRef& o, const Stamp& x) { return o.at < x; });
+    if (it == acc.orders.begin() || (it - 1)->at.t < lo_) {
+      ++a.c[kRcrDen];
+      if (acc.orders.size() >= 2 && acc.orders[1].at.t < hi_) ++a.c[kRcrNum];
+    }
+    if (t + 7 * kDay < as_of_) {
+      ++a.c[kPpcDen];
+      auto o = std::upper_bound(acc.outbound.begin(), acc.outbound.end(), t);
+      if (o != acc.outbound.end() && *o <= t + 7 * kDay) ++a.c[kPpcNum];
+    }
   }
 
   // feedback_coverage.
   void Completions() {
-    st_.column(FactKind::kOrderCompleted).ForRange(lo_, hi_, [&](int64_t t, const Fact& f) {
-      if (!(t + 30 * kDay < as_of_)) return;
-      Acc& a = At(b_, AnyGroup(f.account, t));
-      ++a.c[kFbDen];
-      const auto& fb = st_.accounts[f.account].feedback;
-      auto it = std::upper_bound(fb.begin(), fb.end(), t,
-                                 [](int64_t x, const FeedbackRef& r) { return x < r.t; });
-      if (it != fb.end() && it->t <= t + 30 * kDay) ++a.c[kFbNum];
-    });
+    st_.column(FactKind::kOrderCompleted)
+        .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
+          for (int i = i0; i < i1; ++i) {
+            // As Orders: the account two steps ahead, its feedback one.
+            if (i + 2 * static_cast<int>(kAhead) < i1) {
+              PrefetchAll(&st_.accounts[blk.account[i + 2 * kAhead]]);
+            }
+            if (i + static_cast<int>(kAhead) < i1) {
+              __builtin_prefetch(st_.accounts[blk.account[i + kAhead]].feedback.data());
+            }
+            const int64_t t = blk.t[i];
+            if (!(t + 30 * kDay < as_of_)) continue;
+            const uint32_t account = blk.account[i];
+            Acc& a = At(b_, AnyGroup(account, t));
+            ++a.c[kFbDen];
+            const auto& fb = st_.accounts[account].feedback;
+            auto it = std::upper_bound(fb.begin(), fb.end(), t,
+                                       [](int64_t x, const FeedbackRef& r) { return x < r.t; });
+            if (it != fb.end() && it->t <= t + 30 * kDay) ++a.c[kFbNum];
+          }
+        });
   }
 
   // revenue, and the previous period of equal length for revenue_growth.
@@ -924,6 +953,9 @@ class Scanner {
     std::sort(order.begin(), order.end(), [&](size_t x, size_t y) {
       return s_.pipelines.all()[x].pipeline.id() < s_.pipelines.all()[y].pipeline.id();
     });
+    // (No stage counted: the store may not have its stage numbering yet,
+    // before the first event.)
+    if (a.stages.empty()) order.clear();
     for (size_t pi : order) {
       const PipelineInfo& pl = s_.pipelines.all()[pi];
       for (int j = 0; j < pl.size(); ++j) {
