@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "lib/kpi/cells.h"
 #include "rapport/engine.h"
 #include "rapport/testing/generator.h"
 #include "tests/test_util.h"
@@ -54,6 +55,69 @@ TEST(Concurrency, ReadersRunWithOneWriter) {
   for (auto& th : readers) th.join();
   EXPECT_EQ(engine->events_accepted(), 20000);
   EXPECT_GT(reads.load(), 0);
+}
+
+// Several writers and KPI readers at once. The KPI cells are kept by ingest
+// under the engine's writer lock only (no lock of their own per fact), so
+// this is the test TSan must see: two writers race over the chunks of one
+// stream (best effort, so what an order refuses the other accepts later)
+// while two readers ask for the dashboard, a kept report and grades. At the
+// end the cells must still answer exactly as the forced scan does.
+TEST(Concurrency, SeveralWritersWithKpiReaders) {
+  testing::GeneratorOptions o;
+  o.max_events = 12000;
+  const auto events = testing::GenerateStream(o);
+  auto engine = NewEngine();
+  const int64_t end = (events.back().occurred_at_us() / kDay + 40) * kDay;
+  v1::KpiQuery q;
+  q.set_start_us(end - 730 * kDay);
+  q.set_end_us(end);
+  q.set_bucket(v1::BUCKET_MONTH);
+  q.set_group_by(v1::GROUP_BY_MANAGER);
+
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> answered{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&, t] {
+      v1::KpiReport kept;
+      while (!done.load()) {
+        if (t == 0) {
+          EXPECT_TRUE(engine->Kpis(q).ok());
+          EXPECT_TRUE(engine->Grades(end).ok());
+        } else {
+          EXPECT_TRUE(engine->KpisInto(q, &kept).ok());
+        }
+        answered.fetch_add(1);
+      }
+    });
+  }
+  constexpr size_t kChunk = 250;
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 2; ++w) {
+    writers.emplace_back([&] {
+      for (size_t at = next.fetch_add(kChunk); at < events.size(); at = next.fetch_add(kChunk)) {
+        auto part = absl::MakeConstSpan(events).subspan(at, std::min(kChunk, events.size() - at));
+        EXPECT_TRUE(engine->IngestBatch(part, {BatchMode::kBestEffort}).ok());
+      }
+    });
+  }
+  for (auto& th : writers) th.join();
+  // A second pass in order takes what a raced order refused.
+  ASSERT_TRUE(engine->IngestBatch(events, {BatchMode::kBestEffort}).ok());
+  done.store(true);
+  for (auto& th : readers) th.join();
+  EXPECT_GT(answered.load(), 0);
+  EXPECT_GT(engine->events_accepted(), 0);
+
+  auto cells = engine->Kpis(q);
+  kpi::SetForceScanForTesting(true);
+  auto scan = engine->Kpis(q);
+  kpi::SetForceScanForTesting(false);
+  ASSERT_TRUE(cells.ok() && scan.ok());
+  EXPECT_GT(cells->rows_size(), 0);
+  EXPECT_EQ(cells->SerializeAsString(), scan->SerializeAsString());
 }
 
 }  // namespace
