@@ -438,9 +438,15 @@ TEST(Rules, RestoreRejectsBadRuntimeState) {
   }
   {
     v1::EngineSnapshot s = snap;
-    for (int i = 0; i < s.rules().timer_cause_size(); ++i) {
-      if (!s.rules().timer_cause(i).empty()) s.mutable_rules()->set_timer_cause(i, "no-such-event");
+    // Causes are indexes in the event-id log: one past its end.
+    int causes = 0;
+    for (int i = 0; i < s.rules().timer_cause_index_size(); ++i) {
+      if (s.rules().timer_cause_index(i) == 0) continue;
+      s.mutable_rules()->set_timer_cause_index(
+          i, static_cast<uint32_t>(s.event_id_lengths_size()) + 1);
+      ++causes;
     }
+    ASSERT_GT(causes, 0);
     expect_bad(s, "cause");
   }
   {

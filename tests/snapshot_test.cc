@@ -1,5 +1,6 @@
 // Snapshot and Restore: exact, deterministic, and a restored engine goes on
 // as the original would have.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,24 @@ void IngestAll(Engine& engine, absl::Span<const v1::Event> events) {
     auto r = engine.IngestBatch(events.subspan(i, std::min<size_t>(5000, events.size() - i)));
     ASSERT_TRUE(r.ok()) << r.status();
   }
+}
+
+// The snapshot as versions before timer_cause_index wrote it: each timer's
+// cause as the event's id in timer_cause.
+v1::EngineSnapshot WithCausesAsIds(const v1::EngineSnapshot& snap) {
+  std::vector<std::string> ids;
+  absl::string_view data = snap.event_id_data();
+  for (uint32_t n : snap.event_id_lengths()) {
+    ids.emplace_back(data.substr(0, n));
+    data.remove_prefix(n);
+  }
+  v1::EngineSnapshot old = snap;
+  v1::RulesRuntime* rules = old.mutable_rules();
+  rules->clear_timer_cause_index();
+  for (uint32_t ref : snap.rules().timer_cause_index()) {
+    rules->add_timer_cause(ref == 0 ? std::string() : ids.at(ref - 1));
+  }
+  return old;
 }
 
 TEST(Snapshot, RestoreThenTheRestEqualsEverything) {
@@ -152,6 +171,78 @@ TEST(Snapshot, OldFactTimeEncodingStillRestores) {
   far.mutable_facts()->set_occurred_at_delta_us(0, static_cast<uint64_t>(kMaxTimeUs));
   EXPECT_EQ(Engine::Restore(far.SerializeAsString()).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Timer causes are written as indexes in the event-id log
+// (timer_cause_index); snapshots from before, with the ids in timer_cause,
+// must still restore to the same state and go on the same way.
+TEST(Snapshot, OldTimerCauseEncodingStillRestores) {
+  const std::vector<v1::Event> events = Stream(20000, 3);
+  auto engine = NewEngine();
+  IngestAll(*engine, events);
+  const std::string bytes = *engine->Snapshot();
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(bytes));
+  const v1::RulesRuntime& rules = snap.rules();
+  ASSERT_GT(rules.timer_fire_at_us_size(), 20);
+  EXPECT_EQ(rules.timer_cause_size(), 0);
+  ASSERT_EQ(rules.timer_cause_index_size(), rules.timer_fire_at_us_size());
+  int with_cause = 0;
+  for (uint32_t ref : rules.timer_cause_index()) with_cause += ref != 0;
+  ASSERT_GT(with_cause, 10);
+  ASSERT_LT(with_cause, rules.timer_cause_index_size()) << "want timers without a cause too";
+
+  const v1::EngineSnapshot old = WithCausesAsIds(snap);
+  const std::string old_bytes = old.SerializeAsString();
+  ASSERT_NE(old_bytes, bytes);
+  auto restored = Engine::Restore(old_bytes);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_TRUE(*(*restored)->Snapshot() == bytes) << "the old encoding restores another state";
+  // Fired, the timers' actions name their causes: the same as the original's.
+  const int64_t later = events.back().occurred_at_us() + 40 * kDay;
+  ASSERT_TRUE(engine->Advance(later).ok());
+  ASSERT_TRUE((*restored)->Advance(later).ok());
+  const std::string a = *engine->Snapshot();
+  EXPECT_TRUE(*(*restored)->Snapshot() == a) << "the old encoding goes on differently";
+  EXPECT_NE(a, bytes);
+
+  // Both encodings at once are refused, naming the fields.
+  v1::EngineSnapshot both = snap;
+  *both.mutable_rules()->mutable_timer_cause() = old.rules().timer_cause();
+  auto r = Engine::Restore(both.SerializeAsString());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("timer_cause_index and timer_cause are both set"),
+            std::string::npos)
+      << r.status();
+  // A column of another length.
+  v1::EngineSnapshot short_causes = snap;
+  short_causes.mutable_rules()->mutable_timer_cause_index()->RemoveLast();
+  r = Engine::Restore(short_causes.SerializeAsString());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("the timer columns differ in length"), std::string::npos)
+      << r.status();
+
+  // Indexes: the last event is the highest valid one; one past it, or far
+  // out, is refused wherever it is, naming the timer and the field.
+  const uint32_t ids = static_cast<uint32_t>(snap.event_id_lengths_size());
+  const int timers = rules.timer_cause_index_size();
+  {
+    v1::EngineSnapshot last = snap;
+    last.mutable_rules()->set_timer_cause_index(timers - 1, ids);
+    EXPECT_TRUE(Engine::Restore(last.SerializeAsString()).ok());
+  }
+  for (int at : {0, 1, 8, timers / 2, timers - 1}) {
+    for (uint32_t ref : {ids + 1, UINT32_MAX}) {
+      v1::EngineSnapshot bad = snap;
+      bad.mutable_rules()->set_timer_cause_index(at, ref);
+      auto rb = Engine::Restore(bad.SerializeAsString());
+      EXPECT_EQ(rb.status().code(), absl::StatusCode::kInvalidArgument) << at << " " << ref;
+      EXPECT_NE(rb.status().message().find(
+                    absl::StrCat("timer ", at, ": timer_cause_index ", ref, " is out of range")),
+                std::string::npos)
+          << rb.status();
+    }
+  }
 }
 
 // Restore hands the KPI cells every fact at once (CellIndex::OnFactsLoaded)
@@ -344,7 +435,10 @@ TEST(Snapshot, RepeatsAndUnknownCausesAreFoundAtAnyPosition) {
   repeat_id(ids / 3, ids - 1);
   repeat_id(ids - 2, ids - 1);
 
-  // Timer causes: timer `at` names an event that was never accepted.
+  // Timer causes, as ids (older snapshots; restore hashes those ahead):
+  // timer `at` names an event that was never accepted.
+  snap = WithCausesAsIds(snap);
+  ASSERT_TRUE(Engine::Restore(snap.SerializeAsString()).ok());
   const int timers = snap.rules().timer_cause_size();
   ASSERT_GT(timers, 20);
   for (int at : {0, 1, 7, 8, 9, timers / 2, timers - 2, timers - 1}) {

@@ -840,6 +840,52 @@ absl::Status Acknowledge(absl::Span<const std::string> ids, EngineState* s) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Every cause is a view the event-id log's Stored returned when the timer was
+// set (and the log outlives it), so it is always found.
+uint32_t TimerCauseIndex(const EventIdLog& ids, const Timer& t) {
+  if (t.cause == nullptr) return 0;
+  const absl::string_view cause(t.cause, t.cause_len);
+  return static_cast<uint32_t>(ids.IndexOf(cause, EventIdLog::Hash(cause)) + 1);
+}
+
+}  // namespace
+
+std::vector<uint32_t> TimerCauseIndexes(const EngineState& s) {
+  const TimerHeap& timers = s.rules.timers;
+  const size_t n = timers.size();
+  std::vector<uint32_t> out(n);
+  // The index is far larger than the caches: the cause kAhead timers later is
+  // hashed and prefetched while this one is looked up (as ReadRuntime did for
+  // causes by id).
+  constexpr size_t kAhead = 8;
+  size_t hash[kAhead];
+  size_t ahead = 0;
+  auto hash_ahead = [&] {
+    const Timer& t = timers[ahead];
+    size_t h = 0;
+    if (t.cause != nullptr) {
+      const absl::string_view cause(t.cause, t.cause_len);
+      h = EventIdLog::Hash(cause);
+      s.event_ids.Prefetch(cause, h);
+    }
+    hash[ahead % kAhead] = h;
+    ++ahead;
+  };
+  while (ahead < n && ahead < kAhead) hash_ahead();
+  for (size_t i = 0; i < n; ++i) {
+    const size_t h = hash[i % kAhead];
+    if (ahead < n) hash_ahead();
+    const Timer& t = timers[i];
+    if (t.cause != nullptr) {
+      out[i] = static_cast<uint32_t>(
+          s.event_ids.IndexOf(absl::string_view(t.cause, t.cause_len), h) + 1);
+    }
+  }
+  return out;
+}
+
 void WriteRuntime(const EngineState& s, v1::RulesRuntime* out) {
   const Runtime& rt = s.rules;
   // Sized once: grown by doubling, the columns cost more in copies than in
@@ -851,7 +897,7 @@ void WriteRuntime(const EngineState& s, v1::RulesRuntime* out) {
   out->mutable_timer_subject()->Reserve(n);
   out->mutable_timer_extra()->Reserve(n);
   out->mutable_timer_aux()->Reserve(n);
-  out->mutable_timer_cause()->Reserve(n);
+  out->mutable_timer_cause_index()->Reserve(n);
   for (const Timer& t : rt.timers) {
     out->add_timer_fire_at_us(t.fire_at_us);
     out->add_timer_seq(t.seq);
@@ -859,8 +905,7 @@ void WriteRuntime(const EngineState& s, v1::RulesRuntime* out) {
     out->add_timer_subject(t.subject);
     out->add_timer_extra(t.extra);
     out->add_timer_aux(t.aux);
-    std::string* cause = out->add_timer_cause();
-    if (t.cause != nullptr) cause->assign(t.cause, t.cause_len);
+    out->add_timer_cause_index(TimerCauseIndex(s.event_ids, t));
   }
   WriteRuntimeAfterTimers(s, out);
 }
@@ -898,11 +943,22 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
     return absl::InvalidArgumentError(absl::StrCat("snapshot: rules: ", what));
   };
   const int n = in.timer_fire_at_us_size();
+  // Causes by index (timer_cause_index), or as ids in snapshots written
+  // before it (timer_cause); never both, which would leave one unchecked.
+  const bool by_index = in.timer_cause_index_size() != 0;
+  if (by_index && in.timer_cause_size() != 0) {
+    return bad("timer_cause_index and timer_cause are both set (a snapshot has one or the other)");
+  }
+  const int causes = by_index ? in.timer_cause_index_size() : in.timer_cause_size();
   if (in.timer_seq_size() != n || in.timer_rule_size() != n || in.timer_subject_size() != n ||
-      in.timer_extra_size() != n || in.timer_aux_size() != n || in.timer_cause_size() != n) {
+      in.timer_extra_size() != n || in.timer_aux_size() != n || causes != n) {
     return bad("the timer columns differ in length");
   }
   rt.timers.reserve(n);
+  // By index: where each id starts, built at the first cause (one pass over
+  // the log's lengths instead of a hash lookup per timer).
+  std::vector<const char*> id_starts;
+  const uint32_t ids = static_cast<uint32_t>(s->event_ids.size());
   // Each cause is looked up in the event id index, which is far larger than
   // the caches: the cause kAhead timers later is hashed and prefetched while
   // this one is checked (the hashes wait in a ring; 0 for no cause).
@@ -919,9 +975,11 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
     cause_hash[ahead % kAhead] = hash;
     ++ahead;
   };
+  // (By index, nothing to hash: `ahead` stays at n.)
+  if (by_index) ahead = n;
   while (ahead < n && ahead < kAhead) hash_ahead();
   for (int i = 0; i < n; ++i) {
-    const size_t hash = cause_hash[i % kAhead];
+    const size_t hash = by_index ? 0 : cause_hash[i % kAhead];
     if (ahead < n) hash_ahead();
     Timer t;
     t.fire_at_us = in.timer_fire_at_us(i);
@@ -938,8 +996,20 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
       return bad(absl::StrCat(where(), ": fire time out of range"));
     if (in.timer_aux(i) > v1::Severity_MAX) return bad(absl::StrCat(where(), ": aux out of range"));
     t.aux = static_cast<uint8_t>(in.timer_aux(i));
-    const std::string& cause = in.timer_cause(i);
-    if (cause.empty()) {
+    if (by_index) {
+      const uint32_t ref = in.timer_cause_index(i);
+      if (ref == 0) {
+        t.cause = nullptr;
+        t.cause_len = 0;
+      } else if (ref > ids) {
+        return bad(absl::StrCat(where(), ": timer_cause_index ", ref,
+                                " is out of range (the event-id log holds ", ids, " ids)"));
+      } else {
+        if (id_starts.empty()) id_starts = s->event_ids.IdStarts();
+        t.cause = id_starts[ref - 1];
+        t.cause_len = static_cast<uint8_t>(s->event_ids.lengths()[ref - 1]);
+      }
+    } else if (const std::string& cause = in.timer_cause(i); cause.empty()) {
       t.cause = nullptr;
       t.cause_len = 0;
     } else {

@@ -217,6 +217,10 @@ void WriteRuntime(const EngineState& state, v1::RulesRuntime* out);
 // WriteRuntime's fields after the timer columns (next_timer_seq, first_seen,
 // watch_logs) only: the fast snapshot writer writes the timers itself.
 void WriteRuntimeAfterTimers(const EngineState& state, v1::RulesRuntime* out);
+// The timers' causes as RulesRuntime.timer_cause_index holds them (the causing
+// event's index in the event-id log plus one; 0 for none), in heap order, for
+// the fast snapshot writer; WriteRuntime computes the same one by one.
+std::vector<uint32_t> TimerCauseIndexes(const EngineState& state);
 // Loads it into a state whose tables, config and event ids are loaded, and
 // rebuilds the derived parts. Errors: INVALID_ARGUMENT naming what is
 // inconsistent (an index out of range, an unknown cause, a broken heap).

@@ -42,6 +42,24 @@ void EventIdLog::Truncate(size_t n) {
   }
 }
 
+std::vector<const char*> EventIdLog::IdStarts() const {
+  std::vector<const char*> starts;
+  starts.reserve(lengths_.size());
+  size_t b = 0;
+  size_t at = 0;
+  for (uint32_t len : lengths_) {
+    // An id never straddles two blocks: Add starts a new block for an id
+    // that does not fit in the last one, whose tail then stays unused.
+    while (b < blocks_.size() && at + len > blocks_[b].used) {
+      ++b;
+      at = 0;
+    }
+    starts.push_back(blocks_[b].data + at);
+    at += len;
+  }
+  return starts;
+}
+
 void EventIdLog::AppendIds(std::string* out) const {
   out->reserve(out->size() + id_bytes_);
   for (const Block& b : blocks_) out->append(b.data, b.used);

@@ -49,6 +49,18 @@ class EventIdLog {
     return it == index_.end() ? absl::string_view() : absl::string_view(it->data, it->size);
   }
   absl::string_view Stored(absl::string_view id) const { return Stored(id, Hash(id)); }
+  // The arrival index (0-based, what lengths() and fingerprints() are indexed
+  // by) of a recorded id, or -1 if the id is unknown. `hash` is Hash(id).
+  // Snapshots name a timer's causing event this way instead of by its id.
+  int64_t IndexOf(absl::string_view id, size_t hash) const {
+    auto it = index_.find(Probe{id, hash});
+    return it == index_.end() ? -1 : static_cast<int64_t>(it->index);
+  }
+  // Where each id starts, in arrival order: the i-th id is
+  // string_view(IdStarts()[i], lengths()[i]), the same bytes Stored views.
+  // One pass over the lengths, for resolving many indexes at once (restore)
+  // without a hash lookup each.
+  std::vector<const char*> IdStarts() const;
   // Starts loading the memory a Find or Stored of `id` will touch, so that a
   // loop of lookups (restore) overlaps their cache misses. `hash` is Hash(id).
   void Prefetch(absl::string_view id, size_t hash) const { index_.prefetch(Probe{id, hash}); }

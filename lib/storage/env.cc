@@ -97,8 +97,8 @@ class PosixEnv : public Env {
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
   }
 
-  absl::Status ReadFile(const std::string& path, std::string* contents) override {
-    contents->clear();
+  absl::Status ReadFile(const std::string& path, FileContents* contents) override {
+    contents->Clear();
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return IoError("cannot open", path, errno);
     struct stat st;
@@ -107,20 +107,24 @@ class PosixEnv : public Env {
       ::close(fd);
       return IoError("cannot stat", path, err);
     }
-    contents->resize(static_cast<size_t>(st.st_size));
+    const size_t size = static_cast<size_t>(st.st_size);
+    char* const buf = contents->Allocate(size);
     size_t done = 0;
-    while (done < contents->size()) {
-      const ssize_t n = ::read(fd, contents->data() + done, contents->size() - done);
+    while (done < size) {
+      const ssize_t n = ::read(fd, buf + done, size - done);
       if (n < 0) {
         if (errno == EINTR) continue;
         const int err = errno;
         ::close(fd);
+        contents->Clear();
         return IoError("read of", path, err);
       }
       if (n == 0) break;  // shrank under us: what is there is what we have
       done += static_cast<size_t>(n);
     }
-    contents->resize(done);
+    // Only the bytes read are visible: the rest of the buffer was never
+    // written.
+    contents->set_size(done);
     ::close(fd);
     return absl::OkStatus();
   }
@@ -355,8 +359,11 @@ absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile
   return std::unique_ptr<WritableFile>(new FaultyWritableFile(this, *std::move(file)));
 }
 
-absl::Status FaultInjectionEnv::ReadFile(const std::string& path, std::string* contents) {
-  if (Fault f = Check(FileOp::kRead, path, {}); !f.status.ok()) return f.status;
+absl::Status FaultInjectionEnv::ReadFile(const std::string& path, FileContents* contents) {
+  if (Fault f = Check(FileOp::kRead, path, {}); !f.status.ok()) {
+    contents->Clear();
+    return f.status;
+  }
   return base_->ReadFile(path, contents);
 }
 

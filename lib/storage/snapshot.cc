@@ -202,16 +202,18 @@ void WriteFactColumnsBody(const kpi::FactStore& st, const FactColumnsSizes& z,
   }
 }
 
-// rapport.v1.RulesRuntime's timer columns (fields 1 to 7) straight from the
-// heap, as rules::WriteRuntime's message serializes them (without a string
-// per timer); WriteRuntimeAfterTimers's message gives the fields after them.
+// rapport.v1.RulesRuntime's timer columns straight from the heap, as
+// rules::WriteRuntime's message serializes them: fields 1 to 6 here, then
+// WriteRuntimeAfterTimers's message (fields 8 to 10), then the causes
+// (field 11, WriteTimerCauses).
 struct TimerColumnsSizes {
   size_t fire = 0, seq = 0, rule = 0, subject = 0, extra = 0, aux = 0;
-  size_t causes = 0;  // the cause strings with their tags and lengths
-  size_t body = 0;
+  size_t causes = 0;  // the packed timer_cause_index payload
+  size_t body = 0;    // all of the above with their tags and lengths
 };
 
-TimerColumnsSizes SizeTimerColumns(const rules::TimerHeap& timers) {
+TimerColumnsSizes SizeTimerColumns(const rules::TimerHeap& timers,
+                                   const std::vector<uint32_t>& causes) {
   TimerColumnsSizes z;
   for (const rules::Timer& t : timers) {
     z.fire += CodedOutputStream::VarintSize64(static_cast<uint64_t>(t.fire_at_us));
@@ -220,11 +222,19 @@ TimerColumnsSizes SizeTimerColumns(const rules::TimerHeap& timers) {
     z.subject += CodedOutputStream::VarintSize32(t.subject);
     z.extra += CodedOutputStream::VarintSize32(t.extra);
     z.aux += CodedOutputStream::VarintSize32(t.aux);
-    z.causes += DelimitedBytes(7, t.cause_len);
   }
+  for (uint32_t c : causes) z.causes += CodedOutputStream::VarintSize32(c);
   z.body = PackedBytes(1, z.fire) + PackedBytes(2, z.seq) + PackedBytes(3, z.rule) +
-           PackedBytes(4, z.subject) + PackedBytes(5, z.extra) + PackedBytes(6, z.aux) + z.causes;
+           PackedBytes(4, z.subject) + PackedBytes(5, z.extra) + PackedBytes(6, z.aux) +
+           PackedBytes(11, z.causes);
   return z;
+}
+
+void WriteTimerCauses(const std::vector<uint32_t>& causes, const TimerColumnsSizes& z,
+                      CodedOutputStream* out) {
+  if (causes.empty()) return;
+  WriteDelimitedHead(11, z.causes, out);
+  for (uint32_t c : causes) out->WriteVarint32(c);
 }
 
 void WriteTimerColumns(const rules::TimerHeap& timers, const TimerColumnsSizes& z,
@@ -242,10 +252,6 @@ void WriteTimerColumns(const rules::TimerHeap& timers, const TimerColumnsSizes& 
   for (const rules::Timer& t : timers) out->WriteVarint32(t.extra);
   WriteDelimitedHead(6, z.aux, out);
   for (const rules::Timer& t : timers) out->WriteVarint32(t.aux);
-  for (const rules::Timer& t : timers) {
-    WriteDelimitedHead(7, t.cause_len, out);
-    if (t.cause_len != 0) out->WriteRaw(t.cause, t.cause_len);
-  }
 }
 
 absl::Status Inconsistent(absl::string_view what) {
@@ -349,7 +355,8 @@ std::string WriteSnapshot(const EngineState& s) {
       WriteMessage(kFieldActions, *action, &out);
     }
   }
-  const TimerColumnsSizes timers = SizeTimerColumns(s.rules.timers);
+  const std::vector<uint32_t> timer_causes = rules::TimerCauseIndexes(s);
+  const TimerColumnsSizes timers = SizeTimerColumns(s.rules.timers, timer_causes);
   auto* rules = google::protobuf::Arena::CreateMessage<v1::RulesRuntime>(&arena);
   rules::WriteRuntimeAfterTimers(s, rules);
   const size_t rules_body = timers.body + rules->ByteSizeLong();
@@ -427,6 +434,7 @@ std::string WriteSnapshot(const EngineState& s) {
     WriteDelimitedHead(kFieldRules, rules_body, &out);
     WriteTimerColumns(s.rules.timers, timers, &out);
     rules->SerializeWithCachedSizes(&out);
+    WriteTimerCauses(timer_causes, timers, &out);
     WriteDelimitedHead(kFieldFacts, facts.body, &out);
     WriteFactColumnsBody(s.kpi, facts, &out);
   }

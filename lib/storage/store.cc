@@ -169,7 +169,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
 
   // The newest snapshot that checks out and that the journal continues.
   absl::Status first_error;
-  std::string contents;
+  FileContents contents;
   uint64_t snap_seq = 0;
   bool loaded = false;
   for (auto it = snapshots.rbegin(); it != snapshots.rend() && !loaded; ++it) {
@@ -177,7 +177,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
     absl::Status st = env->ReadFile(path, &contents);
     absl::string_view payload;
     uint64_t seq = 0;
-    if (st.ok()) st = DecodeSnapshotFile(path, contents, &seq, &payload);
+    if (st.ok()) st = DecodeSnapshotFile(path, contents.view(), &seq, &payload);
     if (st.ok() && seq != *it) {
       st = absl::DataLossError(absl::StrCat("snapshot file '", path, "' covers record ", seq,
                                             ", not the one its name says"));
@@ -196,7 +196,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
     }
   }
   if (!loaded) return first_error;
-  contents = std::string();
+  contents.Clear();
   info.snapshot_seq = snap_seq;
 
   // Replay. Segments wholly before the snapshot are skipped unread.
@@ -207,9 +207,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
   for (size_t i = 0; i < segments.size(); ++i) {
     if (i + 1 < segments.size() && segments[i + 1] <= snap_seq + 1) continue;
     const std::string path = store->SegmentPath(segments[i]);
-    std::string data;
+    FileContents data;
     if (absl::Status st = env->ReadFile(path, &data); !st.ok()) return st;
-    journal::SegmentReader reader(data);
+    journal::SegmentReader reader(data.view());
     journal::Record r;
     std::string why;
     bool first = true;

@@ -426,6 +426,40 @@ TEST(Storage, FailedRenameInCheckpointReachesTheCallerAndKeepsTheJournal) {
   EXPECT_EQ(*(*engine)->Snapshot(), ref[12]);
 }
 
+// ReadFile reads into a buffer that is not zero-filled first: what it hands
+// back must be exactly the file's bytes (the reference: ReadAll, through
+// stdio), for an empty file, a small one, one over the read size and
+// one with zero bytes in it; a failed read leaves nothing behind.
+TEST(Storage, ReadFileGivesExactlyTheFilesBytes) {
+  ScratchDir scratch;
+  std::string big(3 * 1024 * 1024 + 17, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131) ^ (i >> 7));
+  const std::vector<std::string> files = {"", "x", std::string("a\0b\0", 4), big};
+  Env* env = Env::Default();
+  FileContents contents;
+  for (size_t k = 0; k < files.size(); ++k) {
+    const std::string path = scratch.Sub(absl::StrCat("f", k));
+    WriteAll(path, files[k]);
+    ASSERT_EQ(ReadAll(path), files[k]);
+    ASSERT_TRUE(env->ReadFile(path, &contents).ok());
+    EXPECT_EQ(contents.size(), files[k].size()) << k;
+    EXPECT_TRUE(contents.view() == files[k]) << "file " << k << " reads back different bytes";
+  }
+  // Shorter after a longer one: no tail of the previous buffer shows.
+  ASSERT_TRUE(env->ReadFile(scratch.Sub("f1"), &contents).ok());
+  EXPECT_EQ(contents.view(), "x");
+
+  absl::Status missing = env->ReadFile(scratch.Sub("missing"), &contents);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+  EXPECT_EQ(contents.size(), 0u);
+  FaultInjectionEnv faulty(env);
+  ASSERT_TRUE(faulty.ReadFile(scratch.Sub("f3"), &contents).ok());
+  EXPECT_TRUE(contents.view() == big);
+  faulty.FailNext(FileOp::kRead, absl::UnavailableError("injected"));
+  EXPECT_EQ(faulty.ReadFile(scratch.Sub("f3"), &contents).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(contents.size(), 0u);
+}
+
 TEST(Storage, OpenReportsFileSystemErrors) {
   ScratchDir scratch;
   auto engine = Engine::Open(scratch.Sub("missing-parent/db"), Options());
