@@ -15,10 +15,12 @@ import os
 import threading
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TypeVar, Union
 
 from . import _ffi
 from ._schema import INT64_FIELDS
+
+_Self = TypeVar("_Self", bound="_Closing")
 
 try:  # Optional: only used to recognise messages and to serialize them.
     import google.protobuf.message as _pb_message  # noqa: F401
@@ -258,7 +260,34 @@ class _Totals:
             r["actions"].extend(part.get("actions", ()))
 
 
-class KpiView:
+class _Closing:
+    """The lifetime of an object that owns a library handle in `_handle`:
+    `close()` (idempotent) releases it, and so do leaving a `with` block and
+    garbage collection, so a handle is never leaked nor released twice."""
+
+    _handle: ctypes.c_void_p
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        return not getattr(self, "_handle", None)
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to report to
+            pass
+
+
+class KpiView(_Closing):
     """One KPI query on one engine, with the report it last produced kept
     between refreshes (the C ABI's rapport_kpi_view, over
     Engine::KpisInto): a dashboard that refreshes the same query again and
@@ -318,27 +347,12 @@ class KpiView:
                 self._handle = ctypes.c_void_p()
                 _ffi.rapport_kpi_view_destroy(handle)
 
-    @property
-    def closed(self) -> bool:
-        return not getattr(self, "_handle", None)
-
-    def __enter__(self) -> "KpiView":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to report to
-            pass
 
     def __repr__(self) -> str:
         return f"<rapport.KpiView{' closed' if self.closed else ''}>"
 
 
-class Engine:
+class Engine(_Closing):
     """One Rapport engine (an opaque handle of the C library).
 
     Create it in memory (``Engine(config)``), from a snapshot
@@ -422,21 +436,6 @@ class Engine:
             self._handle = ctypes.c_void_p()
             _ffi.rapport_engine_destroy(handle)
 
-    @property
-    def closed(self) -> bool:
-        return not getattr(self, "_handle", None)
-
-    def __enter__(self) -> "Engine":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to report to
-            pass
 
     def _h(self) -> ctypes.c_void_p:
         if not self._handle:
