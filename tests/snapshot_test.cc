@@ -44,6 +44,7 @@ v1::EngineSnapshot WithCausesAsIds(const v1::EngineSnapshot& snap) {
     data.remove_prefix(n);
   }
   v1::EngineSnapshot old = snap;
+  old.set_format_version(1);
   v1::RulesRuntime* rules = old.mutable_rules();
   rules->clear_timer_cause_index();
   for (uint32_t ref : snap.rules().timer_cause_index()) {
@@ -137,8 +138,8 @@ TEST(Snapshot, OldFactTimeEncodingStillRestores) {
   ASSERT_GT(facts.occurred_at_delta_us_size(), 1000);
   EXPECT_EQ(facts.occurred_at_us_size(), 0);
 
-  // The old layout: absolute times, kind after kind.
-  v1::EngineSnapshot old = snap;
+  // The oldest layout: absolute times, kind after kind (and causes as ids).
+  v1::EngineSnapshot old = WithCausesAsIds(snap);
   v1::FactColumns* of = old.mutable_facts();
   of->clear_occurred_at_delta_us();
   int row = 0;
@@ -380,9 +381,16 @@ TEST(Snapshot, GarbageAndInconsistentSnapshotsAreRefused) {
   short_ids.mutable_event_id_lengths()->RemoveLast();
   EXPECT_FALSE(Engine::Restore(short_ids.SerializeAsString()).ok());
 
-  v1::EngineSnapshot version = snap;
-  version.set_format_version(99);
-  EXPECT_FALSE(Engine::Restore(version.SerializeAsString()).ok());
+  EXPECT_EQ(snap.format_version(), 2);
+  for (int v : {0, 3, 99}) {
+    v1::EngineSnapshot version = snap;
+    version.set_format_version(v);
+    auto r = Engine::Restore(version.SerializeAsString());
+    EXPECT_FALSE(r.ok()) << v;
+    EXPECT_NE(r.status().message().find(absl::StrCat("format_version ", v, " is not supported")),
+              std::string::npos)
+        << r.status();
+  }
 }
 
 }  // namespace

@@ -23,7 +23,11 @@ using google::protobuf::MessageLite;
 using google::protobuf::internal::WireFormatLite;
 using google::protobuf::io::CodedOutputStream;
 
-constexpr int kFormatVersion = 1;
+// 2 since timer causes are event-id log indexes (timer_cause_index): a build
+// that reads only version 1 then refuses the snapshot by its version, rather
+// than by the timer columns it does not find. Version 1 is still read.
+constexpr int kFormatVersion = 2;
+constexpr int kOldestFormatVersion = 1;
 
 // Field numbers of rapport.v1.EngineSnapshot.
 enum : int {
@@ -455,9 +459,10 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
       return absl::DataLossError("snapshot: the bytes are not a rapport.v1.EngineSnapshot");
     }
   }
-  if (snap.format_version() != kFormatVersion) {
+  if (snap.format_version() < kOldestFormatVersion || snap.format_version() > kFormatVersion) {
     return Inconsistent(absl::StrCat("format_version ", snap.format_version(),
-                                     " is not supported (expected ", kFormatVersion, ")"));
+                                     " is not supported (this build reads ", kOldestFormatVersion,
+                                     " to ", kFormatVersion, ")"));
   }
   absl::StatusOr<v1::EngineConfig> config = WithDefaults(snap.config());
   if (!config.ok()) return config.status();
