@@ -1,16 +1,49 @@
 // One engine shared by threads: one writer, several readers, no torn reads.
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
+#include "lib/util/shared_mutex.h"
 #include "rapport/engine.h"
 #include "rapport/testing/generator.h"
 #include "tests/test_util.h"
 
 namespace rapport::test {
 namespace {
+
+// A writer that waits holds back readers that come after it, so readers that
+// overlap without pause (a busy dashboard) cannot keep ingest out for ever.
+// With a reader-preferring lock the new reader would always get in.
+TEST(SharedMutex, WaitingWriterHoldsBackNewReaders) {
+  SharedMutex mu;
+  mu.ReaderLock();
+  std::atomic<bool> wrote{false};
+  std::thread writer([&] {
+    WriterLock lock(&mu);
+    wrote.store(true);
+  });
+  // The writer is queued once a new reader is refused; until then it may
+  // not have reached its lock call yet.
+  bool held_back = false;
+  for (int i = 0; i < 10000 && !held_back; ++i) {
+    if (mu.TryReaderLock()) {
+      mu.ReaderUnlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } else {
+      held_back = true;
+    }
+  }
+  EXPECT_TRUE(held_back);
+  EXPECT_FALSE(wrote.load());  // The first reader still holds the lock.
+  mu.ReaderUnlock();
+  writer.join();
+  EXPECT_TRUE(wrote.load());
+  ASSERT_TRUE(mu.TryReaderLock());  // Free again once the writer is done.
+  mu.ReaderUnlock();
+}
 
 TEST(Concurrency, ReadersRunWithOneWriter) {
   testing::GeneratorOptions o;
