@@ -2,7 +2,6 @@
 
 #include <cstddef>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,8 +55,8 @@ RAPPORT_EVENT_PAYLOADS(RAPPORT_ASSERT_PAYLOAD_NUMBER)
 // ---------------------------------------------------------------------------
 // The schema, once, as calls on a visitor. Each message lists its fields in
 // field-number order (the order protobuf writes them; the schema check below
-// rejects any other order). Three visitors walk these lists: the Sizer, the
-// Writer, and the Checker that compares them with the descriptors.
+// rejects any other order). Two visitors walk these lists: the Writer, and
+// the Checker that compares them with the descriptors.
 
 template <class V, class M>
 void Visit(const M& m, V& v);
@@ -271,89 +270,51 @@ inline uint8_t* WriteVarint(uint64_t v, uint8_t* p) {
   return p;
 }
 
-// Sub-messages on one event's path (the payload and its Money); more is
-// left to protobuf rather than sized in a growing container.
-constexpr int kMaxMessages = 8;
-
 template <class M>
-const google::protobuf::UnknownFieldSet& UnknownFields(const M& m) {
+bool HasUnknownFields(const M& m) {
   static const google::protobuf::Reflection* const reflection = M::GetReflection();
-  return reflection->GetUnknownFields(m);
+  return !reflection->GetUnknownFields(m).empty();
 }
 
-// The size of each message as protobuf's ByteSizeLong computes it (proto3:
-// scalars and strings only when not default, sub-messages when present,
-// oneof members when set). Sizes of sub-messages are kept, in the order the
-// Writer meets them, since their length prefix comes before their bytes.
-class Sizer {
- public:
-  template <class M>
-  void Begin(const M& m) {
-    if (!UnknownFields(m).empty()) ok_ = false;
-  }
-  void String(int n, const std::string& s) {
-    if (!s.empty()) Delimited(n, s.size());
-  }
-  void Strings(int n, const RepeatedPtrField<std::string>& r) {
-    for (const std::string& s : r) Delimited(n, s.size());
-  }
-  void Int64(int n, int64_t v) {
-    if (v != 0) size_ += VarintSize(Tag(n, kVarint)) + VarintSize(static_cast<uint64_t>(v));
-  }
-  void Int32(int n, int32_t v) {
-    if (v != 0) size_ += VarintSize(Tag(n, kVarint)) + VarintSize(Widen(v));
-  }
-  void Enum(int n, int v) { Int32(n, v); }
-  void Bool(int n, bool v) {
-    if (v) size_ += VarintSize(Tag(n, kVarint)) + 1;
-  }
-  template <class M>
-  void Message(int n, bool has, const M& m) {
-    if (has) Sub(n, m);
-  }
-  template <class M>
-  void OneofMessage(int n, const M& m) {
-    Sub(n, m);
-  }
-  void Fail() { ok_ = false; }
-
-  bool ok() const { return ok_; }
-  size_t size() const { return size_; }
-  const size_t* sizes() const { return sizes_; }
-
- private:
-  void Delimited(int n, size_t len) {
-    size_ += VarintSize(Tag(n, kLengthDelimited)) + VarintSize(len) + len;
-  }
-  template <class M>
-  void Sub(int n, const M& m) {
-    if (count_ == kMaxMessages) {
-      ok_ = false;
-      return;
+// Copies the bytes of a string; short ones (ids, mostly) without a call:
+// two overlapping moves of a fixed width cover any length in [w, 2w] and read
+// nothing outside the string.
+inline void CopyBytes(uint8_t* out, const char* in, size_t n) {
+  if (n <= 16) {
+    if (n >= 8) {
+      std::memcpy(out, in, 8);
+      std::memcpy(out + n - 8, in + n - 8, 8);
+    } else if (n >= 4) {
+      std::memcpy(out, in, 4);
+      std::memcpy(out + n - 4, in + n - 4, 4);
+    } else if (n > 0) {
+      out[0] = static_cast<uint8_t>(in[0]);
+      out[n / 2] = static_cast<uint8_t>(in[n / 2]);
+      out[n - 1] = static_cast<uint8_t>(in[n - 1]);
     }
-    const int slot = count_++;
-    const size_t outer = size_;
-    size_ = 0;
-    Visit(m, *this);
-    sizes_[slot] = size_;
-    size_ = outer;
-    Delimited(n, sizes_[slot]);
+  } else if (n <= 32) {
+    std::memcpy(out, in, 16);
+    std::memcpy(out + n - 16, in + n - 16, 16);
+  } else {
+    std::memcpy(out, in, n);
   }
+}
 
-  size_t size_ = 0;
-  bool ok_ = true;
-  int count_ = 0;
-  size_t sizes_[kMaxMessages];
-};
-
-// Writes what the Sizer sized, in the same order, into a buffer of the
-// Sizer's size.
+// Writes a message as protobuf's serialization does (proto3: scalars and
+// strings when not default, sub-messages when present, oneof members when
+// set), in one pass into a fixed buffer. A sub-message's length comes before
+// its bytes but is known only after them: one byte is kept for it, which is
+// enough below 128 bytes; a longer sub-message is moved up to make room.
+// ok() turns false on unknown fields or when the buffer is too small; the
+// event then goes to protobuf.
 class Writer {
  public:
-  Writer(uint8_t* out, const size_t* sizes) : p_(out), sizes_(sizes) {}
+  Writer(uint8_t* begin, uint8_t* limit) : p_(begin), limit_(limit) {}
 
   template <class M>
-  void Begin(const M&) {}
+  void Begin(const M& m) {
+    if (HasUnknownFields(m)) ok_ = false;
+  }
   void String(int n, const std::string& s) {
     if (!s.empty()) Bytes(n, s);
   }
@@ -378,31 +339,54 @@ class Writer {
   void OneofMessage(int n, const M& m) {
     Sub(n, m);
   }
-  void Fail() {}  // the Sizer has refused the event already
+  void Fail() { ok_ = false; }
 
+  bool ok() const { return ok_; }
   uint8_t* end() const { return p_; }
 
  private:
+  // A tag and a varint take at most ten bytes each.
+  static constexpr size_t kTagAndVarint = 20;
+
+  bool Room(size_t n) {
+    if (static_cast<size_t>(limit_ - p_) >= n) return true;
+    ok_ = false;
+    return false;
+  }
   void Varint(int n, uint64_t v) {
+    if (!Room(kTagAndVarint)) return;
     p_ = WriteVarint(Tag(n, kVarint), p_);
     p_ = WriteVarint(v, p_);
   }
   void Bytes(int n, const std::string& s) {
+    if (!Room(kTagAndVarint + s.size())) return;
     p_ = WriteVarint(Tag(n, kLengthDelimited), p_);
     p_ = WriteVarint(s.size(), p_);
-    std::memcpy(p_, s.data(), s.size());
+    CopyBytes(p_, s.data(), s.size());
     p_ += s.size();
   }
   template <class M>
   void Sub(int n, const M& m) {
+    if (!Room(kTagAndVarint)) return;
     p_ = WriteVarint(Tag(n, kLengthDelimited), p_);
-    p_ = WriteVarint(sizes_[next_++], p_);
+    uint8_t* const length = p_++;
     Visit(m, *this);
+    if (!ok_) return;
+    const size_t size = static_cast<size_t>(p_ - (length + 1));
+    if (size < 0x80) {
+      *length = static_cast<uint8_t>(size);
+      return;
+    }
+    const size_t extra = VarintSize(size) - 1;
+    if (!Room(extra)) return;
+    std::memmove(length + 1 + extra, length + 1, size);
+    WriteVarint(size, length);
+    p_ += extra;
   }
 
   uint8_t* p_;
-  const size_t* sizes_;
-  int next_ = 0;
+  uint8_t* const limit_;
+  bool ok_ = true;
 };
 
 // Compares the field lists above with the compiled-in descriptors: every
@@ -502,16 +486,19 @@ bool CheckSchema() {
   return ok;
 }
 
-// Sizes the event, or false when the fast path leaves it to protobuf.
-bool Plan(const v1::Event& event, Sizer* sizer) {
-  if (!EventFastPathEnabled()) return false;
-  Visit(event, *sizer);
-  // Protobuf refuses to serialize 2 GiB and more; so does the fast path.
-  return sizer->ok() && sizer->size() <= static_cast<size_t>(INT32_MAX);
-}
+// The largest valid event (an AccountUpserted with every text at its limit)
+// is under 3 KiB; larger ones, invalid anyway, go to protobuf. Not zeroed:
+// only the bytes written are read.
+constexpr size_t kBufferBytes = 4096;
 
-// Most events are a few hundred bytes; larger ones go to the heap.
-constexpr size_t kStackBytes = 1024;
+// Writes the event into `buffer` (kBufferBytes); the bytes' end, or nullptr
+// when the event is left to protobuf.
+uint8_t* WriteEvent(const v1::Event& event, uint8_t* buffer) {
+  if (!EventFastPathEnabled()) return nullptr;
+  Writer writer(buffer, buffer + kBufferBytes);
+  Visit(event, writer);
+  return writer.ok() ? writer.end() : nullptr;
+}
 
 }  // namespace
 
@@ -521,12 +508,11 @@ bool EventFastPathEnabled() {
 }
 
 bool SerializeEventFast(const v1::Event& event, std::string* out) {
-  Sizer sizer;
-  if (!Plan(event, &sizer)) return false;
-  out->resize(sizer.size());
-  Writer writer(reinterpret_cast<uint8_t*>(out->data()), sizer.sizes());
-  Visit(event, writer);
-  return writer.end() == reinterpret_cast<uint8_t*>(out->data()) + out->size();
+  uint8_t buffer[kBufferBytes];
+  const uint8_t* end = WriteEvent(event, buffer);
+  if (end == nullptr) return false;
+  out->assign(reinterpret_cast<const char*>(buffer), static_cast<size_t>(end - buffer));
+  return true;
 }
 
 uint64_t ReferenceEventFingerprint(const v1::Event& event) {
@@ -540,19 +526,11 @@ uint64_t ReferenceEventFingerprint(const v1::Event& event) {
 }
 
 uint64_t FingerprintEvent(const v1::Event& event) {
-  Sizer sizer;
-  if (!Plan(event, &sizer)) return ReferenceEventFingerprint(event);
-  const size_t size = sizer.size();
-  uint8_t stack[kStackBytes];
-  std::unique_ptr<uint8_t[]> heap;
-  uint8_t* buffer = stack;
-  if (size > kStackBytes) {
-    heap.reset(new uint8_t[size]);  // not zeroed: every byte is written
-    buffer = heap.get();
-  }
-  Writer writer(buffer, sizer.sizes());
-  Visit(event, writer);
-  return Fingerprint64(absl::string_view(reinterpret_cast<const char*>(buffer), size));
+  uint8_t buffer[kBufferBytes];
+  const uint8_t* end = WriteEvent(event, buffer);
+  if (end == nullptr) return ReferenceEventFingerprint(event);
+  return Fingerprint64(
+      absl::string_view(reinterpret_cast<const char*>(buffer), static_cast<size_t>(end - buffer)));
 }
 
 }  // namespace rapport
