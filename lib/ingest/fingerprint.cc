@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/attributes.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
@@ -261,13 +262,30 @@ constexpr size_t VarintSize(uint64_t v) {
 // negative one takes ten bytes (protobuf's rule for int32, not zigzag).
 constexpr uint64_t Widen(int32_t v) { return static_cast<uint64_t>(static_cast<int64_t>(v)); }
 
-inline uint8_t* WriteVarint(uint64_t v, uint8_t* p) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint8_t* WriteVarint(uint64_t v, uint8_t* p) {
   while (v >= 0x80) {
     *p++ = static_cast<uint8_t>(v | 0x80);
     v >>= 7;
   }
   *p++ = static_cast<uint8_t>(v);
   return p;
+}
+
+// Fingerprint64 (lib/util/fingerprint.h) of [p, p + n), for a buffer with
+// eight zero bytes after its end: the last partial word is then one load
+// instead of a call to memcpy of a variable length. The same value
+// (fingerprint_test compares every event with Fingerprint64's).
+inline uint64_t Fingerprint64ZeroPadded(const uint8_t* p, size_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ (n * 0xff51afd7ed558ccdULL);
+  const size_t tail_bytes = n % 8;
+  for (const uint8_t* end = p + (n - tail_bytes); p != end; p += 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = Mix64(h ^ w) + 0x9e3779b97f4a7c15ULL;
+  }
+  uint64_t tail;
+  std::memcpy(&tail, p, 8);
+  return Mix64(h ^ tail ^ (static_cast<uint64_t>(tail_bytes) << 56));
 }
 
 template <class M>
@@ -353,12 +371,12 @@ class Writer {
     ok_ = false;
     return false;
   }
-  void Varint(int n, uint64_t v) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void Varint(int n, uint64_t v) {
     if (!Room(kTagAndVarint)) return;
     p_ = WriteVarint(Tag(n, kVarint), p_);
     p_ = WriteVarint(v, p_);
   }
-  void Bytes(int n, const std::string& s) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void Bytes(int n, const std::string& s) {
     if (!Room(kTagAndVarint + s.size())) return;
     p_ = WriteVarint(Tag(n, kLengthDelimited), p_);
     p_ = WriteVarint(s.size(), p_);
@@ -495,9 +513,12 @@ constexpr size_t kBufferBytes = 4096;
 // when the event is left to protobuf.
 uint8_t* WriteEvent(const v1::Event& event, uint8_t* buffer) {
   if (!EventFastPathEnabled()) return nullptr;
-  Writer writer(buffer, buffer + kBufferBytes);
+  // The last eight bytes stay free for Fingerprint64ZeroPadded.
+  Writer writer(buffer, buffer + kBufferBytes - 8);
   Visit(event, writer);
-  return writer.ok() ? writer.end() : nullptr;
+  if (!writer.ok()) return nullptr;
+  std::memset(writer.end(), 0, 8);
+  return writer.end();
 }
 
 }  // namespace
@@ -529,8 +550,7 @@ uint64_t FingerprintEvent(const v1::Event& event) {
   uint8_t buffer[kBufferBytes];
   const uint8_t* end = WriteEvent(event, buffer);
   if (end == nullptr) return ReferenceEventFingerprint(event);
-  return Fingerprint64(
-      absl::string_view(reinterpret_cast<const char*>(buffer), static_cast<size_t>(end - buffer)));
+  return Fingerprint64ZeroPadded(buffer, static_cast<size_t>(end - buffer));
 }
 
 }  // namespace rapport
