@@ -28,9 +28,9 @@ using google::protobuf::Message;
 using google::protobuf::Reflection;
 
 // Both paths, on one event: the fast bytes equal protobuf's (when the fast
-// path takes the event, which `fast` says it must for events up to 3 KiB, the
-// size of the largest valid one), and the fingerprint the engine uses equals
-// the reference.
+// path takes the event, which `fast` says it must for events up to 3 KiB:
+// every valid event but a team with many long segments), and the fingerprint
+// the engine uses equals the reference.
 void ExpectSame(const v1::Event& e, bool fast, const std::string& what) {
   const std::string reference = e.SerializeAsString();
   std::string bytes;
@@ -60,13 +60,16 @@ TEST(FingerprintTest, GeneratedStreamIncludingLateEvents) {
   v1::Event e;
   int64_t n = 0;
   std::string bytes;
+  std::set<size_t> tails;  // sizes mod 8: every length of the hash's last word
   while (g.Next(&e)) {
     ASSERT_TRUE(SerializeEventFast(e, &bytes)) << e.DebugString();
+    tails.insert(bytes.size() % 8);
     ASSERT_EQ(bytes, e.SerializeAsString()) << e.DebugString();
     ASSERT_EQ(FingerprintEvent(e), ReferenceEventFingerprint(e)) << e.DebugString();
     ++n;
   }
   EXPECT_EQ(n, 200000);
+  EXPECT_EQ(tails.size(), 8u);
   EXPECT_GT(g.late(), 1000);  // ~2 % arrive late
 }
 
@@ -348,6 +351,13 @@ TEST(FingerprintTest, EventsPastTheBufferTakeTheProtobufPath) {
     e.mutable_order_placed()->mutable_amount()->set_currency(std::string(n, 'c'));
     ExpectSame(e, false, absl::StrCat("currency of ", n, " bytes"));
   }
+  // A valid event that does not fit: a team with 64 segments of 1 KiB.
+  v1::Event team;
+  team.set_event_id("e-team");
+  for (int i = 0; i < 64; ++i) {
+    team.mutable_team_upserted()->add_segments(std::string(1024, static_cast<char>('a' + i % 26)));
+  }
+  ExpectSame(team, false, "64 segments of 1 KiB");
   // Just under: one sub-message of 3 KiB, its length in two bytes.
   v1::Event e = Sample();
   e.mutable_order_placed()->set_deal_id(std::string(3000, 'd'));

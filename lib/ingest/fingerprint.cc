@@ -504,9 +504,9 @@ bool CheckSchema() {
   return ok;
 }
 
-// The largest valid event (an AccountUpserted with every text at its limit)
-// is under 3 KiB; larger ones, invalid anyway, go to protobuf. Not zeroed:
-// only the bytes written are read.
+// Every valid event but a team with many long segments (up to 64 of 1 KiB)
+// fits: an AccountUpserted with every text at its limit is under 3 KiB.
+// Larger events go to protobuf. Not zeroed: only the bytes written are read.
 constexpr size_t kBufferBytes = 4096;
 
 // Writes the event into `buffer` (kBufferBytes); the bytes' end, or nullptr
