@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
+#include "lib/ingest/fingerprint.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/testing/generator.h"
@@ -136,6 +137,25 @@ void BM_Restore(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
 }
 BENCHMARK(BM_Restore)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The event fingerprint alone (issue 2): the hand-written serializer against
+// protobuf's, over the generated stream.
+template <uint64_t (*Fingerprint)(const v1::Event&)>
+void FingerprintStream(benchmark::State& state) {
+  const auto& events = Stream(state.range(0));
+  uint64_t sum = 0;
+  for (auto _ : state) {
+    for (const v1::Event& e : events) sum += Fingerprint(e);
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
+}
+void BM_EventFingerprint(benchmark::State& state) { FingerprintStream<FingerprintEvent>(state); }
+BENCHMARK(BM_EventFingerprint)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+void BM_EventFingerprintProtobuf(benchmark::State& state) {
+  FingerprintStream<ReferenceEventFingerprint>(state);
+}
+BENCHMARK(BM_EventFingerprintProtobuf)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace rapport

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "lib/ingest/fingerprint.h"
 #include "lib/util/fingerprint.h"
 #include "lib/util/utf8.h"
 #include "rapport/engine.h"
@@ -651,13 +652,8 @@ void BatchOverlay::Clear() {
 }
 
 uint64_t EventFingerprint(const v1::Event& event) {
-  // Serializing into a reused buffer avoids a string's growth and zeroing;
-  // events are small, so the buffer rarely grows.
-  thread_local std::vector<uint8_t> buffer(4096);
-  const size_t size = event.ByteSizeLong();
-  if (buffer.size() < size) buffer.resize(size);
-  event.SerializeWithCachedSizesToArray(buffer.data());
-  return Fingerprint64(absl::string_view(reinterpret_cast<const char*>(buffer.data()), size));
+  // Protobuf's bytes, written by hand where possible (lib/ingest/fingerprint.h).
+  return FingerprintEvent(event);
 }
 
 absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const EngineState& state,
