@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "lib/util/fingerprint.h"
@@ -25,15 +27,30 @@ absl::Status Exists(absl::string_view field, absl::string_view kind, absl::strin
       StrCat("field '", field, "': ", kind, " '", id, "' already exists"));
 }
 
-absl::Status CheckId(absl::string_view field, absl::string_view id) {
+// Why `id` is not a valid id (it is not: IdOk said so). Out of line and
+// cold: building a message needs a frame the valid case should not pay for.
+ABSL_ATTRIBUTE_NOINLINE absl::Status IdError(absl::string_view field, absl::string_view id) {
   if (id.empty()) return Invalid(field, "is required");
-  // One pass over the bytes; the UTF-8 check only when a byte is not ASCII.
   const ByteScan scan = ScanBytes(id);
   if (id.size() > kMaxIdBytes || scan.control) {
     return Invalid(field, StrCat("must be 1..", kMaxIdBytes, " bytes without control characters"));
   }
-  if (scan.high && !IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
-  return absl::OkStatus();
+  return Invalid(field, "is not valid UTF-8");
+}
+
+// 1..kMaxIdBytes bytes, no control character, valid UTF-8: one pass over the
+// bytes, the UTF-8 check only when a byte is not ASCII.
+inline bool IdOk(absl::string_view id) {
+  if (id.empty() || id.size() > kMaxIdBytes) return false;
+  const ByteScan scan = ScanBytes(id);
+  return !scan.control && (!scan.high || IsValidUtf8(id));
+}
+
+// Runs for every id field of every event: the valid case is inline and
+// returns an OK status (no allocation); IdError explains a bad one.
+inline absl::Status CheckId(absl::string_view field, absl::string_view id) {
+  if (ABSL_PREDICT_TRUE(IdOk(id))) return absl::OkStatus();
+  return IdError(field, id);
 }
 
 absl::Status CheckText(absl::string_view field, absl::string_view text) {
