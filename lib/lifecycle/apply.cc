@@ -16,8 +16,10 @@ void SetStatus(v1::Account& a, v1::AccountStatus status, int64_t at) {
 }
 
 // Resolves the team of an account: as given, else the owner's, else the first
-// team serving its segment, else the configured default team.
-std::string ResolveTeam(const v1::AccountUpserted& p, const EngineState& s) {
+// team serving its segment, else the configured default team. The view is
+// into `p` or the state's rows and config, which the caller does not change
+// before it copies it.
+absl::string_view ResolveTeam(const v1::AccountUpserted& p, const EngineState& s) {
   if (!p.team_id().empty()) return p.team_id();
   if (!p.owner_id().empty()) {
     const v1::Manager* m = s.managers.Find(p.owner_id());
@@ -31,7 +33,7 @@ std::string ResolveTeam(const v1::AccountUpserted& p, const EngineState& s) {
     }
   }
   if (s.teams.Find(s.config.default_team_id()) != nullptr) return s.config.default_team_id();
-  return std::string();
+  return absl::string_view();
 }
 
 void AddAttribution(EngineState* s, uint32_t account, int64_t since, int64_t seq,
@@ -65,16 +67,20 @@ void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, 
     a.set_status_since_us(a.created_at_us());
     a.set_last_feedback_score(-1);
   }
-  std::string team = ResolveTeam(p, *s);
+  const absl::string_view team = ResolveTeam(p, *s);
   v1::Account& a = s->accounts.at(idx);
-  a.set_name(p.name());
-  a.set_owner_id(p.owner_id());
-  a.set_team_id(std::move(team));
-  a.set_segment(p.segment());
+  // Most upserts repeat what the account holds: comparing is cheaper than
+  // setting (a call and a copy each), and an equal value is the same state.
+  if (a.name() != p.name()) a.set_name(p.name());
+  if (a.owner_id() != p.owner_id()) a.set_owner_id(p.owner_id());
+  if (a.team_id() != team) a.set_team_id(team.data(), team.size());
+  if (a.segment() != p.segment()) a.set_segment(p.segment());
   a.set_tier(p.tier());
   a.set_preferred_channel(p.preferred_channel());
-  a.set_referred_by(p.referred_by());
-  a.set_source_partner_id(p.source_partner_id());
+  if (a.referred_by() != p.referred_by()) a.set_referred_by(p.referred_by());
+  if (a.source_partner_id() != p.source_partner_id()) {
+    a.set_source_partner_id(p.source_partner_id());
+  }
   AddAttribution(s, idx, t, seq, a);
 }
 
