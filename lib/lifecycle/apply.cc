@@ -39,17 +39,20 @@ absl::string_view ResolveTeam(const v1::AccountUpserted& p, const EngineState& s
 void AddAttribution(EngineState* s, uint32_t account, int64_t since, int64_t seq,
                     const v1::Account& a) {
   std::vector<v1::Attribution>& h = s->attributions[account];
-  v1::Attribution entry;
+  auto pos = std::upper_bound(h.begin(), h.end(), std::make_pair(since, seq),
+                              [](const std::pair<int64_t, int64_t>& key, const v1::Attribution& x) {
+                                return key < std::make_pair(x.since_us(), x.seq());
+                              });
+  // Filled where it lands (the end, mostly), not built aside, moved in and
+  // destroyed. An empty string is left unset: this message is not on an
+  // arena, where setting even an empty value allocates a string, and unset
+  // reads and serializes the same as empty.
+  v1::Attribution& entry = *h.emplace(pos);
   entry.set_since_us(since);
   entry.set_seq(seq);
-  entry.set_owner_id(a.owner_id());
-  entry.set_team_id(a.team_id());
-  entry.set_segment(a.segment());
-  auto pos = std::upper_bound(
-      h.begin(), h.end(), entry, [](const v1::Attribution& x, const v1::Attribution& y) {
-        return std::make_pair(x.since_us(), x.seq()) < std::make_pair(y.since_us(), y.seq());
-      });
-  h.insert(pos, std::move(entry));
+  if (!a.owner_id().empty()) entry.set_owner_id(a.owner_id());
+  if (!a.team_id().empty()) entry.set_team_id(a.team_id());
+  if (!a.segment().empty()) entry.set_segment(a.segment());
 }
 
 void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, uint32_t idx,
