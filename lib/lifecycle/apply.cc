@@ -72,8 +72,9 @@ void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, 
   }
   const absl::string_view team = ResolveTeam(p, *s);
   v1::Account& a = s->accounts.at(idx);
-  // Most upserts repeat what the account holds: comparing is cheaper than
-  // setting (a call and a copy each), and an equal value is the same state.
+  // An upsert of a known account mostly repeats what it holds: comparing is
+  // cheaper than setting (a call and a copy each), and an equal value is the
+  // same state.
   if (a.name() != p.name()) a.set_name(p.name());
   if (a.owner_id() != p.owner_id()) a.set_owner_id(p.owner_id());
   if (a.team_id() != team) a.set_team_id(team.data(), team.size());

@@ -231,8 +231,9 @@ class Runner {
   }
 
   // The index of the stage the event put its deal in, as far as known
-  // without hashing (the pipeline's won stage for a won deal, the first for
-  // a new one); -1 when unknown. StageEntered checks it against the visit.
+  // without hashing: the first for a new lead, the resolved to_stage for a
+  // stage change (EventRefs::stage); -1 otherwise (a won deal, say).
+  // StageEntered checks it against the visit before using it.
   static int StageHint(const v1::Event& e, const EventRefs& refs) {
     if (e.payload_case() == v1::Event::kLeadCreated) return 0;
     return refs.stage;
@@ -425,8 +426,8 @@ class Runner {
 
   void Record(int watch, uint32_t account, int64_t t) {
     std::vector<int64_t>& v = rt_.watch_logs[watch][account];
-    // A log that gets one time mostly gets more: starting at four saves the
-    // reallocations through one and two (a malloc, copy and free each).
+    // Starting at four saves the reallocations through one and two (a
+    // malloc, copy and free each) of a log that grows past them.
     if (v.capacity() == 0) v.reserve(4);
     if (v.empty() || v.back() <= t) {
       v.push_back(t);
