@@ -3,6 +3,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "lib/ingest/validate.h"
+#include "lib/state/event_id_log.h"
+#include "lib/state/table.h"
 #include "lib/util/utf8.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
@@ -188,6 +191,40 @@ TEST(Ingest, ByteScanEqualsTheBytewiseDefinition) {
     }
     check(s);
   }
+}
+
+// Validation looks ids up with a hash it computed once (IdHash): that must be
+// the hash the tables file ids under, so IndexOf(id, IdHash(id)) answers as
+// IndexOf(id) does, hits and misses alike.
+TEST(Ingest, TableLookupWithTheIdHashEqualsThePlainLookup) {
+  google::protobuf::Arena arena;
+  Table<v1::Account> table(&arena);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2000; ++i) ids.push_back("c-" + std::to_string(i * 7919));
+  for (size_t i = 0; i < ids.size(); i += 2) table.Insert(ids[i]);
+  for (const std::string& id : ids) {
+    ASSERT_EQ(table.IndexOf(id, IdHash(id)), table.IndexOf(id)) << id;
+  }
+  EXPECT_EQ(table.IndexOf(ids[0], IdHash(ids[0])), 0u);
+  EXPECT_EQ(table.IndexOf(ids[1], IdHash(ids[1])), Table<v1::Account>::kNone);
+}
+
+// EventIdLog::Add copies ids of 8..16 bytes as two words and the rest with
+// memcpy: every length keeps its exact bytes, back to back.
+TEST(Ingest, EventIdLogKeepsIdsOfEveryLengthExactly) {
+  EventIdLog log;
+  std::string all;
+  for (size_t len = 1; len <= 128; ++len) {
+    std::string id;
+    for (size_t i = 0; i < len; ++i) id.push_back(static_cast<char>('a' + (len * 31 + i) % 26));
+    const absl::string_view stored = log.Add(id, len);
+    ASSERT_EQ(stored, id);
+    ASSERT_EQ(log.Stored(id), id);
+    all += id;
+  }
+  std::string appended;
+  log.AppendIds(&appended);
+  EXPECT_EQ(appended, all);
 }
 
 // Which check of an id's bytes fails decides the message.

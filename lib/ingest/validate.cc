@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "lib/ingest/fingerprint.h"
@@ -26,15 +28,30 @@ absl::Status Exists(absl::string_view field, absl::string_view kind, absl::strin
       StrCat("field '", field, "': ", kind, " '", id, "' already exists"));
 }
 
-absl::Status CheckId(absl::string_view field, absl::string_view id) {
+// Why `id` is not a valid id (it is not: IdOk said so). Out of line and
+// cold: building a message needs a frame the valid case should not pay for.
+ABSL_ATTRIBUTE_NOINLINE absl::Status IdError(absl::string_view field, absl::string_view id) {
   if (id.empty()) return Invalid(field, "is required");
-  // One pass over the bytes; the UTF-8 check only when a byte is not ASCII.
   const ByteScan scan = ScanBytes(id);
   if (id.size() > kMaxIdBytes || scan.control) {
     return Invalid(field, StrCat("must be 1..", kMaxIdBytes, " bytes without control characters"));
   }
-  if (scan.high && !IsValidUtf8(id)) return Invalid(field, "is not valid UTF-8");
-  return absl::OkStatus();
+  return Invalid(field, "is not valid UTF-8");
+}
+
+// 1..kMaxIdBytes bytes, no control character, valid UTF-8: one pass over the
+// bytes, the UTF-8 check only when a byte is not ASCII.
+inline bool IdOk(absl::string_view id) {
+  if (id.empty() || id.size() > kMaxIdBytes) return false;
+  const ByteScan scan = ScanBytes(id);
+  return !scan.control && (!scan.high || IsValidUtf8(id));
+}
+
+// Runs for every id field of every event: the valid case is inline and
+// returns an OK status (no allocation); IdError explains a bad one.
+inline absl::Status CheckId(absl::string_view field, absl::string_view id) {
+  if (ABSL_PREDICT_TRUE(IdOk(id))) return absl::OkStatus();
+  return IdError(field, id);
 }
 
 absl::Status CheckText(absl::string_view field, absl::string_view text) {
@@ -47,12 +64,15 @@ absl::Status CheckText(absl::string_view field, absl::string_view text) {
 
 bool ValidTime(int64_t t) { return t >= kMinTimeUs && t < kMaxTimeUs; }
 
-absl::Status CheckTime(absl::string_view field, int64_t t, bool required) {
+ABSL_ATTRIBUTE_NOINLINE absl::Status TimeError(absl::string_view field, int64_t t, bool required) {
   if (t == 0 && required) return Invalid(field, "is required");
-  if (!ValidTime(t)) {
-    return Invalid(field, StrCat(t, " is outside years 1970..9999 (microseconds since the epoch)"));
-  }
-  return absl::OkStatus();
+  return Invalid(field, StrCat(t, " is outside years 1970..9999 (microseconds since the epoch)"));
+}
+
+// Every event's time goes through here: the valid case inline, as CheckId.
+inline absl::Status CheckTime(absl::string_view field, int64_t t, bool required) {
+  if (ABSL_PREDICT_TRUE(ValidTime(t) && (t != 0 || !required))) return absl::OkStatus();
+  return TimeError(field, t, required);
 }
 
 absl::Status CheckMoney(absl::string_view field, const v1::Money& m) {
@@ -71,6 +91,12 @@ absl::Status CheckMoney(absl::string_view field, const v1::Money& m) {
 
 constexpr uint32_t kNone = EventRefs::kNone;
 
+// A row id with its IdHash: the View looks it up in the state's table and,
+// on a miss, in the overlay, and a new id is filed in the overlay, all with
+// the one hash.
+using Key = BatchOverlay::HashedId;
+Key KeyOf(absl::string_view id) { return Key{id, IdHash(id)}; }
+
 // Lookups that see the state and the batch so far. Each returns the row's
 // index as well (as it will be once the batch is applied), for EventRefs.
 class View {
@@ -83,22 +109,22 @@ class View {
   };
   // The state first: most events refer to accounts it holds, and an account
   // the overlay holds too has the same kind (it cannot change) and index.
-  Account FindAccount(absl::string_view id) const {
-    if (const uint32_t i = s_.accounts.IndexOf(id); i != kNone) {
+  Account FindAccount(const Key& k) const {
+    if (const uint32_t i = s_.accounts.IndexOf(k.id, k.hash); i != kNone) {
       return Account{KindOfAccount(s_, i), i};
     }
     if (o_ != nullptr) {
-      auto it = o_->accounts.find(id);
+      auto it = o_->accounts.find(k);
       if (it != o_->accounts.end()) return Account{it->second.kind, it->second.index};
     }
     return Account{};
   }
-  v1::AccountKind AccountKind(absl::string_view id) const { return FindAccount(id).kind; }
-  bool HasManager(absl::string_view id) const {
-    return s_.managers.Find(id) != nullptr || (o_ != nullptr && o_->managers.contains(id));
+  bool HasManager(const Key& k) const {
+    return s_.managers.IndexOf(k.id, k.hash) != kNone ||
+           (o_ != nullptr && o_->managers.contains(k));
   }
-  bool HasTeam(absl::string_view id) const {
-    return s_.teams.Find(id) != nullptr || (o_ != nullptr && o_->teams.contains(id));
+  bool HasTeam(const Key& k) const {
+    return s_.teams.IndexOf(k.id, k.hash) != kNone || (o_ != nullptr && o_->teams.contains(k));
   }
   struct Deal {
     const PipelineInfo* pipeline = nullptr;
@@ -110,8 +136,8 @@ class View {
   };
   // False when the deal is unknown. Reads the derived links only, not the
   // deal's row: that row is a cache miss on most events about a deal.
-  bool FindDeal(absl::string_view id, Deal* out) const {
-    if (const uint32_t i = s_.deals.IndexOf(id); i != kNone) {
+  bool FindDeal(const Key& k, Deal* out) const {
+    if (const uint32_t i = s_.deals.IndexOf(k.id, k.hash); i != kNone) {
       const DealLink link = LinkOfDeal(s_, i);
       out->pipeline = &s_.pipelines.all()[static_cast<size_t>(link.pipeline)];
       out->created = nullptr;
@@ -120,7 +146,7 @@ class View {
       return true;
     }
     if (o_ != nullptr) {
-      auto it = o_->deals.find(id);
+      auto it = o_->deals.find(k);
       if (it != o_->deals.end()) {
         out->pipeline = it->second.pipeline;
         out->created = &it->second;
@@ -135,19 +161,19 @@ class View {
   absl::string_view DealAccountId(const Deal& d) const {
     return d.created != nullptr ? d.created->account_id : s_.deals.at(d.index).account_id();
   }
-  bool HasDeal(absl::string_view id) const {
+  bool HasDeal(const Key& k) const {
     Deal unused;
-    return FindDeal(id, &unused);
+    return FindDeal(k, &unused);
   }
   // The order's index and links, or false.
-  bool FindOrder(absl::string_view id, uint32_t* index, OrderLink* link) const {
-    if (const uint32_t i = s_.orders.IndexOf(id); i != kNone) {
+  bool FindOrder(const Key& k, uint32_t* index, OrderLink* link) const {
+    if (const uint32_t i = s_.orders.IndexOf(k.id, k.hash); i != kNone) {
       *index = i;
       *link = LinkOfOrder(s_, i);
       return true;
     }
     if (o_ != nullptr) {
-      auto it = o_->orders.find(id);
+      auto it = o_->orders.find(k);
       if (it != o_->orders.end()) {
         *index = it->second.index;
         *link = it->second.link;
@@ -156,20 +182,20 @@ class View {
     }
     return false;
   }
-  bool HasOrder(absl::string_view id) const {
+  bool HasOrder(const Key& k) const {
     uint32_t index;
     OrderLink link;
-    return FindOrder(id, &index, &link);
+    return FindOrder(k, &index, &link);
   }
   // The invoice's currency and index, or false.
-  bool FindInvoice(absl::string_view id, absl::string_view* currency, uint32_t* index) const {
-    if (const uint32_t i = s_.invoices.IndexOf(id); i != kNone) {
+  bool FindInvoice(const Key& k, absl::string_view* currency, uint32_t* index) const {
+    if (const uint32_t i = s_.invoices.IndexOf(k.id, k.hash); i != kNone) {
       *currency = s_.invoices.at(i).amount().currency();
       *index = i;
       return true;
     }
     if (o_ != nullptr) {
-      auto it = o_->invoices.find(id);
+      auto it = o_->invoices.find(k);
       if (it != o_->invoices.end()) {
         *currency = it->second.currency;
         *index = it->second.index;
@@ -179,14 +205,14 @@ class View {
     return false;
   }
   // The complaint's index and account, or false.
-  bool FindComplaint(absl::string_view id, uint32_t* index, uint32_t* account) const {
-    if (const uint32_t i = s_.complaints.IndexOf(id); i != kNone) {
+  bool FindComplaint(const Key& k, uint32_t* index, uint32_t* account) const {
+    if (const uint32_t i = s_.complaints.IndexOf(k.id, k.hash); i != kNone) {
       *index = i;
       *account = AccountOfComplaint(s_, i);
       return true;
     }
     if (o_ != nullptr) {
-      auto it = o_->complaints.find(id);
+      auto it = o_->complaints.find(k);
       if (it != o_->complaints.end()) {
         *index = it->second.index;
         *account = it->second.account;
@@ -229,7 +255,7 @@ class View {
 absl::Status NeedAccount(const View& v, absl::string_view field, absl::string_view id,
                          uint32_t* index = nullptr) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  const View::Account a = v.FindAccount(id);
+  const View::Account a = v.FindAccount(KeyOf(id));
   if (a.kind == v1::ACCOUNT_KIND_UNSPECIFIED) return NotFound(field, "account", id);
   if (index != nullptr) *index = a.index;
   return absl::OkStatus();
@@ -238,7 +264,7 @@ absl::Status NeedAccount(const View& v, absl::string_view field, absl::string_vi
 absl::Status NeedPartner(const View& v, absl::string_view field, absl::string_view id,
                          uint32_t* index = nullptr) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  const View::Account a = v.FindAccount(id);
+  const View::Account a = v.FindAccount(KeyOf(id));
   if (a.kind == v1::ACCOUNT_KIND_UNSPECIFIED) return NotFound(field, "account", id);
   if (a.kind != v1::ACCOUNT_KIND_PARTNER) {
     return absl::FailedPreconditionError(
@@ -250,7 +276,7 @@ absl::Status NeedPartner(const View& v, absl::string_view field, absl::string_vi
 
 absl::Status NeedManager(const View& v, absl::string_view field, absl::string_view id) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  if (!v.HasManager(id)) return NotFound(field, "manager", id);
+  if (!v.HasManager(KeyOf(id))) return NotFound(field, "manager", id);
   return absl::OkStatus();
 }
 
@@ -259,7 +285,7 @@ absl::Status NeedOrder(const View& v, absl::string_view field, absl::string_view
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
   uint32_t i;
   OrderLink l;
-  if (!v.FindOrder(id, &i, &l)) return NotFound(field, "order", id);
+  if (!v.FindOrder(KeyOf(id), &i, &l)) return NotFound(field, "order", id);
   if (index != nullptr) *index = i;
   if (link != nullptr) *link = l;
   return absl::OkStatus();
@@ -268,7 +294,7 @@ absl::Status NeedOrder(const View& v, absl::string_view field, absl::string_view
 absl::Status NeedDeal(const View& v, absl::string_view field, absl::string_view id,
                       View::Deal* deal) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  if (!v.FindDeal(id, deal)) return NotFound(field, "deal", id);
+  if (!v.FindDeal(KeyOf(id), deal)) return NotFound(field, "deal", id);
   return absl::OkStatus();
 }
 
@@ -294,7 +320,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
         return Invalid("account_upserted.kind",
                        "must be ACCOUNT_KIND_CLIENT or ACCOUNT_KIND_PARTNER");
       }
-      const View::Account existing = v.FindAccount(p.account_id());
+      const Key key = KeyOf(p.account_id());
+      const View::Account existing = v.FindAccount(key);
       if (existing.kind != v1::ACCOUNT_KIND_UNSPECIFIED && existing.kind != p.kind()) {
         return absl::FailedPreconditionError(
             StrCat("field 'account_upserted.kind': account '", p.account_id(), "' is a ",
@@ -306,7 +333,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
           p.owner_id(), [&] { return NeedManager(v, "account_upserted.owner_id", p.owner_id()); }));
       RETURN_IF_ERROR(Optional(p.team_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("account_upserted.team_id", p.team_id()));
-        if (!v.HasTeam(p.team_id()))
+        if (!v.HasTeam(KeyOf(p.team_id())))
           return NotFound("account_upserted.team_id", "team", p.team_id());
         return absl::OkStatus();
       }));
@@ -329,7 +356,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       const bool is_new = existing.kind == v1::ACCOUNT_KIND_UNSPECIFIED;
       r->account = is_new ? v.NextAccount() : existing.index;
       if (o != nullptr) {
-        o->accounts.emplace(p.account_id(), BatchOverlay::AccountInfo{p.kind(), r->account});
+        o->accounts.emplace(key, BatchOverlay::AccountInfo{p.kind(), r->account});
         if (is_new) ++o->new_accounts;
       }
       return absl::OkStatus();
@@ -340,14 +367,14 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       RETURN_IF_ERROR(CheckText("manager_upserted.name", p.name()));
       RETURN_IF_ERROR(Optional(p.team_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("manager_upserted.team_id", p.team_id()));
-        if (!v.HasTeam(p.team_id()))
+        if (!v.HasTeam(KeyOf(p.team_id())))
           return NotFound("manager_upserted.team_id", "team", p.team_id());
         return absl::OkStatus();
       }));
       RETURN_IF_ERROR(
           Optional(p.grade(), [&] { return CheckId("manager_upserted.grade", p.grade()); }));
       RETURN_IF_ERROR(CheckTime("manager_upserted.hired_at_us", p.hired_at_us(), false));
-      if (o != nullptr) o->managers.insert(p.manager_id());
+      if (o != nullptr) o->managers.insert(KeyOf(p.manager_id()));
       return absl::OkStatus();
     }
     case v1::Event::kTeamUpserted: {
@@ -363,15 +390,16 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       for (int i = 0; i < p.segments_size(); ++i) {
         RETURN_IF_ERROR(CheckText(StrCat("team_upserted.segments[", i, "]"), p.segments(i)));
       }
-      if (o != nullptr) o->teams.insert(p.team_id());
+      if (o != nullptr) o->teams.insert(KeyOf(p.team_id()));
       return absl::OkStatus();
     }
     case v1::Event::kLeadCreated: {
       const auto& p = e.lead_created();
       RETURN_IF_ERROR(CheckId("lead_created.deal_id", p.deal_id()));
-      if (v.HasDeal(p.deal_id())) return Exists("lead_created.deal_id", "deal", p.deal_id());
+      const Key key = KeyOf(p.deal_id());
+      if (v.HasDeal(key)) return Exists("lead_created.deal_id", "deal", p.deal_id());
       RETURN_IF_ERROR(CheckId("lead_created.account_id", p.account_id()));
-      const View::Account acc = v.FindAccount(p.account_id());
+      const View::Account acc = v.FindAccount(KeyOf(p.account_id()));
       if (acc.kind == v1::ACCOUNT_KIND_UNSPECIFIED) {
         return NotFound("lead_created.account_id", "account", p.account_id());
       }
@@ -394,8 +422,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       r->deal = v.NextDeal();
       r->pipeline = v.PipelineIndex(pl);
       if (o != nullptr) {
-        o->deals.emplace(p.deal_id(),
-                         BatchOverlay::DealInfo{pl, p.account_id(), r->deal, r->account});
+        o->deals.emplace(key, BatchOverlay::DealInfo{pl, p.account_id(), r->deal, r->account});
         ++o->new_deals;
       }
       return absl::OkStatus();
@@ -451,7 +478,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
     case v1::Event::kOrderPlaced: {
       const auto& p = e.order_placed();
       RETURN_IF_ERROR(CheckId("order_placed.order_id", p.order_id()));
-      if (v.HasOrder(p.order_id())) return Exists("order_placed.order_id", "order", p.order_id());
+      const Key key = KeyOf(p.order_id());
+      if (v.HasOrder(key)) return Exists("order_placed.order_id", "order", p.order_id());
       uint32_t account;
       RETURN_IF_ERROR(NeedAccount(v, "order_placed.account_id", p.account_id(), &account));
       uint32_t deal = kNone;
@@ -475,8 +503,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       r->deal = deal;
       r->order = v.NextOrder();
       if (o != nullptr) {
-        o->orders.emplace(p.order_id(),
-                          BatchOverlay::OrderInfo{r->order, OrderLink{account, deal}});
+        o->orders.emplace(key, BatchOverlay::OrderInfo{r->order, OrderLink{account, deal}});
         ++o->new_orders;
       }
       return absl::OkStatus();
@@ -508,7 +535,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       RETURN_IF_ERROR(CheckId("invoice_issued.invoice_id", p.invoice_id()));
       absl::string_view existing;
       uint32_t unused;
-      if (v.FindInvoice(p.invoice_id(), &existing, &unused)) {
+      const Key key = KeyOf(p.invoice_id());
+      if (v.FindInvoice(key, &existing, &unused)) {
         return Exists("invoice_issued.invoice_id", "invoice", p.invoice_id());
       }
       uint32_t account;
@@ -521,8 +549,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       r->account = account;
       r->invoice = v.NextInvoice();
       if (o != nullptr) {
-        o->invoices.emplace(p.invoice_id(),
-                            BatchOverlay::InvoiceInfo{p.amount().currency(), r->invoice});
+        o->invoices.emplace(key, BatchOverlay::InvoiceInfo{p.amount().currency(), r->invoice});
         ++o->new_invoices;
       }
       return absl::OkStatus();
@@ -539,7 +566,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       RETURN_IF_ERROR(Optional(p.invoice_id(), [&]() -> absl::Status {
         RETURN_IF_ERROR(CheckId("payment_received.invoice_id", p.invoice_id()));
         absl::string_view cur;
-        if (!v.FindInvoice(p.invoice_id(), &cur, &invoice)) {
+        if (!v.FindInvoice(KeyOf(p.invoice_id()), &cur, &invoice)) {
           return NotFound("payment_received.invoice_id", "invoice", p.invoice_id());
         }
         if (cur != p.amount().currency()) {
@@ -583,7 +610,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       const auto& p = e.complaint_opened();
       RETURN_IF_ERROR(CheckId("complaint_opened.complaint_id", p.complaint_id()));
       uint32_t unused_index, unused_account;
-      if (v.FindComplaint(p.complaint_id(), &unused_index, &unused_account)) {
+      const Key key = KeyOf(p.complaint_id());
+      if (v.FindComplaint(key, &unused_index, &unused_account)) {
         return Exists("complaint_opened.complaint_id", "complaint", p.complaint_id());
       }
       uint32_t account;
@@ -594,7 +622,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       r->account = account;
       r->complaint = v.NextComplaint();
       if (o != nullptr) {
-        o->complaints.emplace(p.complaint_id(), BatchOverlay::ComplaintInfo{r->complaint, account});
+        o->complaints.emplace(key, BatchOverlay::ComplaintInfo{r->complaint, account});
         ++o->new_complaints;
       }
       return absl::OkStatus();
@@ -603,7 +631,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       const auto& id = e.complaint_resolved().complaint_id();
       RETURN_IF_ERROR(CheckId("complaint_resolved.complaint_id", id));
       uint32_t complaint, account;
-      if (!v.FindComplaint(id, &complaint, &account)) {
+      if (!v.FindComplaint(KeyOf(id), &complaint, &account)) {
         return NotFound("complaint_resolved.complaint_id", "complaint", id);
       }
       r->account = account;

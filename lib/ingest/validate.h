@@ -44,8 +44,8 @@ struct BatchOverlay {
     uint32_t index;
     uint32_t account;
   };
-  // An event id with its EventIdLog::Hash, so the overlay does not hash it
-  // again.
+  // An id with its hash (EventIdLog::Hash for event ids, IdHash for row
+  // ids: the same function), so the overlay does not hash it again.
   struct HashedId {
     absl::string_view id;
     size_t hash;
@@ -57,14 +57,21 @@ struct BatchOverlay {
     bool operator()(const HashedId& a, const HashedId& b) const { return a.id == b.id; }
   };
 
-  absl::flat_hash_map<absl::string_view, AccountInfo> accounts;
-  absl::flat_hash_set<absl::string_view> managers;
-  absl::flat_hash_set<absl::string_view> teams;
-  absl::flat_hash_map<absl::string_view, DealInfo> deals;
-  absl::flat_hash_map<absl::string_view, OrderInfo> orders;
-  absl::flat_hash_map<absl::string_view, InvoiceInfo> invoices;
-  absl::flat_hash_map<absl::string_view, ComplaintInfo> complaints;
-  absl::flat_hash_map<HashedId, uint64_t, HashedIdHash, HashedIdEq> event_ids;  // -> fingerprint
+  template <typename V>
+  using Map = absl::flat_hash_map<HashedId, V, HashedIdHash, HashedIdEq>;
+  using Set = absl::flat_hash_set<HashedId, HashedIdHash, HashedIdEq>;
+
+  // Row ids keyed with their IdHash (the tables' hash): a lookup that misses
+  // the state's table and tries here, and the insert of a new id, reuse the
+  // hash of the table lookup.
+  Map<AccountInfo> accounts;
+  Set managers;
+  Set teams;
+  Map<DealInfo> deals;
+  Map<OrderInfo> orders;
+  Map<InvoiceInfo> invoices;
+  Map<ComplaintInfo> complaints;
+  Map<uint64_t> event_ids;  // -> fingerprint
   // When set (to the validated state's own log), a new event's id is recorded
   // there instead of in `event_ids`: its lookup has just brought the log's
   // slot into cache, where adding it at apply time, after the rest of the
@@ -81,6 +88,9 @@ struct BatchOverlay {
 
   void Clear();
 };
+
+// The hash the state's tables (and the overlay) file a row id under.
+inline size_t IdHash(absl::string_view id) { return Table<v1::Account>::Hash(id); }
 
 enum class Verdict { kApply, kDuplicate };
 

@@ -16,8 +16,10 @@ void SetStatus(v1::Account& a, v1::AccountStatus status, int64_t at) {
 }
 
 // Resolves the team of an account: as given, else the owner's, else the first
-// team serving its segment, else the configured default team.
-std::string ResolveTeam(const v1::AccountUpserted& p, const EngineState& s) {
+// team serving its segment, else the configured default team. The view is
+// into `p` or the state's rows and config, which the caller does not change
+// before it copies it.
+absl::string_view ResolveTeam(const v1::AccountUpserted& p, const EngineState& s) {
   if (!p.team_id().empty()) return p.team_id();
   if (!p.owner_id().empty()) {
     const v1::Manager* m = s.managers.Find(p.owner_id());
@@ -31,23 +33,26 @@ std::string ResolveTeam(const v1::AccountUpserted& p, const EngineState& s) {
     }
   }
   if (s.teams.Find(s.config.default_team_id()) != nullptr) return s.config.default_team_id();
-  return std::string();
+  return absl::string_view();
 }
 
 void AddAttribution(EngineState* s, uint32_t account, int64_t since, int64_t seq,
                     const v1::Account& a) {
   std::vector<v1::Attribution>& h = s->attributions[account];
-  v1::Attribution entry;
+  auto pos = std::upper_bound(h.begin(), h.end(), std::make_pair(since, seq),
+                              [](const std::pair<int64_t, int64_t>& key, const v1::Attribution& x) {
+                                return key < std::make_pair(x.since_us(), x.seq());
+                              });
+  // Filled where it lands (the end, mostly), not built aside, moved in and
+  // destroyed. An empty string is left unset: this message is not on an
+  // arena, where setting even an empty value allocates a string, and unset
+  // reads and serializes the same as empty.
+  v1::Attribution& entry = *h.emplace(pos);
   entry.set_since_us(since);
   entry.set_seq(seq);
-  entry.set_owner_id(a.owner_id());
-  entry.set_team_id(a.team_id());
-  entry.set_segment(a.segment());
-  auto pos = std::upper_bound(
-      h.begin(), h.end(), entry, [](const v1::Attribution& x, const v1::Attribution& y) {
-        return std::make_pair(x.since_us(), x.seq()) < std::make_pair(y.since_us(), y.seq());
-      });
-  h.insert(pos, std::move(entry));
+  if (!a.owner_id().empty()) entry.set_owner_id(a.owner_id());
+  if (!a.team_id().empty()) entry.set_team_id(a.team_id());
+  if (!a.segment().empty()) entry.set_segment(a.segment());
 }
 
 void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, uint32_t idx,
@@ -65,16 +70,21 @@ void ApplyAccountUpserted(const v1::AccountUpserted& p, int64_t t, int64_t seq, 
     a.set_status_since_us(a.created_at_us());
     a.set_last_feedback_score(-1);
   }
-  std::string team = ResolveTeam(p, *s);
+  const absl::string_view team = ResolveTeam(p, *s);
   v1::Account& a = s->accounts.at(idx);
-  a.set_name(p.name());
-  a.set_owner_id(p.owner_id());
-  a.set_team_id(std::move(team));
-  a.set_segment(p.segment());
+  // An upsert of a known account mostly repeats what it holds: comparing is
+  // cheaper than setting (a call and a copy each), and an equal value is the
+  // same state.
+  if (a.name() != p.name()) a.set_name(p.name());
+  if (a.owner_id() != p.owner_id()) a.set_owner_id(p.owner_id());
+  if (a.team_id() != team) a.set_team_id(team.data(), team.size());
+  if (a.segment() != p.segment()) a.set_segment(p.segment());
   a.set_tier(p.tier());
   a.set_preferred_channel(p.preferred_channel());
-  a.set_referred_by(p.referred_by());
-  a.set_source_partner_id(p.source_partner_id());
+  if (a.referred_by() != p.referred_by()) a.set_referred_by(p.referred_by());
+  if (a.source_partner_id() != p.source_partner_id()) {
+    a.set_source_partner_id(p.source_partner_id());
+  }
   AddAttribution(s, idx, t, seq, a);
 }
 

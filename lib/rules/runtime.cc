@@ -218,7 +218,7 @@ class Runner {
       for (uint32_t v = rt_.deal_visits[sub.deal]; v < static_cast<uint32_t>(d.history_size());
            ++v) {
         if (cause.empty()) cause = StoredId(e, refs);
-        StageEntered(sub.account, sub.deal, v, e.event_id(), cause);
+        StageEntered(sub.account, sub.deal, v, e.event_id(), cause, StageHint(e, refs));
       }
       rt_.deal_visits[sub.deal] = static_cast<uint32_t>(d.history_size());
     }
@@ -230,8 +230,18 @@ class Runner {
                                   : refs.stored_id;
   }
 
+  // The index of the stage the event put its deal in, as far as known
+  // without hashing: the first for a new lead, the resolved to_stage for a
+  // stage change (EventRefs::stage); -1 otherwise (a won deal, say).
+  // StageEntered checks it against the visit before using it.
+  static int StageHint(const v1::Event& e, const EventRefs& refs) {
+    if (e.payload_case() == v1::Event::kLeadCreated) return 0;
+    return refs.stage;
+  }
+
+  // `hint` is a guess of the visit's stage index (StageHint), or -1.
   void StageEntered(uint32_t account, uint32_t deal, uint32_t visit, absl::string_view event_id,
-                    absl::string_view cause) {
+                    absl::string_view cause, int hint) {
     const v1::Deal& d = s_.deals.at(deal);
     const v1::StageVisit& sv = d.history(static_cast<int>(visit));
     // The deal's pipeline from its derived link: the same pipeline as its
@@ -239,7 +249,11 @@ class Runner {
     const PipelineInfo* pl =
         &s_.pipelines.all()[static_cast<size_t>(LinkOfDeal(s_, deal).pipeline)];
     const std::string& pipeline_id = pl->pipeline.id();
-    const int stage = pl->StageIndex(sv.stage());
+    // Stage ids are unique within a pipeline, so a hint whose id is the
+    // visit's is its index: one compare instead of hashing the id.
+    const int stage = hint >= 0 && hint < pl->size() && pl->stage(hint).id() == sv.stage()
+                          ? hint
+                          : pl->StageIndex(sv.stage());
     for (uint16_t rule : r_.stage_entered()) {
       const v1::Rule& rl = r_.rule(rule);
       const auto& st = rl.trigger().stage_entered();
@@ -412,6 +426,9 @@ class Runner {
 
   void Record(int watch, uint32_t account, int64_t t) {
     std::vector<int64_t>& v = rt_.watch_logs[watch][account];
+    // Starting at four saves the reallocations through one and two (a
+    // malloc, copy and free each) of a log that grows past them.
+    if (v.capacity() == 0) v.reserve(4);
     if (v.empty() || v.back() <= t) {
       v.push_back(t);
     } else {

@@ -63,6 +63,14 @@ class Table {
     auto it = index_.find(id);
     return it == index_.end() ? kNone : it->second;
   }
+  // IndexOf for an id whose Hash the caller has: validation looks a new id up
+  // here and in the batch's overlay, and files it there, with one hash.
+  uint32_t IndexOf(absl::string_view id, size_t hash) const {
+    auto it = index_.find(id, hash);
+    return it == index_.end() ? kNone : it->second;
+  }
+  // The hash the index files `id` under (the same for every table).
+  static size_t Hash(absl::string_view id) { return Index::hasher{}(id); }
   const Row* Find(absl::string_view id) const {
     uint32_t i = IndexOf(id);
     return i == kNone ? nullptr : rows_[i];
@@ -102,8 +110,9 @@ class Table {
 
  private:
   google::protobuf::Arena* arena_;
+  using Index = absl::flat_hash_map<std::string, uint32_t>;
   std::vector<Row*> rows_;
-  absl::flat_hash_map<std::string, uint32_t> index_;
+  Index index_;
 };
 
 }  // namespace rapport

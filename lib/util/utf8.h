@@ -82,16 +82,37 @@ inline ByteScan ScanBytes(absl::string_view s) {
     const uint64_t del = w ^ (0x7f * kOnes);
     control |= ((w - 0x20 * kOnes) & ~w & kHighs) | ((del - kOnes) & ~del & kHighs);
   };
+  // Every byte is seen by some word; bytes seen twice change nothing (the
+  // results are ORs). The last (or only) partial word is loaded as
+  // overlapping pieces instead of byte by byte: ids are 8..16 bytes, and a
+  // byte loop for their tail cost more than the words.
   const char* p = s.data();
-  size_t n = s.size();
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    scan(w);
-  }
-  if (n > 0) {
-    uint64_t w = 0x4141414141414141ULL;  // 'A': neither control nor high
-    std::memcpy(&w, p, n);
+  const size_t n = s.size();
+  if (n >= 8) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      scan(w);
+    }
+    if (i < n) {
+      uint64_t w;
+      std::memcpy(&w, p + n - 8, 8);
+      scan(w);
+    }
+  } else if (n >= 4) {
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    scan(uint64_t{lo} | uint64_t{hi} << 32);
+  } else if (n > 0) {
+    // 'A' (neither control nor high) in the bytes not loaded.
+    uint64_t w = 0x4141414141414100ULL | static_cast<unsigned char>(p[0]);
+    if (n >= 2) {
+      uint16_t last2;
+      std::memcpy(&last2, p + n - 2, 2);
+      w = (w & ~0x00ffff00ULL) | uint64_t{last2} << 8;
+    }
     scan(w);
   }
   ByteScan out;
