@@ -3,6 +3,7 @@
 // late event into a closed period, an owner change mid-period, overflow.
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <tuple>
@@ -11,8 +12,13 @@
 
 #include "gtest/gtest.h"
 #include "kpi_reference.h"
+#include "lib/ingest/validate.h"
 #include "lib/kpi/cells.h"
 #include "lib/kpi/fact_store.h"
+#include "lib/lifecycle/apply.h"
+#include "lib/state/config.h"
+#include "lib/storage/snapshot.h"
+#include "rapport/testing/generator.h"
 #include "test_util.h"
 
 namespace rapport::test {
@@ -598,6 +604,120 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
     moved.clear();
     EXPECT_TRUE(moved.empty());
     EXPECT_EQ(moved.begin(), moved.end());
+  }
+}
+
+// A state fed `events` the engine's way (validate, then apply).
+std::unique_ptr<EngineState> StateOf(const std::vector<v1::Event>& events) {
+  auto s = std::make_unique<EngineState>();
+  EXPECT_TRUE(Configure(*WithDefaults({}), s.get()).ok());
+  for (const v1::Event& e : events) {
+    Verdict v;
+    if (!ValidateEvent(e, EventFingerprint(e), *s, nullptr, &v).ok() || v != Verdict::kApply)
+      continue;
+    ApplyEvent(e, EventFingerprint(e), s.get());
+  }
+  return s;
+}
+
+std::vector<v1::Event> LateStream(uint64_t seed, int64_t n) {
+  testing::GeneratorOptions o;
+  o.seed = seed;
+  o.max_events = n;
+  o.late_share = 0.05;
+  o.leads_per_day = 6;
+  return testing::GenerateStream(o);
+}
+
+// The fact store takes the stage a deal entered from the event (first stage,
+// to_stage, the won stage) and checks it against the deal's history by one
+// compare; the stages it stored must be the ones hashing the history's stage
+// ids gives, visit by visit, in the timelines and in the stage-entry column.
+TEST(KpiIngest, StageEntriesAreTheHistorysStages) {
+  const std::unique_ptr<EngineState> s = StateOf(LateStream(11, 30000));
+  const kpi::FactStore& st = s->kpi;
+  ASSERT_EQ(st.deals.size(), s->deals.size());
+  std::vector<std::vector<std::pair<int64_t, int32_t>>> want(s->deals.size());
+  size_t visits = 0, won = 0;
+  for (uint32_t i = 0; i < s->deals.size(); ++i) {
+    const v1::Deal& d = s->deals.at(i);
+    const PipelineInfo* p = s->pipelines.Find(d.pipeline_id());
+    ASSERT_NE(p, nullptr);
+    for (const v1::StageVisit& h : d.history()) {
+      want[i].emplace_back(h.entered_at_us(), p->StageIndex(h.stage()));
+      won += p->stage(want[i].back().second).won();
+    }
+    // The history is in arrival order, the timeline in (time, arrival).
+    std::stable_sort(want[i].begin(), want[i].end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    const kpi::DealData& dd = st.deals[i];
+    ASSERT_EQ(dd.visits.size(), want[i].size()) << "deal " << i;
+    for (size_t j = 0; j < want[i].size(); ++j) {
+      EXPECT_EQ(dd.visits[j].at.t, want[i][j].first) << "deal " << i << " visit " << j;
+      EXPECT_EQ(dd.visits[j].stage, want[i][j].second) << "deal " << i << " visit " << j;
+    }
+    visits += want[i].size();
+  }
+  EXPECT_GT(visits, 2 * s->deals.size()) << "the stream moves deals on";
+  EXPECT_GT(won, 0u) << "the stream wins deals";
+  // The column holds the same (deal, time, stage) facts.
+  std::vector<std::tuple<uint32_t, int64_t, int32_t>> got_facts, want_facts;
+  st.column(kpi::FactKind::kStageEntry).ForAll([&](int64_t t, const kpi::Fact& f) {
+    got_facts.emplace_back(f.subject, t, static_cast<int32_t>(f.aux));
+  });
+  for (uint32_t i = 0; i < want.size(); ++i) {
+    for (const auto& [t, stage] : want[i]) want_facts.emplace_back(i, t, stage);
+  }
+  std::sort(got_facts.begin(), got_facts.end());
+  std::sort(want_facts.begin(), want_facts.end());
+  EXPECT_EQ(got_facts, want_facts);
+}
+
+// Restore checks each fact against the tables (an order fact's account by
+// comparing ids, the string pool by one Intern per string): a tampered fact
+// column is refused with the offending entry named, and an untouched one
+// restores to the same bytes.
+TEST(KpiIngest, RestoreRefusesInconsistentFactColumns) {
+  const std::unique_ptr<EngineState> s = StateOf(LateStream(12, 8000));
+  const std::string bytes = WriteSnapshot(*s);
+  {
+    EngineState back;
+    ASSERT_TRUE(ReadSnapshot(bytes, &back).ok());
+    EXPECT_TRUE(WriteSnapshot(back) == bytes);
+  }
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(bytes));
+  ASSERT_GE(snap.facts().strings_size(), 3);
+  auto refused = [](const v1::EngineSnapshot& bad, const std::string& needle) {
+    EngineState back;
+    const absl::Status st = ReadSnapshot(bad.SerializeAsString(), &back);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find(needle), std::string::npos) << st;
+  };
+  {
+    v1::EngineSnapshot bad = snap;
+    bad.mutable_facts()->set_strings(2, snap.facts().strings(1));
+    refused(bad, "strings[2] is repeated");
+    bad.mutable_facts()->set_strings(2, "");
+    refused(bad, "strings[2] is repeated");
+  }
+  // The first order fact, given another account.
+  const v1::FactColumns& f = snap.facts();
+  int row = 0;
+  for (int k = 0; k < static_cast<int>(kpi::FactKind::kOrderPlaced); ++k)
+    row += static_cast<int>(f.kind_sizes(k));
+  ASSERT_GT(f.kind_sizes(static_cast<int>(kpi::FactKind::kOrderPlaced)), 0u);
+  ASSERT_GT(s->accounts.size(), 1u);
+  {
+    v1::EngineSnapshot bad = snap;
+    const uint32_t other = (f.account(row) + 1) % static_cast<uint32_t>(s->accounts.size());
+    bad.mutable_facts()->set_account(row, other);
+    refused(bad, absl::StrCat("fact ", row, " (kind 7)"));
+  }
+  {
+    v1::EngineSnapshot bad = snap;
+    bad.mutable_facts()->set_subject(row, static_cast<uint32_t>(s->orders.size()));
+    refused(bad, absl::StrCat("fact ", row, " (kind 7)"));
   }
 }
 

@@ -26,9 +26,14 @@ void Sync(EngineState* s) {
     }
     st.stage_offset.push_back(off);
   }
+  // Most events create no row: three size compares and out.
+  if (st.accounts.size() == s->accounts.size() && st.invoices.size() == s->invoices.size() &&
+      st.deals.size() == s->deals.size()) {
+    return;
+  }
   while (st.accounts.size() < s->accounts.size()) {
     st.accounts.emplace_back().kind =
-        static_cast<uint8_t>(s->accounts.at(static_cast<uint32_t>(st.accounts.size())).kind());
+        static_cast<uint8_t>(KindOfAccount(*s, static_cast<uint32_t>(st.accounts.size())));
   }
   while (st.invoice_payments.size() < s->invoices.size()) {
     const v1::Invoice& inv = s->invoices.at(static_cast<uint32_t>(st.invoice_payments.size()));
@@ -42,12 +47,15 @@ void Sync(EngineState* s) {
     st.cells->OnInvoice(st, static_cast<uint32_t>(st.invoices.size() - 1));
   }
   while (st.deals.size() < s->deals.size()) {
-    const v1::Deal& d = s->deals.at(static_cast<uint32_t>(st.deals.size()));
+    const uint32_t idx = static_cast<uint32_t>(st.deals.size());
+    const v1::Deal& d = s->deals.at(idx);
+    // The engine's deal links (account and pipeline by index) when it has
+    // them, instead of hashing the two ids again.
+    const DealLink link = LinkOfDeal(*s, idx);
     DealData& dd = st.deals.emplace_back();
-    dd.account = s->accounts.IndexOf(d.account_id());
+    dd.account = link.account;
     dd.source_partner = st.strings.Intern(d.source_partner_id());
-    const PipelineInfo* p = s->pipelines.Find(d.pipeline_id());
-    dd.pipeline = static_cast<int32_t>(p - s->pipelines.all().data());
+    dd.pipeline = link.pipeline;
     dd.created_at = d.created_at_us();
   }
 }
@@ -142,14 +150,21 @@ void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_s
 }
 
 // Records the stage the deal entered by this event, if it entered one;
-// returns whether that stage wins the deal.
-bool RecordEntry(uint32_t deal, int64_t t, int64_t seq, EngineState* s) {
+// returns whether that stage wins the deal. `stage` is the index of the stage
+// the event should have entered (the lifecycle's choice: a lead's first
+// stage, to_stage, the won stage): one compare of its id with the one the
+// history holds instead of hashing that id; the hash settles a mismatch, so
+// the answer never depends on the guess.
+bool RecordEntry(uint32_t deal, int stage, int64_t t, int64_t seq, EngineState* s) {
   FactStore& st = s->kpi;
   const v1::Deal& d = s->deals.at(deal);
   DealData& dd = st.deals[deal];
   if (static_cast<size_t>(d.history_size()) <= dd.visits.size()) return false;
   const PipelineInfo& p = s->pipelines.all()[static_cast<size_t>(dd.pipeline)];
-  const int stage = p.StageIndex(d.history(d.history_size() - 1).stage());
+  const std::string& entered = d.history(d.history_size() - 1).stage();
+  if (stage < 0 || stage >= p.size() || p.stage(stage).id() != entered) {
+    stage = p.StageIndex(entered);
+  }
   const uint32_t account = dd.account;
   Add(st, FactKind::kStageEntry, t, Fact{seq, account, deal, static_cast<uint32_t>(stage)}, 0);
   if (p.stage(stage).lost()) Add(st, FactKind::kLost, t, Fact{seq, account, deal, 0}, 0);
@@ -177,15 +192,17 @@ void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineS
     case v1::Event::kLeadCreated: {
       const uint32_t deal = static_cast<uint32_t>(s->deals.size() - 1);
       Add(st, FactKind::kLead, t, Fact{0, st.deals[deal].account, deal, 0}, 0);
-      RecordEntry(deal, t, seq, s);
+      RecordEntry(deal, 0, t, seq, s);
       break;
     }
     case v1::Event::kDealStageChanged:
-      RecordEntry(refs.deal, t, seq, s);
+      RecordEntry(refs.deal, refs.stage, t, seq, s);
       break;
     case v1::Event::kDealWon: {
       const uint32_t deal = refs.deal;
-      if (!RecordEntry(deal, t, seq, s)) {
+      const int won_stage =
+          s->pipelines.all()[static_cast<size_t>(st.deals[deal].pipeline)].won_stage;
+      if (!RecordEntry(deal, won_stage, t, seq, s)) {
         Add(st, FactKind::kWon, t, Fact{seq, st.deals[deal].account, deal, 0}, 0);
       }
       break;
@@ -284,10 +301,12 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
     for (int i = 1; i < in.strings_size(); ++i) {
       if (in.strings(i).size() > kMaxTextBytes)
         return bad(absl::StrCat("strings[", i, "] is too long"));
-      if (st.strings.Find(in.strings(i)) != StringPool::kMissing) {
+      // One hash per string: Intern hands back an older id for a string the
+      // pool holds already, and adds nothing then.
+      const uint32_t next = static_cast<uint32_t>(st.strings.size());
+      if (st.strings.Intern(in.strings(i)) != next) {
         return bad(absl::StrCat("strings[", i, "] is repeated"));
       }
-      st.strings.Intern(in.strings(i));
     }
     if (in.kind_sizes_size() != kFactKinds) return bad("kind_sizes must have 12 entries");
   }
@@ -360,10 +379,12 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
           break;
         case FactKind::kOrderPlaced:
           order_seq = in.order_seq(order_row++);
+          // The order's account is the fact's when their ids are equal (ids
+          // are unique in the table): a compare instead of a hash and probe.
+          // (An order row is always at its id's index, so that needs no check.)
           ok = f.subject < s->orders.size() && f.aux < strings && f.value >= 0 && order_seq >= 0 &&
                order_seq < s->events_accepted &&
-               s->orders.IndexOf(s->orders.at(f.subject).order_id()) == f.subject &&
-               s->accounts.IndexOf(s->orders.at(f.subject).account_id()) == f.account;
+               s->orders.at(f.subject).account_id() == s->accounts.at(f.account).account_id();
           break;
         case FactKind::kOrderCompleted:
           ok = f.subject < st.orders.size() && st.orders[f.subject].account == f.account &&
