@@ -721,5 +721,75 @@ TEST(KpiIngest, RestoreRefusesInconsistentFactColumns) {
   }
 }
 
+// An upsert re-syncs the account's attribution but interns only the entries
+// it has not seen (the others are copied by stamp): with late owner changes
+// landing between older entries, every account's entries must still name
+// the history's owner, team and segment, in its order.
+TEST(KpiIngest, AttributionsFollowTheHistoryThroughLateOwnerChanges) {
+  std::vector<v1::Event> events = LateStream(13, 20000);
+  std::mt19937_64 rng(13);
+  std::vector<std::string> managers;
+  for (const v1::Event& e : events) {
+    if (e.has_manager_upserted()) managers.push_back(e.manager_upserted().manager_id());
+  }
+  ASSERT_FALSE(managers.empty());
+  const int64_t end = events.back().occurred_at_us();
+  std::vector<v1::Event> extra;
+  for (const v1::Event& e : events) {
+    if (!e.has_account_upserted() || rng() % 3 != 0) continue;
+    for (int copy = 0; copy < 3; ++copy) {
+      v1::Event c = e;
+      c.set_event_id(absl::StrCat(e.event_id(), "-owner", copy));
+      c.set_occurred_at_us(
+          e.occurred_at_us() +
+          static_cast<int64_t>(rng() % static_cast<uint64_t>(end - e.occurred_at_us() + 1)));
+      c.mutable_account_upserted()->set_owner_id(managers[rng() % managers.size()]);
+      if (copy == 1) c.mutable_account_upserted()->set_segment(absl::StrCat("seg", rng() % 4));
+      extra.push_back(std::move(c));
+    }
+  }
+  std::shuffle(extra.begin(), extra.end(), rng);
+  events.insert(events.end(), extra.begin(), extra.end());
+  const std::unique_ptr<EngineState> s = StateOf(events);
+  const kpi::FactStore& st = s->kpi;
+  size_t longest = 0;
+  for (uint32_t i = 0; i < s->accounts.size(); ++i) {
+    const auto& h = s->attributions[i];
+    const kpi::AccountData& a = st.accounts[i];
+    ASSERT_EQ(a.attr.size(), h.size()) << "account " << i;
+    longest = std::max(longest, h.size());
+    for (size_t j = 0; j < h.size(); ++j) {
+      EXPECT_EQ(a.attr[j].since.t, h[j].since_us());
+      EXPECT_EQ(a.attr[j].since.seq, h[j].seq());
+      EXPECT_EQ(st.strings.at(a.attr[j].owner), h[j].owner_id()) << i << " " << j;
+      EXPECT_EQ(st.strings.at(a.attr[j].team), h[j].team_id()) << i << " " << j;
+      EXPECT_EQ(st.strings.at(a.attr[j].segment), h[j].segment()) << i << " " << j;
+    }
+  }
+  EXPECT_GE(longest, 4u) << "some account changed owner several times";
+}
+
+// The pool's ids: "" is 0 without a lookup, a hinted Intern gives the
+// unhinted id whether the hint is right, stale or out of range.
+TEST(KpiIngest, StringPoolHintsGiveTheSameIds) {
+  kpi::StringPool pool;
+  EXPECT_EQ(pool.size(), 1u);
+  EXPECT_EQ(pool.Intern(""), 0u);
+  EXPECT_EQ(pool.Find(""), 0u);
+  const uint32_t rub = pool.Intern("RUB"), usd = pool.Intern("USD");
+  EXPECT_EQ(rub, 1u);
+  EXPECT_EQ(usd, 2u);
+  uint32_t hint = 0;
+  EXPECT_EQ(pool.Intern("RUB", &hint), rub);
+  EXPECT_EQ(hint, rub);
+  EXPECT_EQ(pool.Intern("RUB", &hint), rub);
+  EXPECT_EQ(pool.Intern("USD", &hint), usd);
+  EXPECT_EQ(pool.Intern("", &hint), 0u);
+  EXPECT_EQ(pool.Intern("EUR", &hint), 3u);
+  hint = 1000;
+  EXPECT_EQ(pool.Intern("USD", &hint), usd);
+  EXPECT_EQ(pool.size(), 4u);
+}
+
 }  // namespace
 }  // namespace rapport::test

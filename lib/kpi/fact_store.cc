@@ -7,6 +7,8 @@
 namespace rapport::kpi {
 
 uint32_t StringPool::Intern(absl::string_view s) {
+  // Empty ids (no partner, team or segment) are common; "" is id 0.
+  if (s.empty()) return 0;
   auto it = ids_.find(s);
   if (it != ids_.end()) return it->second;
   const uint32_t id = static_cast<uint32_t>(strings_.size());
