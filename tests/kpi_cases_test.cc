@@ -3,6 +3,7 @@
 // late event into a closed period, an owner change mid-period, overflow.
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <tuple>
@@ -11,8 +12,13 @@
 
 #include "gtest/gtest.h"
 #include "kpi_reference.h"
+#include "lib/ingest/validate.h"
 #include "lib/kpi/cells.h"
 #include "lib/kpi/fact_store.h"
+#include "lib/lifecycle/apply.h"
+#include "lib/state/config.h"
+#include "lib/storage/snapshot.h"
+#include "rapport/testing/generator.h"
 #include "test_util.h"
 
 namespace rapport::test {
@@ -599,6 +605,190 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
     EXPECT_TRUE(moved.empty());
     EXPECT_EQ(moved.begin(), moved.end());
   }
+}
+
+// A state fed `events` the engine's way (validate, then apply).
+std::unique_ptr<EngineState> StateOf(const std::vector<v1::Event>& events) {
+  auto s = std::make_unique<EngineState>();
+  EXPECT_TRUE(Configure(*WithDefaults({}), s.get()).ok());
+  for (const v1::Event& e : events) {
+    Verdict v;
+    if (!ValidateEvent(e, EventFingerprint(e), *s, nullptr, &v).ok() || v != Verdict::kApply)
+      continue;
+    ApplyEvent(e, EventFingerprint(e), s.get());
+  }
+  return s;
+}
+
+std::vector<v1::Event> LateStream(uint64_t seed, int64_t n) {
+  testing::GeneratorOptions o;
+  o.seed = seed;
+  o.max_events = n;
+  o.late_share = 0.05;
+  o.leads_per_day = 6;
+  return testing::GenerateStream(o);
+}
+
+// The fact store takes the stage a deal entered from the event (first stage,
+// to_stage, the won stage) and checks it against the deal's history by one
+// compare; the stages it stored must be the ones hashing the history's stage
+// ids gives, visit by visit, in the timelines and in the stage-entry column.
+TEST(KpiIngest, StageEntriesAreTheHistorysStages) {
+  const std::unique_ptr<EngineState> s = StateOf(LateStream(11, 30000));
+  const kpi::FactStore& st = s->kpi;
+  ASSERT_EQ(st.deals.size(), s->deals.size());
+  std::vector<std::vector<std::pair<int64_t, int32_t>>> want(s->deals.size());
+  size_t visits = 0, won = 0;
+  for (uint32_t i = 0; i < s->deals.size(); ++i) {
+    const v1::Deal& d = s->deals.at(i);
+    const PipelineInfo* p = s->pipelines.Find(d.pipeline_id());
+    ASSERT_NE(p, nullptr);
+    for (const v1::StageVisit& h : d.history()) {
+      want[i].emplace_back(h.entered_at_us(), p->StageIndex(h.stage()));
+      won += p->stage(want[i].back().second).won();
+    }
+    // The history is in arrival order, the timeline in (time, arrival).
+    std::stable_sort(want[i].begin(), want[i].end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    const kpi::DealData& dd = st.deals[i];
+    ASSERT_EQ(dd.visits.size(), want[i].size()) << "deal " << i;
+    for (size_t j = 0; j < want[i].size(); ++j) {
+      EXPECT_EQ(dd.visits[j].at.t, want[i][j].first) << "deal " << i << " visit " << j;
+      EXPECT_EQ(dd.visits[j].stage, want[i][j].second) << "deal " << i << " visit " << j;
+    }
+    visits += want[i].size();
+  }
+  EXPECT_GT(visits, 2 * s->deals.size()) << "the stream moves deals on";
+  EXPECT_GT(won, 0u) << "the stream wins deals";
+  // The column holds the same (deal, time, stage) facts.
+  std::vector<std::tuple<uint32_t, int64_t, int32_t>> got_facts, want_facts;
+  st.column(kpi::FactKind::kStageEntry).ForAll([&](int64_t t, const kpi::Fact& f) {
+    got_facts.emplace_back(f.subject, t, static_cast<int32_t>(f.aux));
+  });
+  for (uint32_t i = 0; i < want.size(); ++i) {
+    for (const auto& [t, stage] : want[i]) want_facts.emplace_back(i, t, stage);
+  }
+  std::sort(got_facts.begin(), got_facts.end());
+  std::sort(want_facts.begin(), want_facts.end());
+  EXPECT_EQ(got_facts, want_facts);
+}
+
+// Restore checks each fact against the tables (an order fact's account by
+// comparing ids, the string pool by one Intern per string): a tampered fact
+// column is refused with the offending entry named, and an untouched one
+// restores to the same bytes.
+TEST(KpiIngest, RestoreRefusesInconsistentFactColumns) {
+  const std::unique_ptr<EngineState> s = StateOf(LateStream(12, 8000));
+  const std::string bytes = WriteSnapshot(*s);
+  {
+    EngineState back;
+    ASSERT_TRUE(ReadSnapshot(bytes, &back).ok());
+    EXPECT_TRUE(WriteSnapshot(back) == bytes);
+  }
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(bytes));
+  ASSERT_GE(snap.facts().strings_size(), 3);
+  auto refused = [](const v1::EngineSnapshot& bad, const std::string& needle) {
+    EngineState back;
+    const absl::Status st = ReadSnapshot(bad.SerializeAsString(), &back);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find(needle), std::string::npos) << st;
+  };
+  {
+    v1::EngineSnapshot bad = snap;
+    bad.mutable_facts()->set_strings(2, snap.facts().strings(1));
+    refused(bad, "strings[2] is repeated");
+    bad.mutable_facts()->set_strings(2, "");
+    refused(bad, "strings[2] is repeated");
+  }
+  // The first order fact, given another account.
+  const v1::FactColumns& f = snap.facts();
+  int row = 0;
+  for (int k = 0; k < static_cast<int>(kpi::FactKind::kOrderPlaced); ++k)
+    row += static_cast<int>(f.kind_sizes(k));
+  ASSERT_GT(f.kind_sizes(static_cast<int>(kpi::FactKind::kOrderPlaced)), 0u);
+  ASSERT_GT(s->accounts.size(), 1u);
+  {
+    v1::EngineSnapshot bad = snap;
+    const uint32_t other = (f.account(row) + 1) % static_cast<uint32_t>(s->accounts.size());
+    bad.mutable_facts()->set_account(row, other);
+    refused(bad, absl::StrCat("fact ", row, " (kind 7)"));
+  }
+  {
+    v1::EngineSnapshot bad = snap;
+    bad.mutable_facts()->set_subject(row, static_cast<uint32_t>(s->orders.size()));
+    refused(bad, absl::StrCat("fact ", row, " (kind 7)"));
+  }
+}
+
+// An upsert re-syncs the account's attribution but interns only the entries
+// it has not seen (the others are copied by stamp): with late owner changes
+// landing between older entries, every account's entries must still name
+// the history's owner, team and segment, in its order.
+TEST(KpiIngest, AttributionsFollowTheHistoryThroughLateOwnerChanges) {
+  std::vector<v1::Event> events = LateStream(13, 20000);
+  std::mt19937_64 rng(13);
+  std::vector<std::string> managers;
+  for (const v1::Event& e : events) {
+    if (e.has_manager_upserted()) managers.push_back(e.manager_upserted().manager_id());
+  }
+  ASSERT_FALSE(managers.empty());
+  const int64_t end = events.back().occurred_at_us();
+  std::vector<v1::Event> extra;
+  for (const v1::Event& e : events) {
+    if (!e.has_account_upserted() || rng() % 3 != 0) continue;
+    for (int copy = 0; copy < 3; ++copy) {
+      v1::Event c = e;
+      c.set_event_id(absl::StrCat(e.event_id(), "-owner", copy));
+      c.set_occurred_at_us(
+          e.occurred_at_us() +
+          static_cast<int64_t>(rng() % static_cast<uint64_t>(end - e.occurred_at_us() + 1)));
+      c.mutable_account_upserted()->set_owner_id(managers[rng() % managers.size()]);
+      if (copy == 1) c.mutable_account_upserted()->set_segment(absl::StrCat("seg", rng() % 4));
+      extra.push_back(std::move(c));
+    }
+  }
+  std::shuffle(extra.begin(), extra.end(), rng);
+  events.insert(events.end(), extra.begin(), extra.end());
+  const std::unique_ptr<EngineState> s = StateOf(events);
+  const kpi::FactStore& st = s->kpi;
+  size_t longest = 0;
+  for (uint32_t i = 0; i < s->accounts.size(); ++i) {
+    const auto& h = s->attributions[i];
+    const kpi::AccountData& a = st.accounts[i];
+    ASSERT_EQ(a.attr.size(), h.size()) << "account " << i;
+    longest = std::max(longest, h.size());
+    for (size_t j = 0; j < h.size(); ++j) {
+      EXPECT_EQ(a.attr[j].since.t, h[j].since_us());
+      EXPECT_EQ(a.attr[j].since.seq, h[j].seq());
+      EXPECT_EQ(st.strings.at(a.attr[j].owner), h[j].owner_id()) << i << " " << j;
+      EXPECT_EQ(st.strings.at(a.attr[j].team), h[j].team_id()) << i << " " << j;
+      EXPECT_EQ(st.strings.at(a.attr[j].segment), h[j].segment()) << i << " " << j;
+    }
+  }
+  EXPECT_GE(longest, 4u) << "some account changed owner several times";
+}
+
+// The pool's ids: "" is 0 without a lookup, a hinted Intern gives the
+// unhinted id whether the hint is right, stale or out of range.
+TEST(KpiIngest, StringPoolHintsGiveTheSameIds) {
+  kpi::StringPool pool;
+  EXPECT_EQ(pool.size(), 1u);
+  EXPECT_EQ(pool.Intern(""), 0u);
+  EXPECT_EQ(pool.Find(""), 0u);
+  const uint32_t rub = pool.Intern("RUB"), usd = pool.Intern("USD");
+  EXPECT_EQ(rub, 1u);
+  EXPECT_EQ(usd, 2u);
+  uint32_t hint = 0;
+  EXPECT_EQ(pool.Intern("RUB", &hint), rub);
+  EXPECT_EQ(hint, rub);
+  EXPECT_EQ(pool.Intern("RUB", &hint), rub);
+  EXPECT_EQ(pool.Intern("USD", &hint), usd);
+  EXPECT_EQ(pool.Intern("", &hint), 0u);
+  EXPECT_EQ(pool.Intern("EUR", &hint), 3u);
+  hint = 1000;
+  EXPECT_EQ(pool.Intern("USD", &hint), usd);
+  EXPECT_EQ(pool.size(), 4u);
 }
 
 }  // namespace

@@ -44,8 +44,18 @@ inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 // is the empty string.
 class StringPool {
  public:
-  StringPool() { Intern(""); }
+  StringPool() {
+    strings_.emplace_back();
+    ids_.emplace(strings_.back(), 0);
+  }
   uint32_t Intern(absl::string_view s);
+  // Intern for a call site that mostly sees the string it saw last (an
+  // order's currency): `*last` is the id it returned last time, and a compare
+  // with that string replaces the hash when it is the same again.
+  uint32_t Intern(absl::string_view s, uint32_t* last) {
+    if (*last < strings_.size() && strings_[*last] == s) return *last;
+    return *last = Intern(s);
+  }
   // kMissing when absent.
   uint32_t Find(absl::string_view s) const;
   const std::string& at(uint32_t id) const { return strings_[id]; }
@@ -251,6 +261,8 @@ class Timeline {
   void clear() {
     if (h_ != nullptr) h_->size = 0;
   }
+  // Room for `n` items in all (never shrinks; nothing for 0).
+  void reserve(size_t n) { Reserve(n); }
   void push_back(const T& x) { insert(end(), x); }
   T* insert(const T* pos, const T& x) {
     const size_t i = static_cast<size_t>(pos - begin()), n = size();
@@ -395,6 +407,8 @@ struct FactStore {
   // Per-day partial aggregates for the incremental path. A pointer so that a
   // const store (a query under the reader lock) can still build it lazily.
   std::unique_ptr<CellIndex, CellIndexDeleter> cells{NewCellIndex()};
+  // The currency ingest interned last (StringPool::Intern's hint).
+  uint32_t last_currency = 0;
 
   const FactColumn& column(FactKind k) const { return columns[static_cast<int>(k)]; }
   FactColumn& column(FactKind k) { return columns[static_cast<int>(k)]; }

@@ -26,9 +26,14 @@ void Sync(EngineState* s) {
     }
     st.stage_offset.push_back(off);
   }
+  // Most events create no row: three size compares and out.
+  if (st.accounts.size() == s->accounts.size() && st.invoices.size() == s->invoices.size() &&
+      st.deals.size() == s->deals.size()) {
+    return;
+  }
   while (st.accounts.size() < s->accounts.size()) {
     st.accounts.emplace_back().kind =
-        static_cast<uint8_t>(s->accounts.at(static_cast<uint32_t>(st.accounts.size())).kind());
+        static_cast<uint8_t>(KindOfAccount(*s, static_cast<uint32_t>(st.accounts.size())));
   }
   while (st.invoice_payments.size() < s->invoices.size()) {
     const v1::Invoice& inv = s->invoices.at(static_cast<uint32_t>(st.invoice_payments.size()));
@@ -42,24 +47,45 @@ void Sync(EngineState* s) {
     st.cells->OnInvoice(st, static_cast<uint32_t>(st.invoices.size() - 1));
   }
   while (st.deals.size() < s->deals.size()) {
-    const v1::Deal& d = s->deals.at(static_cast<uint32_t>(st.deals.size()));
+    const uint32_t idx = static_cast<uint32_t>(st.deals.size());
+    const v1::Deal& d = s->deals.at(idx);
+    // The engine's deal links (account and pipeline by index) when it has
+    // them, instead of hashing the two ids again.
+    const DealLink link = LinkOfDeal(*s, idx);
     DealData& dd = st.deals.emplace_back();
-    dd.account = s->accounts.IndexOf(d.account_id());
+    dd.account = link.account;
     dd.source_partner = st.strings.Intern(d.source_partner_id());
-    const PipelineInfo* p = s->pipelines.Find(d.pipeline_id());
-    dd.pipeline = static_cast<int32_t>(p - s->pipelines.all().data());
+    dd.pipeline = link.pipeline;
     dd.created_at = d.created_at_us();
   }
 }
 
 // The account's attribution history and current attributes, interned.
-void SyncAccount(uint32_t idx, EngineState* s) {
+// `old` is the history as it was synced last (empty: none). The engine only
+// ever inserts into a history (an upsert adds its entry after every entry
+// not later), so the entries of `old` are still there, in the same order,
+// with the same content; they are copied rather than interned again, and
+// only the new ones are hashed (a long history cost three hashes per entry
+// on every upsert).
+void SyncAccount(uint32_t idx, const Timeline<AttrEntry>& old, EngineState* s) {
   FactStore& st = s->kpi;
   AccountData& a = st.accounts[idx];
   a.attr.clear();
-  for (const v1::Attribution& x : s->attributions[idx]) {
-    a.attr.push_back(AttrEntry{Stamp{x.since_us(), x.seq()}, st.strings.Intern(x.owner_id()),
-                               st.strings.Intern(x.team_id()), st.strings.Intern(x.segment())});
+  const std::vector<v1::Attribution>& h = s->attributions[idx];
+  a.attr.reserve(h.size());
+  size_t j = 0;
+  // An entry mostly keeps the previous one's team and segment (and often its
+  // owner): each field's last id is Intern's hint.
+  uint32_t owner = 0, team = 0, segment = 0;
+  for (const v1::Attribution& x : h) {
+    const Stamp since{x.since_us(), x.seq()};
+    if (j < old.size() && old[j].since == since) {
+      a.attr.push_back(old[j++]);
+      continue;
+    }
+    a.attr.push_back(AttrEntry{since, st.strings.Intern(x.owner_id(), &owner),
+                               st.strings.Intern(x.team_id(), &team),
+                               st.strings.Intern(x.segment(), &segment)});
   }
   const v1::Account& acc = s->accounts.at(idx);
   a.source_partner = st.strings.Intern(acc.source_partner_id());
@@ -142,14 +168,21 @@ void Add(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_s
 }
 
 // Records the stage the deal entered by this event, if it entered one;
-// returns whether that stage wins the deal.
-bool RecordEntry(uint32_t deal, int64_t t, int64_t seq, EngineState* s) {
+// returns whether that stage wins the deal. `stage` is the index of the stage
+// the event should have entered (the lifecycle's choice: a lead's first
+// stage, to_stage, the won stage): one compare of its id with the one the
+// history holds instead of hashing that id; the hash settles a mismatch, so
+// the answer never depends on the guess.
+bool RecordEntry(uint32_t deal, int stage, int64_t t, int64_t seq, EngineState* s) {
   FactStore& st = s->kpi;
   const v1::Deal& d = s->deals.at(deal);
   DealData& dd = st.deals[deal];
   if (static_cast<size_t>(d.history_size()) <= dd.visits.size()) return false;
   const PipelineInfo& p = s->pipelines.all()[static_cast<size_t>(dd.pipeline)];
-  const int stage = p.StageIndex(d.history(d.history_size() - 1).stage());
+  const std::string& entered = d.history(d.history_size() - 1).stage();
+  if (stage < 0 || stage >= p.size() || p.stage(stage).id() != entered) {
+    stage = p.StageIndex(entered);
+  }
   const uint32_t account = dd.account;
   Add(st, FactKind::kStageEntry, t, Fact{seq, account, deal, static_cast<uint32_t>(stage)}, 0);
   if (p.stage(stage).lost()) Add(st, FactKind::kLost, t, Fact{seq, account, deal, 0}, 0);
@@ -158,6 +191,72 @@ bool RecordEntry(uint32_t deal, int64_t t, int64_t seq, EngineState* s) {
     return true;
   }
   return false;
+}
+
+// Gives every timeline the facts will fill exactly the room they need.
+// Restore appends to them fact by fact, and growing each one realloc at a
+// time was a third of reading the facts. Counts only entries in range: the
+// checks come with the facts themselves.
+void ReserveTimelines(const v1::FactColumns& in, FactStore* st) {
+  if (in.kind_sizes_size() != kFactKinds) return;
+  const size_t accounts = st->accounts.size(), deals = st->deals.size();
+  const size_t invoices = st->invoice_payments.size();
+  // Per account: orders, completed, outbound, feedback, status.
+  enum { kOrders, kCompleted, kOutbound, kFeedback, kStatus, kPerAccount };
+  std::vector<uint32_t> per_account(accounts * kPerAccount);
+  std::vector<uint32_t> visits(deals), payments(invoices);
+  int row = 0;
+  for (int k = 0; k < kFactKinds; ++k) {
+    const FactKind kind = static_cast<FactKind>(k);
+    const int end = row + static_cast<int>(in.kind_sizes(k));
+    for (; row < end; ++row) {
+      const uint32_t account = in.account(row);
+      if (account >= accounts) continue;
+      uint32_t* a = &per_account[account * kPerAccount];
+      switch (kind) {
+        case FactKind::kStageEntry:
+          if (in.subject(row) < deals) ++visits[in.subject(row)];
+          break;
+        case FactKind::kPartnerAgreed:
+        case FactKind::kPartnerChurned:
+        case FactKind::kAccountChurned:
+          // As StoreFact: partners follow agreed/churned, clients churned.
+          if ((st->accounts[account].kind == v1::ACCOUNT_KIND_PARTNER) !=
+              (kind == FactKind::kAccountChurned)) {
+            ++a[kStatus];
+          }
+          break;
+        case FactKind::kOrderPlaced:
+          ++a[kOrders];
+          break;
+        case FactKind::kOrderCompleted:
+          ++a[kCompleted];
+          break;
+        case FactKind::kPayment:
+          if (in.subject(row) != 0 && in.subject(row) <= invoices) ++payments[in.subject(row) - 1];
+          break;
+        case FactKind::kActivity:
+          if (!ActivityInbound(in.aux(row))) ++a[kOutbound];
+          break;
+        case FactKind::kFeedback:
+          ++a[kFeedback];
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  for (size_t i = 0; i < accounts; ++i) {
+    AccountData& d = st->accounts[i];
+    const uint32_t* a = &per_account[i * kPerAccount];
+    d.orders.reserve(a[kOrders]);
+    d.completed.reserve(a[kCompleted]);
+    d.outbound.reserve(a[kOutbound]);
+    d.feedback.reserve(a[kFeedback]);
+    d.status.reserve(a[kStatus]);
+  }
+  for (size_t i = 0; i < deals; ++i) st->deals[i].visits.reserve(visits[i]);
+  for (size_t i = 0; i < invoices; ++i) st->invoice_payments[i].reserve(payments[i]);
 }
 
 }  // namespace
@@ -170,22 +269,24 @@ void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineS
     case v1::Event::kAccountUpserted: {
       const uint32_t idx = refs.account;
       const AccountData before = st.accounts[idx];
-      SyncAccount(idx, s);
+      SyncAccount(idx, before.attr, s);
       st.cells->OnAccountChange(st, idx, before);
       break;
     }
     case v1::Event::kLeadCreated: {
       const uint32_t deal = static_cast<uint32_t>(s->deals.size() - 1);
       Add(st, FactKind::kLead, t, Fact{0, st.deals[deal].account, deal, 0}, 0);
-      RecordEntry(deal, t, seq, s);
+      RecordEntry(deal, 0, t, seq, s);
       break;
     }
     case v1::Event::kDealStageChanged:
-      RecordEntry(refs.deal, t, seq, s);
+      RecordEntry(refs.deal, refs.stage, t, seq, s);
       break;
     case v1::Event::kDealWon: {
       const uint32_t deal = refs.deal;
-      if (!RecordEntry(deal, t, seq, s)) {
+      const int won_stage =
+          s->pipelines.all()[static_cast<size_t>(st.deals[deal].pipeline)].won_stage;
+      if (!RecordEntry(deal, won_stage, t, seq, s)) {
         Add(st, FactKind::kWon, t, Fact{seq, st.deals[deal].account, deal, 0}, 0);
       }
       break;
@@ -208,7 +309,7 @@ void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineS
       const auto& p = e.order_placed();
       Add(st, FactKind::kOrderPlaced, t,
           Fact{p.amount().amount_minor(), refs.account, refs.order,
-               st.strings.Intern(p.amount().currency())},
+               st.strings.Intern(p.amount().currency(), &st.last_currency)},
           seq);
       break;
     }
@@ -224,7 +325,7 @@ void RecordFacts(const v1::Event& e, int64_t seq, const EventRefs& refs, EngineS
       const uint32_t inv = refs.invoice == EventRefs::kNone ? 0 : refs.invoice + 1;
       Add(st, FactKind::kPayment, t,
           Fact{p.amount().amount_minor(), refs.account, inv,
-               st.strings.Intern(p.amount().currency())},
+               st.strings.Intern(p.amount().currency(), &st.last_currency)},
           0);
       break;
     }
@@ -284,10 +385,12 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
     for (int i = 1; i < in.strings_size(); ++i) {
       if (in.strings(i).size() > kMaxTextBytes)
         return bad(absl::StrCat("strings[", i, "] is too long"));
-      if (st.strings.Find(in.strings(i)) != StringPool::kMissing) {
+      // One hash per string: Intern hands back an older id for a string the
+      // pool holds already, and adds nothing then.
+      const uint32_t next = static_cast<uint32_t>(st.strings.size());
+      if (st.strings.Intern(in.strings(i)) != next) {
         return bad(absl::StrCat("strings[", i, "] is repeated"));
       }
-      st.strings.Intern(in.strings(i));
     }
     if (in.kind_sizes_size() != kFactKinds) return bad("kind_sizes must have 12 entries");
   }
@@ -317,7 +420,9 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
     return bad("order_seq does not match the order facts");
   }
   Sync(s);
-  for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, s);
+  const Timeline<AttrEntry> none;
+  for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, none, s);
+  ReserveTimelines(in, &st);
   const uint32_t strings = static_cast<uint32_t>(st.strings.size());
   int row = 0;
   int order_row = 0;
@@ -360,10 +465,12 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
           break;
         case FactKind::kOrderPlaced:
           order_seq = in.order_seq(order_row++);
+          // The order's account is the fact's when their ids are equal (ids
+          // are unique in the table): a compare instead of a hash and probe.
+          // (An order row is always at its id's index, so that needs no check.)
           ok = f.subject < s->orders.size() && f.aux < strings && f.value >= 0 && order_seq >= 0 &&
                order_seq < s->events_accepted &&
-               s->orders.IndexOf(s->orders.at(f.subject).order_id()) == f.subject &&
-               s->accounts.IndexOf(s->orders.at(f.subject).account_id()) == f.account;
+               s->orders.at(f.subject).account_id() == s->accounts.at(f.account).account_id();
           break;
         case FactKind::kOrderCompleted:
           ok = f.subject < st.orders.size() && st.orders[f.subject].account == f.account &&
