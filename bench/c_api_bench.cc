@@ -229,9 +229,12 @@ void Interleave(benchmark::State& state, size_t steps, double items_per_step,
 // C++ side is what a C++ host writes: parse each batch on an arena,
 // IngestBatch, keep the result (an IngestResult object). arg 0: the C side
 // asks for no result; 1: the C side gets the IngestResult serialized
-// (actions included): the price of handing it across as bytes.
+// (actions included): the price of handing it across as bytes; 2: the same
+// as JSON (rapport_ingest_batch_v2), what the Python binding asks for with
+// actions=True.
 void BM_IngestBatch(benchmark::State& state) {
   const bool want_result = state.range(0) != 0;
+  const int result_format = state.range(0) == 2 ? RAPPORT_FORMAT_JSON : RAPPORT_FORMAT_PROTOBUF;
   std::unique_ptr<rapport::Engine> engine;
   rapport_engine* e = nullptr;
   Side cpp{"cpp"};
@@ -252,9 +255,10 @@ void BM_IngestBatch(benchmark::State& state) {
     const std::string& bytes = (*g_batches)[k];
     uint8_t* out = nullptr;
     size_t len = 0;
-    if (rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
-                             reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
-                             RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC) != RAPPORT_OK) {
+    if (rapport_ingest_batch_v2(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
+                                reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC,
+                                result_format) != RAPPORT_OK) {
       Die(rapport_last_error_message());
     }
     rapport_free(out);
@@ -267,6 +271,7 @@ BENCHMARK(BM_IngestBatch)
     ->ArgName("result")
     ->Arg(0)
     ->Arg(1)
+    ->Arg(2)
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
@@ -751,12 +756,14 @@ int main(int argc, char** argv) {
   std::printf(
       "\nC ABI over the C++ API, CPU time: median over the repetitions of the median step "
       "(interleaved, in one process):\n"
-      "  batched ingest, protobuf: %s without the result, %s with it (serialized)\n"
+      "  batched ingest, protobuf: %s without the result, %s with it (serialized), %s with it as "
+      "JSON\n"
       "  batched ingest, JSON lines: %s\n"
       "  Advance, a day of timers: %s over Advance (C++ AdvanceInto with a kept list: %s; "
       "AdvanceInto then serialized: %s)\n",
       pct("BM_IngestBatch/result:0/", "c_pct").c_str(),
-      pct("BM_IngestBatch/result:1/", "c_pct").c_str(), pct("BM_IngestJsonLines/", "c_pct").c_str(),
+      pct("BM_IngestBatch/result:1/", "c_pct").c_str(),
+      pct("BM_IngestBatch/result:2/", "c_pct").c_str(), pct("BM_IngestJsonLines/", "c_pct").c_str(),
       pct("BM_AdvanceDay/", "c_pct").c_str(), pct("BM_AdvanceDay/", "cpp_into_pct").c_str(),
       pct("BM_AdvanceDay/", "cpp_bytes_pct").c_str());
   return 0;
