@@ -229,9 +229,15 @@ void Interleave(benchmark::State& state, size_t steps, double items_per_step,
 // C++ side is what a C++ host writes: parse each batch on an arena,
 // IngestBatch, keep the result (an IngestResult object). arg 0: the C side
 // asks for no result; 1: the C side gets the IngestResult serialized
-// (actions included): the price of handing it across as bytes.
+// (actions included): the price of handing it across as bytes; 2: the same
+// as JSON (rapport_ingest_batch_v2), what the Python binding asks for with
+// actions=True; 3: no result, the C side given the same events as a
+// delimited stream (what the Python binding sends for protobuf bytes).
+const std::vector<std::string>* g_delimited = nullptr;
 void BM_IngestBatch(benchmark::State& state) {
-  const bool want_result = state.range(0) != 0;
+  const bool want_result = state.range(0) == 1 || state.range(0) == 2;
+  const bool delimited = state.range(0) == 3;
+  const int result_format = state.range(0) == 2 ? RAPPORT_FORMAT_JSON : RAPPORT_FORMAT_PROTOBUF;
   std::unique_ptr<rapport::Engine> engine;
   rapport_engine* e = nullptr;
   Side cpp{"cpp"};
@@ -249,12 +255,14 @@ void BM_IngestBatch(benchmark::State& state) {
   Side c{"c"};
   c.begin = [&] { e = NewEngine(); };
   c.step = [&](size_t k) {
-    const std::string& bytes = (*g_batches)[k];
+    const std::string& bytes = delimited ? (*g_delimited)[k] : (*g_batches)[k];
     uint8_t* out = nullptr;
     size_t len = 0;
-    if (rapport_ingest_batch(want_result ? &out : nullptr, want_result ? &len : nullptr, e,
-                             reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
-                             RAPPORT_FORMAT_PROTOBUF, RAPPORT_BATCH_ATOMIC) != RAPPORT_OK) {
+    if (rapport_ingest_batch_v2(
+            want_result ? &out : nullptr, want_result ? &len : nullptr, e,
+            reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+            delimited ? RAPPORT_FORMAT_PROTOBUF_DELIMITED : RAPPORT_FORMAT_PROTOBUF,
+            RAPPORT_BATCH_ATOMIC, result_format) != RAPPORT_OK) {
       Die(rapport_last_error_message());
     }
     rapport_free(out);
@@ -267,6 +275,8 @@ BENCHMARK(BM_IngestBatch)
     ->ArgName("result")
     ->Arg(0)
     ->Arg(1)
+    ->Arg(2)
+    ->Arg(3)
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
@@ -705,6 +715,19 @@ int main(int argc, char** argv) {
   const std::vector<std::string> events = SplitDelimited(ReadFile(read_path));
   const std::vector<std::string> batches = Batches(events);
   g_batches = &batches;
+#ifdef RAPPORT_BENCH_CPP
+  // The same batches as delimited streams, for BM_IngestBatch/result:3.
+  std::vector<std::string> delimited;
+  for (size_t i = 0; i < events.size(); i += kBatch) {
+    std::string d;
+    for (size_t j = i; j < std::min(i + kBatch, events.size()); ++j) {
+      AppendVarint(&d, events[j].size());
+      d += events[j];
+    }
+    delimited.push_back(std::move(d));
+  }
+  g_delimited = &delimited;
+#endif
   g_events = static_cast<int64_t>(events.size());
   int n = static_cast<int>(rest.size());
   benchmark::Initialize(&n, rest.data());
@@ -751,12 +774,15 @@ int main(int argc, char** argv) {
   std::printf(
       "\nC ABI over the C++ API, CPU time: median over the repetitions of the median step "
       "(interleaved, in one process):\n"
-      "  batched ingest, protobuf: %s without the result, %s with it (serialized)\n"
+      "  batched ingest, protobuf: %s without the result, %s with it (serialized), %s with it as "
+      "JSON; %s from a delimited stream\n"
       "  batched ingest, JSON lines: %s\n"
       "  Advance, a day of timers: %s over Advance (C++ AdvanceInto with a kept list: %s; "
       "AdvanceInto then serialized: %s)\n",
       pct("BM_IngestBatch/result:0/", "c_pct").c_str(),
-      pct("BM_IngestBatch/result:1/", "c_pct").c_str(), pct("BM_IngestJsonLines/", "c_pct").c_str(),
+      pct("BM_IngestBatch/result:1/", "c_pct").c_str(),
+      pct("BM_IngestBatch/result:2/", "c_pct").c_str(),
+      pct("BM_IngestBatch/result:3/", "c_pct").c_str(), pct("BM_IngestJsonLines/", "c_pct").c_str(),
       pct("BM_AdvanceDay/", "c_pct").c_str(), pct("BM_AdvanceDay/", "cpp_into_pct").c_str(),
       pct("BM_AdvanceDay/", "cpp_bytes_pct").c_str());
   return 0;

@@ -16,10 +16,13 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "lib/codec/json_parser.h"
+#include "lib/codec/json_writer.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/testing/generator.h"
+#include "rapport/v1/ingest.pb.h"
 #include "rapport/v1/kpi.pb.h"
+#include "rapport/v1/rules.pb.h"
 #include "rapport/v1/snapshot.pb.h"
 #include "tests/json_reference_parser.h"
 #include "tests/test_util.h"
@@ -524,6 +527,240 @@ TEST(FastJsonParser, ErrorsNameTheUnknownFieldWithItsPath) {
   // The path of one field does not leak into the next one's errors.
   st = FromJson(R"({"activity":{"kind":2},"eventId":7})", &e);
   EXPECT_NE(st.message().find("'event_id'"), std::string::npos) << st;
+}
+
+// ---- The result writer against protobuf's printer. ----
+
+// What rapport::ToJson gave before the writer: the printer, same options.
+std::string PrinterJson(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  std::string out;
+  EXPECT_TRUE(google::protobuf::util::MessageToJsonString(m, &out, o).ok());
+  return out;
+}
+
+// The writer handles `m` and gives the printer's bytes; ToJson gives them too.
+void ExpectWriterEqualsPrinter(const google::protobuf::Message& m) {
+  std::string ours = "prefix";
+  ASSERT_TRUE(AppendResultJson(m, &ours)) << m.DebugString();
+  const std::string printer = PrinterJson(m);
+  EXPECT_EQ(ours, "prefix" + printer) << m.DebugString();
+  EXPECT_EQ(*ToJson(m), printer);
+}
+
+std::string Utf8(uint32_t c) {
+  std::string s;
+  if (c < 0x80) {
+    s += static_cast<char>(c);
+  } else if (c < 0x800) {
+    s += static_cast<char>(0xc0 | (c >> 6));
+    s += static_cast<char>(0x80 | (c & 0x3f));
+  } else if (c < 0x10000) {
+    s += static_cast<char>(0xe0 | (c >> 12));
+    s += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+    s += static_cast<char>(0x80 | (c & 0x3f));
+  } else {
+    s += static_cast<char>(0xf0 | (c >> 18));
+    s += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
+    s += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+    s += static_cast<char>(0x80 | (c & 0x3f));
+  }
+  return s;
+}
+
+TEST(JsonWriter, EqualsPrinterOnEveryCodePoint) {
+  // Every scalar value, 64 to a string, in a string field of each message.
+  // Then each one alone between letters, where the escapes are visible: an
+  // escape that depended on its neighbours would differ in one of the two.
+  for (uint32_t first = 0; first < 0x110000; first += 64) {
+    if (first >= 0xd800 && first < 0xe000) continue;  // surrogates are not UTF-8
+    std::string s;
+    for (uint32_t c = first; c < first + 64; ++c) s += Utf8(c);
+    v1::Rejection r;
+    r.set_message(s);
+    r.set_event_id("a" + s.substr(0, s.size() / 2) + "z");
+    ExpectWriterEqualsPrinter(r);
+    v1::Action a;
+    a.set_occasion(s);
+    ExpectWriterEqualsPrinter(a);
+    if (::testing::Test::HasFailure()) FAIL() << "from U+" << std::hex << first;
+  }
+  for (uint32_t c = 0; c < 0x3000; ++c) {
+    if (c >= 0xd800 && c < 0xe000) continue;
+    v1::Rejection r;
+    r.set_message("x" + Utf8(c) + "y");
+    ExpectWriterEqualsPrinter(r);
+    if (::testing::Test::HasFailure()) FAIL() << "at U+" << std::hex << c;
+  }
+}
+
+TEST(JsonWriter, InvalidUtf8GoesToThePrinter) {
+  const char* bad[] = {"\x80",
+                       "a\xc3",
+                       "\xc3\x28",
+                       "\xed\xa0\x80",
+                       "\xf5\x80\x80\x80",
+                       "\xc0\xaf",
+                       "\xf4\x90\x80\x80",
+                       "\xe0\x80\x80",
+                       "\xf0\x80\x80\x80",
+                       "ok\xff"};
+  for (const char* b : bad) {
+    v1::IngestResult r;
+    r.set_accepted(3);
+    r.add_actions()->set_action_id(b);
+    std::string out = "kept";
+    EXPECT_FALSE(AppendResultJson(r, &out)) << b;
+    EXPECT_EQ(out, "kept") << "a refusal must leave the output as it was";
+    EXPECT_EQ(*ToJson(r), PrinterJson(r));
+  }
+}
+
+TEST(JsonWriter, OtherMessagesGoToThePrinter) {
+  std::string out;
+  EXPECT_FALSE(AppendResultJson(v1::Event(), &out));
+  // A dynamic IngestResult is not the generated class.
+  google::protobuf::DynamicMessageFactory factory;
+  std::unique_ptr<google::protobuf::Message> dyn(
+      factory.GetPrototype(v1::IngestResult::descriptor())->New());
+  EXPECT_FALSE(AppendResultJson(*dyn, &out));
+  EXPECT_TRUE(out.empty());
+  // Unknown fields: the printer's business.
+  v1::IngestResult r;
+  r.GetReflection()->MutableUnknownFields(&r)->AddVarint(99, 1);
+  EXPECT_FALSE(AppendResultJson(r, &out));
+  EXPECT_EQ(*ToJson(r), PrinterJson(r));
+  // The empty messages are handled (this also fails when the schema grows a
+  // field the writer does not know, which disables the writer).
+  ExpectWriterEqualsPrinter(v1::IngestResult());
+  ExpectWriterEqualsPrinter(v1::ActionList());
+  ExpectWriterEqualsPrinter(v1::Action());
+  ExpectWriterEqualsPrinter(v1::Rejection());
+}
+
+// Sets every field of `m` through reflection: integers at their edges,
+// enums known and unknown, strings of escapes and non-ASCII text, repeated
+// fields empty or not.
+void FillByReflection(google::protobuf::Message* m, std::mt19937_64& rng, int depth) {
+  using google::protobuf::FieldDescriptor;
+  const auto* d = m->GetDescriptor();
+  const auto* refl = m->GetReflection();
+  static const int64_t kInts[] = {0, 1, -1, 7, 1000000, INT64_MAX, INT64_MIN, 1735689600000000};
+  static const int32_t kInt32s[] = {0, 1, -1, 3, 16, INT32_MAX, INT32_MIN};
+  static const char* kStrings[] = {"",
+                                   "a",
+                                   "plain-id_1",
+                                   "\"q\"\\",
+                                   "<b>&</b>",
+                                   "\n\t\r\b\f\x01\x1f\x7f",
+                                   "é",
+                                   "Привет",
+                                   "日本語",
+                                   "😀",
+                                   "\xc2\x85\xc2\xad",
+                                   "\xe2\x80\xa8\xef\xbb\xbf",
+                                   "\xf0\x9d\x85\xb3",
+                                   "'/ ~",
+                                   "x\xf3\xa0\x80\x81y"};
+  auto pick = [&](auto& arr) { return arr[rng() % std::size(arr)]; };
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    const int n = f->is_repeated() ? static_cast<int>(rng() % 4) : 1;
+    for (int k = 0; k < n; ++k) {
+      switch (f->cpp_type()) {
+        case FieldDescriptor::CPPTYPE_INT64:
+          refl->SetInt64(m, f, pick(kInts));
+          break;
+        case FieldDescriptor::CPPTYPE_INT32:
+          refl->SetInt32(m, f, pick(kInt32s));
+          break;
+        case FieldDescriptor::CPPTYPE_STRING: {
+          std::string s = pick(kStrings);
+          if (rng() % 2) s += pick(kStrings);
+          refl->SetString(m, f, s);
+          break;
+        }
+        case FieldDescriptor::CPPTYPE_ENUM: {
+          const auto* e = f->enum_type();
+          const int r = static_cast<int>(rng() % (e->value_count() + 3));
+          const int v = r < e->value_count()
+                            ? e->value(r)->number()
+                            : (r == e->value_count() ? 999 : -(r - e->value_count()));
+          refl->SetEnumValue(m, f, v);
+          break;
+        }
+        case FieldDescriptor::CPPTYPE_MESSAGE:
+          if (depth < 2) FillByReflection(refl->AddMessage(m, f), rng, depth + 1);
+          break;
+        default:
+          ADD_FAILURE() << "a field type the test does not fill: " << f->full_name();
+      }
+    }
+  }
+}
+
+TEST(JsonWriter, EqualsPrinterOnMessagesSetByReflection) {
+  std::mt19937_64 rng(6);
+  for (int i = 0; i < 3000; ++i) {
+    v1::IngestResult r;
+    FillByReflection(&r, rng, 0);
+    ExpectWriterEqualsPrinter(r);
+    v1::ActionList l;
+    FillByReflection(&l, rng, 0);
+    ExpectWriterEqualsPrinter(l);
+    if (::testing::Test::HasFailure()) FAIL() << "message " << i;
+  }
+  // Every field alone, at each of several values: the key names and order.
+  for (const google::protobuf::Message* proto :
+       std::initializer_list<const google::protobuf::Message*>{
+           &v1::Action::default_instance(), &v1::Rejection::default_instance()}) {
+    for (int i = 0; i < proto->GetDescriptor()->field_count(); ++i) {
+      for (int k = 0; k < 10; ++k) {
+        std::unique_ptr<google::protobuf::Message> full(proto->New());
+        FillByReflection(full.get(), rng, 0);
+        std::unique_ptr<google::protobuf::Message> one(proto->New());
+        const auto* f = proto->GetDescriptor()->field(i);
+        one->GetReflection()->SwapFields(full.get(), one.get(), {f});
+        ExpectWriterEqualsPrinter(*one);
+      }
+    }
+  }
+}
+
+TEST(JsonWriter, EqualsPrinterOnGeneratedStreams) {
+  // The default playbook over a generated stream, best effort, with some
+  // events broken so that there are rejections: every batch's result and
+  // the actions of a day of timers.
+  testing::GeneratorOptions o;
+  o.max_events = 20000;
+  const std::vector<v1::Event> events = testing::GenerateStream(o);
+  auto engine = *Engine::Create();
+  std::mt19937_64 rng(7);
+  int64_t actions = 0, rejected = 0;
+  int64_t last = 0;
+  for (size_t i = 0; i < events.size(); i += 500) {
+    std::vector<v1::Event> batch(events.begin() + i,
+                                 events.begin() + std::min(events.size(), i + 500));
+    for (v1::Event& e : batch) {
+      if (rng() % 50 == 0) e.clear_event_id();
+      last = std::max(last, e.occurred_at_us());
+    }
+    IngestOptions options;
+    options.mode = BatchMode::kBestEffort;
+    auto r = engine->IngestBatch(batch, options);
+    ASSERT_TRUE(r.ok()) << r.status();
+    actions += r->actions_size();
+    rejected += r->rejected_size();
+    ExpectWriterEqualsPrinter(*r);
+  }
+  auto fired = engine->Advance(last + 400 * kDay);
+  ASSERT_TRUE(fired.ok()) << fired.status();
+  ExpectWriterEqualsPrinter(*fired);
+  ExpectWriterEqualsPrinter(engine->Outbox());
+  EXPECT_GT(actions, 100);
+  EXPECT_GT(rejected, 10);
+  EXPECT_GT(fired->actions_size() + engine->Outbox().actions_size(), 0);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 #include "lib/codec/json_parser.h"
+#include "lib/codec/json_writer.h"
 
 namespace rapport {
 
@@ -24,6 +25,10 @@ absl::Status FromJson(absl::string_view json, google::protobuf::Message* message
 
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
   std::string out;
+  // Ingest results and action lists, the C ABI's and Python's per-batch
+  // output, by Rapport's own writer (byte-equal, lib/codec/json_writer.h);
+  // anything else, or anything the writer refuses, by the printer.
+  if (AppendResultJson(message, &out)) return out;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   auto st = google::protobuf::util::MessageToJsonString(message, &out, options);

@@ -7,10 +7,13 @@
 // descriptors twice) and requires byte-identical results, snapshots and
 // errors from both paths.
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
 #include "rapport/engine.h"
@@ -261,6 +264,172 @@ TEST(CApiAdvance, EqualsEngineAdvanceByteForByte) {
   EXPECT_EQ(len, 0u);
   EXPECT_EQ(c.Snapshot(), before);
   EXPECT_EQ(c.Snapshot(), *cpp->Snapshot());
+}
+
+// ---- Delimited streams: parsed as one EventBatch, against the per-event
+// loop it replaced (kept here as the reference, with its errors). ----
+
+// The per-event parse the C ABI ran before (one CodedInputStream, each event
+// merged with a limit), then Engine::IngestBatch: the reference outcome.
+Outcome IngestDelimitedReference(Engine& engine, const std::string& s, rapport::BatchMode mode) {
+  Outcome o;
+  auto fail = [&](int code, std::string message) {
+    o.code = code;
+    o.message = std::move(message);
+    return o;
+  };
+  google::protobuf::Arena arena;
+  auto* batch = google::protobuf::Arena::CreateMessage<rapport::v1::EventBatch>(&arena);
+  const size_t len = s.size();
+  google::protobuf::io::CodedInputStream in(U(s), static_cast<int>(len));
+  for (int64_t i = 0; static_cast<size_t>(in.CurrentPosition()) < len; ++i) {
+    if (static_cast<size_t>(i) >= RAPPORT_MAX_BATCH_EVENTS) {
+      return fail(RAPPORT_RESOURCE_EXHAUSTED, absl::StrCat("delimited stream: more than ",
+                                                           RAPPORT_MAX_BATCH_EVENTS, " events"));
+    }
+    uint32_t size = 0;
+    if (!in.ReadVarint32(&size)) {
+      return fail(RAPPORT_INVALID_ARGUMENT,
+                  absl::StrCat("delimited stream: event ", i, " has a malformed length prefix"));
+    }
+    const size_t left = len - static_cast<size_t>(in.CurrentPosition());
+    if (size > left) {
+      return fail(RAPPORT_INVALID_ARGUMENT,
+                  absl::StrCat("delimited stream: event ", i, " is ", size, " bytes but only ",
+                               left, " remain (truncated)"));
+    }
+    const auto limit = in.PushLimit(static_cast<int>(size));
+    rapport::v1::Event* e = batch->add_events();
+    if (!e->MergeFromCodedStream(&in) || !in.ConsumedEntireMessage() || in.BytesUntilLimit() != 0) {
+      return fail(RAPPORT_INVALID_ARGUMENT,
+                  absl::StrCat("delimited stream: event ", i, " is not a valid rapport.v1.Event"));
+    }
+    in.PopLimit(limit);
+  }
+  rapport::IngestOptions options;
+  options.mode = mode;
+  auto r = engine.IngestBatch(*batch, options);
+  if (!r.ok()) return fail(static_cast<int>(r.status().code()), std::string(r.status().message()));
+  o.bytes = r->SerializeAsString();
+  return o;
+}
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// The generated stream's events, serialized.
+std::vector<std::string> EventBytes(int64_t n) {
+  rapport::testing::GeneratorOptions o;
+  o.max_events = n;
+  std::vector<std::string> out;
+  for (const rapport::v1::Event& e : rapport::testing::GenerateStream(o)) {
+    out.push_back(e.SerializeAsString());
+  }
+  return out;
+}
+
+// Both paths on `stream` in fresh engines (the same events before it): the
+// same code, message, result and snapshot.
+void ExpectDelimitedSame(const std::string& prefix_stream, const std::string& stream, int mode,
+                         const std::string& what) {
+  CEngine c;
+  auto cpp = *Engine::Create();
+  const rapport::BatchMode m = mode == RAPPORT_BATCH_BEST_EFFORT ? rapport::BatchMode::kBestEffort
+                                                                 : rapport::BatchMode::kAtomic;
+  if (!prefix_stream.empty()) {
+    ExpectSame(IngestC(c.e, prefix_stream, RAPPORT_FORMAT_PROTOBUF_DELIMITED, mode),
+               IngestDelimitedReference(*cpp, prefix_stream, m), what + " (before)");
+  }
+  ExpectSame(IngestC(c.e, stream, RAPPORT_FORMAT_PROTOBUF_DELIMITED, mode),
+             IngestDelimitedReference(*cpp, stream, m), what);
+  EXPECT_EQ(c.Snapshot(), *cpp->Snapshot()) << what;
+}
+
+TEST(CApiDelimited, EqualsThePerEventParseOnGeneratedStreams) {
+  const std::vector<std::string> events = EventBytes(6000);
+  std::string all;
+  for (const std::string& e : events) {
+    AppendVarint(&all, e.size());
+    all += e;
+  }
+  for (int mode : {RAPPORT_BATCH_ATOMIC, RAPPORT_BATCH_BEST_EFFORT}) {
+    ExpectDelimitedSame("", all, mode, "the whole stream");
+    ExpectDelimitedSame("", "", mode, "empty");
+  }
+}
+
+TEST(CApiDelimited, EqualsThePerEventParseOnOddAndBrokenStreams) {
+  const std::vector<std::string> events = EventBytes(400);
+  std::string head, tail;
+  for (size_t i = 0; i < events.size(); ++i) {
+    std::string& s = i < 300 ? head : tail;
+    AppendVarint(&s, events[i].size());
+    s += events[i];
+  }
+  std::vector<std::pair<std::string, std::string>> cases;
+  // Non-canonical length prefixes (the fast path re-encodes them), an empty
+  // event, unknown fields, a varint of 5 and of 6 bytes, truncations.
+  {
+    const std::string& e = events[300];
+    std::string s;
+    s.push_back(static_cast<char>(0x80 | (e.size() & 0x7f)));
+    s.push_back(static_cast<char>(0x80 | (e.size() >> 7)));
+    s.push_back(0);
+    s += e;
+    cases.push_back({"a 3-byte prefix", s + tail});
+    std::string five;
+    uint64_t v = e.size();
+    for (int i = 0; i < 4; ++i, v >>= 7) five.push_back(static_cast<char>(0x80 | (v & 0x7f)));
+    five.push_back(static_cast<char>(v));
+    cases.push_back({"a 5-byte prefix", five + e + tail});
+    std::string six = five;
+    six.back() = static_cast<char>(six.back() | 0x80);
+    six.push_back(0);
+    cases.push_back({"a 6-byte prefix", six + e + tail});
+    cases.push_back({"an empty event", std::string(1, '\0') + tail});
+    std::string unknown = e;
+    unknown += std::string("\xf8\x06\x2a", 3);  // field 111, varint 42
+    std::string u;
+    AppendVarint(&u, unknown.size());
+    cases.push_back({"unknown fields", u + unknown + tail});
+    cases.push_back({"a prefix past the end", tail + "\x7f" + "ab"});
+    cases.push_back({"a prefix cut short", tail + "\xff"});
+    cases.push_back({"the last event cut", tail.substr(0, tail.size() - 3)});
+    std::string group = e + std::string("\x0c", 1);  // an end-group tag inside the event
+    std::string g;
+    AppendVarint(&g, group.size());
+    cases.push_back({"an end-group tag", g + group + tail});
+    cases.push_back({"an overlong prefix", std::string("\xff\xff\xff\xff\x7f", 5) + tail});
+  }
+  // Random damage: a byte changed, removed or inserted.
+  std::mt19937_64 rng(6);
+  for (int i = 0; i < 150; ++i) {
+    std::string s = tail;
+    const size_t at = rng() % s.size();
+    switch (i % 3) {
+      case 0:
+        s[at] = static_cast<char>(rng());
+        break;
+      case 1:
+        s.erase(at, 1);
+        break;
+      default:
+        s.insert(at, 1, static_cast<char>(rng()));
+        break;
+    }
+    cases.push_back({absl::StrCat("damage ", i, " at ", at), s});
+  }
+  for (const auto& [what, stream] : cases) {
+    for (int mode : {RAPPORT_BATCH_ATOMIC, RAPPORT_BATCH_BEST_EFFORT}) {
+      ExpectDelimitedSame(head, stream, mode, what);
+    }
+    if (::testing::Test::HasFailure()) FAIL() << what;
+  }
 }
 
 }  // namespace
