@@ -11,6 +11,7 @@
 #include "lib/kpi/cells.h"
 #include "lib/state/engine_state.h"
 #include "lib/storage/snapshot.h"
+#include "lib/util/prefetch.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/testing/generator.h"
@@ -398,6 +399,56 @@ TEST(Snapshot, GarbageAndInconsistentSnapshotsAreRefused) {
 
 namespace rapport::test {
 namespace {
+
+// The look-ahead loop behind restore's lookups: every item is hashed once, in
+// order, kAhead items before its body runs with that hash; the first failing
+// body stops the loop, and no item after it is hashed beyond the look-ahead.
+TEST(Prefetch, ForEachHashedAheadHashesEachItemOnceInOrderAhead) {
+  for (size_t n : {0, 1, 3, 4, 5, 8, 9, 100}) {
+    std::vector<size_t> hashed;
+    std::vector<std::pair<size_t, size_t>> bodies;
+    absl::Status st = ForEachHashedAhead<4>(
+        n,
+        [&](size_t j) {
+          hashed.push_back(j);
+          return j * 1000 + 7;
+        },
+        [&](size_t i, size_t h) -> absl::Status {
+          // Hashed already: item i and up to 4 after it.
+          EXPECT_EQ(hashed.size(), std::min(n, i + 1 + 4)) << n << " " << i;
+          bodies.emplace_back(i, h);
+          return absl::OkStatus();
+        });
+    EXPECT_TRUE(st.ok());
+    ASSERT_EQ(hashed.size(), n);
+    ASSERT_EQ(bodies.size(), n);
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(hashed[i], i);
+      EXPECT_EQ(bodies[i].first, i);
+      EXPECT_EQ(bodies[i].second, i * 1000 + 7);
+    }
+  }
+  for (size_t fail_at : {0, 2, 3, 4, 50, 99}) {
+    size_t hashed = 0;
+    size_t ran = 0;
+    absl::Status st = ForEachHashedAhead<4>(
+        100, [&](size_t j) { return ++hashed, j; },
+        [&](size_t i, size_t) {
+          ++ran;
+          return i == fail_at ? absl::InvalidArgumentError(absl::StrCat("item ", i))
+                              : absl::OkStatus();
+        });
+    EXPECT_EQ(st, absl::InvalidArgumentError(absl::StrCat("item ", fail_at)));
+    EXPECT_EQ(ran, fail_at + 1);
+    EXPECT_EQ(hashed, std::min<size_t>(100, fail_at + 1 + 4));
+  }
+  // A body returning nothing runs for every item.
+  size_t sum = 0;
+  EXPECT_TRUE(ForEachHashedAhead<8>(
+                  20, [](size_t j) { return j; }, [&](size_t, size_t h) { sum += h; })
+                  .ok());
+  EXPECT_EQ(sum, 190u);
+}
 
 // Restore hashes event ids and timer causes some places ahead of the one it
 // checks (to prefetch): a repeated id or an unknown cause must still be

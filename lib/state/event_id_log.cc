@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "lib/util/prefetch.h"
 
 namespace rapport {
 
@@ -100,32 +101,29 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   const char* at = b.data;
   blocks_.push_back(std::move(b));
   // A million ids make a table far larger than the caches, so each insert
-  // would wait for memory: the id kAhead places later is hashed and its slot
-  // prefetched while this one is inserted (the hashes wait in a ring).
-  constexpr size_t kAhead = 16;
-  size_t ring[kAhead];
-  const size_t n = lengths.size();
-  size_t ahead = 0;
+  // would wait for memory: ForEachHashedAhead hashes and prefetches the id 16
+  // places later while this one is inserted.
+  index_.reserve(lengths.size());
   const char* ahead_at = at;
-  auto hash_ahead = [&] {
-    const absl::string_view id(ahead_at, lengths[ahead]);
-    const size_t hash = Hash(id);
-    index_.prefetch(Probe{id, hash});
-    ring[ahead % kAhead] = hash;
-    ahead_at += lengths[ahead];
-    ++ahead;
-  };
-  index_.reserve(n);
-  while (ahead < n && ahead < kAhead) hash_ahead();
-  for (size_t i = 0; i < n; ++i) {
-    const Entry e{at, lengths[i], static_cast<uint32_t>(i), ring[i % kAhead]};
-    if (ahead < n) hash_ahead();
-    if (!index_.insert(e).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("event id '", absl::string_view(e.data, e.size), "' is repeated"));
-    }
-    at += lengths[i];
-  }
+  absl::Status st = ForEachHashedAhead<16>(
+      lengths.size(),
+      [&](size_t j) {
+        const absl::string_view id(ahead_at, lengths[j]);
+        ahead_at += lengths[j];
+        const size_t hash = Hash(id);
+        index_.prefetch(Probe{id, hash});
+        return hash;
+      },
+      [&](size_t i, size_t hash) -> absl::Status {
+        const Entry e{at, lengths[i], static_cast<uint32_t>(i), hash};
+        at += lengths[i];
+        if (!index_.insert(e).second) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("event id '", absl::string_view(e.data, e.size), "' is repeated"));
+        }
+        return absl::OkStatus();
+      });
+  if (!st.ok()) return st;
   fingerprints_.assign(fingerprints.begin(), fingerprints.end());
   lengths_.assign(lengths.begin(), lengths.end());
   id_bytes_ = ids.size();
