@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
 #include "lib/state/engine_state.h"
+#include "lib/state/event_id_log.h"
 #include "lib/storage/snapshot.h"
 #include "lib/util/prefetch.h"
 #include "rapport/engine.h"
@@ -399,6 +400,65 @@ TEST(Snapshot, GarbageAndInconsistentSnapshotsAreRefused) {
 
 namespace rapport::test {
 namespace {
+
+// The snapshot writer names each timer's cause by its index in the event-id
+// log, found from the cause's address by EventIdLog::Locator instead of a
+// hash lookup. Over a log of several blocks (a borrowed loaded one, then
+// blocks Add starts, some emptied by Truncate) and ids of every length, the
+// locator must give every stored id's index, exactly IndexOf's, and -1 for an
+// address that is not the start of a stored id.
+TEST(Snapshot, LocatorFindsEveryStoredIdByAddress) {
+  auto id_of = [](size_t i) {
+    // Lengths 8 to 128, so a 64-byte chunk holds from none to 8 starts.
+    std::string id = absl::StrCat(i, "-");
+    id.resize(1 + (i * 37) % 128, static_cast<char>('a' + i % 26));
+    id[0] = static_cast<char>('A' + i % 26);
+    return absl::StrCat(i, id).substr(0, std::max<size_t>(1 + (i * 37) % 128, 8));
+  };
+  std::string blob;
+  std::vector<uint32_t> lengths;
+  std::vector<uint64_t> fps;
+  for (size_t i = 0; i < 5000; ++i) {
+    const std::string id = id_of(i);
+    blob += id;
+    lengths.push_back(static_cast<uint32_t>(id.size()));
+    fps.push_back(i);
+  }
+  EventIdLog log;
+  ASSERT_TRUE(log.Load(blob, lengths, fps, 128, /*borrow=*/true).ok());
+  // Past 1 MB of ids: several blocks after the loaded one.
+  size_t next = 5000;
+  auto add = [&](size_t count) {
+    for (size_t k = 0; k < count; ++k, ++next) log.Add(id_of(next), next);
+  };
+  add(30000);
+  log.Truncate(log.size() - 7000);  // empties the last block or more
+  add(9000);
+  ASSERT_GT(log.id_bytes(), size_t{2} << 20);
+
+  const EventIdLog::Locator locator(log);
+  const std::vector<const char*> starts = log.IdStarts();
+  ASSERT_EQ(starts.size(), log.size());
+  for (size_t i = 0; i < log.size(); ++i) {
+    const absl::string_view id(starts[i], log.lengths()[i]);
+    ASSERT_EQ(log.IndexOf(id, EventIdLog::Hash(id)), static_cast<int64_t>(i));
+    ASSERT_EQ(log.Stored(id).data(), starts[i]);
+    ASSERT_EQ(locator.IndexOf(starts[i]), static_cast<int64_t>(i)) << i;
+    // Inside an id, not at its start.
+    if (id.size() > 1) {
+      ASSERT_EQ(locator.IndexOf(starts[i] + 1), -1) << i;
+    }
+  }
+  // Addresses outside the log's storage.
+  const std::string elsewhere = id_of(0);
+  EXPECT_EQ(locator.IndexOf(elsewhere.data()), -1);
+  EXPECT_EQ(locator.IndexOf(starts.back() + log.lengths().back()), -1);
+  EXPECT_EQ(locator.IndexOf(nullptr), -1);
+
+  // An empty log locates nothing.
+  EventIdLog empty;
+  EXPECT_EQ(EventIdLog::Locator(empty).IndexOf(elsewhere.data()), -1);
+}
 
 // The look-ahead loop behind restore's lookups: every item is hashed once, in
 // order, kAhead items before its body runs with that hash; the first failing

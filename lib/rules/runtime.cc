@@ -855,28 +855,16 @@ uint32_t TimerCauseIndex(const EventIdLog& ids, const Timer& t) {
 
 std::vector<uint32_t> TimerCauseIndexes(const EngineState& s) {
   const TimerHeap& timers = s.rules.timers;
-  const size_t n = timers.size();
-  std::vector<uint32_t> out(n);
-  // The index is far larger than the caches: the cause 8 timers later is
-  // hashed and prefetched while this one is looked up.
-  ForEachHashedAhead<8>(
-      n,
-      [&](size_t j) -> size_t {
-        const Timer& t = timers[j];
-        if (t.cause == nullptr) return 0;
-        const absl::string_view cause(t.cause, t.cause_len);
-        const size_t h = EventIdLog::Hash(cause);
-        s.event_ids.Prefetch(cause, h);
-        return h;
-      },
-      [&](size_t i, size_t h) {
-        const Timer& t = timers[i];
-        if (t.cause != nullptr) {
-          out[i] = static_cast<uint32_t>(
-              s.event_ids.IndexOf(absl::string_view(t.cause, t.cause_len), h) + 1);
-        }
-      })
-      .IgnoreError();  // the body returns nothing, so neither does the loop
+  std::vector<uint32_t> out(timers.size());
+  if (timers.empty()) return out;
+  // A cause points into the log's own storage (what Stored returned), so its
+  // address alone gives its index: no id is hashed or compared, and the
+  // locator's tables are a fraction of the size of the hash index.
+  const EventIdLog::Locator locator(s.event_ids);
+  for (size_t i = 0; i < timers.size(); ++i) {
+    const Timer& t = timers[i];
+    if (t.cause != nullptr) out[i] = static_cast<uint32_t>(locator.IndexOf(t.cause) + 1);
+  }
   return out;
 }
 

@@ -1,6 +1,8 @@
 #include "lib/state/event_id_log.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "lib/util/prefetch.h"
@@ -59,6 +61,46 @@ std::vector<const char*> EventIdLog::IdStarts() const {
     at += len;
   }
   return starts;
+}
+
+EventIdLog::Locator::Locator(const EventIdLog& log) : lengths_(log.lengths_) {
+  spans_.reserve(log.blocks_.size());
+  chunks_.reserve(log.id_bytes_ / kChunkBytes + 2 * log.blocks_.size());
+  size_t i = 0;
+  const size_t n = log.lengths_.size();
+  for (const Block& b : log.blocks_) {
+    spans_.push_back(Span{b.data, b.data + b.used, chunks_.size()});
+    // The ids in this block are the next ones in arrival order, exactly
+    // b.used bytes of them (Add never splits an id across blocks, Truncate
+    // takes whole ids off the end). Chunk c gets the first id starting at or
+    // after c * kChunkBytes: with c * kChunkBytes < b.used that id is in
+    // this block.
+    size_t at = 0;
+    for (size_t c = 0; c * kChunkBytes < b.used; ++c) {
+      while (at < c * kChunkBytes && i < n) at += log.lengths_[i++];
+      chunks_.push_back(Chunk{static_cast<uint32_t>(i), static_cast<uint32_t>(at)});
+    }
+    while (at < b.used && i < n) at += log.lengths_[i++];
+  }
+  std::sort(spans_.begin(), spans_.end(),
+            [](const Span& a, const Span& b) { return std::less<>()(a.begin, b.begin); });
+}
+
+int64_t EventIdLog::Locator::IndexOf(const char* stored) const {
+  // The last span beginning at or before `stored`.
+  auto it =
+      std::upper_bound(spans_.begin(), spans_.end(), stored,
+                       [](const char* p, const Span& sp) { return std::less<>()(p, sp.begin); });
+  if (it == spans_.begin()) return -1;
+  --it;
+  if (!std::less<>()(stored, it->end)) return -1;
+  const size_t offset = static_cast<size_t>(stored - it->begin);
+  const Chunk& c = chunks_[it->chunks_at + offset / kChunkBytes];
+  size_t index = c.index;
+  size_t at = c.offset;
+  // Every id starting in the chunk starts within kChunkBytes of c.offset.
+  while (at < offset && index < lengths_.size()) at += lengths_[index++];
+  return at == offset && index < lengths_.size() ? static_cast<int64_t>(index) : -1;
 }
 
 void EventIdLog::AppendIds(std::string* out) const {
