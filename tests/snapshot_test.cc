@@ -10,7 +10,9 @@
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
 #include "lib/state/engine_state.h"
+#include "lib/state/event_id_log.h"
 #include "lib/storage/snapshot.h"
+#include "lib/util/prefetch.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/testing/generator.h"
@@ -398,6 +400,115 @@ TEST(Snapshot, GarbageAndInconsistentSnapshotsAreRefused) {
 
 namespace rapport::test {
 namespace {
+
+// The snapshot writer names each timer's cause by its index in the event-id
+// log, found from the cause's address by EventIdLog::Locator instead of a
+// hash lookup. Over a log of several blocks (a borrowed loaded one, then
+// blocks Add starts, some emptied by Truncate) and ids of every length, the
+// locator must give every stored id's index, exactly IndexOf's, and -1 for an
+// address that is not the start of a stored id.
+TEST(Snapshot, LocatorFindsEveryStoredIdByAddress) {
+  auto id_of = [](size_t i) {
+    // Lengths 8 to 128, so a 64-byte chunk holds from none to 8 starts.
+    std::string id = absl::StrCat(i, "-");
+    id.resize(1 + (i * 37) % 128, static_cast<char>('a' + i % 26));
+    id[0] = static_cast<char>('A' + i % 26);
+    return absl::StrCat(i, id).substr(0, std::max<size_t>(1 + (i * 37) % 128, 8));
+  };
+  std::string blob;
+  std::vector<uint32_t> lengths;
+  std::vector<uint64_t> fps;
+  for (size_t i = 0; i < 5000; ++i) {
+    const std::string id = id_of(i);
+    blob += id;
+    lengths.push_back(static_cast<uint32_t>(id.size()));
+    fps.push_back(i);
+  }
+  EventIdLog log;
+  ASSERT_TRUE(log.Load(blob, lengths, fps, 128, /*borrow=*/true).ok());
+  // Past 1 MB of ids: several blocks after the loaded one.
+  size_t next = 5000;
+  auto add = [&](size_t count) {
+    for (size_t k = 0; k < count; ++k, ++next) log.Add(id_of(next), next);
+  };
+  add(30000);
+  log.Truncate(log.size() - 7000);  // empties the last block or more
+  add(9000);
+  ASSERT_GT(log.id_bytes(), size_t{2} << 20);
+
+  const EventIdLog::Locator locator(log);
+  const std::vector<const char*> starts = log.IdStarts();
+  ASSERT_EQ(starts.size(), log.size());
+  for (size_t i = 0; i < log.size(); ++i) {
+    const absl::string_view id(starts[i], log.lengths()[i]);
+    ASSERT_EQ(log.IndexOf(id, EventIdLog::Hash(id)), static_cast<int64_t>(i));
+    ASSERT_EQ(log.Stored(id).data(), starts[i]);
+    ASSERT_EQ(locator.IndexOf(starts[i]), static_cast<int64_t>(i)) << i;
+    // Inside an id, not at its start.
+    if (id.size() > 1) {
+      ASSERT_EQ(locator.IndexOf(starts[i] + 1), -1) << i;
+    }
+  }
+  // Addresses outside the log's storage.
+  const std::string elsewhere = id_of(0);
+  EXPECT_EQ(locator.IndexOf(elsewhere.data()), -1);
+  EXPECT_EQ(locator.IndexOf(starts.back() + log.lengths().back()), -1);
+  EXPECT_EQ(locator.IndexOf(nullptr), -1);
+
+  // An empty log locates nothing.
+  EventIdLog empty;
+  EXPECT_EQ(EventIdLog::Locator(empty).IndexOf(elsewhere.data()), -1);
+}
+
+// The look-ahead loop behind restore's lookups: every item is hashed once, in
+// order, kAhead items before its body runs with that hash; the first failing
+// body stops the loop, and no item after it is hashed beyond the look-ahead.
+TEST(Prefetch, ForEachHashedAheadHashesEachItemOnceInOrderAhead) {
+  for (size_t n : {0, 1, 3, 4, 5, 8, 9, 100}) {
+    std::vector<size_t> hashed;
+    std::vector<std::pair<size_t, size_t>> bodies;
+    absl::Status st = ForEachHashedAhead<4>(
+        n,
+        [&](size_t j) {
+          hashed.push_back(j);
+          return j * 1000 + 7;
+        },
+        [&](size_t i, size_t h) -> absl::Status {
+          // Hashed already: item i and up to 4 after it.
+          EXPECT_EQ(hashed.size(), std::min(n, i + 1 + 4)) << n << " " << i;
+          bodies.emplace_back(i, h);
+          return absl::OkStatus();
+        });
+    EXPECT_TRUE(st.ok());
+    ASSERT_EQ(hashed.size(), n);
+    ASSERT_EQ(bodies.size(), n);
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(hashed[i], i);
+      EXPECT_EQ(bodies[i].first, i);
+      EXPECT_EQ(bodies[i].second, i * 1000 + 7);
+    }
+  }
+  for (size_t fail_at : {0, 2, 3, 4, 50, 99}) {
+    size_t hashed = 0;
+    size_t ran = 0;
+    absl::Status st = ForEachHashedAhead<4>(
+        100, [&](size_t j) { return ++hashed, j; },
+        [&](size_t i, size_t) {
+          ++ran;
+          return i == fail_at ? absl::InvalidArgumentError(absl::StrCat("item ", i))
+                              : absl::OkStatus();
+        });
+    EXPECT_EQ(st, absl::InvalidArgumentError(absl::StrCat("item ", fail_at)));
+    EXPECT_EQ(ran, fail_at + 1);
+    EXPECT_EQ(hashed, std::min<size_t>(100, fail_at + 1 + 4));
+  }
+  // A body returning nothing runs for every item.
+  size_t sum = 0;
+  EXPECT_TRUE(ForEachHashedAhead<8>(
+                  20, [](size_t j) { return j; }, [&](size_t, size_t h) { sum += h; })
+                  .ok());
+  EXPECT_EQ(sum, 190u);
+}
 
 // Restore hashes event ids and timer causes some places ahead of the one it
 // checks (to prefetch): a repeated id or an unknown cause must still be

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "lib/state/engine_state.h"
 #include "lib/util/fingerprint.h"
+#include "lib/util/prefetch.h"
 #include "rapport/engine.h"
 
 namespace rapport::rules {
@@ -871,34 +872,15 @@ uint32_t TimerCauseIndex(const EventIdLog& ids, const Timer& t) {
 
 std::vector<uint32_t> TimerCauseIndexes(const EngineState& s) {
   const TimerHeap& timers = s.rules.timers;
-  const size_t n = timers.size();
-  std::vector<uint32_t> out(n);
-  // The index is far larger than the caches: the cause kAhead timers later is
-  // hashed and prefetched while this one is looked up (as ReadRuntime did for
-  // causes by id).
-  constexpr size_t kAhead = 8;
-  size_t hash[kAhead];
-  size_t ahead = 0;
-  auto hash_ahead = [&] {
-    const Timer& t = timers[ahead];
-    size_t h = 0;
-    if (t.cause != nullptr) {
-      const absl::string_view cause(t.cause, t.cause_len);
-      h = EventIdLog::Hash(cause);
-      s.event_ids.Prefetch(cause, h);
-    }
-    hash[ahead % kAhead] = h;
-    ++ahead;
-  };
-  while (ahead < n && ahead < kAhead) hash_ahead();
-  for (size_t i = 0; i < n; ++i) {
-    const size_t h = hash[i % kAhead];
-    if (ahead < n) hash_ahead();
+  std::vector<uint32_t> out(timers.size());
+  if (timers.empty()) return out;
+  // A cause points into the log's own storage (what Stored returned), so its
+  // address alone gives its index: no id is hashed or compared, and the
+  // locator's tables are a fraction of the size of the hash index.
+  const EventIdLog::Locator locator(s.event_ids);
+  for (size_t i = 0; i < timers.size(); ++i) {
     const Timer& t = timers[i];
-    if (t.cause != nullptr) {
-      out[i] = static_cast<uint32_t>(
-          s.event_ids.IndexOf(absl::string_view(t.cause, t.cause_len), h) + 1);
-    }
+    if (t.cause != nullptr) out[i] = static_cast<uint32_t>(locator.IndexOf(t.cause) + 1);
   }
   return out;
 }
@@ -976,28 +958,20 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
   // the log's lengths instead of a hash lookup per timer).
   std::vector<const char*> id_starts;
   const uint32_t ids = static_cast<uint32_t>(s->event_ids.size());
-  // Each cause is looked up in the event id index, which is far larger than
-  // the caches: the cause kAhead timers later is hashed and prefetched while
-  // this one is checked (the hashes wait in a ring; 0 for no cause).
-  constexpr int kAhead = 8;
-  size_t cause_hash[kAhead];
-  int ahead = 0;
-  auto hash_ahead = [&] {
-    const std::string& cause = in.timer_cause(ahead);
-    size_t hash = 0;
-    if (!cause.empty()) {
-      hash = EventIdLog::Hash(cause);
-      s->event_ids.Prefetch(cause, hash);
-    }
-    cause_hash[ahead % kAhead] = hash;
-    ++ahead;
+  // Old-format causes are looked up in the event id index, which is far
+  // larger than the caches: the cause 8 timers later is hashed and prefetched
+  // while this one is checked (0 for no cause, and by index, where nothing is
+  // looked up).
+  auto hash_cause = [&](size_t j) -> size_t {
+    if (by_index) return 0;
+    const std::string& cause = in.timer_cause(static_cast<int>(j));
+    if (cause.empty()) return 0;
+    const size_t hash = EventIdLog::Hash(cause);
+    s->event_ids.Prefetch(cause, hash);
+    return hash;
   };
-  // (By index, nothing to hash: `ahead` stays at n.)
-  if (by_index) ahead = n;
-  while (ahead < n && ahead < kAhead) hash_ahead();
-  for (int i = 0; i < n; ++i) {
-    const size_t hash = by_index ? 0 : cause_hash[i % kAhead];
-    if (ahead < n) hash_ahead();
+  auto read_timer = [&](size_t timer, size_t hash) -> absl::Status {
+    const int i = static_cast<int>(timer);
     Timer t;
     t.fire_at_us = in.timer_fire_at_us(i);
     t.seq = in.timer_seq(i);
@@ -1061,6 +1035,11 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
       return bad(absl::StrCat(where(), ": subject or extra out of range for rule '",
                               r.rule(rule).id(), "'"));
     rt.timers.push_back(t);
+    return absl::OkStatus();
+  };
+  if (absl::Status st = ForEachHashedAhead<8>(static_cast<size_t>(n), hash_cause, read_timer);
+      !st.ok()) {
+    return st;
   }
   if (!std::is_heap(rt.timers.begin(), rt.timers.end(), TimerAfter())) {
     return bad("the timers are not in heap order");

@@ -1,9 +1,12 @@
 #include "lib/state/event_id_log.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "lib/util/prefetch.h"
 
 namespace rapport {
 
@@ -72,6 +75,46 @@ std::vector<const char*> EventIdLog::IdStarts() const {
   return starts;
 }
 
+EventIdLog::Locator::Locator(const EventIdLog& log) : lengths_(log.lengths_) {
+  spans_.reserve(log.blocks_.size());
+  chunks_.reserve(log.id_bytes_ / kChunkBytes + 2 * log.blocks_.size());
+  size_t i = 0;
+  const size_t n = log.lengths_.size();
+  for (const Block& b : log.blocks_) {
+    spans_.push_back(Span{b.data, b.data + b.used, chunks_.size()});
+    // The ids in this block are the next ones in arrival order, exactly
+    // b.used bytes of them (Add never splits an id across blocks, Truncate
+    // takes whole ids off the end). Chunk c gets the first id starting at or
+    // after c * kChunkBytes: with c * kChunkBytes < b.used that id is in
+    // this block.
+    size_t at = 0;
+    for (size_t c = 0; c * kChunkBytes < b.used; ++c) {
+      while (at < c * kChunkBytes && i < n) at += log.lengths_[i++];
+      chunks_.push_back(Chunk{static_cast<uint32_t>(i), static_cast<uint32_t>(at)});
+    }
+    while (at < b.used && i < n) at += log.lengths_[i++];
+  }
+  std::sort(spans_.begin(), spans_.end(),
+            [](const Span& a, const Span& b) { return std::less<>()(a.begin, b.begin); });
+}
+
+int64_t EventIdLog::Locator::IndexOf(const char* stored) const {
+  // The last span beginning at or before `stored`.
+  auto it =
+      std::upper_bound(spans_.begin(), spans_.end(), stored,
+                       [](const char* p, const Span& sp) { return std::less<>()(p, sp.begin); });
+  if (it == spans_.begin()) return -1;
+  --it;
+  if (!std::less<>()(stored, it->end)) return -1;
+  const size_t offset = static_cast<size_t>(stored - it->begin);
+  const Chunk& c = chunks_[it->chunks_at + offset / kChunkBytes];
+  size_t index = c.index;
+  size_t at = c.offset;
+  // Every id starting in the chunk starts within kChunkBytes of c.offset.
+  while (at < offset && index < lengths_.size()) at += lengths_[index++];
+  return at == offset && index < lengths_.size() ? static_cast<int64_t>(index) : -1;
+}
+
 void EventIdLog::AppendIds(std::string* out) const {
   out->reserve(out->size() + id_bytes_);
   for (const Block& b : blocks_) out->append(b.data, b.used);
@@ -112,32 +155,29 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   const char* at = b.data;
   blocks_.push_back(std::move(b));
   // A million ids make a table far larger than the caches, so each insert
-  // would wait for memory: the id kAhead places later is hashed and its slot
-  // prefetched while this one is inserted (the hashes wait in a ring).
-  constexpr size_t kAhead = 16;
-  size_t ring[kAhead];
-  const size_t n = lengths.size();
-  size_t ahead = 0;
+  // would wait for memory: ForEachHashedAhead hashes and prefetches the id 16
+  // places later while this one is inserted.
+  index_.reserve(lengths.size());
   const char* ahead_at = at;
-  auto hash_ahead = [&] {
-    const absl::string_view id(ahead_at, lengths[ahead]);
-    const size_t hash = Hash(id);
-    index_.prefetch(Probe{id, hash});
-    ring[ahead % kAhead] = hash;
-    ahead_at += lengths[ahead];
-    ++ahead;
-  };
-  index_.reserve(n);
-  while (ahead < n && ahead < kAhead) hash_ahead();
-  for (size_t i = 0; i < n; ++i) {
-    const Entry e{at, lengths[i], static_cast<uint32_t>(i), ring[i % kAhead]};
-    if (ahead < n) hash_ahead();
-    if (!index_.insert(e).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("event id '", absl::string_view(e.data, e.size), "' is repeated"));
-    }
-    at += lengths[i];
-  }
+  absl::Status st = ForEachHashedAhead<16>(
+      lengths.size(),
+      [&](size_t j) {
+        const absl::string_view id(ahead_at, lengths[j]);
+        ahead_at += lengths[j];
+        const size_t hash = Hash(id);
+        index_.prefetch(Probe{id, hash});
+        return hash;
+      },
+      [&](size_t i, size_t hash) -> absl::Status {
+        const Entry e{at, lengths[i], static_cast<uint32_t>(i), hash};
+        at += lengths[i];
+        if (!index_.insert(e).second) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("event id '", absl::string_view(e.data, e.size), "' is repeated"));
+        }
+        return absl::OkStatus();
+      });
+  if (!st.ok()) return st;
   fingerprints_.assign(fingerprints.begin(), fingerprints.end());
   lengths_.assign(lengths.begin(), lengths.end());
   id_bytes_ = ids.size();

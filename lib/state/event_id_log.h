@@ -61,6 +61,35 @@ class EventIdLog {
   // One pass over the lengths, for resolving many indexes at once (restore)
   // without a hash lookup each.
   std::vector<const char*> IdStarts() const;
+  // Finds the arrival indexes of stored ids from their views alone (the data
+  // pointer Add or Stored returned), without hashing the ids: a pointer's
+  // block and 64-byte chunk lead to the first id starting in that chunk, and
+  // at most a few lengths from there to the id. Built in one pass over the
+  // lengths; valid until the log changes. The snapshot writer resolves every
+  // timer's cause this way.
+  class Locator {
+   public:
+    explicit Locator(const EventIdLog& log);
+    // The index of the id starting at `stored`, or -1 if no stored id starts
+    // there.
+    int64_t IndexOf(const char* stored) const;
+
+   private:
+    static constexpr size_t kChunkBytes = 64;
+    struct Span {
+      const char* begin;
+      const char* end;   // begin + the block's used bytes
+      size_t chunks_at;  // this block's first entry in chunks_
+    };
+    struct Chunk {
+      uint32_t index;   // the first id starting at or after the chunk's start
+      uint32_t offset;  // where that id starts, from the block's start
+    };
+    const std::vector<uint32_t>& lengths_;
+    std::vector<Span> spans_;  // by begin address
+    std::vector<Chunk> chunks_;
+  };
+
   // Starts loading the memory a Find or Stored of `id` will touch, so that a
   // loop of lookups (restore) overlaps their cache misses. `hash` is Hash(id).
   void Prefetch(absl::string_view id, size_t hash) const { index_.prefetch(Probe{id, hash}); }

@@ -258,6 +258,28 @@ void WriteTimerColumns(const rules::TimerHeap& timers, const TimerColumnsSizes& 
   for (const rules::Timer& t : timers) out->WriteVarint32(t.aux);
 }
 
+// Appends what it is handed to a string already reserved at its final size.
+// The writer writes through this (via CopyingOutputStreamAdaptor's small
+// buffer, or straight from big raw runs like the event ids) rather than
+// through a StringOutputStream, which resizes the string to hand out its
+// capacity: that zero-fills the whole fresh 86 MB buffer, one more pass over
+// memory before the writer overwrites it.
+class AppendToString : public google::protobuf::io::CopyingOutputStream {
+ public:
+  explicit AppendToString(std::string* out) : out_(out) {}
+  bool Write(const void* buffer, int size) override {
+    out_->append(static_cast<const char*>(buffer), static_cast<size_t>(size));
+    return true;
+  }
+
+ private:
+  std::string* out_;
+};
+
+// The adaptor's buffer: small enough to stay in the caches, large enough
+// that the per-buffer overhead does not show.
+constexpr int kWriteBufferBytes = 64 << 10;
+
 absl::Status Inconsistent(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("snapshot: ", what));
 }
@@ -398,49 +420,57 @@ std::string WriteSnapshot(const EngineState& s) {
   std::string bytes;
   bytes.reserve(total);
   {
-    google::protobuf::io::StringOutputStream stream(&bytes);
-    CodedOutputStream out(&stream);
-    out.SetSerializationDeterministic(true);
-    WireFormatLite::WriteInt32(kFieldFormatVersion, kFormatVersion, &out);
-    WriteCached(kFieldConfig, s.config, &out);
-    WireFormatLite::WriteInt64(kFieldEventsAccepted, s.events_accepted, &out);
-    WireFormatLite::WriteInt64(kFieldClock, s.clock_us, &out);
-    WriteTableCached(kFieldAccounts, s.accounts, &out);
-    WriteTableCached(kFieldManagers, s.managers, &out);
-    WriteTableCached(kFieldTeams, s.teams, &out);
-    WriteTableCached(kFieldDeals, s.deals, &out);
-    WriteTableCached(kFieldOrders, s.orders, &out);
-    WriteTableCached(kFieldInvoices, s.invoices, &out);
-    WriteTableCached(kFieldComplaints, s.complaints, &out);
-    for (size_t i = 0; i < s.accounts.size(); ++i)
-      WriteAttribution(s, i, attribution_bodies[i], &out);
-    if (!fps.empty()) {
-      WireFormatLite::WriteTag(kFieldEventFingerprints, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
-                               &out);
-      out.WriteVarint32(static_cast<uint32_t>(fps.size() * sizeof(uint64_t)));
+    AppendToString sink(&bytes);
+    google::protobuf::io::CopyingOutputStreamAdaptor stream(&sink, kWriteBufferBytes);
+    {
+      CodedOutputStream out(&stream);
+      out.SetSerializationDeterministic(true);
+      // Big raw runs (fingerprints, event ids, actions) go to the sink
+      // directly instead of through the buffer.
+      out.EnableAliasing(true);
+      WireFormatLite::WriteInt32(kFieldFormatVersion, kFormatVersion, &out);
+      WriteCached(kFieldConfig, s.config, &out);
+      WireFormatLite::WriteInt64(kFieldEventsAccepted, s.events_accepted, &out);
+      WireFormatLite::WriteInt64(kFieldClock, s.clock_us, &out);
+      WriteTableCached(kFieldAccounts, s.accounts, &out);
+      WriteTableCached(kFieldManagers, s.managers, &out);
+      WriteTableCached(kFieldTeams, s.teams, &out);
+      WriteTableCached(kFieldDeals, s.deals, &out);
+      WriteTableCached(kFieldOrders, s.orders, &out);
+      WriteTableCached(kFieldInvoices, s.invoices, &out);
+      WriteTableCached(kFieldComplaints, s.complaints, &out);
+      for (size_t i = 0; i < s.accounts.size(); ++i)
+        WriteAttribution(s, i, attribution_bodies[i], &out);
+      if (!fps.empty()) {
+        WireFormatLite::WriteTag(kFieldEventFingerprints, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+                                 &out);
+        out.WriteVarint32(static_cast<uint32_t>(fps.size() * sizeof(uint64_t)));
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-      // fixed64 is little-endian on the wire, as in memory here.
-      out.WriteRaw(fps.data(), static_cast<int>(fps.size() * sizeof(uint64_t)));
+        // fixed64 is little-endian on the wire, as in memory here.
+        out.WriteRaw(fps.data(), static_cast<int>(fps.size() * sizeof(uint64_t)));
 #else
-      for (uint64_t fp : fps) out.WriteLittleEndian64(fp);
+        for (uint64_t fp : fps) out.WriteLittleEndian64(fp);
 #endif
-      WireFormatLite::WriteTag(kFieldEventIdData, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, &out);
-      out.WriteVarint32(static_cast<uint32_t>(s.event_ids.id_bytes()));
-      s.event_ids.ForEachIdChunk([&](absl::string_view chunk) {
-        out.WriteRaw(chunk.data(), static_cast<int>(chunk.size()));
-      });
-      WireFormatLite::WriteTag(kFieldEventIdLengths, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
-                               &out);
-      out.WriteVarint32(static_cast<uint32_t>(packed_lengths));
-      for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
-    }
-    out.WriteRaw(actions.data(), static_cast<int>(actions.size()));
-    WriteDelimitedHead(kFieldRules, rules_body, &out);
-    WriteTimerColumns(s.rules.timers, timers, &out);
-    rules->SerializeWithCachedSizes(&out);
-    WriteTimerCauses(timer_causes, timers, &out);
-    WriteDelimitedHead(kFieldFacts, facts.body, &out);
-    WriteFactColumnsBody(s.kpi, facts, &out);
+        WireFormatLite::WriteTag(kFieldEventIdData, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+                                 &out);
+        out.WriteVarint32(static_cast<uint32_t>(s.event_ids.id_bytes()));
+        s.event_ids.ForEachIdChunk([&](absl::string_view chunk) {
+          out.WriteRaw(chunk.data(), static_cast<int>(chunk.size()));
+        });
+        WireFormatLite::WriteTag(kFieldEventIdLengths, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+                                 &out);
+        out.WriteVarint32(static_cast<uint32_t>(packed_lengths));
+        for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
+      }
+      out.WriteRaw(actions.data(), static_cast<int>(actions.size()));
+      WriteDelimitedHead(kFieldRules, rules_body, &out);
+      WriteTimerColumns(s.rules.timers, timers, &out);
+      rules->SerializeWithCachedSizes(&out);
+      WriteTimerCauses(timer_causes, timers, &out);
+      WriteDelimitedHead(kFieldFacts, facts.body, &out);
+      WriteFactColumnsBody(s.kpi, facts, &out);
+    }  // `out` hands back what it did not use before the adaptor flushes
+    stream.Flush();
   }
   return bytes;
 }
