@@ -265,6 +265,19 @@ class Timeline {
   }
   // Room for `n` items in all (never shrinks; nothing for 0).
   void reserve(size_t n) { Reserve(n); }
+  // Gives back the room not filled (nothing when full; frees when empty).
+  void shrink_to_fit() {
+    if (h_ == nullptr || h_->size == h_->cap) return;
+    if (h_->size == 0) {
+      std::free(std::exchange(h_, nullptr));
+      return;
+    }
+    // A failed shrink keeps the larger block, which is still valid.
+    void* p = std::realloc(h_, sizeof(Header) + h_->size * sizeof(T));
+    if (p == nullptr) return;
+    h_ = static_cast<Header*>(p);
+    h_->cap = h_->size;
+  }
   void push_back(const T& x) { insert(end(), x); }
   T* insert(const T* pos, const T& x) {
     const size_t i = static_cast<size_t>(pos - begin()), n = size();
