@@ -213,7 +213,9 @@ struct Stamp {
 // six timelines, mostly empty or of one item: at one account per ten events
 // the empty vectors alone were ~10 bytes per stored event. Here the size and
 // capacity sit in front of the items, in the same allocation, and the
-// capacity grows by half (not double) past 4 items.
+// capacity grows by one item up to 4 and by half (not double) past that:
+// most timelines end small, and the room 1, 2, 4 left unfilled was 0.3 B
+// per stored event for 0.13 % more ingest instructions in BM_IngestProtobuf.
 template <typename T>
 class Timeline {
   static_assert(std::is_trivially_copyable_v<T> && alignof(T) <= 8);
@@ -281,7 +283,7 @@ class Timeline {
   void push_back(const T& x) { insert(end(), x); }
   T* insert(const T* pos, const T& x) {
     const size_t i = static_cast<size_t>(pos - begin()), n = size();
-    if (n == capacity()) Reserve(n < 4 ? n * 2 + (n == 0) : n + n / 2);
+    if (n == capacity()) Reserve(n < 4 ? n + 1 : n + n / 2);
     T* d = data();
     std::memmove(d + i + 1, d + i, (n - i) * sizeof(T));
     d[i] = x;
