@@ -246,6 +246,7 @@ void Counters(benchmark::State& state, const World& w) {
   state.counters["facts_B/event"] = static_cast<double>(m.facts) / n;
   state.counters["accounts_B/event"] = static_cast<double>(m.accounts) / n;
   state.counters["deals_B/event"] = static_cast<double>(m.deals) / n;
+  state.counters["slack_B/event"] = static_cast<double>(m.slack) / n;
 }
 
 void BM_Scan(benchmark::State& state) {

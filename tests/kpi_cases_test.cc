@@ -601,9 +601,27 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
         EXPECT_TRUE((*got)[i].at == v[i].at && (*got)[i].stage == v[i].stage) << i;
       }
     }
+    // A shrink keeps the items and gives back the room; inserts go on.
+    kpi::Timeline<kpi::Visit> shrunk = copy;
+    shrunk.shrink_to_fit();
+    ASSERT_EQ(shrunk.size(), v.size());
+    EXPECT_EQ(shrunk.capacity(), v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      EXPECT_TRUE(shrunk[i].at == v[i].at && shrunk[i].stage == v[i].stage) << i;
+    }
+    const kpi::Visit late{kpi::Stamp{10, 1000}, -1};
+    kpi::InsertSorted(shrunk, late, less);
+    kpi::InsertSorted(v, late, less);
+    ASSERT_EQ(shrunk.size(), v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      EXPECT_TRUE(shrunk[i].at == v[i].at && shrunk[i].stage == v[i].stage) << i;
+    }
     moved.clear();
     EXPECT_TRUE(moved.empty());
     EXPECT_EQ(moved.begin(), moved.end());
+    moved.shrink_to_fit();
+    EXPECT_EQ(moved.capacity(), 0u);
+    EXPECT_EQ(moved.data(), nullptr);
   }
 }
 

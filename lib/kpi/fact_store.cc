@@ -288,8 +288,13 @@ FactStore::Memory FactStore::MemoryUse() const {
     m.accounts += sizeof(AccountData) + a.attr.MemoryBytes() + a.orders.MemoryBytes() +
                   a.outbound.MemoryBytes() + a.completed.MemoryBytes() + a.feedback.MemoryBytes() +
                   a.status.MemoryBytes();
+    m.slack += a.attr.SlackBytes() + a.orders.SlackBytes() + a.outbound.SlackBytes() +
+               a.completed.SlackBytes() + a.feedback.SlackBytes() + a.status.SlackBytes();
   }
-  for (const DealData& d : deals) m.deals += sizeof(DealData) + d.visits.MemoryBytes();
+  for (const DealData& d : deals) {
+    m.deals += sizeof(DealData) + d.visits.MemoryBytes();
+    m.slack += d.visits.SlackBytes();
+  }
   m.orders = orders.size() * sizeof(OrderData);
   m.invoices = invoices.size() * sizeof(InvoiceData);
   for (const auto& p : invoice_payments) m.invoices += sizeof(p) + p.capacity() * sizeof(Payment);

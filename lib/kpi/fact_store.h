@@ -213,7 +213,9 @@ struct Stamp {
 // six timelines, mostly empty or of one item: at one account per ten events
 // the empty vectors alone were ~10 bytes per stored event. Here the size and
 // capacity sit in front of the items, in the same allocation, and the
-// capacity grows by half (not double) past 4 items.
+// capacity grows by one item up to 4 and by half (not double) past that:
+// most timelines end small, and the room 1, 2, 4 left unfilled was 0.3 B
+// per stored event for 0.13 % more ingest instructions in BM_IngestProtobuf.
 template <typename T>
 class Timeline {
   static_assert(std::is_trivially_copyable_v<T> && alignof(T) <= 8);
@@ -257,16 +259,31 @@ class Timeline {
   const T& back() const { return data()[size() - 1]; }
   // Bytes held (the header and the items' room).
   size_t MemoryBytes() const { return h_ == nullptr ? 0 : sizeof(Header) + h_->cap * sizeof(T); }
+  // Bytes of room not filled.
+  size_t SlackBytes() const { return (capacity() - size()) * sizeof(T); }
 
   void clear() {
     if (h_ != nullptr) h_->size = 0;
   }
   // Room for `n` items in all (never shrinks; nothing for 0).
   void reserve(size_t n) { Reserve(n); }
+  // Gives back the room not filled (nothing when full; frees when empty).
+  void shrink_to_fit() {
+    if (h_ == nullptr || h_->size == h_->cap) return;
+    if (h_->size == 0) {
+      std::free(std::exchange(h_, nullptr));
+      return;
+    }
+    // A failed shrink keeps the larger block, which is still valid.
+    void* p = std::realloc(h_, sizeof(Header) + h_->size * sizeof(T));
+    if (p == nullptr) return;
+    h_ = static_cast<Header*>(p);
+    h_->cap = h_->size;
+  }
   void push_back(const T& x) { insert(end(), x); }
   T* insert(const T* pos, const T& x) {
     const size_t i = static_cast<size_t>(pos - begin()), n = size();
-    if (n == capacity()) Reserve(n < 4 ? n * 2 + (n == 0) : n + n / 2);
+    if (n == capacity()) Reserve(n < 4 ? n + 1 : n + n / 2);
     T* d = data();
     std::memmove(d + i + 1, d + i, (n - i) * sizeof(T));
     d[i] = x;
@@ -294,12 +311,16 @@ class Timeline {
   Header* h_ = nullptr;
 };
 
-struct AttrEntry {
+// Packed (28 bytes, not 32) and so is Visit (20, not 24): the padding was
+// ~1.5 bytes per stored event. Members are read by value or bound to const
+// references (a copy); x86 loads the unaligned stamps at no cost.
+struct __attribute__((packed, aligned(4))) AttrEntry {
   Stamp since;
   uint32_t owner;
   uint32_t team;
   uint32_t segment;
 };
+static_assert(sizeof(AttrEntry) == 28);
 
 struct OrderRef {
   Stamp at;
@@ -343,10 +364,11 @@ struct ClientSpan {
 };
 void ClientSpans(const AccountData& a, int64_t churn_after, std::vector<ClientSpan>* out);
 
-struct Visit {
+struct __attribute__((packed, aligned(4))) Visit {
   Stamp at;
   int32_t stage;
 };
+static_assert(sizeof(Visit) == 20);
 
 struct DealData {
   uint32_t account = 0;
@@ -419,6 +441,9 @@ struct FactStore {
   // orders and invoices, the string pool and the cells.
   struct Memory {
     size_t facts = 0, accounts = 0, deals = 0, orders = 0, invoices = 0, strings = 0, cells = 0;
+    // Of accounts and deals: the timelines' room not filled (capacity -
+    // size), to see what the growth policy costs.
+    size_t slack = 0;
   };
   Memory MemoryUse() const;
 };

@@ -113,6 +113,11 @@ FirstChange StoreFact(FactStore& st, FactKind kind, int64_t t, const Fact& f, in
         first = FirstChange::kReplaced;
       }
       cur = std::min(cur, me, StampLess);
+      // A deal's first close ends its stage history in nearly every case
+      // (a reopened deal grows it again from here): the growth policy's
+      // spare room is given back then, once per deal. After a restore the
+      // visits are exactly reserved and this does nothing.
+      if (first == FirstChange::kFirst) st.deals[f.subject].visits.shrink_to_fit();
       break;
     }
     case FactKind::kPartnerAgreed:
