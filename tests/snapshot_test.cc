@@ -488,7 +488,8 @@ TEST(Prefetch, ForEachHashedAheadHashesEachItemOnceInOrderAhead) {
       EXPECT_EQ(bodies[i].second, i * 1000 + 7);
     }
   }
-  for (size_t fail_at : {0, 2, 3, 4, 50, 99}) {
+  // Item 95 is the last whose turn hashes one ahead, 96 the first whose does not.
+  for (size_t fail_at : {0, 2, 3, 4, 50, 95, 96, 99}) {
     size_t hashed = 0;
     size_t ran = 0;
     absl::Status st = ForEachHashedAhead<4>(

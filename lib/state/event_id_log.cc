@@ -159,18 +159,20 @@ absl::Status EventIdLog::Load(absl::string_view ids, absl::Span<const uint32_t> 
   // places later while this one is inserted.
   index_.reserve(lengths.size());
   const char* ahead_at = at;
+  // Unchecked reads: absl's hardened Span::operator[] tests every index.
+  const uint32_t* const len = lengths.data();
   absl::Status st = ForEachHashedAhead<16>(
       lengths.size(),
       [&](size_t j) {
-        const absl::string_view id(ahead_at, lengths[j]);
-        ahead_at += lengths[j];
+        const absl::string_view id(ahead_at, len[j]);
+        ahead_at += len[j];
         const size_t hash = Hash(id);
         index_.prefetch(Probe{id, hash});
         return hash;
       },
       [&](size_t i, size_t hash) -> absl::Status {
-        const Entry e{at, lengths[i], static_cast<uint32_t>(i), hash};
-        at += lengths[i];
+        const Entry e{at, len[i], static_cast<uint32_t>(i), hash};
+        at += len[i];
         if (!index_.insert(e).second) {
           return absl::InvalidArgumentError(
               absl::StrCat("event id '", absl::string_view(e.data, e.size), "' is repeated"));

@@ -11,7 +11,15 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/status/status.h"
+
+#if ABSL_HAVE_ATTRIBUTE(flatten)
+#define RAPPORT_FLATTEN __attribute__((flatten))
+#else
+#define RAPPORT_FLATTEN
+#endif
 
 namespace rapport {
 
@@ -24,21 +32,26 @@ namespace rapport {
 template <size_t kAhead, typename HashFn, typename BodyFn>
 absl::Status ForEachHashedAhead(size_t n, HashFn&& hash, BodyFn&& body) {
   static_assert(kAhead > 0 && (kAhead & (kAhead - 1)) == 0, "kAhead is a power of two");
+  // Called from two places, a hash callback would be left out of line (or
+  // absl's string hash inside it would): flattened, everything it calls is
+  // inlined into this one copy (~12 instructions an id in EventIdLog::Load).
+  auto hash_inline = [&](size_t j) RAPPORT_FLATTEN { return hash(j); };
   size_t ring[kAhead];
-  size_t ahead = 0;
-  for (const size_t first = std::min(n, kAhead); ahead < first; ++ahead) ring[ahead] = hash(ahead);
+  const size_t first = std::min(n, kAhead);
+  for (size_t j = 0; j < first; ++j) ring[j] = hash_inline(j);
+  // Item i + kAhead lands in the slot item i leaves (the same index mod
+  // kAhead), so no second counter is kept, and the body has one call site
+  // (called from two, a large body is left out of line: ReadRuntime's).
+  const size_t steady = n - first;
   for (size_t i = 0; i < n; ++i) {
-    // Read before the slot is reused: item i + kAhead lands where i was.
-    const size_t h = ring[i % kAhead];
-    if (ahead < n) {
-      ring[ahead % kAhead] = hash(ahead);
-      ++ahead;
-    }
+    size_t& slot = ring[i % kAhead];
+    const size_t h = slot;
+    if (ABSL_PREDICT_TRUE(i < steady)) slot = hash_inline(i + kAhead);
     if constexpr (std::is_void_v<decltype(body(i, h))>) {
       body(i, h);
     } else {
       absl::Status st = body(i, h);
-      if (!st.ok()) return st;
+      if (ABSL_PREDICT_FALSE(!st.ok())) return st;
     }
   }
   return absl::OkStatus();
