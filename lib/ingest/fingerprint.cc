@@ -13,6 +13,7 @@
 #include "google/protobuf/message.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "google/protobuf/unknown_field_set.h"
+#include "lib/util/copy.h"
 #include "lib/util/fingerprint.h"
 
 namespace rapport {
@@ -271,51 +272,10 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint8_t* WriteVarint(uint64_t v, uint8_t* p)
   return p;
 }
 
-// Fingerprint64 (lib/util/fingerprint.h) of [p, p + n), for a buffer with
-// eight zero bytes after its end: the last partial word is then one load
-// instead of a call to memcpy of a variable length. The same value
-// (fingerprint_test compares every event with Fingerprint64's).
-inline uint64_t Fingerprint64ZeroPadded(const uint8_t* p, size_t n) {
-  uint64_t h = 0x9e3779b97f4a7c15ULL ^ (n * 0xff51afd7ed558ccdULL);
-  const size_t tail_bytes = n % 8;
-  for (const uint8_t* end = p + (n - tail_bytes); p != end; p += 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = Mix64(h ^ w) + 0x9e3779b97f4a7c15ULL;
-  }
-  uint64_t tail;
-  std::memcpy(&tail, p, 8);
-  return Mix64(h ^ tail ^ (static_cast<uint64_t>(tail_bytes) << 56));
-}
-
 template <class M>
 bool HasUnknownFields(const M& m) {
   static const google::protobuf::Reflection* const reflection = M::GetReflection();
   return !reflection->GetUnknownFields(m).empty();
-}
-
-// Copies the bytes of a string; short ones (ids, mostly) without a call:
-// two overlapping moves of a fixed width cover any length in [w, 2w] and read
-// nothing outside the string.
-inline void CopyBytes(uint8_t* out, const char* in, size_t n) {
-  if (n <= 16) {
-    if (n >= 8) {
-      std::memcpy(out, in, 8);
-      std::memcpy(out + n - 8, in + n - 8, 8);
-    } else if (n >= 4) {
-      std::memcpy(out, in, 4);
-      std::memcpy(out + n - 4, in + n - 4, 4);
-    } else if (n > 0) {
-      out[0] = static_cast<uint8_t>(in[0]);
-      out[n / 2] = static_cast<uint8_t>(in[n / 2]);
-      out[n - 1] = static_cast<uint8_t>(in[n - 1]);
-    }
-  } else if (n <= 32) {
-    std::memcpy(out, in, 16);
-    std::memcpy(out + n - 16, in + n - 16, 16);
-  } else {
-    std::memcpy(out, in, n);
-  }
 }
 
 // Writes a message as protobuf's serialization does (proto3: scalars and
@@ -380,7 +340,7 @@ class Writer {
     if (!Room(kTagAndVarint + s.size())) return;
     p_ = WriteVarint(Tag(n, kLengthDelimited), p_);
     p_ = WriteVarint(s.size(), p_);
-    CopyBytes(p_, s.data(), s.size());
+    CopyShort(p_, s.data(), s.size());
     p_ += s.size();
   }
   template <class M>
@@ -550,7 +510,8 @@ uint64_t FingerprintEvent(const v1::Event& event) {
   uint8_t buffer[kBufferBytes];
   const uint8_t* end = WriteEvent(event, buffer);
   if (end == nullptr) return ReferenceEventFingerprint(event);
-  return Fingerprint64ZeroPadded(buffer, static_cast<size_t>(end - buffer));
+  return Fingerprint64ZeroPadded(reinterpret_cast<const char*>(buffer),
+                                 static_cast<size_t>(end - buffer));
 }
 
 }  // namespace rapport

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "lib/util/copy.h"
 #include "lib/util/prefetch.h"
 
 namespace rapport {
@@ -20,18 +21,7 @@ absl::string_view EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fi
   }
   Block& b = blocks_.back();
   char* at = b.data + b.used;
-  const size_t n = id.size();
-  if (n >= 8 && n <= 16) {
-    // Most ids are 8..16 bytes: two overlapping words, instead of a call to
-    // memcpy that is as long as the rest of Add. Both stay inside the id.
-    uint64_t head, tail;
-    std::memcpy(&head, id.data(), 8);
-    std::memcpy(&tail, id.data() + n - 8, 8);
-    std::memcpy(at, &head, 8);
-    std::memcpy(at + n - 8, &tail, 8);
-  } else {
-    std::memcpy(at, id.data(), n);
-  }
+  CopyShort(at, id.data(), id.size());
   b.used += id.size();
   id_bytes_ += id.size();
   index_.insert(Entry{at, static_cast<uint32_t>(id.size()),
