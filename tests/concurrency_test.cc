@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
+#include "lib/util/parallel.h"
 #include "lib/util/shared_mutex.h"
 #include "rapport/engine.h"
 #include "rapport/testing/generator.h"
@@ -13,6 +14,33 @@
 
 namespace rapport::test {
 namespace {
+
+// RunBoth's two ways give the same effects; the parallel way runs `a` on
+// another thread, at the same time as `b` (each waits to see the other).
+TEST(Parallel, RunBothRunsBothEitherWay) {
+  for (const bool parallel : {false, true}) {
+    std::atomic<int> arrived{0};
+    std::thread::id a_thread, b_thread;
+    auto meet = [&] {
+      ++arrived;
+      if (!parallel) return;
+      while (arrived.load() < 2) std::this_thread::yield();
+    };
+    RunBoth(
+        parallel,
+        [&] {
+          a_thread = std::this_thread::get_id();
+          meet();
+        },
+        [&] {
+          b_thread = std::this_thread::get_id();
+          meet();
+        });
+    EXPECT_EQ(arrived.load(), 2);
+    EXPECT_EQ(b_thread, std::this_thread::get_id());
+    EXPECT_EQ(a_thread != b_thread, parallel);
+  }
+}
 
 // A writer that waits holds back readers that come after it, so readers that
 // overlap without pause (a busy dashboard) cannot keep ingest out for ever.
