@@ -389,6 +389,40 @@ TEST(FastJsonParser, WireTranscoderCornersEqualReference) {
   EXPECT_TRUE(ExpectSameAsReference(batch, v1::EventBatch()));
 }
 
+// A null on a field the object has not set yet (what Python sends for
+// None) clears nothing, so the transcoder skips it instead of handing the
+// whole text to the reflection parser; a null that could clear something
+// still goes there. Both ways equal the reference.
+TEST(FastJsonParser, NullThatClearsNothingStaysOnTheWire) {
+  const std::vector<std::pair<std::string, bool>> events = {
+      // {json, handed to the reflection parser}
+      {R"({"eventId":null,"accountUpserted":{"accountId":"a","name":null}})", false},
+      {R"({"dealWon":{"dealId":"d"},"accountUpserted":null})", false},
+      {R"({"accountUpserted":null,"dealWon":{"dealId":"d"}})", false},
+      {R"({"teamUpserted":{"segments":null,"segments":["a"]}})", false},
+      {R"({"eventId":null,"eventId":"e"})", false},
+      // Set, then null: clears.
+      {R"({"eventId":"e","eventId":null})", true},
+      {R"({"teamUpserted":{"segments":["a"],"segments":null}})", true},
+      // A message given twice merges: a null in the second may clear what
+      // the first set.
+      {R"({"accountUpserted":{"accountId":"a"},"accountUpserted":{"accountId":null}})", true},
+      {R"({"accountUpserted":{"accountId":"a"},"accountUpserted":{"name":null}})", true},
+      {R"({"eventId":nul})", true},
+  };
+  for (const auto& [json, fallback] : events) {
+    const int64_t before = JsonFallbacksForTesting();
+    ExpectSameAsReference(json, v1::Event());
+    EXPECT_EQ(JsonFallbacksForTesting() - before, fallback ? 1 : 0) << json;
+  }
+  // Each element of a repeated message field is a new message.
+  const int64_t before = JsonFallbacksForTesting();
+  EXPECT_TRUE(ExpectSameAsReference(
+      R"({"events":[{"eventId":"a","occurredAtUs":null},{"eventId":null,"occurredAtUs":"5"}]})",
+      v1::EventBatch()));
+  EXPECT_EQ(JsonFallbacksForTesting(), before);
+}
+
 TEST(FastJsonParser, EqualsReferenceOnEveryNumberForm) {
   // Each integer type with each token, bare and quoted: the fast integer
   // path takes only plain decimals and must agree with absl's for those.

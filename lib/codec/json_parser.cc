@@ -291,13 +291,14 @@ class Parser {
   // The fast path: the text as the protobuf wire format of the message
   // (appended to `out`), for the generated parser to read. It takes the
   // same tokens with the same functions as Run, and gives up (false) on
-  // anything whose meaning on a message differs from a wire merge: null
-  // (clears a field), two members of one oneof (an error), a map, a group,
+  // anything whose meaning on a message differs from a wire merge: a null
+  // that could clear something (see TranscodeMessage), two members of one
+  // oneof (an error), a map, a group,
   // an enum number the enum does not define, and every error. The caller
   // then runs Run, which is the authority on those.
   bool Transcode(const MessageTable* t, WireOut* out) {
     SkipWs();
-    if (!TranscodeMessage(t, 0, out)) return false;
+    if (!TranscodeMessage(t, 0, /*fresh=*/true, out)) return false;
     SkipWs();
     return p_ == end_;
   }
@@ -716,13 +717,22 @@ class Parser {
     out->size += v.size();
   }
 
-  bool TranscodeMessage(const MessageTable* t, int depth, WireOut* out) {
+  // `fresh`: the message is new (nothing merged into it before this
+  // object). Run's null clears a field, which the wire cannot say; but
+  // clearing a field that holds nothing changes nothing, so a null is
+  // skipped when the message is fresh and this object has not set the field
+  // yet (Python sends None as null). Any other null goes to Run.
+  bool TranscodeMessage(const MessageTable* t, int depth, bool fresh, WireOut* out) {
     if (depth >= kMaxJsonDepth) return false;
     if (!Consume('{')) return false;
     if (Consume('}')) return true;
     // The member set of each oneof so far (0: none): a second member is
     // Run's error to report.
     uint32_t oneof_set[kMaxOneofs] = {};
+    // The fields this object has given a value (by index; null decides
+    // by it, so a field past the bitmap sends a null to Run).
+    constexpr int kSeenBits = 128;
+    uint64_t seen[kSeenBits / 64] = {};
     while (true) {
       absl::string_view key;
       if (!ParseString(&key).ok()) return false;
@@ -732,7 +742,15 @@ class Parser {
       if (fi.is_map) return false;
       if (!Consume(':')) return false;
       SkipWs();
-      if (p_ < end_ && *p_ == 'n') return false;  // null clears a field: Run's
+      const bool tracked = index < kSeenBits;
+      const uint64_t bit = uint64_t{1} << (index % 64);
+      const bool was_seen = !tracked || (seen[index / 64] & bit) != 0;
+      if (p_ < end_ && *p_ == 'n') {
+        if (!fresh || was_seen || !Null()) return false;
+        if (Consume(',')) continue;
+        return Consume('}');
+      }
+      if (tracked) seen[index / 64] |= bit;
       if (fi.oneof_index >= 0) {
         if (fi.oneof_index >= kMaxOneofs) return false;
         uint32_t& set = oneof_set[fi.oneof_index];
@@ -744,12 +762,13 @@ class Parser {
         // both encodings into the same field.
         if (!Consume('[')) return false;
         if (!Consume(']')) {
+          // Each element is a new message.
           do {
-            if (!TranscodeValue(fi, depth, out)) return false;
+            if (!TranscodeValue(fi, depth, /*fresh=*/true, out)) return false;
           } while (Consume(','));
           if (!Consume(']')) return false;
         }
-      } else if (!TranscodeValue(fi, depth, out)) {
+      } else if (!TranscodeValue(fi, depth, fresh && !was_seen, out)) {
         return false;
       }
       if (Consume(',')) continue;
@@ -761,7 +780,8 @@ class Parser {
   // same functions, by cpp type), written as ParseValue's setter would
   // store it: integers by their wire type, enums by number, floats after
   // the same narrowing, strings and bytes as their bytes.
-  bool TranscodeValue(const FieldInfo& fi, int depth, WireOut* out) {
+  // `fresh`: for a message value, whether it merges into nothing.
+  bool TranscodeValue(const FieldInfo& fi, int depth, bool fresh, WireOut* out) {
     const uint32_t n = fi.number;
     switch (fi.type) {
       case FieldDescriptor::TYPE_INT32:
@@ -900,7 +920,7 @@ class Parser {
         const size_t length_at = out->size;
         out->Room(1);
         ++out->size;
-        if (!TranscodeMessage(fi.message, depth + 1, out)) return false;
+        if (!TranscodeMessage(fi.message, depth + 1, fresh, out)) return false;
         const size_t length = out->size - length_at - 1;
         if (length > static_cast<size_t>(INT32_MAX)) return false;
         if (length < 0x80) {
@@ -941,7 +961,12 @@ class Parser {
   std::string scratch_bytes_;
 };
 
+// Parses the transcoder handed to Run (JsonFallbacksForTesting).
+std::atomic<int64_t> fallbacks{0};
+
 }  // namespace
+
+int64_t JsonFallbacksForTesting() { return fallbacks.load(std::memory_order_relaxed); }
 
 absl::Status ParseJsonInto(absl::string_view json, Message* message) {
   const Descriptor* d = message->GetDescriptor();
@@ -963,6 +988,7 @@ absl::Status ParseJsonInto(absl::string_view json, Message* message) {
                         message->ParseFromArray(wire.buf.data(), static_cast<int>(wire.size));
       if (wire.buf.size() > (size_t{1} << 20)) std::string().swap(wire.buf);
       if (done) return absl::OkStatus();
+      fallbacks.fetch_add(1, std::memory_order_relaxed);
       message->Clear();
     }
     return Parser(json).Run(t, message);

@@ -16,6 +16,8 @@
 #ifndef RAPPORT_LIB_CODEC_JSON_PARSER_H_
 #define RAPPORT_LIB_CODEC_JSON_PARSER_H_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
@@ -28,6 +30,10 @@ inline constexpr int kMaxJsonDepth = 64;
 // Parses `json` into `message` (merged into what it holds; clear it first).
 // Errors: INVALID_ARGUMENT naming the offset and the field that is wrong.
 absl::Status ParseJsonInto(absl::string_view json, google::protobuf::Message* message);
+
+// How many parses so far gave up the wire transcoder for the reflection
+// parser (inputs the transcoder cannot mean the same on); for tests.
+int64_t JsonFallbacksForTesting();
 
 }  // namespace rapport
 
