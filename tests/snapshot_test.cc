@@ -710,7 +710,7 @@ TEST(SnapshotTwoThreads, LargeStateMatchesOneThreadAndTheReference) {
     two = *engine->Snapshot();
   }
   {
-    ParallelMode mode(0);  // Big enough for two threads by itself.
+    ParallelMode mode(0);  // WriteSnapshot's own choice.
     chosen = *engine->Snapshot();
   }
   ASSERT_GT(one.size(), kParallelMinBytes);
