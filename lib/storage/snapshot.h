@@ -21,7 +21,7 @@ std::string WriteSnapshotReference(const EngineState& state);
 // forced, for the tests: the rows of the seven tables then the attributions
 // (one per account), in output order, are one sequence; the second thread
 // sizes rows [0, size_split) and writes the head and rows [0, write_split),
-// // the caller's thread the rest. A split past the last row is the last row,
+// the caller's thread the rest. A split past the last row is the last row,
 // except SIZE_MAX: the split WriteSnapshot chooses.
 std::string WriteSnapshotSplitForTesting(const EngineState& state, bool parallel, size_t size_split,
                                          size_t write_split);
