@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
 #include "lib/ingest/fingerprint.h"
+#include "lib/util/parallel.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/testing/generator.h"
@@ -112,18 +113,27 @@ void BM_IngestJsonLines(benchmark::State& state) {
 }
 BENCHMARK(BM_IngestJsonLines)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// Second argument: 1 = the one-thread writer, 2 = the two-thread one
+// (ParallelModeForTesting), so that one run shows the ratio.
 void BM_Snapshot(benchmark::State& state) {
   auto engine = Loaded(Stream(state.range(0)));
+  ParallelModeForTesting().store(static_cast<int>(state.range(1)));
   size_t size = 0;
   for (auto _ : state) {
     auto bytes = engine->Snapshot();
     size = bytes->size();
     benchmark::DoNotOptimize(bytes);
   }
+  ParallelModeForTesting().store(0);
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(size));
   state.counters["snapshot_MB"] = static_cast<double>(size) / 1e6;
 }
-BENCHMARK(BM_Snapshot)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Snapshot)
+    ->ArgNames({"events", "threads"})
+    ->Args({1000000, 1})
+    ->Args({1000000, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_Restore(benchmark::State& state) {
   const std::string bytes = *Loaded(Stream(state.range(0)))->Snapshot();

@@ -1,10 +1,19 @@
 #include "lib/storage/snapshot.h"
 
+#include <algorithm>
+#include <cassert>
 #include <climits>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+#include "absl/base/attributes.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -13,6 +22,7 @@
 #include "lib/kpi/ingest.h"
 #include "lib/rules/runtime.h"
 #include "lib/state/config.h"
+#include "lib/util/parallel.h"
 #include "rapport/engine.h"
 #include "rapport/v1/snapshot.pb.h"
 
@@ -95,14 +105,15 @@ void WriteTableCached(int field, const Table<Row>& table, CodedOutputStream* out
 // rapport.v1.AccountAttribution for account `i`, written from the state's
 // history without copying it into a message first: account_id (field 1;
 // proto3 leaves an empty one out) then each Attribution (field 2).
-size_t AttributionBody(const EngineState& s, size_t i) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline size_t AttributionBody(const EngineState& s, size_t i) {
   const std::string& id = s.accounts.at(static_cast<uint32_t>(i)).account_id();
   size_t n = id.empty() ? 0 : DelimitedBytes(1, id.size());
   for (const v1::Attribution& a : s.attributions[i]) n += DelimitedBytes(2, a.ByteSizeLong());
   return n;
 }
 
-void WriteAttribution(const EngineState& s, size_t i, uint32_t body, CodedOutputStream* out) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void WriteAttribution(const EngineState& s, size_t i,
+                                                          uint32_t body, CodedOutputStream* out) {
   WireFormatLite::WriteTag(kFieldAttributions, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
   out->WriteVarint32(body);
   const std::string& id = s.accounts.at(static_cast<uint32_t>(i)).account_id();
@@ -280,6 +291,317 @@ class AppendToString : public google::protobuf::io::CopyingOutputStream {
 // that the per-buffer overhead does not show.
 constexpr int kWriteBufferBytes = 64 << 10;
 
+// The head of the snapshot: format version, config, events_accepted, clock.
+size_t HeadBytes(const EngineState& s) {
+  return CodedOutputStream::VarintSize32(kFieldFormatVersion << 3) +
+         CodedOutputStream::VarintSize32(kFormatVersion) +
+         DelimitedBytes(kFieldConfig, s.config.ByteSizeLong()) +
+         // Written even when zero, as the reference writer does.
+         1 + CodedOutputStream::VarintSize64(static_cast<uint64_t>(s.events_accepted)) + 1 +
+         CodedOutputStream::VarintSize64(static_cast<uint64_t>(s.clock_us));
+}
+
+void WriteHead(const EngineState& s, CodedOutputStream* out) {
+  WireFormatLite::WriteInt32(kFieldFormatVersion, kFormatVersion, out);
+  WriteCached(kFieldConfig, s.config, out);
+  WireFormatLite::WriteInt64(kFieldEventsAccepted, s.events_accepted, out);
+  WireFormatLite::WriteInt64(kFieldClock, s.clock_us, out);
+}
+
+// What follows the rows and attributions: the event-id log, the actions, the
+// rules runtime and the fact columns, built or sized before the output is
+// allocated. Actions are stored compactly, not as messages, so they are
+// serialized here once; the rest is sized, then written from the state.
+struct Tail {
+  std::string actions;
+  std::vector<uint32_t> timer_causes;
+  TimerColumnsSizes timers;
+  v1::RulesRuntime* rules = nullptr;  // on the writer's arena
+  size_t rules_body = 0;
+  FactColumnsSizes facts;
+  size_t packed_lengths = 0;  // event_id_lengths' payload
+};
+
+// The tail is prepared in two halves of about equal cost, which the
+// two-thread writer runs side by side: the actions and fact columns here,
+void PrepareActionsAndFacts(const EngineState& s, google::protobuf::Arena* arena, Tail* t) {
+  {
+    google::protobuf::io::StringOutputStream stream(&t->actions);
+    CodedOutputStream out(&stream);
+    out.SetSerializationDeterministic(true);
+    v1::Action* action = google::protobuf::Arena::CreateMessage<v1::Action>(arena);
+    for (uint32_t i = 0; i < s.actions.size(); ++i) {
+      rules::ActionToProto(s, i, action);
+      WriteMessage(kFieldActions, *action, &out);
+    }
+  }
+  t->facts = SizeFactColumns(s.kpi);
+}
+
+// and the rules runtime (timers and their causes) and event-id lengths here.
+void PrepareRulesAndIds(const EngineState& s, google::protobuf::Arena* arena, Tail* t) {
+  t->timer_causes = rules::TimerCauseIndexes(s);
+  t->timers = SizeTimerColumns(s.rules.timers, t->timer_causes);
+  t->rules = google::protobuf::Arena::CreateMessage<v1::RulesRuntime>(arena);
+  rules::WriteRuntimeAfterTimers(s, t->rules);
+  t->rules_body = t->timers.body + t->rules->ByteSizeLong();
+  if (!s.event_ids.fingerprints().empty()) {
+    for (uint32_t n : s.event_ids.lengths()) {
+      t->packed_lengths += CodedOutputStream::VarintSize32(n);
+    }
+  }
+}
+
+// The tail's bytes, once both halves are prepared.
+size_t TailBytes(const EngineState& s, const Tail& t) {
+  size_t n = t.actions.size() + DelimitedBytes(kFieldRules, t.rules_body) +
+             DelimitedBytes(kFieldFacts, t.facts.body);
+  if (!s.event_ids.fingerprints().empty()) {
+    n += DelimitedBytes(kFieldEventFingerprints,
+                        s.event_ids.fingerprints().size() * sizeof(uint64_t)) +
+         DelimitedBytes(kFieldEventIdData, s.event_ids.id_bytes()) +
+         DelimitedBytes(kFieldEventIdLengths, t.packed_lengths);
+  }
+  return n;
+}
+
+void WriteTail(const EngineState& s, const Tail& t, CodedOutputStream* out) {
+  const std::vector<uint64_t>& fps = s.event_ids.fingerprints();
+  if (!fps.empty()) {
+    WireFormatLite::WriteTag(kFieldEventFingerprints, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+                             out);
+    out->WriteVarint32(static_cast<uint32_t>(fps.size() * sizeof(uint64_t)));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    // fixed64 is little-endian on the wire, as in memory here.
+    out->WriteRaw(fps.data(), static_cast<int>(fps.size() * sizeof(uint64_t)));
+#else
+    for (uint64_t fp : fps) out->WriteLittleEndian64(fp);
+#endif
+    WireFormatLite::WriteTag(kFieldEventIdData, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
+    out->WriteVarint32(static_cast<uint32_t>(s.event_ids.id_bytes()));
+    s.event_ids.ForEachIdChunk([&](absl::string_view chunk) {
+      out->WriteRaw(chunk.data(), static_cast<int>(chunk.size()));
+    });
+    WireFormatLite::WriteTag(kFieldEventIdLengths, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
+    out->WriteVarint32(static_cast<uint32_t>(t.packed_lengths));
+    // What WriteVarint32 does, with the position kept in a register rather
+    // than in *out across a million calls. EnsureSpace leaves room for one
+    // varint (the stream's slop is 16 bytes).
+    uint8_t* p = out->Cur();
+    for (uint32_t n : s.event_ids.lengths()) {
+      p = out->EpsCopy()->EnsureSpace(p);
+      p = CodedOutputStream::WriteVarint32ToArray(n, p);
+    }
+    out->SetCur(p);
+  }
+  out->WriteRaw(t.actions.data(), static_cast<int>(t.actions.size()));
+  WriteDelimitedHead(kFieldRules, t.rules_body, out);
+  WriteTimerColumns(s.rules.timers, t.timers, out);
+  t.rules->SerializeWithCachedSizes(out);
+  WriteTimerCauses(t.timer_causes, t.timers, out);
+  WriteDelimitedHead(kFieldFacts, t.facts.body, out);
+  WriteFactColumnsBody(s.kpi, t.facts, out);
+}
+
+// ---- The writer on two threads ----
+//
+// Once every size is known, so is every part's offset in the output: each
+// thread serializes its range of the output straight into its place. The
+// rows of the seven tables and then the attributions (one per account) are
+// one sequence, "row r", that both passes split between the threads.
+
+size_t RowCount(const EngineState& s) {
+  return s.accounts.size() + s.managers.size() + s.teams.size() + s.deals.size() + s.orders.size() +
+         s.invoices.size() + s.complaints.size() + s.accounts.size();
+}
+
+// Calls table_row(r, field, row) for the table rows and attribution(r, i)
+// (i: the account's index) for the attributions among rows [begin, end).
+template <typename TableRow, typename Attribution>
+void ForRowsIn(const EngineState& s, size_t begin, size_t end, TableRow&& table_row,
+               Attribution&& attribution) {
+  size_t base = 0;
+  auto table = [&](int field, const auto& t) {
+    const size_t n = t.size();
+    const size_t to = std::min(end, base + n);
+    const auto rows = t.rows();
+    for (size_t r = std::max(begin, base); r < to; ++r) table_row(r, field, rows[r - base]);
+    base += n;
+  };
+  table(kFieldAccounts, s.accounts);
+  table(kFieldManagers, s.managers);
+  table(kFieldTeams, s.teams);
+  table(kFieldDeals, s.deals);
+  table(kFieldOrders, s.orders);
+  table(kFieldInvoices, s.invoices);
+  table(kFieldComplaints, s.complaints);
+  const size_t to = std::min(end, base + s.accounts.size());
+  for (size_t r = std::max(begin, base); r < to; ++r) attribution(r, r - base);
+}
+
+// Pass 1 over rows [begin, end): each row's bytes with its tag and length
+// into row_bytes[r] (and each attribution's body into attribution_bodies);
+// returns their sum. Protobuf caches each message's size in the message, for
+// pass 2; the two threads size disjoint messages.
+size_t SizeRows(const EngineState& s, size_t begin, size_t end, uint32_t* row_bytes,
+                uint32_t* attribution_bodies) {
+  size_t sum = 0;
+  ForRowsIn(
+      s, begin, end,
+      [&](size_t r, int field, const auto& row) {
+        row_bytes[r] = static_cast<uint32_t>(DelimitedBytes(field, row.ByteSizeLong()));
+        sum += row_bytes[r];
+      },
+      [&](size_t r, size_t i) {
+        const size_t body = AttributionBody(s, i);
+        attribution_bodies[i] = static_cast<uint32_t>(body);
+        row_bytes[r] = static_cast<uint32_t>(DelimitedBytes(kFieldAttributions, body));
+        sum += row_bytes[r];
+      });
+  return sum;
+}
+
+void WriteRows(const EngineState& s, size_t begin, size_t end, const uint32_t* attribution_bodies,
+               CodedOutputStream* out) {
+  ForRowsIn(
+      s, begin, end, [&](size_t, int field, const auto& row) { WriteCached(field, row, out); },
+      [&](size_t, size_t i) { WriteAttribution(s, i, attribution_bodies[i], out); });
+}
+
+// Runs write(out) on a stream over bytes [begin, end) of `bytes`, which the
+// write must fill exactly.
+template <typename Write>
+void WriteRange(std::string* bytes, size_t begin, size_t end, Write&& write) {
+  google::protobuf::io::ArrayOutputStream stream(bytes->data() + begin,
+                                                 static_cast<int>(end - begin));
+  CodedOutputStream out(&stream);
+  out.SetSerializationDeterministic(true);
+  write(&out);
+  out.Trim();
+  assert(!out.HadError() && static_cast<size_t>(out.ByteCount()) == end - begin);
+}
+
+// Maps in the pages of [p, p + n) for writing, without writing to them, if
+// the system can (Linux 5.14 and later); otherwise the first write maps
+// them. A fresh 80 MB output is 20 000 page faults: the string's zero-fill
+// (std::string cannot be resized without it before C++23) would take them
+// all on one thread, and on the 2-core VM the benchmarks run on they cost
+// about 200 ms (a plain resize of 83 MB), as much as the serialization
+// itself; taken here, half on each thread, they overlap. The zero-fill that
+// follows is then a memset over mapped pages.
+void MapForWriting(char* p, size_t n) {
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  // A failure (an older kernel) only leaves the faults to the first write.
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
+// Costs of writing a byte of each kind, relative to a byte of rows (16): a
+// row is serialized field by field, with the UTF-8 check of its strings; a
+// packed column is a varint per value, about as dear by the byte (and the
+// rules runtime is mostly packed columns); raw runs (fingerprints, event ids,
+// actions) are copied. Measured with callgrind on the generated stream.
+constexpr size_t kRowByteCost = 16;
+constexpr size_t kRawByteCost = 1;
+constexpr size_t kPackedByteCost = 16;
+
+// Pass 1's split: the first thread sizes rows [0, split) and prepares the
+// actions and facts, the caller's thread sizes the other rows and prepares
+// the rules runtime. In sixteenths of the cost of sizing a row, measured
+// with callgrind on the generated stream: serializing an action 320, sizing
+// a fact 4, the rules runtime 11 per accepted event.
+size_t SizeSplit(const EngineState& s, size_t rows) {
+  const size_t first = 320 * s.actions.size() + 4 * s.kpi.facts();
+  const size_t second = 16 * rows + 11 * static_cast<size_t>(s.events_accepted);
+  return second <= first ? 0 : std::min(rows, (second - first) / 32);
+}
+
+// Pass 2's split: the row at which the cost of the head and the rows before
+// it is closest to half of the whole.
+size_t WriteSplit(const std::vector<uint32_t>& row_bytes, size_t row_total, const EngineState& s,
+                  const Tail& t) {
+  const size_t raw = s.event_ids.fingerprints().size() * sizeof(uint64_t) + s.event_ids.id_bytes() +
+                     t.actions.size();
+  const size_t packed = t.packed_lengths + t.rules_body + t.facts.body;
+  const size_t whole = kRowByteCost * row_total + kRawByteCost * raw + kPackedByteCost * packed;
+  size_t r = 0;
+  for (size_t first = 0; r < row_bytes.size(); ++r) {
+    first += kRowByteCost * row_bytes[r];
+    if (2 * first > whole) break;
+  }
+  return r;
+}
+
+// What WorthParallel is asked before anything is sized: the bytes of the
+// event-id log (known without a pass) and a low estimate of the rows' (they
+// average about 100 bytes on the generated stream), so that a state is
+// written on two threads from about 6 MB of snapshot up.
+size_t EstimatedBytes(const EngineState& s) {
+  return s.event_ids.fingerprints().size() * sizeof(uint64_t) + s.event_ids.id_bytes() +
+         64 * RowCount(s);
+}
+
+// As a split: the one WriteSnapshot chooses.
+constexpr size_t kAutoSplit = SIZE_MAX;
+
+std::string WriteOnTwoThreads(const EngineState& s, bool parallel, size_t size_split,
+                              size_t write_split) {
+  google::protobuf::Arena arena;
+  Tail tail;
+  const size_t rows = RowCount(s);
+  std::vector<uint32_t> row_bytes(rows);
+  std::vector<uint32_t> attribution_bodies(s.accounts.size());
+  size_split = size_split == kAutoSplit ? SizeSplit(s, rows) : std::min(size_split, rows);
+  size_t first_rows = 0, second_rows = 0, head = 0;
+  // The halves write disjoint elements of the vectors and disjoint fields of
+  // `tail`; the arena is thread-safe.
+  RunBoth(
+      parallel,
+      [&] {
+        first_rows = SizeRows(s, 0, size_split, row_bytes.data(), attribution_bodies.data());
+        PrepareActionsAndFacts(s, &arena, &tail);
+      },
+      [&] {
+        second_rows = SizeRows(s, size_split, rows, row_bytes.data(), attribution_bodies.data());
+        head = HeadBytes(s);
+        PrepareRulesAndIds(s, &arena, &tail);
+      });
+  const size_t row_total = first_rows + second_rows;
+  const size_t total = head + row_total + TailBytes(s, tail);
+  write_split = write_split == kAutoSplit ? WriteSplit(row_bytes, row_total, s, tail)
+                                          : std::min(write_split, rows);
+  size_t split_at = head;
+  for (size_t r = 0; r < write_split; ++r) split_at += row_bytes[r];
+
+  std::string bytes;
+  bytes.reserve(total);
+  RunBoth(
+      parallel, [&] { MapForWriting(bytes.data(), total / 2); },
+      [&] { MapForWriting(bytes.data() + total / 2, total - total / 2); });
+  bytes.resize(total);
+  RunBoth(
+      parallel,
+      [&] {
+        WriteRange(&bytes, 0, split_at, [&](CodedOutputStream* out) {
+          WriteHead(s, out);
+          WriteRows(s, 0, write_split, attribution_bodies.data(), out);
+        });
+      },
+      [&] {
+        WriteRange(&bytes, split_at, total, [&](CodedOutputStream* out) {
+          WriteRows(s, write_split, rows, attribution_bodies.data(), out);
+          WriteTail(s, tail, out);
+        });
+      });
+  return bytes;
+}
+
 absl::Status Inconsistent(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("snapshot: ", what));
 }
@@ -366,35 +688,22 @@ std::string WriteSnapshotReference(const EngineState& s) {
   return bytes;
 }
 
+std::string WriteSnapshotSplitForTesting(const EngineState& state, bool parallel, size_t size_split,
+                                         size_t write_split) {
+  return WriteOnTwoThreads(state, parallel, size_split, write_split);
+}
+
 std::string WriteSnapshot(const EngineState& s) {
+  if (WorthParallel(EstimatedBytes(s))) return WriteOnTwoThreads(s, true, kAutoSplit, kAutoSplit);
   // The parts the state does not hold as messages are built once, on an
   // arena that frees them all at once.
   google::protobuf::Arena arena;
-  std::string actions;
-  {
-    google::protobuf::io::StringOutputStream stream(&actions);
-    CodedOutputStream out(&stream);
-    out.SetSerializationDeterministic(true);
-    v1::Action* action = google::protobuf::Arena::CreateMessage<v1::Action>(&arena);
-    for (uint32_t i = 0; i < s.actions.size(); ++i) {
-      rules::ActionToProto(s, i, action);
-      WriteMessage(kFieldActions, *action, &out);
-    }
-  }
-  const std::vector<uint32_t> timer_causes = rules::TimerCauseIndexes(s);
-  const TimerColumnsSizes timers = SizeTimerColumns(s.rules.timers, timer_causes);
-  auto* rules = google::protobuf::Arena::CreateMessage<v1::RulesRuntime>(&arena);
-  rules::WriteRuntimeAfterTimers(s, rules);
-  const size_t rules_body = timers.body + rules->ByteSizeLong();
-  const FactColumnsSizes facts = SizeFactColumns(s.kpi);
+  Tail tail;
+  PrepareActionsAndFacts(s, &arena, &tail);
+  PrepareRulesAndIds(s, &arena, &tail);
 
   // Pass 1: sizes (cached in the messages for pass 2).
-  size_t total = CodedOutputStream::VarintSize32(kFieldFormatVersion << 3) +
-                 CodedOutputStream::VarintSize32(kFormatVersion) +
-                 DelimitedBytes(kFieldConfig, s.config.ByteSizeLong());
-  // Written even when zero, as the reference writer does.
-  total += 1 + CodedOutputStream::VarintSize64(static_cast<uint64_t>(s.events_accepted)) + 1 +
-           CodedOutputStream::VarintSize64(static_cast<uint64_t>(s.clock_us));
+  size_t total = HeadBytes(s);
   total += SizeTable(kFieldAccounts, s.accounts) + SizeTable(kFieldManagers, s.managers) +
            SizeTable(kFieldTeams, s.teams) + SizeTable(kFieldDeals, s.deals) +
            SizeTable(kFieldOrders, s.orders) + SizeTable(kFieldInvoices, s.invoices) +
@@ -405,16 +714,7 @@ std::string WriteSnapshot(const EngineState& s) {
     attribution_bodies[i] = static_cast<uint32_t>(body);
     total += DelimitedBytes(kFieldAttributions, body);
   }
-  const std::vector<uint64_t>& fps = s.event_ids.fingerprints();
-  size_t packed_lengths = 0;
-  if (!fps.empty()) {
-    for (uint32_t n : s.event_ids.lengths()) packed_lengths += CodedOutputStream::VarintSize32(n);
-    total += DelimitedBytes(kFieldEventFingerprints, fps.size() * sizeof(uint64_t)) +
-             DelimitedBytes(kFieldEventIdData, s.event_ids.id_bytes()) +
-             DelimitedBytes(kFieldEventIdLengths, packed_lengths);
-  }
-  total += actions.size() + DelimitedBytes(kFieldRules, rules_body) +
-           DelimitedBytes(kFieldFacts, facts.body);
+  total += TailBytes(s, tail);
 
   // Pass 2: the bytes, in field order (as the reference writer).
   std::string bytes;
@@ -428,10 +728,7 @@ std::string WriteSnapshot(const EngineState& s) {
       // Big raw runs (fingerprints, event ids, actions) go to the sink
       // directly instead of through the buffer.
       out.EnableAliasing(true);
-      WireFormatLite::WriteInt32(kFieldFormatVersion, kFormatVersion, &out);
-      WriteCached(kFieldConfig, s.config, &out);
-      WireFormatLite::WriteInt64(kFieldEventsAccepted, s.events_accepted, &out);
-      WireFormatLite::WriteInt64(kFieldClock, s.clock_us, &out);
+      WriteHead(s, &out);
       WriteTableCached(kFieldAccounts, s.accounts, &out);
       WriteTableCached(kFieldManagers, s.managers, &out);
       WriteTableCached(kFieldTeams, s.teams, &out);
@@ -441,34 +738,7 @@ std::string WriteSnapshot(const EngineState& s) {
       WriteTableCached(kFieldComplaints, s.complaints, &out);
       for (size_t i = 0; i < s.accounts.size(); ++i)
         WriteAttribution(s, i, attribution_bodies[i], &out);
-      if (!fps.empty()) {
-        WireFormatLite::WriteTag(kFieldEventFingerprints, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
-                                 &out);
-        out.WriteVarint32(static_cast<uint32_t>(fps.size() * sizeof(uint64_t)));
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        // fixed64 is little-endian on the wire, as in memory here.
-        out.WriteRaw(fps.data(), static_cast<int>(fps.size() * sizeof(uint64_t)));
-#else
-        for (uint64_t fp : fps) out.WriteLittleEndian64(fp);
-#endif
-        WireFormatLite::WriteTag(kFieldEventIdData, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
-                                 &out);
-        out.WriteVarint32(static_cast<uint32_t>(s.event_ids.id_bytes()));
-        s.event_ids.ForEachIdChunk([&](absl::string_view chunk) {
-          out.WriteRaw(chunk.data(), static_cast<int>(chunk.size()));
-        });
-        WireFormatLite::WriteTag(kFieldEventIdLengths, WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
-                                 &out);
-        out.WriteVarint32(static_cast<uint32_t>(packed_lengths));
-        for (uint32_t n : s.event_ids.lengths()) out.WriteVarint32(n);
-      }
-      out.WriteRaw(actions.data(), static_cast<int>(actions.size()));
-      WriteDelimitedHead(kFieldRules, rules_body, &out);
-      WriteTimerColumns(s.rules.timers, timers, &out);
-      rules->SerializeWithCachedSizes(&out);
-      WriteTimerCauses(timer_causes, timers, &out);
-      WriteDelimitedHead(kFieldFacts, facts.body, &out);
-      WriteFactColumnsBody(s.kpi, facts, &out);
+      WriteTail(s, tail, &out);
     }  // `out` hands back what it did not use before the adaptor flushes
     stream.Flush();
   }

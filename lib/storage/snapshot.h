@@ -2,6 +2,7 @@
 #ifndef RAPPORT_LIB_STORAGE_SNAPSHOT_H_
 #define RAPPORT_LIB_STORAGE_SNAPSHOT_H_
 
+#include <cstddef>
 #include <string>
 
 #include "absl/status/status.h"
@@ -16,6 +17,14 @@ std::string WriteSnapshot(const EngineState& state);
 // The straightforward writer (one message at a time into a growing string)
 // that WriteSnapshot must match byte for byte; for the tests.
 std::string WriteSnapshotReference(const EngineState& state);
+// WriteSnapshot's two-thread writer (RunBoth(parallel, ...)) with its splits
+// forced, for the tests: the rows of the seven tables then the attributions
+// (one per account), in output order, are one sequence; the second thread
+// sizes rows [0, size_split) and writes the head and rows [0, write_split),
+// the caller's thread the rest. A split past the last row is the last row,
+// except SIZE_MAX: the split WriteSnapshot chooses.
+std::string WriteSnapshotSplitForTesting(const EngineState& state, bool parallel, size_t size_split,
+                                         size_t write_split);
 
 // Fills a fresh `state` from snapshot bytes, checking that they describe a
 // consistent state (unique ids, references that resolve, known pipelines and
