@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
 #include "lib/ingest/fingerprint.h"
+#include "lib/util/parallel.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/testing/generator.h"
@@ -125,8 +126,10 @@ void BM_Snapshot(benchmark::State& state) {
 }
 BENCHMARK(BM_Snapshot)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// Second argument: restore on 1 or 2 threads, forced either way.
 void BM_Restore(benchmark::State& state) {
   const std::string bytes = *Loaded(Stream(state.range(0)))->Snapshot();
+  ParallelModeForTesting().store(static_cast<int>(state.range(1)));
   for (auto _ : state) {
     auto engine = Engine::Restore(bytes);
     if (!engine.ok()) state.SkipWithError("restore");
@@ -134,9 +137,15 @@ void BM_Restore(benchmark::State& state) {
     engine->reset();
     state.ResumeTiming();
   }
+  ParallelModeForTesting().store(0);
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
 }
-BENCHMARK(BM_Restore)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Restore)
+    ->ArgNames({"events", "threads"})
+    ->Args({1000000, 1})
+    ->Args({1000000, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // The event fingerprint alone (issue 2): the hand-written serializer against
 // protobuf's, over the generated stream.
