@@ -803,5 +803,37 @@ TEST(SnapshotHalves, CorruptSnapshotsFailAlikeOnOneThreadAndTwo) {
   EXPECT_EQ(*(*twice)->Snapshot(), bytes);
 }
 
+// The tables, the event-id log and the fact columns are read at once on two
+// threads; the error is still the one the one-thread order meets first.
+TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(SnapshotOf(3000)));
+  const absl::StatusCode bad = absl::StatusCode::kInvalidArgument;
+  auto tables = [](v1::EngineSnapshot* m) { *m->add_accounts() = m->accounts(0); };
+  auto ids = [](v1::EngineSnapshot* m) { m->mutable_event_id_lengths()->RemoveLast(); };
+  auto count = [](v1::EngineSnapshot* m) { m->mutable_event_fingerprints()->RemoveLast(); };
+  auto facts = [](v1::EngineSnapshot* m) { m->mutable_facts()->clear_kind_sizes(); };
+  struct Case {
+    std::vector<void (*)(v1::EngineSnapshot*)> breaks;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {{tables, ids, facts}, "accounts: id"},
+      {{ids, facts}, "event id lengths"},
+      {{count, facts}, "event_fingerprints and events_accepted disagree"},
+      {{facts}, "facts: kind_sizes"},
+  };
+  for (const Case& c : cases) {
+    v1::EngineSnapshot m = snap;
+    for (auto* b : c.breaks) b(&m);
+    const std::string bytes = m.SerializeAsString();
+    ExpectSameErrorBothWays(bytes, bad, c.expect);
+    ParallelMode two(2);
+    EngineState s;
+    const absl::Status st = ReadSnapshot(bytes, &s);
+    EXPECT_NE(st.message().find(c.expect), std::string::npos) << st;
+  }
+}
+
 }  // namespace
 }  // namespace rapport::test
