@@ -803,8 +803,9 @@ TEST(SnapshotHalves, CorruptSnapshotsFailAlikeOnOneThreadAndTwo) {
   EXPECT_EQ(*(*twice)->Snapshot(), bytes);
 }
 
-// The tables, the event-id log and the fact columns are read at once on two
-// threads; the error is still the one the one-thread order meets first.
+// The tables and the event-id log, then the fact columns and the actions
+// and timers, are read at once on two threads; the error is still the one
+// the one-thread order meets first.
 TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
   v1::EngineSnapshot snap;
   ASSERT_TRUE(snap.ParseFromString(SnapshotOf(3000)));
@@ -813,6 +814,9 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
   auto ids = [](v1::EngineSnapshot* m) { m->mutable_event_id_lengths()->RemoveLast(); };
   auto count = [](v1::EngineSnapshot* m) { m->mutable_event_fingerprints()->RemoveLast(); };
   auto facts = [](v1::EngineSnapshot* m) { m->mutable_facts()->clear_kind_sizes(); };
+  auto actions = [](v1::EngineSnapshot* m) { m->mutable_actions(0)->set_action_id("bad"); };
+  auto timers = [](v1::EngineSnapshot* m) { m->mutable_rules()->add_timer_seq(1); };
+  ASSERT_GT(snap.actions_size(), 0);
   struct Case {
     std::vector<void (*)(v1::EngineSnapshot*)> breaks;
     const char* expect;
@@ -821,7 +825,9 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
       {{tables, ids, facts}, "accounts: id"},
       {{ids, facts}, "event id lengths"},
       {{count, facts}, "event_fingerprints and events_accepted disagree"},
-      {{facts}, "facts: kind_sizes"},
+      {{facts, actions, timers}, "facts: kind_sizes"},
+      {{actions, timers}, "action 'bad'"},
+      {{timers}, "rules: the timer columns differ"},
   };
   for (const Case& c : cases) {
     v1::EngineSnapshot m = snap;

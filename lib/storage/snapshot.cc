@@ -800,31 +800,38 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
   s->events_accepted = snap.events_accepted();
   s->clock_us = snap.clock_us();
 
-  // The event-id log needs only its three fields; the tables and the fact
-  // columns (which read the tables) need nothing of the log: on a big state
-  // the two go on at once. The error is the one the one-thread order (tables,
-  // event ids, facts) meets first.
+  // The event-id log needs only its three fields and the tables nothing of
+  // it; then the fact columns (which read the tables) and the actions and
+  // timers (which read the tables and the log, and write only s->actions and
+  // s->rules) need nothing of each other. On a big state each pair goes on
+  // at once. The error is the one the one-thread order (tables, event ids,
+  // facts, actions, timers) meets first.
   if (!parallel) {
     if (absl::Status st = ReadTables(snap, s); !st.ok()) return st;
     if (absl::Status st = ReadEventIds(snap, s); !st.ok()) return st;
     if (absl::Status st = kpi::ReadFactColumns(snap.facts(), s); !st.ok()) return st;
+    // After the tables and event ids: actions and timers name rows and
+    // causing events.
+    if (absl::Status st = rules::LoadActions(snap.actions(), s); !st.ok())
+      return Inconsistent(st.message());
+    if (absl::Status st = rules::ReadRuntime(snap.rules(), s); !st.ok()) return st;
   } else {
-    absl::Status tables, ids, facts;
+    absl::Status tables, ids, facts, actions, timers;
     RunBoth(
-        true, [&] { ids = ReadEventIds(snap, s); },
-        [&] {
-          tables = ReadTables(snap, s);
-          if (tables.ok()) facts = kpi::ReadFactColumns(snap.facts(), s);
-        });
+        true, [&] { ids = ReadEventIds(snap, s); }, [&] { tables = ReadTables(snap, s); });
     if (!tables.ok()) return tables;
     if (!ids.ok()) return ids;
+    RunBoth(
+        true,
+        [&] {
+          actions = rules::LoadActions(snap.actions(), s);
+          if (actions.ok()) timers = rules::ReadRuntime(snap.rules(), s);
+        },
+        [&] { facts = kpi::ReadFactColumns(snap.facts(), s); });
     if (!facts.ok()) return facts;
+    if (!actions.ok()) return Inconsistent(actions.message());
+    if (!timers.ok()) return timers;
   }
-  // After the tables and event ids: actions and timers name rows and
-  // causing events.
-  if (absl::Status st = rules::LoadActions(snap.actions(), s); !st.ok())
-    return Inconsistent(st.message());
-  if (absl::Status st = rules::ReadRuntime(snap.rules(), s); !st.ok()) return st;
 
   const int64_t churn_after = s->config.client_churn_after_us();
   for (uint32_t i = 0; i < s->accounts.size(); ++i) {
