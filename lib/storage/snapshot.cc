@@ -604,7 +604,7 @@ void MoveRows(google::protobuf::RepeatedPtrField<T>* from,
   for (T* row : rows) to->UnsafeArenaAddAllocated(row);
 }
 
-// a = a merged with b, for halves cut by SplitPoint (no singular field in
+// a = a merged with b, for halves cut by SnapshotSplitPoint (no singular field in
 // both) on the same arena: the rows and the big columns move, MergeFrom
 // copies what is left (the scalars, unknown fields, a repeated scalar field
 // split over both halves, which the writer never does).
