@@ -1,14 +1,19 @@
 // Snapshot and Restore: exact, deterministic, and a restored engine goes on
 // as the original would have.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
 #include "lib/state/engine_state.h"
@@ -730,6 +735,249 @@ TEST(SnapshotTwoThreads, LargeStateMatchesOneThreadAndTheReference) {
     EXPECT_TRUE(WriteSnapshotSplitForTesting(*s, true, rows - std::min(rows, split), split) ==
                 reference)
         << "sizes split at row " << rows - std::min(rows, split) << ", writes at " << split;
+  }
+}
+
+}  // namespace
+}  // namespace rapport::test
+
+namespace rapport::test {
+namespace {
+
+using google::protobuf::internal::WireFormatLite;
+
+// Forces restore to one way (1: one thread, 2: two) while in scope.
+class ParallelMode {
+ public:
+  explicit ParallelMode(int mode) { ParallelModeForTesting().store(mode); }
+  ~ParallelMode() { ParallelModeForTesting().store(0); }
+};
+
+// The end offsets of the top-level records of `bytes`, and 0, found by
+// protobuf's own reader (not the walker under test).
+std::vector<size_t> TopLevelBoundaries(const std::string& bytes) {
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  std::vector<size_t> at{0};
+  while (const uint32_t tag = in.ReadTag()) {
+    EXPECT_TRUE(WireFormatLite::SkipField(&in, tag));
+    at.push_back(static_cast<size_t>(in.CurrentPosition()));
+  }
+  EXPECT_EQ(at.back(), bytes.size());
+  return at;
+}
+
+// Parsing bytes[0, cut) and bytes[cut, end) at once and combining them gives
+// protobuf's parse of the whole, for each cut.
+void ExpectHalvesParseAsWhole(const std::string& bytes, const std::vector<size_t>& cuts) {
+  v1::EngineSnapshot whole;
+  ASSERT_TRUE(whole.ParseFromString(bytes));
+  const std::string want = whole.SerializeAsString();
+  for (const size_t cut : cuts) {
+    google::protobuf::Arena arena;
+    auto* snap = google::protobuf::Arena::CreateMessage<v1::EngineSnapshot>(&arena);
+    ASSERT_TRUE(ParseSnapshotInHalves(bytes, cut, &arena, snap)) << "cut at " << cut;
+    EXPECT_EQ(snap->SerializeAsString(), want) << "cut at " << cut << " of " << bytes.size();
+  }
+}
+
+std::string SnapshotOf(int64_t events, uint64_t seed = 7) {
+  auto engine = NewEngine();
+  const std::vector<v1::Event> stream = Stream(events, seed);
+  IngestAll(*engine, stream);
+  EXPECT_TRUE(engine->Advance(stream.back().occurred_at_us()).ok());
+  return *engine->Snapshot();
+}
+
+TEST(SnapshotHalves, EveryBoundaryOfASmallSnapshotParsesAsTheWhole) {
+  const std::string bytes = SnapshotOf(400);
+  const std::vector<size_t> cuts = TopLevelBoundaries(bytes);
+  ASSERT_GT(cuts.size(), 100u);
+  ExpectHalvesParseAsWhole(bytes, cuts);
+
+  // What the writer never does but a parse accepts: an unknown field, a
+  // packed field in two records, an unpacked repeated scalar, rows of one
+  // table apart, in the middle and at the end.
+  std::string extra;
+  {
+    google::protobuf::io::StringOutputStream stream(&extra);
+    google::protobuf::io::CodedOutputStream out(&stream);
+    WireFormatLite::WriteUInt64(99, 5, &out);
+    WireFormatLite::WriteTag(21, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, &out);
+    out.WriteVarint32(16);
+    out.WriteLittleEndian64(1);
+    out.WriteLittleEndian64(2);
+    WireFormatLite::WriteUInt32(23, 7, &out);
+    v1::EngineSnapshot whole;
+    ASSERT_TRUE(whole.ParseFromString(bytes));
+    WireFormatLite::WriteMessage(10, whole.accounts(0), &out);
+    WireFormatLite::WriteString(99, "unknown", &out);
+  }
+  const size_t mid = cuts[cuts.size() / 2];
+  const std::string odd = bytes.substr(0, mid) + extra + bytes.substr(mid) + extra;
+  ExpectHalvesParseAsWhole(odd, TopLevelBoundaries(odd));
+}
+
+TEST(SnapshotHalves, RandomBoundariesOfALargeSnapshotParseAsTheWhole) {
+  const std::string bytes = SnapshotOf(100000);
+  const std::vector<size_t> all = TopLevelBoundaries(bytes);
+  std::mt19937_64 rng(11);
+  std::vector<size_t> cuts;
+  for (int i = 0; i < 12; ++i) cuts.push_back(all[rng() % all.size()]);
+  ExpectHalvesParseAsWhole(bytes, cuts);
+}
+
+// Everything a host can read, serialized, to compare two engines.
+std::string Reads(const Engine& e) {
+  std::string out = *e.Snapshot();
+  for (int64_t n : e.AccountStatusCounts()) absl::StrAppend(&out, n, ",");
+  for (const v1::StageCount& c : e.DealsByStage()) out += c.SerializeAsString();
+  for (const v1::StuckDeal& d : e.StuckDeals(e.clock_us())) out += d.SerializeAsString();
+  out += e.Outbox().SerializeAsString();
+  for (int by = 0; by < 6; ++by) {
+    v1::KpiQuery q;
+    q.set_start_us(0);
+    q.set_end_us(e.clock_us() + kDay);
+    q.set_bucket(v1::BUCKET_MONTH);
+    q.set_group_by(static_cast<v1::GroupBy>(by));
+    auto r = e.Kpis(q);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) out += r->SerializeAsString();
+  }
+  auto g = e.Grades(e.clock_us());
+  EXPECT_TRUE(g.ok()) << g.status();
+  if (g.ok()) out += g->SerializeAsString();
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> RestoreWith(int mode, const std::string& bytes) {
+  ParallelMode m(mode);
+  return Engine::Restore(bytes);
+}
+
+TEST(SnapshotHalves, RestoreOnTwoThreadsEqualsRestoreOnOne) {
+  const std::string bytes = SnapshotOf(20000, 3);
+  auto one = RestoreWith(1, bytes);
+  auto two = RestoreWith(2, bytes);
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(*(*two)->Snapshot(), bytes);
+  EXPECT_EQ(Reads(**one), Reads(**two));
+
+  // The two-thread way did cut the bytes, at a record boundary, with each
+  // half a real share of them.
+  const size_t cut = SnapshotSplitPoint(bytes);
+  const std::vector<size_t> cuts = TopLevelBoundaries(bytes);
+  EXPECT_TRUE(std::binary_search(cuts.begin(), cuts.end(), cut)) << cut;
+  EXPECT_GT(cut, bytes.size() / 5);
+  EXPECT_LT(cut, bytes.size() * 4 / 5);
+}
+
+// Both ways give the same status; a failed ReadSnapshot fills no part of
+// the state.
+void ExpectSameErrorBothWays(const std::string& bad, absl::StatusCode code, const char* what) {
+  absl::Status st[2];
+  for (int mode : {1, 2}) {
+    ParallelMode m(mode);
+    EngineState s;
+    st[mode - 1] = ReadSnapshot(bad, &s);
+    EXPECT_EQ(st[mode - 1].code(), code) << what << " mode " << mode << ": " << st[mode - 1];
+    if (code == absl::StatusCode::kDataLoss) {
+      EXPECT_EQ(s.accounts.size(), 0u) << what;
+      EXPECT_EQ(s.deals.size(), 0u) << what;
+      EXPECT_EQ(s.events_accepted, 0) << what;
+      EXPECT_EQ(s.event_ids.size(), 0u) << what;
+    }
+  }
+  EXPECT_EQ(st[0], st[1]) << what;
+}
+
+TEST(SnapshotHalves, CorruptSnapshotsFailAlikeOnOneThreadAndTwo) {
+  const std::string bytes = SnapshotOf(3000);
+  const std::vector<size_t> cuts = TopLevelBoundaries(bytes);
+  const absl::StatusCode loss = absl::StatusCode::kDataLoss;
+  // Truncated in the first half and in the second, on and off a record end.
+  for (size_t at : {bytes.size() / 5, bytes.size() / 2 + 1, bytes.size() * 4 / 5, bytes.size() - 1,
+                    cuts[cuts.size() / 4] + 1, cuts[cuts.size() * 3 / 4] + 2}) {
+    ExpectSameErrorBothWays(bytes.substr(0, at), loss, "truncated");
+  }
+  // A record whose own bytes do not parse (its first field has wire type 7)
+  // while the top-level framing holds, early and late: the walk cuts the
+  // bytes and one half fails.
+  int corrupted = 0;
+  for (size_t i : {cuts.size() / 8, cuts.size() / 3, cuts.size() * 2 / 3, cuts.size() * 7 / 8}) {
+    for (; i + 1 < cuts.size(); ++i) {
+      const uint8_t tag = static_cast<uint8_t>(bytes[cuts[i]]);
+      const uint8_t len = static_cast<uint8_t>(bytes[cuts[i] + 1]);
+      // A row (fields 10 to 17, one-byte tags) of under 128 bytes.
+      if ((tag & 7) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED || (tag >> 3) < 10 ||
+          (tag >> 3) > 17 || len == 0 || len >= 0x80) {
+        continue;
+      }
+      std::string bad = bytes;
+      bad[cuts[i] + 2] = static_cast<char>(0x0f);  // field 1, wire type 7
+      ExpectSameErrorBothWays(bad, loss, "corrupt record");
+      ++corrupted;
+      break;
+    }
+  }
+  EXPECT_EQ(corrupted, 4);
+  // Framing the walk refuses: a group start, a length past the end.
+  EXPECT_EQ(SnapshotSplitPoint(bytes + "\x0b"), 0u);
+  ExpectSameErrorBothWays(bytes + "\x0b", loss, "group");
+  ExpectSameErrorBothWays(
+      bytes.substr(0, cuts[5]) + "\x52\xff\xff\xff\xff\x07" + bytes.substr(cuts[5]), loss,
+      "long length");
+  // A singular field twice: the parse keeps the last, an explicit zero too,
+  // so no cut may put the two on different sides.
+  std::string zero;
+  zero += static_cast<char>(0x08);  // format_version, varint
+  zero += '\0';
+  EXPECT_EQ(SnapshotSplitPoint(bytes + zero), 0u);
+  EXPECT_NE(SnapshotSplitPoint(bytes), 0u);
+  ExpectSameErrorBothWays(bytes + zero, absl::StatusCode::kInvalidArgument, "version 0 at end");
+  std::string two = zero;
+  two[1] = 2;
+  auto twice = RestoreWith(2, bytes + two);
+  ASSERT_TRUE(twice.ok()) << twice.status();
+  EXPECT_EQ(*(*twice)->Snapshot(), bytes);
+}
+
+// The tables and the event-id log, then the fact columns and the actions
+// and timers, are read at once on two threads; the error is still the one
+// the one-thread order meets first.
+TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(SnapshotOf(3000)));
+  const absl::StatusCode bad = absl::StatusCode::kInvalidArgument;
+  auto tables = [](v1::EngineSnapshot* m) { *m->add_accounts() = m->accounts(0); };
+  auto ids = [](v1::EngineSnapshot* m) { m->mutable_event_id_lengths()->RemoveLast(); };
+  auto count = [](v1::EngineSnapshot* m) { m->mutable_event_fingerprints()->RemoveLast(); };
+  auto facts = [](v1::EngineSnapshot* m) { m->mutable_facts()->clear_kind_sizes(); };
+  auto actions = [](v1::EngineSnapshot* m) { m->mutable_actions(0)->set_action_id("bad"); };
+  auto timers = [](v1::EngineSnapshot* m) { m->mutable_rules()->add_timer_seq(1); };
+  ASSERT_GT(snap.actions_size(), 0);
+  struct Case {
+    std::vector<void (*)(v1::EngineSnapshot*)> breaks;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {{tables, ids, facts}, "accounts: id"},
+      {{ids, facts}, "event id lengths"},
+      {{count, facts}, "event_fingerprints and events_accepted disagree"},
+      {{facts, actions, timers}, "facts: kind_sizes"},
+      {{actions, timers}, "action 'bad'"},
+      {{timers}, "rules: the timer columns differ"},
+  };
+  for (const Case& c : cases) {
+    v1::EngineSnapshot m = snap;
+    for (auto* b : c.breaks) b(&m);
+    const std::string bytes = m.SerializeAsString();
+    ExpectSameErrorBothWays(bytes, bad, c.expect);
+    ParallelMode two(2);
+    EngineState s;
+    const absl::Status st = ReadSnapshot(bytes, &s);
+    EXPECT_NE(st.message().find(c.expect), std::string::npos) << st;
   }
 }
 

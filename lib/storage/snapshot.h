@@ -7,7 +7,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/arena.h"
 #include "lib/state/engine_state.h"
+#include "rapport/v1/snapshot.pb.h"
 
 namespace rapport {
 
@@ -31,6 +33,21 @@ std::string WriteSnapshotSplitForTesting(const EngineState& state, bool parallel
 // stages). Errors: DATA_LOSS for bytes that do not parse, INVALID_ARGUMENT for
 // an inconsistent snapshot, naming the part.
 absl::Status ReadSnapshot(absl::string_view bytes, EngineState* state);
+
+// Where ReadSnapshot's two-thread parse cuts `bytes`: the top-level record
+// boundary that best balances the parse work of the two halves, or 0 if the
+// bytes are parsed in one piece (their top-level records are malformed, or
+// that cut would put a singular field on both sides).
+size_t SnapshotSplitPoint(absl::string_view bytes);
+
+// ReadSnapshot's two-thread parse with the cut chosen by the caller (exposed for
+// the tests that compare it with protobuf's parse of the whole): parses
+// bytes[0, cut) into `snap` and bytes[cut, end) into a second message on
+// `arena` at once, then moves the second onto the first. `snap` is on
+// `arena`; `cut` is a top-level record boundary and no singular field is on
+// both sides of it. False if either half does not parse.
+bool ParseSnapshotInHalves(absl::string_view bytes, size_t cut, google::protobuf::Arena* arena,
+                           v1::EngineSnapshot* snap);
 
 }  // namespace rapport
 
