@@ -117,14 +117,13 @@ BENCHMARK(BM_IngestJsonLines)->Arg(1000000)->Unit(benchmark::kMillisecond)->UseR
 // (ParallelModeForTesting), so that one run shows the ratio.
 void BM_Snapshot(benchmark::State& state) {
   auto engine = Loaded(Stream(state.range(0)));
-  ParallelModeForTesting().store(static_cast<int>(state.range(1)));
+  ScopedParallelMode mode(static_cast<int>(state.range(1)));
   size_t size = 0;
   for (auto _ : state) {
     auto bytes = engine->Snapshot();
     size = bytes->size();
     benchmark::DoNotOptimize(bytes);
   }
-  ParallelModeForTesting().store(0);
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(size));
   state.counters["snapshot_MB"] = static_cast<double>(size) / 1e6;
 }
@@ -138,7 +137,7 @@ BENCHMARK(BM_Snapshot)
 // Second argument: restore on 1 or 2 threads, forced either way.
 void BM_Restore(benchmark::State& state) {
   const std::string bytes = *Loaded(Stream(state.range(0)))->Snapshot();
-  ParallelModeForTesting().store(static_cast<int>(state.range(1)));
+  ScopedParallelMode mode(static_cast<int>(state.range(1)));
   for (auto _ : state) {
     auto engine = Engine::Restore(bytes);
     if (!engine.ok()) state.SkipWithError("restore");
@@ -146,7 +145,6 @@ void BM_Restore(benchmark::State& state) {
     engine->reset();
     state.ResumeTiming();
   }
-  ParallelModeForTesting().store(0);
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
 }
 BENCHMARK(BM_Restore)

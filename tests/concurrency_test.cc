@@ -194,9 +194,12 @@ TEST(ConcurrentSnapshot, TwoThreadWriterWithReadersAndAWriter) {
   const auto first = absl::MakeConstSpan(events).subspan(0, 20000);
   auto engine = NewEngine();
   ASSERT_TRUE(engine->IngestBatch(first).ok());
-  const int old_mode = ParallelModeForTesting().exchange(1);
-  const std::string expected = *engine->Snapshot();
-  ParallelModeForTesting().store(2);
+  std::string expected;
+  {
+    ScopedParallelMode one(1);
+    expected = *engine->Snapshot();
+  }
+  ScopedParallelMode two(2);
 
   std::atomic<bool> done{false};
   std::atomic<int64_t> snapshots{0};
@@ -237,7 +240,6 @@ TEST(ConcurrentSnapshot, TwoThreadWriterWithReadersAndAWriter) {
   while (snapshots.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   done.store(true);
   reader.join();
-  ParallelModeForTesting().store(old_mode);
   EXPECT_EQ(engine->events_accepted(), 24000);
 }
 
@@ -262,13 +264,15 @@ TEST(Parallel, RestoreOnTwoThreadsEqualsOneThread) {
   }
   const std::string bytes = *engine->Snapshot();
 
-  struct ModeBack {
-    ~ModeBack() { ParallelModeForTesting().store(0); }
-  } mode_back;
-  ParallelModeForTesting().store(2);
-  auto two = Engine::Restore(bytes);
-  ParallelModeForTesting().store(1);
-  auto one = Engine::Restore(bytes);
+  absl::StatusOr<std::unique_ptr<Engine>> two, one;
+  {
+    ScopedParallelMode mode(2);
+    two = Engine::Restore(bytes);
+  }
+  {
+    ScopedParallelMode mode(1);
+    one = Engine::Restore(bytes);
+  }
   ASSERT_TRUE(two.ok()) << two.status();
   ASSERT_TRUE(one.ok()) << one.status();
   EXPECT_EQ(*(*two)->Snapshot(), bytes);

@@ -602,16 +602,6 @@ TEST(Snapshot, RepeatsAndUnknownCausesAreFoundAtAnyPosition) {
 
 // ---- The writer on two threads (issue #2) ----
 
-// Sets ParallelModeForTesting for a scope.
-class ParallelMode {
- public:
-  explicit ParallelMode(int mode) : old_(ParallelModeForTesting().exchange(mode)) {}
-  ~ParallelMode() { ParallelModeForTesting().store(old_); }
-
- private:
-  int old_;
-};
-
 // The rows the two-thread writer splits: the seven tables' rows, then one
 // attribution per account.
 size_t SplitRows(const EngineState& s) {
@@ -682,11 +672,11 @@ TEST(SnapshotTwoThreads, EverySplitOfSmallStatesMatchesTheReference) {
     ASSERT_EQ(engine->events_accepted(), n);
     std::string one, two;
     {
-      ParallelMode mode(1);
+      ScopedParallelMode mode(1);
       one = *engine->Snapshot();
     }
     {
-      ParallelMode mode(2);
+      ScopedParallelMode mode(2);
       two = *engine->Snapshot();
     }
     EXPECT_TRUE(one == two) << n << " events";
@@ -707,15 +697,15 @@ TEST(SnapshotTwoThreads, LargeStateMatchesOneThreadAndTheReference) {
   ASSERT_TRUE(engine->Advance(events.back().occurred_at_us() + 40 * kDay).ok());
   std::string one, two, chosen;
   {
-    ParallelMode mode(1);
+    ScopedParallelMode mode(1);
     one = *engine->Snapshot();
   }
   {
-    ParallelMode mode(2);
+    ScopedParallelMode mode(2);
     two = *engine->Snapshot();
   }
   {
-    ParallelMode mode(0);  // WriteSnapshot's own choice.
+    ScopedParallelMode mode(0);  // WriteSnapshot's own choice.
     chosen = *engine->Snapshot();
   }
   ASSERT_GT(one.size(), kParallelMinBytes);
@@ -745,13 +735,6 @@ namespace rapport::test {
 namespace {
 
 using google::protobuf::internal::WireFormatLite;
-
-// Forces restore to one way (1: one thread, 2: two) while in scope.
-class ParallelMode {
- public:
-  explicit ParallelMode(int mode) { ParallelModeForTesting().store(mode); }
-  ~ParallelMode() { ParallelModeForTesting().store(0); }
-};
 
 // The end offsets of the top-level records of `bytes`, and 0, found by
 // protobuf's own reader (not the walker under test).
@@ -851,7 +834,7 @@ std::string Reads(const Engine& e) {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> RestoreWith(int mode, const std::string& bytes) {
-  ParallelMode m(mode);
+  ScopedParallelMode m(mode);
   return Engine::Restore(bytes);
 }
 
@@ -878,7 +861,7 @@ TEST(SnapshotHalves, RestoreOnTwoThreadsEqualsRestoreOnOne) {
 void ExpectSameErrorBothWays(const std::string& bad, absl::StatusCode code, const char* what) {
   absl::Status st[2];
   for (int mode : {1, 2}) {
-    ParallelMode m(mode);
+    ScopedParallelMode m(mode);
     EngineState s;
     st[mode - 1] = ReadSnapshot(bad, &s);
     EXPECT_EQ(st[mode - 1].code(), code) << what << " mode " << mode << ": " << st[mode - 1];
@@ -974,7 +957,7 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
     for (auto* b : c.breaks) b(&m);
     const std::string bytes = m.SerializeAsString();
     ExpectSameErrorBothWays(bytes, bad, c.expect);
-    ParallelMode two(2);
+    ScopedParallelMode two(2);
     EngineState s;
     const absl::Status st = ReadSnapshot(bytes, &s);
     EXPECT_NE(st.message().find(c.expect), std::string::npos) << st;

@@ -27,6 +27,18 @@ inline std::atomic<int>& ParallelModeForTesting() {
   return mode;
 }
 
+// Sets ParallelModeForTesting() for a scope and puts the old mode back.
+class ScopedParallelMode {
+ public:
+  explicit ScopedParallelMode(int mode) : old_(ParallelModeForTesting().exchange(mode)) {}
+  ~ScopedParallelMode() { ParallelModeForTesting().store(old_); }
+  ScopedParallelMode(const ScopedParallelMode&) = delete;
+  ScopedParallelMode& operator=(const ScopedParallelMode&) = delete;
+
+ private:
+  int old_;
+};
+
 // Whether work of `bytes` bytes should be split over two threads.
 inline bool WorthParallel(size_t bytes) {
   switch (ParallelModeForTesting().load(std::memory_order_relaxed)) {
