@@ -26,17 +26,19 @@
 #define RAPPORT_LIB_STORAGE_STORE_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "lib/storage/env.h"
 #include "lib/storage/journal.h"
@@ -130,7 +132,7 @@ class Store {
   // that every earlier record is covered, and returns the last sequence
   // number. Finish runs without the engine's lock: it writes the snapshot file
   // and drops the covered segments and older snapshots.
-  absl::Mutex* checkpoint_mu() { return &checkpoint_mu_; }
+  std::mutex* checkpoint_mu() { return &checkpoint_mu_; }
   absl::StatusOr<uint64_t> BeginCheckpoint();
   absl::Status FinishCheckpoint(uint64_t seq, absl::string_view snapshot_bytes);
   // The snapshot policy: journal bytes since the last snapshot exceed
@@ -147,7 +149,8 @@ class Store {
   void SyncLoop();
   absl::Status Refused() const;
   absl::Status OpenSegmentLocked(uint64_t first_seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `l` holds mu_ (waits on it while the sync thread works).
+  absl::Status RollLocked(std::unique_lock<std::mutex>& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteSnapshotFile(uint64_t seq, absl::string_view payload);
   // Removes segments whose records are all <= seq (but not the open one) and
   // snapshots older than seq.
@@ -163,9 +166,14 @@ class Store {
   std::unique_ptr<FileLock> lock_;
   RecoveryInfo recovery_;
 
-  absl::Mutex checkpoint_mu_;
-  mutable absl::Mutex mu_;
-  absl::CondVar cv_;
+  // std::mutex rather than absl::Mutex: Debian's Abseil is built without
+  // ThreadSanitizer's annotations, so under TSan an absl::Mutex orders
+  // nothing, and the sync thread and the writers share these fields (see
+  // lib/util/shared_mutex.h). The annotations below still say what guards
+  // what.
+  std::mutex checkpoint_mu_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
   std::unique_ptr<WritableFile> segment_ ABSL_GUARDED_BY(mu_);
   uint64_t segment_first_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t segment_size_ ABSL_GUARDED_BY(mu_) = 0;
@@ -185,7 +193,7 @@ class Store {
   uint64_t sync_cut_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   // Wakes the sync thread (cv_ wakes the writers waiting on it).
-  absl::CondVar work_cv_;
+  std::condition_variable work_cv_;
   // Set (once, under mu_) by a failed fdatasync in per-batch mode; read by
   // CheckUsable without mu_, under the engine's lock.
   std::atomic<bool> refuse_all_{false};
