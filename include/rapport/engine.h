@@ -10,7 +10,8 @@
 // never in the middle of one.
 //
 // Errors: every method that can fail returns absl::Status or absl::StatusOr;
-// no exception leaves the API. A failed write changes nothing.
+// no exception leaves the API. A failed write changes nothing, except after
+// a failed journal fdatasync of a persistent engine (see SyncMode).
 #ifndef RAPPORT_ENGINE_H_
 #define RAPPORT_ENGINE_H_
 
@@ -62,13 +63,25 @@ struct IngestOptions {
 // write returns.
 enum class SyncMode {
   // fdatasync of the journal before every write returns: an acknowledged
-  // write survives a machine crash or power loss. The default.
+  // write survives a machine crash or power loss. The default. The
+  // fdatasync runs on a thread of the engine's while the write is applied,
+  // and the write returns (and readers see it) only once both are done.
+  // If that fdatasync fails, the write fails with its error (UNAVAILABLE,
+  // RESOURCE_EXHAUSTED, ...), but it may already be applied in memory, so
+  // from then on the engine refuses every call until it is reopened: writes,
+  // Checkpoint and every read that returns a status fail with
+  // FAILED_PRECONDITION naming the fdatasync failure and saying to reopen;
+  // the reads that cannot return a status (AccountsByStatus, DealsByStage,
+  // StuckDeals, AccountStatusCounts, events_accepted, clock_us, config,
+  // Outbox) answer empty (zero counts). No read shows the failed write.
+  // Reopening gives every acknowledged write and not the failed one.
   kPerBatch,
   // Writers on several threads share one fdatasync: a write still returns
   // only once it is on disk, but the state shows it to readers a moment
   // before. If that fdatasync fails, the writers waiting on it get the error
-  // and their writes stay applied in memory (not durable); the engine then
-  // refuses writes until reopened, and reopening gives the durable state.
+  // and their writes stay applied in memory (not durable) and visible to
+  // readers; the engine then refuses writes (reads go on) until reopened,
+  // and reopening gives the durable state.
   kGroupCommit,
   // No fdatasync: a write is in the operating system's page cache when it
   // returns, which survives the process crashing (even SIGKILL) but NOT a
@@ -82,6 +95,9 @@ enum class SyncMode {
 class Env;
 
 struct OpenOptions {
+  // How a write becomes durable, and what a failed fdatasync leaves (see
+  // SyncMode: in per-batch mode the engine then refuses reads as well as
+  // writes until reopened).
   SyncMode sync = SyncMode::kPerBatch;
   // The configuration of a NEW engine, used only when the directory holds
   // none yet (unset parts take the defaults). An existing directory keeps

@@ -201,9 +201,20 @@ RAPPORT_C_API int rapport_kpi_merge(uint8_t** out, size_t* out_len, const uint8_
 
 /* How a persistent engine makes a write durable before the write returns
  * (rapport_engine_open). Only appended. */
-/* fdatasync before every write returns: survives power loss. */
+/* fdatasync before every write returns: survives power loss. The fdatasync
+ * runs while the write is applied; the write returns, and readers see it,
+ * once both are done. If it fails, the write fails with its code, and as the
+ * write may already be applied in memory, every later call on the engine
+ * fails with RAPPORT_FAILED_PRECONDITION (naming the fdatasync failure and
+ * saying to reopen) until the engine is destroyed and opened again, except
+ * rapport_events_accepted and rapport_clock_us (which answer 0) and the
+ * config, outbox, account and deal lists (which answer empty). Reopening
+ * gives every acknowledged write and not the failed one. */
 #define RAPPORT_SYNC_PER_BATCH 0
-/* Writers on several threads share one fdatasync. */
+/* Writers on several threads share one fdatasync; readers may see a write
+ * before it is durable. If the fdatasync fails, the writes waiting on it
+ * fail but stay applied in memory, and the engine refuses writes (reads go
+ * on) until reopened. */
 #define RAPPORT_SYNC_GROUP_COMMIT 1
 /* No fdatasync: survives a process crash, not a machine crash. */
 #define RAPPORT_SYNC_OFF 2

@@ -4,11 +4,11 @@
 
 #include <climits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "google/protobuf/arena.h"
 #include "lib/state/engine_state.h"
 #include "lib/storage/snapshot.h"
@@ -98,7 +98,7 @@ absl::Status Engine::Checkpoint() {
     return absl::FailedPreconditionError(
         "checkpoint: this engine is not persistent (open one with Engine::Open)");
   }
-  absl::MutexLock serial(store_->checkpoint_mu());
+  std::lock_guard<std::mutex> serial(*store_->checkpoint_mu());
   uint64_t seq;
   std::string bytes;
   {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -104,12 +106,64 @@ Store::Store(Env* env, std::string dir, const OpenOptions& options)
                                                : uint64_t{64} << 20),
       snapshot_every_bytes_(options.snapshot_every_bytes > 0
                                 ? static_cast<uint64_t>(options.snapshot_every_bytes)
-                                : 0) {}
+                                : 0) {
+  // One thread for the store's lifetime rather than one per batch: a thread
+  // start costs about as much as a small batch's apply.
+  if (sync_ == SyncMode::kPerBatch) sync_thread_ = std::thread([this] { SyncLoop(); });
+}
 
 Store::~Store() {
-  absl::MutexLock l(&mu_);
-  while (syncing_) cv_.Wait(&mu_);
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    stop_ = true;
+    work_cv_.notify_one();
+  }
+  if (sync_thread_.joinable()) sync_thread_.join();
+  std::unique_lock<std::mutex> l(mu_);
+  while (syncing_) cv_.wait(l);
   if (segment_ != nullptr) segment_->Close().IgnoreError();
+}
+
+void Store::SyncLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    // Nothing is left to sync once a sync failed: Append refuses from then on.
+    const bool work = sync_requested_ > synced_seq_ && failed_.ok();
+    if (!work) {
+      if (stop_) return;
+      work_cv_.wait(l);
+      continue;
+    }
+    syncing_ = true;
+    const uint64_t target = sync_requested_;
+    const uint64_t cut = sync_cut_;
+    WritableFile* file = segment_.get();
+    l.unlock();
+    absl::Status st = file->Sync();
+    l.lock();
+    syncing_ = false;
+    if (st.ok()) {
+      synced_seq_ = std::max(synced_seq_, target);
+    } else {
+      // After a failed fdatasync the kernel may have dropped the dirty pages
+      // and cleared the error: nothing written since can be trusted until
+      // recovery reads the file again. Cut the record so that a reopen does
+      // not resurrect a write the caller is told failed (best effort). The
+      // writer has applied it meanwhile, hence refuse_all_.
+      failed_ = st;
+      refuse_all_.store(true, std::memory_order_relaxed);
+      file->Truncate(cut).IgnoreError();
+    }
+    cv_.notify_all();
+  }
+}
+
+absl::Status Store::Refused() const {
+  std::unique_lock<std::mutex> l(mu_);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the journal in '", dir_, "' failed its fdatasync (", failed_.message(),
+      "): the engine may hold a write that is not durable, so it refuses reads and writes; "
+      "reopen the engine (Engine::Open) to continue from the durable state"));
 }
 
 std::string Store::SegmentPath(uint64_t first_seq) const {
@@ -162,7 +216,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
     if (!bytes.ok()) return bytes.status();
     if (absl::Status st = store->WriteSnapshotFile(0, *bytes); !st.ok()) return st;
     info.created = true;
-    absl::MutexLock l(&store->mu_);
+    std::unique_lock<std::mutex> l(store->mu_);
     if (absl::Status st = store->OpenSegmentLocked(1); !st.ok()) return st;
     return store;
   }
@@ -290,7 +344,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
     bytes_after = 0;
   }
   {
-    absl::MutexLock l(&store->mu_);
+    std::unique_lock<std::mutex> l(store->mu_);
     store->last_seq_ = last;
     store->synced_seq_ = last;
     store->segments_ = segments;
@@ -316,12 +370,15 @@ absl::Status Store::OpenSegmentLocked(uint64_t first_seq) {
   return absl::OkStatus();
 }
 
-absl::Status Store::RollLocked() {
-  while (syncing_) cv_.Wait(&mu_);
+absl::Status Store::RollLocked(std::unique_lock<std::mutex>& l) {
+  while (syncing_) cv_.wait(l);
   std::unique_ptr<WritableFile> old = std::move(segment_);
   if (sync_ != SyncMode::kOff) {
     if (absl::Status st = old->Sync(); !st.ok()) {
       failed_ = st;
+      // One rule for every failed fdatasync in per-batch mode (see
+      // CheckUsable), though nothing unacknowledged is applied here.
+      if (sync_ == SyncMode::kPerBatch) refuse_all_.store(true, std::memory_order_relaxed);
       segment_ = std::move(old);
       return st;
     }
@@ -339,14 +396,21 @@ absl::Status Store::RollLocked() {
 }
 
 absl::StatusOr<uint64_t> Store::Append(const std::function<void(uint64_t, std::string*)>& encode) {
-  absl::MutexLock l(&mu_);
+  std::unique_lock<std::mutex> l(mu_);
+  // Per-batch writers wait for their sync before releasing the engine's lock,
+  // so none is outstanding here; waiting anyway keeps a failed sync's cut
+  // (sync_cut_) from ever falling before a later record.
+  while (sync_ == SyncMode::kPerBatch && failed_.ok() &&
+         (syncing_ || sync_requested_ > synced_seq_)) {
+    cv_.wait(l);
+  }
   if (!failed_.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("the journal in '", dir_, "' refuses writes after an earlier failure (",
                      failed_.message(), "); reopen the engine to continue"));
   }
   if (segment_size_ >= segment_bytes_) {
-    if (absl::Status st = RollLocked(); !st.ok()) return st;
+    if (absl::Status st = RollLocked(l); !st.ok()) return st;
   }
   const uint64_t seq = last_seq_ + 1;
   buffer_.clear();
@@ -365,19 +429,11 @@ absl::StatusOr<uint64_t> Store::Append(const std::function<void(uint64_t, std::s
     return WithContext(st, "journal write failed; nothing was applied");
   }
   if (sync_ == SyncMode::kPerBatch) {
-    st = segment_->Sync();
-    if (!st.ok()) {
-      // After a failed fdatasync the kernel may have dropped the dirty pages
-      // and cleared the error: nothing written since can be trusted until
-      // recovery reads the file again. Cut the record so that a reopen does
-      // not resurrect a write the caller was told failed (best effort).
-      failed_ = st;
-      segment_->Truncate(segment_size_).IgnoreError();
-      return WithContext(st,
-                         "journal fdatasync failed; nothing was applied and the engine "
-                         "refuses writes until reopened");
-    }
-    synced_seq_ = seq;
+    // The fdatasync runs on the sync thread while the caller applies the
+    // write: a batch then costs max(apply, fdatasync), not their sum.
+    sync_requested_ = seq;
+    sync_cut_ = segment_size_;
+    work_cv_.notify_one();
   }
   last_seq_ = seq;
   segment_size_ += n;
@@ -410,9 +466,24 @@ absl::Status Store::JournalAcknowledge(absl::Span<const std::string> action_ids)
   return AwaitDurable(*seq);
 }
 
+absl::Status Store::SyncBeforeRelease(uint64_t seq) {
+  if (sync_ != SyncMode::kPerBatch) return absl::OkStatus();
+  return AwaitDurable(seq);
+}
+
 absl::Status Store::AwaitDurable(uint64_t seq) {
-  if (seq == 0 || sync_ != SyncMode::kGroupCommit) return absl::OkStatus();
-  absl::MutexLock l(&mu_);
+  if (seq == 0 || sync_ == SyncMode::kOff) return absl::OkStatus();
+  std::unique_lock<std::mutex> l(mu_);
+  if (sync_ == SyncMode::kPerBatch) {
+    // The sync thread has the record (Append handed it over).
+    while (synced_seq_ < seq && failed_.ok()) cv_.wait(l);
+    if (synced_seq_ >= seq) return absl::OkStatus();
+    return absl::Status(
+        failed_.code(),
+        absl::StrCat("journal fdatasync failed (", failed_.message(),
+                     "); the write is not durable, and the engine refuses reads and writes "
+                     "until reopened"));
+  }
   // One writer at a time syncs everything written so far; the others wait
   // for it, and whoever still is not covered leads the next round.
   while (synced_seq_ < seq) {
@@ -423,34 +494,34 @@ absl::Status Store::AwaitDurable(uint64_t seq) {
                                        "the engine refuses writes until reopened"));
     }
     if (syncing_) {
-      cv_.Wait(&mu_);
+      cv_.wait(l);
       continue;
     }
     syncing_ = true;
     const uint64_t target = last_seq_;
     WritableFile* file = segment_.get();
-    mu_.Unlock();
+    l.unlock();
     absl::Status st = file->Sync();
-    mu_.Lock();
+    l.lock();
     syncing_ = false;
     if (st.ok()) {
       synced_seq_ = std::max(synced_seq_, target);
     } else {
       failed_ = st;
     }
-    cv_.SignalAll();
+    cv_.notify_all();
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> Store::BeginCheckpoint() {
-  absl::MutexLock l(&mu_);
+  std::unique_lock<std::mutex> l(mu_);
   if (!failed_.ok()) {
     return absl::FailedPreconditionError(absl::StrCat("checkpoint: the journal failed earlier (",
                                                       failed_.message(), "); reopen the engine"));
   }
   if (segment_first_seq_ <= last_seq_) {
-    if (absl::Status st = RollLocked(); !st.ok()) return st;
+    if (absl::Status st = RollLocked(l); !st.ok()) return st;
   }
   return last_seq_;
 }
@@ -458,7 +529,7 @@ absl::StatusOr<uint64_t> Store::BeginCheckpoint() {
 absl::Status Store::FinishCheckpoint(uint64_t seq, absl::string_view snapshot_bytes) {
   if (absl::Status st = WriteSnapshotFile(seq, snapshot_bytes); !st.ok()) return st;
   {
-    absl::MutexLock l(&mu_);
+    std::unique_lock<std::mutex> l(mu_);
     // What was written after the snapshot's segment roll.
     bytes_since_snapshot_ = segment_first_seq_ == seq + 1 ? segment_size_ : bytes_since_snapshot_;
   }
@@ -466,7 +537,7 @@ absl::Status Store::FinishCheckpoint(uint64_t seq, absl::string_view snapshot_by
 }
 
 bool Store::WantsCheckpoint() const {
-  absl::MutexLock l(&mu_);
+  std::unique_lock<std::mutex> l(mu_);
   return snapshot_every_bytes_ > 0 && bytes_since_snapshot_ >= snapshot_every_bytes_ &&
          failed_.ok();
 }
@@ -497,7 +568,7 @@ absl::Status Store::WriteSnapshotFile(uint64_t seq, absl::string_view payload) {
 absl::Status Store::DropCovered(uint64_t seq) {
   std::vector<uint64_t> doomed;
   {
-    absl::MutexLock l(&mu_);
+    std::unique_lock<std::mutex> l(mu_);
     // A segment is covered when the next one starts at or before seq + 1.
     std::vector<uint64_t> kept;
     for (size_t i = 0; i < segments_.size(); ++i) {

@@ -10,6 +10,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "lib/storage/env.h"
 #include "lib/storage/store.h"
@@ -363,40 +366,172 @@ INSTANTIATE_TEST_SUITE_P(
                       WriteFault{FileOp::kAppend, absl::StatusCode::kUnavailable,
                                  "Input/output error"}));
 
-// A failed fdatasync: the error reaches the caller, nothing is applied, the
-// handle refuses every later write, and reopening recovers exactly the
-// acknowledged writes.
-TEST(Storage, FailedFsyncRefusesWritesUntilReopened) {
-  for (absl::StatusCode code :
-       {absl::StatusCode::kUnavailable, absl::StatusCode::kResourceExhausted}) {
+// A failed fdatasync (per-batch mode), of a batch (op 6) or of a clock move
+// (op 9): the error reaches the caller; the handle refuses every later call,
+// reads included (the batch's fdatasync ran while it was applied, so the
+// state may hold it), with a FAILED_PRECONDITION that names the fdatasync
+// and says to reopen; and reopening recovers exactly the acknowledged writes.
+// (Until per-batch syncs overlapped the apply, reads went on after the
+// failure: nothing had been applied.)
+TEST(Storage, FailedFsyncRefusesEveryCallUntilReopened) {
+  for (const size_t failing : {size_t{6}, size_t{9}}) {
+    for (absl::StatusCode code :
+         {absl::StatusCode::kUnavailable, absl::StatusCode::kResourceExhausted}) {
+      SCOPED_TRACE(absl::StrCat("op ", failing, ", ", absl::StatusCodeToString(code)));
+      ScratchDir scratch;
+      const std::string dir = scratch.Sub("db");
+      Ops ops(300, 10);
+      ASSERT_EQ(ops.is_advance(failing), failing == 9);
+      const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
+      FaultInjectionEnv env(Env::Default());
+      OpenOptions o = Options();
+      o.env = &env;
+      {
+        auto engine = Engine::Open(dir, o);
+        ASSERT_TRUE(engine.ok()) << engine.status();
+        for (size_t i = 0; i < failing; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+        env.FailNext(FileOp::kSync, absl::Status(code, "fdatasync: injected"), "journal-");
+        absl::Status st = ops.Apply(**engine, failing);
+        EXPECT_EQ(st.code(), code) << st;
+        EXPECT_TRUE(absl::StrContains(st.message(), "fdatasync: injected")) << st;
+        for (int retry = 0; retry < 3; ++retry) {
+          EXPECT_EQ(ops.Apply(**engine, failing).code(), absl::StatusCode::kFailedPrecondition);
+        }
+        // An earlier batch again: its events are duplicates, which would
+        // journal nothing, yet it is refused too.
+        EXPECT_EQ(ops.Apply(**engine, 0).code(), absl::StatusCode::kFailedPrecondition);
+        EXPECT_EQ((*engine)->Advance(kT0 + 900 * kDay).status().code(),
+                  absl::StatusCode::kFailedPrecondition);
+        EXPECT_EQ((*engine)->Checkpoint().code(), absl::StatusCode::kFailedPrecondition);
+        absl::StatusOr<std::string> read = (*engine)->Snapshot();
+        EXPECT_EQ(read.status().code(), absl::StatusCode::kFailedPrecondition) << read.status();
+        EXPECT_TRUE(absl::StrContains(read.status().message(), "fdatasync: injected"))
+            << read.status();
+        EXPECT_TRUE(absl::StrContains(read.status().message(), "reopen")) << read.status();
+      }
+      auto engine = Engine::Open(dir, Options());
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      EXPECT_EQ(*(*engine)->Snapshot(), ref[failing]);
+      ASSERT_TRUE(ops.Apply(**engine, failing).ok());
+      EXPECT_EQ(*(*engine)->Snapshot(), ref[failing + 1]);
+    }
+  }
+}
+
+// The batch whose fdatasync failed is applied in memory (the sync ran during
+// the apply), but no read shows it: every read that returns a status
+// refuses, every other read answers empty, and no write reveals it either
+// (a duplicate of one of its events is refused, not counted as a
+// duplicate). Both ingest paths: IngestBatch and Ingest of one event.
+TEST(Storage, FailedPerBatchFsyncLeavesNoReadShowingTheBatch) {
+  for (const bool single : {false, true}) {
+    SCOPED_TRACE(single ? "Ingest" : "IngestBatch");
     ScratchDir scratch;
-    const std::string dir = scratch.Sub("db");
-    Ops ops(300, 10);
-    const std::vector<std::string> ref = ReferenceStates(ops, ops.size());
     FaultInjectionEnv env(Env::Default());
     OpenOptions o = Options();
     o.env = &env;
-    {
-      auto engine = Engine::Open(dir, o);
-      ASSERT_TRUE(engine.ok()) << engine.status();
-      for (size_t i = 0; i < 6; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
-      env.FailNext(FileOp::kSync, absl::Status(code, "fdatasync: injected"), "journal-");
-      absl::Status st = ops.Apply(**engine, 6);
-      EXPECT_EQ(st.code(), code) << st;
-      EXPECT_EQ(*(*engine)->Snapshot(), ref[6]);
-      for (int retry = 0; retry < 3; ++retry) {
-        EXPECT_EQ(ops.Apply(**engine, 6).code(), absl::StatusCode::kFailedPrecondition);
-      }
-      EXPECT_EQ((*engine)->Advance(kT0 + 900 * kDay).status().code(),
-                absl::StatusCode::kFailedPrecondition);
-      EXPECT_EQ((*engine)->Checkpoint().code(), absl::StatusCode::kFailedPrecondition);
-      EXPECT_EQ(*(*engine)->Snapshot(), ref[6]);  // reads still work
-    }
-    auto engine = Engine::Open(dir, Options());
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    EXPECT_EQ(*(*engine)->Snapshot(), ref[6]);
-    ASSERT_TRUE(ops.Apply(**engine, 6).ok());
+    auto opened = Engine::Open(scratch.Sub("db"), o);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    Engine& engine = **opened;
+    Seed(engine);
+    // Before the failure the same reads show the state (so that the checks
+    // below could fail).
+    ASSERT_GT(engine.events_accepted(), 0);
+    ASSERT_GT(engine.config().ByteSizeLong(), 0u);
+    ASSERT_FALSE(engine.DealsByStage().empty());
+    int64_t accounts = 0;
+    for (int64_t n : engine.AccountStatusCounts()) accounts += n;
+    ASSERT_GT(accounts, 0);
+    ASSERT_TRUE(engine.GetManager("m1").ok());
+    ASSERT_EQ(engine.GetManager("m9").status().code(), absl::StatusCode::kNotFound);
+    const std::vector<v1::Event> batch = {
+        Ev("new-m9", kT0 + kHour, "manager_upserted { manager_id: 'm9' team_id: 't1' }"),
+        Ev("new-a1", kT0 + kHour,
+           "activity { account_id: 'c1' manager_id: 'm2' kind: ACTIVITY_KIND_CALL "
+           "direction: DIRECTION_OUTBOUND }")};
+    env.FailNext(FileOp::kSync, absl::UnavailableError("fdatasync: Input/output error"),
+                 "journal-");
+    absl::Status failed =
+        single ? engine.Ingest(batch[0]).status() : engine.IngestBatch(batch).status();
+    ASSERT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+
+    auto refused = [](const absl::Status& st) {
+      return st.code() == absl::StatusCode::kFailedPrecondition &&
+             absl::StrContains(st.message(), "fdatasync") &&
+             absl::StrContains(st.message(), "reopen");
+    };
+    EXPECT_TRUE(refused(engine.GetManager("m9").status())) << engine.GetManager("m9").status();
+    EXPECT_TRUE(refused(engine.GetManager("m1").status()));
+    EXPECT_TRUE(refused(engine.GetAccount("c1").status()));
+    EXPECT_TRUE(refused(engine.GetDeal("d1").status()));
+    EXPECT_TRUE(refused(engine.GetOrder("o1").status()));
+    EXPECT_TRUE(refused(engine.GetTeam("t1").status()));
+    EXPECT_TRUE(refused(engine.Snapshot().status()));
+    EXPECT_TRUE(refused(engine.Grades(kT0 + kDay).status()));
+    v1::KpiQuery q;
+    q.set_start_us(kT0);
+    q.set_end_us(kT0 + kDay);
+    EXPECT_TRUE(refused(engine.Kpis(q).status()));
+    EXPECT_TRUE(refused(engine.KpiPartial(q).status()));
+    v1::KpiReport report;
+    EXPECT_TRUE(refused(engine.KpisInto(q, &report)));
+    EXPECT_EQ(engine.events_accepted(), 0);
+    EXPECT_EQ(engine.clock_us(), 0);
+    EXPECT_EQ(engine.config().ByteSizeLong(), 0u);
+    EXPECT_EQ(engine.Outbox().actions_size(), 0);
+    EXPECT_TRUE(engine.AccountsByStatus(v1::ACCOUNT_STATUS_ACTIVE).empty());
+    EXPECT_TRUE(engine.DealsByStage().empty());
+    EXPECT_TRUE(engine.StuckDeals(kT0 + 900 * kDay).empty());
+    for (int64_t n : engine.AccountStatusCounts()) EXPECT_EQ(n, 0);
+    EXPECT_TRUE(refused(engine.Ingest(batch[0]).status()));
+    EXPECT_TRUE(refused(engine.IngestBatch(batch).status()));
+    EXPECT_TRUE(refused(engine.Acknowledge({})));
+    EXPECT_TRUE(refused(engine.Advance(kT0).status()));  // a no-op move is refused too
   }
+}
+
+// Per-batch mode: the batch's fdatasync runs while the batch is applied, but
+// the writer holds the engine's lock until it is done, so a reader never sees
+// a batch that is not durable yet. The journal's fdatasync is held back by
+// the Env until the reader has had time to (wrongly) read: it must still be
+// waiting then, and see the batch once the fdatasync is done.
+TEST(Storage, PerBatchReadersWaitForTheBatchsFdatasync) {
+  ScratchDir scratch;
+  FaultInjectionEnv env(Env::Default());
+  OpenOptions o = Options();
+  o.env = &env;
+  auto opened = Engine::Open(scratch.Sub("db"), o);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  Engine& engine = **opened;
+  Seed(engine);
+  absl::Notification sync_started, release_sync;
+  env.SetHook([&](FileOp op, const std::string& path, absl::string_view) {
+    if (op == FileOp::kSync && absl::StrContains(path, "journal-") &&
+        !sync_started.HasBeenNotified()) {
+      sync_started.Notify();
+      release_sync.WaitForNotification();
+    }
+    return Fault{};
+  });
+  std::thread writer([&] {
+    EXPECT_TRUE(
+        engine.Ingest(Ev("new-m9", kT0, "manager_upserted { manager_id: 'm9' team_id: 't1' }"))
+            .ok());
+  });
+  sync_started.WaitForNotification();
+  std::atomic<bool> read_done{false};
+  absl::StatusOr<v1::Manager> seen;
+  std::thread reader([&] {
+    seen = engine.GetManager("m9");
+    read_done.store(true);
+  });
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_FALSE(read_done.load()) << "a reader got in before the batch was durable";
+  release_sync.Notify();
+  writer.join();
+  reader.join();
+  EXPECT_TRUE(seen.ok()) << seen.status();
+  env.Clear();
 }
 
 TEST(Storage, FailedRenameInCheckpointReachesTheCallerAndKeepsTheJournal) {
