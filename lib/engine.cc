@@ -29,7 +29,7 @@ absl::Status Annotate(const absl::Status& st, const v1::Event& e, int64_t index)
 // caller was told failed: it answers nothing until reopened (see
 // Store::CheckUsable). Call with the state's lock held, so that the check
 // and the read see the same write.
-absl::Status Usable(const Store* store) {
+absl::Status StoreUsable(const Store* store) {
   return store == nullptr ? absl::OkStatus() : store->CheckUsable();
 }
 
@@ -73,7 +73,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Restore(absl::string_view snapsh
 absl::StatusOr<v1::IngestResult> Engine::Ingest(const v1::Event& event) {
   EngineState& s = *state_;
   WriterLock lock(&s.mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   const uint64_t fp = EventFingerprint(event);
   Verdict verdict;
   EventRefs refs;
@@ -120,7 +120,7 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
         absl::StrCat("batch of ", n, " events exceeds the limit of ", kMaxBatchEvents));
   }
   WriterLock lock(&s.mu);
-  if (absl::Status st = Usable(store); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store); !st.ok()) return st;
   v1::IngestResult result;
   int64_t accepted = 0;
   int64_t duplicates = 0;
@@ -258,7 +258,7 @@ absl::Status Engine::AdvanceInto(int64_t now_us, v1::ActionList* actions) {
         absl::StrCat("advance: ", now_us, " is outside years 1970..9999 (microseconds)"));
   }
   WriterLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   // A persistent engine journals the clock move (durably) before it happens,
   // so that replay fires the same timers at the same points.
   if (store_ != nullptr && now_us > state_->clock_us) {
@@ -271,34 +271,34 @@ absl::Status Engine::AdvanceInto(int64_t now_us, v1::ActionList* actions) {
 
 absl::StatusOr<v1::Account> Engine::GetAccount(absl::string_view id) const {
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return Lookup(state_->accounts, "account", id);
 }
 absl::StatusOr<v1::Deal> Engine::GetDeal(absl::string_view id) const {
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return Lookup(state_->deals, "deal", id);
 }
 absl::StatusOr<v1::Order> Engine::GetOrder(absl::string_view id) const {
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return Lookup(state_->orders, "order", id);
 }
 absl::StatusOr<v1::Manager> Engine::GetManager(absl::string_view id) const {
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return Lookup(state_->managers, "manager", id);
 }
 absl::StatusOr<v1::Team> Engine::GetTeam(absl::string_view id) const {
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return Lookup(state_->teams, "team", id);
 }
 
 std::vector<v1::Account> Engine::AccountsByStatus(v1::AccountStatus status) const {
   ReaderLock lock(&state_->mu);
   // Reads that cannot return a status answer empty (see CheckUsable).
-  if (!Usable(store_.get()).ok()) return {};
+  if (!StoreUsable(store_.get()).ok()) return {};
   std::vector<v1::Account> out;
   for (const v1::Account& a : state_->accounts.rows()) {
     if (a.status() == status) out.push_back(a);
@@ -309,14 +309,14 @@ std::vector<v1::Account> Engine::AccountsByStatus(v1::AccountStatus status) cons
 std::vector<int64_t> Engine::AccountStatusCounts() const {
   ReaderLock lock(&state_->mu);
   std::vector<int64_t> counts(v1::AccountStatus_ARRAYSIZE, 0);
-  if (!Usable(store_.get()).ok()) return counts;
+  if (!StoreUsable(store_.get()).ok()) return counts;
   for (const v1::Account& a : state_->accounts.rows()) ++counts[a.status()];
   return counts;
 }
 
 std::vector<v1::StageCount> Engine::DealsByStage() const {
   ReaderLock lock(&state_->mu);
-  if (!Usable(store_.get()).ok()) return {};
+  if (!StoreUsable(store_.get()).ok()) return {};
   const Pipelines& pipelines = state_->pipelines;
   std::vector<std::vector<int64_t>> counts;
   for (const PipelineInfo& p : pipelines.all()) counts.emplace_back(p.size(), 0);
@@ -340,7 +340,7 @@ std::vector<v1::StageCount> Engine::DealsByStage() const {
 
 std::vector<v1::StuckDeal> Engine::StuckDeals(int64_t at_us) const {
   ReaderLock lock(&state_->mu);
-  if (!Usable(store_.get()).ok()) return {};
+  if (!StoreUsable(store_.get()).ok()) return {};
   std::vector<v1::StuckDeal> out;
   for (const v1::Deal& d : state_->deals.rows()) {
     if (d.status() == v1::DEAL_STATUS_LOST || d.history_size() == 0) continue;
@@ -364,19 +364,24 @@ std::vector<v1::StuckDeal> Engine::StuckDeals(int64_t at_us) const {
 
 int64_t Engine::events_accepted() const {
   ReaderLock lock(&state_->mu);
-  if (!Usable(store_.get()).ok()) return 0;
+  if (!StoreUsable(store_.get()).ok()) return 0;
   return state_->events_accepted;
 }
 
 int64_t Engine::clock_us() const {
   ReaderLock lock(&state_->mu);
-  if (!Usable(store_.get()).ok()) return 0;
+  if (!StoreUsable(store_.get()).ok()) return 0;
   return state_->clock_us;
+}
+
+absl::Status Engine::Usable() const {
+  ReaderLock lock(&state_->mu);
+  return rapport::StoreUsable(store_.get());
 }
 
 v1::EngineConfig Engine::config() const {
   ReaderLock lock(&state_->mu);
-  if (!Usable(store_.get()).ok()) return v1::EngineConfig();
+  if (!StoreUsable(store_.get()).ok()) return v1::EngineConfig();
   return state_->config;
 }
 
@@ -386,7 +391,7 @@ absl::StatusOr<v1::GradeEvaluation> Engine::Grades(int64_t as_of_us) const {
         absl::StrCat("grades: as_of ", as_of_us, " is outside years 1970..9999 (microseconds)"));
   }
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   const v1::GradePolicy& policy = state_->config.grade_policy();
   absl::StatusOr<GradingInputs> inputs = ComputeGradingInputs(*state_, policy, as_of_us);
   if (!inputs.ok()) return inputs.status();
@@ -397,7 +402,7 @@ absl::StatusOr<v1::KpiPartial> Engine::KpiPartial(const v1::KpiQuery& query) con
   absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
   if (!plan.ok()) return plan.status();
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return kpi::ScanPartial(*state_, *plan);
 }
 
@@ -405,7 +410,7 @@ absl::StatusOr<v1::KpiReport> Engine::Kpis(const v1::KpiQuery& query) const {
   absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
   if (!plan.ok()) return plan.status();
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return kpi::Report(*state_, *plan);
 }
 
@@ -413,7 +418,7 @@ absl::Status Engine::KpisInto(const v1::KpiQuery& query, v1::KpiReport* report) 
   absl::StatusOr<kpi::Plan> plan = kpi::MakePlan(query);
   if (!plan.ok()) return plan.status();
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return kpi::ReportInto(*state_, *plan, report);
 }
 
@@ -423,13 +428,13 @@ absl::StatusOr<v1::KpiReport> Engine::MergeKpiPartials(absl::Span<const v1::KpiP
 
 v1::ActionList Engine::Outbox() const {
   ReaderLock lock(&state_->mu);
-  if (!Usable(store_.get()).ok()) return v1::ActionList();
+  if (!StoreUsable(store_.get()).ok()) return v1::ActionList();
   return rules::Outbox(*state_);
 }
 
 absl::Status Engine::Acknowledge(absl::Span<const std::string> action_ids) {
   WriterLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   absl::StatusOr<std::vector<uint32_t>> pending = rules::PendingToAcknowledge(action_ids, *state_);
   if (!pending.ok()) return pending.status();
   // A persistent engine journals what changes (durably) before it changes,
@@ -459,7 +464,7 @@ absl::StatusOr<v1::RuleSet> Engine::LoadRuleSet(absl::string_view text,
 
 absl::StatusOr<std::string> Engine::Snapshot() const {
   ReaderLock lock(&state_->mu);
-  if (absl::Status st = Usable(store_.get()); !st.ok()) return st;
+  if (absl::Status st = StoreUsable(store_.get()); !st.ok()) return st;
   return WriteSnapshot(*state_);
 }
 

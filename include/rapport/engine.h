@@ -227,6 +227,12 @@ class Engine {
   int64_t clock_us() const;
   // The configuration in effect, defaults filled in.
   v1::EngineConfig config() const;
+  // OK, or FAILED_PRECONDITION (naming the fdatasync failure) once a
+  // persistent engine refuses every call after a failed per-batch fdatasync
+  // (see SyncMode): what the reads above, which return no status, then
+  // answer empty for. Bindings check it to report the error instead.
+  // Thread-safety: a reader (shared lock).
+  absl::Status Usable() const;
 
   // KPIs of SPEC §5 over the period [start_us, end_us) of `query`, by bucket
   // (in the query's IANA time zone, default UTC) and group, with ratios null

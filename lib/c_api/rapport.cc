@@ -498,6 +498,7 @@ int rapport_engine_config(uint8_t** out, size_t* out_len, const rapport_engine* 
       return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
     }
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    if (absl::Status st = engine->engine->Usable(); !st.ok()) return Fail(st);
     return Emit(engine->engine->config(), format, out, out_len);
   });
 }
@@ -668,6 +669,7 @@ int rapport_outbox(uint8_t** out, size_t* out_len, const rapport_engine* engine,
       return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
     }
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
+    if (absl::Status st = engine->engine->Usable(); !st.ok()) return Fail(st);
     return Emit(engine->engine->Outbox(), format, out, out_len);
   });
 }
@@ -747,7 +749,8 @@ absl::Status CheckListArgs(uint8_t** out, size_t* out_len, const rapport_engine*
     return absl::InvalidArgumentError(absl::StrCat(
         "format ", format, " is not valid here (lists are PROTOBUF_DELIMITED or JSON_LINES)"));
   }
-  return absl::OkStatus();
+  // The list reads answer empty on an engine that refuses every call: say why.
+  return engine->engine->Usable();
 }
 
 }  // namespace
@@ -795,6 +798,7 @@ int rapport_account_status_counts(int64_t* counts, size_t capacity, size_t* writ
     if (counts == nullptr && capacity > 0) {
       return FailWith(RAPPORT_INVALID_ARGUMENT, "counts is NULL with a capacity");
     }
+    if (absl::Status st = engine->engine->Usable(); !st.ok()) return Fail(st);
     const std::vector<int64_t> all = engine->engine->AccountStatusCounts();
     for (size_t i = 0; i < all.size() && i < capacity; ++i) counts[i] = all[i];
     if (written != nullptr) *written = all.size();

@@ -444,6 +444,7 @@ TEST(Storage, FailedPerBatchFsyncLeavesNoReadShowingTheBatch) {
     ASSERT_GT(accounts, 0);
     ASSERT_TRUE(engine.GetManager("m1").ok());
     ASSERT_EQ(engine.GetManager("m9").status().code(), absl::StatusCode::kNotFound);
+    ASSERT_TRUE(engine.Usable().ok());
     const std::vector<v1::Event> batch = {
         Ev("new-m9", kT0 + kHour, "manager_upserted { manager_id: 'm9' team_id: 't1' }"),
         Ev("new-a1", kT0 + kHour,
@@ -466,6 +467,7 @@ TEST(Storage, FailedPerBatchFsyncLeavesNoReadShowingTheBatch) {
     EXPECT_TRUE(refused(engine.GetDeal("d1").status()));
     EXPECT_TRUE(refused(engine.GetOrder("o1").status()));
     EXPECT_TRUE(refused(engine.GetTeam("t1").status()));
+    EXPECT_TRUE(refused(engine.Usable()));
     EXPECT_TRUE(refused(engine.Snapshot().status()));
     EXPECT_TRUE(refused(engine.Grades(kT0 + kDay).status()));
     v1::KpiQuery q;
