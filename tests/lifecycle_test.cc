@@ -1,5 +1,11 @@
 // The lifecycle of SPEC §3 through the public C++ API.
+#include <string>
+#include <vector>
+
+#include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "lib/data/embedded.h"
+#include "lib/lifecycle/pipelines.h"
 #include "rapport/engine.h"
 #include "tests/test_util.h"
 
@@ -261,6 +267,57 @@ TEST(Lifecycle, BadConfigIsRejectedNamingTheField) {
       << bad.status();
   auto neg = Engine::Create(Parse<v1::EngineConfig>("client_churn_after_us: -5"));
   EXPECT_NE(neg.status().message().find("client_churn_after_us"), std::string::npos);
+}
+
+// StageIndex compares a few words per stage instead of hashing the id: it
+// must give what the id -> index map gives, for every stage id and for near
+// misses (a prefix, one more byte, one byte changed, the same first eight
+// bytes and length, an embedded NUL, empty), in the default pipelines and in
+// one built to share heads.
+TEST(Lifecycle, StageIndexAgreesWithTheIdMap) {
+  v1::PipelineSet sets[2];
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(std::string(data::DefaultPipelines()),
+                                                            &sets[0]));
+  sets[1] = Parse<v1::PipelineSet>(R"pb(
+    pipelines {
+      id: "heads"
+      stages { id: "a" }
+      stages { id: "ab" }
+      stages { id: "abcdefg" }
+      stages { id: "abcdefgh" }
+      stages { id: "abcdefghi" }
+      stages { id: "abcdefghj" }
+      stages { id: "abcdefgh_and_a_long_tail_1" }
+      stages { id: "abcdefgh_and_a_long_tail_2" }
+      stages { id: "b\000" }
+    })pb");
+  int checked = 0;
+  for (const v1::PipelineSet& set : sets) {
+    absl::StatusOr<Pipelines> pipelines = Pipelines::Build(set);
+    ASSERT_TRUE(pipelines.ok()) << pipelines.status();
+    for (const PipelineInfo& p : pipelines->all()) {
+      std::vector<std::string> probes = {"", std::string("a\0", 2), std::string("b"),
+                                         std::string("b\0\0", 3)};
+      for (int i = 0; i < p.size(); ++i) {
+        const std::string& id = p.stage(i).id();
+        EXPECT_EQ(p.StageIndex(id), i) << id;
+        probes.push_back(id + "x");
+        for (size_t n = 0; n < id.size(); ++n) {
+          probes.push_back(id.substr(0, n));
+          std::string changed = id;
+          changed[n] = static_cast<char>(changed[n] ^ 1);
+          probes.push_back(changed);
+        }
+      }
+      for (const std::string& probe : probes) {
+        auto it = p.stage_index.find(probe);
+        EXPECT_EQ(p.StageIndex(probe), it == p.stage_index.end() ? -1 : it->second)
+            << p.pipeline.id() << " '" << probe << "'";
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 300);
 }
 
 }  // namespace

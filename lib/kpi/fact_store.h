@@ -431,6 +431,10 @@ struct FactStore {
   std::unique_ptr<CellIndex, CellIndexDeleter> cells{NewCellIndex()};
   // The currency ingest interned last (StringPool::Intern's hint).
   uint32_t last_currency = 0;
+  // The engine's accounts + deals + invoices when ingest last caught the
+  // tables above up with them (lib/kpi/ingest.cc Sync): an equal sum means
+  // nothing to catch up, known without reading the deques' sizes.
+  size_t synced_rows = 0;
 
   const FactColumn& column(FactKind k) const { return columns[static_cast<int>(k)]; }
   FactColumn& column(FactKind k) { return columns[static_cast<int>(k)]; }

@@ -36,6 +36,8 @@ absl::StatusOr<Pipelines> Pipelines::Build(const v1::PipelineSet& set) {
       if (!info.stage_index.emplace(st.id(), s).second) {
         return absl::InvalidArgumentError(absl::StrCat(swhere, ": field 'id' is repeated"));
       }
+      info.stage_keys.push_back(
+          PipelineInfo::StageKey{PipelineInfo::StageHead(st.id()), st.id().size()});
       if (st.sla_us() < 0) {
         return absl::InvalidArgumentError(absl::StrCat(swhere, ": field 'sla_us' is negative"));
       }

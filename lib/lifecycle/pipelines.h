@@ -3,6 +3,8 @@
 #ifndef RAPPORT_LIB_LIFECYCLE_PIPELINES_H_
 #define RAPPORT_LIB_LIFECYCLE_PIPELINES_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -10,19 +12,45 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/util/copy.h"
 #include "rapport/v1/pipeline.pb.h"
 
 namespace rapport {
 
 struct PipelineInfo {
   v1::Pipeline pipeline;
+  // Stage id -> index: the reference StageIndex agrees with (and Build's
+  // check for repeated ids).
   absl::flat_hash_map<std::string, int> stage_index;
+  // Per stage, in order: its id's length and first eight bytes (StageHead).
+  // A pipeline has a few stages (at most 64): comparing these words finds a
+  // stage faster than hashing its id, and StageIndex runs for every stage
+  // change (validation) and on every restored deal.
+  struct StageKey {
+    uint64_t head;
+    size_t size;
+  };
+  std::vector<StageKey> stage_keys;
   // The first stage flagged won, or -1.
   int won_stage = -1;
 
+  // The first eight bytes of `id`, zero-padded: equal ids have equal heads.
+  static uint64_t StageHead(absl::string_view id) {
+    uint64_t head = 0;
+    CopyShort(&head, id.data(), id.size() < 8 ? id.size() : 8);
+    return head;
+  }
+  // The index of the stage with this id, or -1.
   int StageIndex(absl::string_view stage) const {
-    auto it = stage_index.find(stage);
-    return it == stage_index.end() ? -1 : it->second;
+    const uint64_t head = StageHead(stage);
+    for (size_t i = 0; i < stage_keys.size(); ++i) {
+      // Ids up to eight bytes are equal when the heads and lengths are.
+      if (stage_keys[i].head == head && stage_keys[i].size == stage.size() &&
+          (stage.size() <= 8 || this->stage(static_cast<int>(i)).id() == stage)) {
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
   }
   const v1::Stage& stage(int i) const { return pipeline.stages(i); }
   int size() const { return pipeline.stages_size(); }
