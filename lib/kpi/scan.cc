@@ -3,6 +3,7 @@
 // deals, receivables). Definitions follow SPEC §5 line by line; the comments
 // name the row they implement.
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -580,6 +581,14 @@ class Scanner {
     std::vector<int32_t> later;
     std::vector<int64_t> prev;  // by stage: the time of the deal's last entry of it
     const uint32_t nd = static_cast<uint32_t>(st_.deals.size());
+    // `prev` is sized once for the longest pipeline and refilled per deal
+    // (an assign per deal was 7 % of the pass's instructions).
+    size_t max_stages = 0;
+    for (size_t p = 0; p + 1 < st_.stage_offset.size(); ++p) {
+      max_stages =
+          std::max(max_stages, static_cast<size_t>(st_.stage_offset[p + 1] - st_.stage_offset[p]));
+    }
+    prev.resize(max_stages);
     deal_won_.resize(nd);
     deal_lost_.resize(nd);
     deal_created_.resize(nd);
@@ -596,7 +605,7 @@ class Scanner {
       Stuck(i, d);
       if (vs.empty() || vs.back().at.t < first || vs.front().at.t >= last) continue;
       const size_t n = vs.size();
-      later.resize(n);
+      if (later.size() < n) later.resize(n);
       int32_t best = -1;
       for (size_t r1 = n; r1 > 0;) {
         size_t r0 = r1 - 1;
@@ -611,7 +620,16 @@ class Scanner {
       const size_t offset = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)]);
       const size_t stages =
           static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline) + 1]) - offset;
-      prev.assign(stages, std::numeric_limits<int64_t>::min());
+      std::fill_n(prev.begin(), stages, std::numeric_limits<int64_t>::min());
+      // The deal's group is the same at every visit unless its account's
+      // attribution changed (and the grouping follows it): then one
+      // accumulator per bucket serves all its visits there, and no other
+      // group is added to a row meanwhile, so the pointer stays valid.
+      const bool fixed = by_ == v1::GROUP_BY_NONE || by_ == v1::GROUP_BY_SOURCE_PARTNER ||
+                         acc_group_[d.account] != kVaries;
+      const uint32_t fixed_group = fixed ? DealGroupOf(i, d.account, 0) : 0;
+      Acc* cached = nullptr;
+      size_t cached_b = SIZE_MAX;
       size_t b = 0;
       for (size_t r0 = 0; r0 < n;) {
         size_t r1 = r0 + 1;
@@ -624,7 +642,13 @@ class Scanner {
           for (size_t k = r0; k < r1; ++k) {
             const size_t stage = static_cast<size_t>(vs[k].stage);
             if (prev[stage] >= lo) continue;  // not the first in the bucket
-            Acc& a = At(static_cast<int>(b), DealGroupOf(i, d.account, t));
+            if (!fixed) {
+              cached = &At(static_cast<int>(b), DealGroupOf(i, d.account, t));
+            } else if (cached_b != b) {
+              cached = &At(static_cast<int>(b), fixed_group);
+              cached_b = b;
+            }
+            Acc& a = *cached;
             if (a.stages.size() <= offset + stage)
               a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
             ++a.stages[offset + stage].first;
