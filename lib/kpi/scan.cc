@@ -1011,7 +1011,7 @@ class Scanner {
       row->mutable_time_to_win_days()->Add(a.time_to_win.begin(), a.time_to_win.end());
     } else {
       std::vector<double> ttw = a.time_to_win;
-      std::sort(ttw.begin(), ttw.end());
+      SortDoubles(ttw);
       row->mutable_time_to_win_days()->Add(ttw.begin(), ttw.end());
     }
   }
