@@ -238,9 +238,18 @@ class Scanner {
     return slot;
   }
   // The accumulator without marking the group present (cells; see Run).
+  // Inline when the group has its slot in the row (every fact but a
+  // group's first in a bucket): the call was 15 % of a scan's instructions.
   Acc& Slot(int b, uint32_t group) {
-    const int32_t slot = SlotOf(group);
+    const int32_t slot = slot_[group];
     std::vector<Acc>& row = rows_[static_cast<size_t>(b)];
+    if (__builtin_expect(slot >= 0 && static_cast<size_t>(slot) < row.size(), 1)) {
+      return row[static_cast<size_t>(slot)];
+    }
+    return NewSlot(row, group);
+  }
+  __attribute__((noinline)) Acc& NewSlot(std::vector<Acc>& row, uint32_t group) {
+    const int32_t slot = SlotOf(group);
     if (row.size() <= static_cast<size_t>(slot)) row.resize(static_cast<size_t>(slot) + 1);
     return row[static_cast<size_t>(slot)];
   }
