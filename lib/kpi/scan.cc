@@ -598,6 +598,10 @@ class Scanner {
           std::max(max_stages, static_cast<size_t>(st_.stage_offset[p + 1] - st_.stage_offset[p]));
     }
     prev.resize(max_stages);
+    const int64_t* bounds = p_.bounds.data();
+    // (No stage numbering before the first event: then no deal either.)
+    const size_t all_stages =
+        st_.stage_offset.empty() ? 0 : static_cast<size_t>(st_.stage_offset.back());
     deal_won_.resize(nd);
     deal_lost_.resize(nd);
     deal_created_.resize(nd);
@@ -613,23 +617,32 @@ class Scanner {
       const Timeline<Visit>& vs = d.visits;
       Stuck(i, d);
       if (vs.empty() || vs.back().at.t < first || vs.front().at.t >= last) continue;
+      // Locals for everything the loops read: the accumulators' stores
+      // could alias members and the deal, and made the compiler reload the
+      // visits' pointer and the bounds at every visit.
+      const Visit* v = vs.data();
       const size_t n = vs.size();
+      const int64_t as_of = as_of_;
       if (later.size() < n) later.resize(n);
+      int32_t* lat = later.data();
       int32_t best = -1;
       for (size_t r1 = n; r1 > 0;) {
         size_t r0 = r1 - 1;
-        while (r0 > 0 && vs[r0 - 1].at == vs[r1 - 1].at) --r0;
-        const bool before = vs[r0].at.t < as_of_;
-        for (size_t k = r0; k < r1; ++k) later[k] = before ? best : -1;
-        if (before) {
-          for (size_t k = r0; k < r1; ++k) best = std::max(best, vs[k].stage);
+        const Stamp at = v[r0].at;
+        while (r0 > 0 && v[r0 - 1].at == at) --r0;
+        if (at.t < as_of) {
+          for (size_t k = r0; k < r1; ++k) lat[k] = best;
+          for (size_t k = r0; k < r1; ++k) best = std::max(best, v[k].stage);
+        } else {
+          for (size_t k = r0; k < r1; ++k) lat[k] = -1;
         }
         r1 = r0;
       }
       const size_t offset = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)]);
       const size_t stages =
           static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline) + 1]) - offset;
-      std::fill_n(prev.begin(), stages, std::numeric_limits<int64_t>::min());
+      int64_t* pv = prev.data();
+      std::fill_n(pv, stages, std::numeric_limits<int64_t>::min());
       // The deal's group is the same at every visit unless its account's
       // attribution changed (and the grouping follows it): then one
       // accumulator per bucket serves all its visits there, and no other
@@ -637,34 +650,36 @@ class Scanner {
       const bool fixed = by_ == v1::GROUP_BY_NONE || by_ == v1::GROUP_BY_SOURCE_PARTNER ||
                          acc_group_[d.account] != kVaries;
       const uint32_t fixed_group = fixed ? DealGroupOf(i, d.account, 0) : 0;
+      const uint32_t account = d.account;
       Acc* cached = nullptr;
       size_t cached_b = SIZE_MAX;
       size_t b = 0;
       for (size_t r0 = 0; r0 < n;) {
+        const Stamp at = v[r0].at;
         size_t r1 = r0 + 1;
-        while (r1 < n && vs[r1].at == vs[r0].at) ++r1;
-        const int64_t t = vs[r0].at.t;
+        while (r1 < n && v[r1].at == at) ++r1;
+        const int64_t t = at.t;
         if (t >= last) break;
         if (t >= first) {
-          while (p_.bounds[b + 1] <= t) ++b;
-          const int64_t lo = p_.bounds[b];
+          while (bounds[b + 1] <= t) ++b;
+          const int64_t lo = bounds[b];
           for (size_t k = r0; k < r1; ++k) {
-            const size_t stage = static_cast<size_t>(vs[k].stage);
-            if (prev[stage] >= lo) continue;  // not the first in the bucket
+            const int32_t stage = v[k].stage;
+            if (pv[stage] >= lo) continue;  // not the first in the bucket
             if (!fixed) {
-              cached = &At(static_cast<int>(b), DealGroupOf(i, d.account, t));
+              cached = &At(static_cast<int>(b), DealGroupOf(i, account, t));
             } else if (cached_b != b) {
               cached = &At(static_cast<int>(b), fixed_group);
               cached_b = b;
             }
-            Acc& a = *cached;
-            if (a.stages.size() <= offset + stage)
-              a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
-            ++a.stages[offset + stage].first;
-            if (later[k] > vs[k].stage) ++a.stages[offset + stage].second;
+            std::vector<std::pair<int64_t, int64_t>>& sc = cached->stages;
+            const size_t flat = offset + static_cast<size_t>(stage);
+            if (sc.size() <= flat) sc.resize(all_stages);
+            ++sc[flat].first;
+            if (lat[k] > stage) ++sc[flat].second;
           }
         }
-        for (size_t k = r0; k < r1; ++k) prev[static_cast<size_t>(vs[k].stage)] = t;
+        for (size_t k = r0; k < r1; ++k) pv[v[k].stage] = t;
         r0 = r1;
       }
     }
