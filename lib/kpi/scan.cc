@@ -625,8 +625,19 @@ class Scanner {
       const int64_t as_of = as_of_;
       if (later.size() < n) later.resize(n);
       int32_t* lat = later.data();
+      // A deal's visits have distinct stamps (but in a damaged snapshot):
+      // then each visit is a group of its own and the loops need no
+      // grouping. The plain pass finds out whether they are.
+      bool distinct = true;
       int32_t best = -1;
-      for (size_t r1 = n; r1 > 0;) {
+      for (size_t k = n; k-- > 0;) {
+        const bool before = v[k].at.t < as_of;
+        lat[k] = before ? best : -1;
+        if (before) best = std::max(best, v[k].stage);
+        if (k > 0 && v[k - 1].at == v[k].at) distinct = false;
+      }
+      best = -1;
+      for (size_t r1 = distinct ? 0 : n; r1 > 0;) {
         size_t r0 = r1 - 1;
         const Stamp at = v[r0].at;
         while (r0 > 0 && v[r0 - 1].at == at) --r0;
@@ -654,6 +665,33 @@ class Scanner {
       Acc* cached = nullptr;
       size_t cached_b = SIZE_MAX;
       size_t b = 0;
+      // The visit's count in bucket b (its first entry of the stage there).
+      auto count = [&](size_t k, int32_t stage, int64_t t) {
+        if (!fixed) {
+          cached = &At(static_cast<int>(b), DealGroupOf(i, account, t));
+        } else if (cached_b != b) {
+          cached = &At(static_cast<int>(b), fixed_group);
+          cached_b = b;
+        }
+        std::vector<std::pair<int64_t, int64_t>>& sc = cached->stages;
+        const size_t flat = offset + static_cast<size_t>(stage);
+        if (sc.size() <= flat) sc.resize(all_stages);
+        ++sc[flat].first;
+        if (lat[k] > stage) ++sc[flat].second;
+      };
+      if (distinct) {
+        for (size_t k = 0; k < n; ++k) {
+          const int64_t t = v[k].at.t;
+          if (t >= last) break;
+          const int32_t stage = v[k].stage;
+          if (t >= first) {
+            while (bounds[b + 1] <= t) ++b;
+            if (pv[stage] < bounds[b]) count(k, stage, t);  // the first in the bucket
+          }
+          pv[stage] = t;
+        }
+        continue;
+      }
       for (size_t r0 = 0; r0 < n;) {
         const Stamp at = v[r0].at;
         size_t r1 = r0 + 1;
@@ -665,18 +703,7 @@ class Scanner {
           const int64_t lo = bounds[b];
           for (size_t k = r0; k < r1; ++k) {
             const int32_t stage = v[k].stage;
-            if (pv[stage] >= lo) continue;  // not the first in the bucket
-            if (!fixed) {
-              cached = &At(static_cast<int>(b), DealGroupOf(i, account, t));
-            } else if (cached_b != b) {
-              cached = &At(static_cast<int>(b), fixed_group);
-              cached_b = b;
-            }
-            std::vector<std::pair<int64_t, int64_t>>& sc = cached->stages;
-            const size_t flat = offset + static_cast<size_t>(stage);
-            if (sc.size() <= flat) sc.resize(all_stages);
-            ++sc[flat].first;
-            if (lat[k] > stage) ++sc[flat].second;
+            if (pv[stage] < lo) count(k, stage, t);  // the first in the bucket
           }
         }
         for (size_t k = r0; k < r1; ++k) pv[v[k].stage] = t;
