@@ -976,7 +976,12 @@ class Scanner {
 
   // receivables_overdue at as_of, reported in every bucket.
   void Receivables() {
-    for (uint32_t i = 0; i < st_.invoices.size(); ++i) {
+    const uint32_t ni = static_cast<uint32_t>(st_.invoices.size());
+    for (uint32_t i = 0; i < ni; ++i) {
+      // Each invoice's payments are an allocation of their own, read at
+      // the stall of a cache miss per invoice (4 % of a scan's time):
+      // ask for them ahead.
+      if (i + kAhead < ni) __builtin_prefetch(st_.invoice_payments[i + kAhead].data());
       // The store's copy of the invoice's terms (interned, by index).
       const InvoiceData& inv = st_.invoices[i];
       if (inv.issued >= as_of_ || inv.due >= as_of_) continue;
