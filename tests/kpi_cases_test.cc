@@ -2,6 +2,9 @@
 // exactly at start and end, as_of before the period ends, DST in bucketing, a
 // late event into a closed period, an owner change mid-period, overflow.
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -13,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "kpi_reference.h"
 #include "lib/ingest/validate.h"
+#include "lib/kpi/accumulator.h"
 #include "lib/kpi/cells.h"
 #include "lib/kpi/fact_store.h"
 #include "lib/lifecycle/apply.h"
@@ -575,6 +579,52 @@ TEST(FactColumn, LateInsertsKeepTimeThenArrivalOrderAndEveryField) {
     slack += static_cast<size_t>(kpi::FactColumn::kBlock - n);
   }
   EXPECT_LT(slack, col.size() / 10) << col.blocks().size() << " blocks";
+}
+
+// The radix sort of time_to_win lists gives std::sort's sequence, bit for
+// bit: negatives, duplicates, zero, infinities, denormals, the small-list
+// path and lists whose values share their high digits (days of one month).
+TEST(KpiSortDoubles, EqualsStdSort) {
+  std::mt19937_64 rng(11);
+  const double specials[] = {0.0,
+                             -1.0,
+                             1.0,
+                             std::numeric_limits<double>::infinity(),
+                             -std::numeric_limits<double>::infinity(),
+                             std::numeric_limits<double>::denorm_min(),
+                             -std::numeric_limits<double>::denorm_min(),
+                             std::numeric_limits<double>::max(),
+                             std::numeric_limits<double>::lowest()};
+  for (size_t n : {0, 1, 2, 255, 256, 257, 1000, 5000, 40000}) {
+    for (int kind = 0; kind < 3; ++kind) {
+      std::vector<double> v(n);
+      for (double& x : v) {
+        switch (kind) {
+          case 0:  // time_to_win-like: whole microseconds over a day, few negative
+            x = static_cast<double>(static_cast<int64_t>(rng() % 40000000000000) - 1000000000000) /
+                86400e6;
+            break;
+          case 1:  // many duplicates
+            x = static_cast<double>(static_cast<int>(rng() % 50) - 10) / 7.0;
+            break;
+          default:  // any bits but NaN and -0.0, and the specials
+            if (rng() % 8 == 0) {
+              x = specials[rng() % std::size(specials)];
+            } else {
+              const uint64_t bits = rng();
+              std::memcpy(&x, &bits, sizeof x);
+              if (std::isnan(x) || (x == 0 && std::signbit(x))) x = 0.5;
+            }
+        }
+      }
+      std::vector<double> want = v;
+      std::sort(want.begin(), want.end());
+      kpi::SortDoubles(v);
+      ASSERT_EQ(v.size(), want.size());
+      EXPECT_EQ(std::memcmp(v.data(), want.data(), n * sizeof(double)), 0)
+          << "n=" << n << " kind=" << kind;
+    }
+  }
 }
 
 // The entities' Timeline holds what a std::vector given the same sorted

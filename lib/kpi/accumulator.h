@@ -2,7 +2,9 @@
 #ifndef RAPPORT_LIB_KPI_ACCUMULATOR_H_
 #define RAPPORT_LIB_KPI_ACCUMULATOR_H_
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -70,6 +72,48 @@ struct Acc {
     return !__builtin_add_overflow(sum, amount, &sum);
   }
 };
+
+// Sorts `v` ascending as std::sort does, in linear passes: an LSD radix
+// sort on keys that order the doubles' bit patterns as `<` orders the
+// values. A scan's time_to_win lists are tens of thousands of values per
+// bucket, and std::sort on them was 6 % of an ungrouped scan's instructions
+// (3 % after: six counting passes of 11 bits, skipping a digit all share).
+// The only values whose order differs are NaN (none: not ordered by < either)
+// and -0.0, put before +0.0 where std::sort leaves the two in some order;
+// time_to_win never holds either (an integer difference over a positive
+// day length is +0.0 when zero).
+inline void SortDoubles(std::vector<double>& v) {
+  const size_t n = v.size();
+  if (n < 256) {
+    std::sort(v.begin(), v.end());
+    return;
+  }
+  constexpr uint64_t kSign = uint64_t{1} << 63;
+  std::vector<uint64_t> a(n), b(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t x;
+    std::memcpy(&x, &v[i], sizeof x);
+    // Negatives: all bits flipped (a larger magnitude sorts first);
+    // positives: above every negative.
+    a[i] = (x & kSign) != 0 ? ~x : x | kSign;
+  }
+  constexpr int kBits = 11;
+  constexpr size_t kDigits = size_t{1} << kBits;
+  std::vector<size_t> pos(kDigits);
+  for (int shift = 0; shift < 64; shift += kBits) {
+    std::fill(pos.begin(), pos.end(), 0);
+    for (uint64_t x : a) ++pos[(x >> shift) & (kDigits - 1)];
+    if (pos[(a[0] >> shift) & (kDigits - 1)] == n) continue;  // one digit: order kept
+    size_t sum = 0;
+    for (size_t& p : pos) sum += std::exchange(p, sum);
+    for (uint64_t x : a) b[pos[(x >> shift) & (kDigits - 1)]++] = x;
+    a.swap(b);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t x = (a[i] & kSign) != 0 ? a[i] & ~kSign : ~a[i];
+    std::memcpy(&v[i], &x, sizeof x);
+  }
+}
 
 // Writes the figures that come straight from the counters `c` into `v`: the
 // counts, their ratios, activities and NPS counts. The scan's partial sets a
