@@ -134,6 +134,9 @@ class Engine {
 
   // Rebuilds an engine from the bytes of Snapshot(), exactly: its Snapshot()
   // gives the same bytes, and it continues as the original would.
+  // Threads: from 4 MiB of bytes on a machine with two or more cores, the
+  // call parses and loads on the caller's thread and one thread of its own
+  // (joined before it returns); the result is the same either way.
   // Errors: INVALID_ARGUMENT (DATA_LOSS for unparseable bytes).
   static absl::StatusOr<std::unique_ptr<Engine>> Restore(absl::string_view snapshot_bytes);
 
@@ -307,7 +310,10 @@ class Engine {
                                                  const v1::PipelineSet* pipelines = nullptr);
 
   // The whole state as deterministic protobuf bytes (rapport.v1.EngineSnapshot):
-  // the same state always gives the same bytes.
+  // the same state always gives the same bytes. Thread-safety: a reader;
+  // a large state (about 4 MiB of bytes or more, two or more cores) is
+  // written on the caller's thread and one thread of its own, joined before
+  // the call returns.
   absl::StatusOr<std::string> Snapshot() const;
 
  private:

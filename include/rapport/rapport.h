@@ -114,12 +114,15 @@ RAPPORT_C_API int rapport_engine_create(rapport_engine** out, const uint8_t* con
 RAPPORT_C_API void rapport_engine_destroy(rapport_engine* engine);
 
 /* Rebuilds an engine from a snapshot (rapport.v1.EngineSnapshot in `format`,
- * PROTOBUF or JSON), exactly. *out as for rapport_engine_create(). */
+ * PROTOBUF or JSON), exactly. *out as for rapport_engine_create(). From
+ * 4 MiB of protobuf bytes on two or more cores the work is shared with one
+ * thread of the library's own, joined before the call returns. */
 RAPPORT_C_API int rapport_engine_restore(rapport_engine** out, const uint8_t* snapshot,
                                          size_t snapshot_len, int format);
 
 /* The engine's whole state as a rapport.v1.EngineSnapshot in `format`
- * (PROTOBUF: deterministic bytes; or JSON). */
+ * (PROTOBUF: deterministic bytes; or JSON). A large state is written on the
+ * caller's thread and one of the library's own, as rapport_engine_restore. */
 RAPPORT_C_API int rapport_engine_snapshot(uint8_t** out, size_t* out_len,
                                           const rapport_engine* engine, int format);
 
