@@ -926,6 +926,13 @@ TEST(SnapshotHalves, CorruptSnapshotsFailAlikeOnOneThreadAndTwo) {
   EXPECT_EQ(*(*twice)->Snapshot(), bytes);
 }
 
+// The first row of fact kind `kind` in the columns, plus half its count.
+int RowOfKind(const v1::EngineSnapshot& m, int kind) {
+  int row = 0;
+  for (int k = 0; k < kind; ++k) row += static_cast<int>(m.facts().kind_sizes(k));
+  return row + static_cast<int>(m.facts().kind_sizes(kind)) / 2;
+}
+
 // The tables and the event-id log, then the fact columns and the actions
 // and timers, are read at once on two threads; the error is still the one
 // the one-thread order meets first.
@@ -939,7 +946,27 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
   auto facts = [](v1::EngineSnapshot* m) { m->mutable_facts()->clear_kind_sizes(); };
   auto actions = [](v1::EngineSnapshot* m) { m->mutable_actions(0)->set_action_id("bad"); };
   auto timers = [](v1::EngineSnapshot* m) { m->mutable_rules()->add_timer_seq(1); };
+  // A bad row in the deal kinds (read on the calling thread) and in the
+  // others (read on the second): each is checked with the other's part of
+  // the rows running at once.
+  auto deal_row = [](v1::EngineSnapshot* m) {
+    m->mutable_facts()->set_account(RowOfKind(*m, 1), 1u << 30);
+  };
+  auto other_row = [](v1::EngineSnapshot* m) {
+    m->mutable_facts()->set_account(RowOfKind(*m, 10), 1u << 30);
+  };
+  auto other_time = [](v1::EngineSnapshot* m) {
+    m->mutable_facts()->set_occurred_at_delta_us(RowOfKind(*m, 9), uint64_t{1} << 62);
+  };
+  auto completed = [](v1::EngineSnapshot* m) {
+    // An order completed twice: read only after the placed orders.
+    const int row = RowOfKind(*m, 8);
+    m->mutable_facts()->set_subject(row + 1, m->facts().subject(row));
+    m->mutable_facts()->set_account(row + 1, m->facts().account(row));
+  };
   ASSERT_GT(snap.actions_size(), 0);
+  for (int k : {1, 9, 10}) ASSERT_GT(snap.facts().kind_sizes(k), 0u) << k;
+  ASSERT_GT(snap.facts().kind_sizes(8), 2u);
   struct Case {
     std::vector<void (*)(v1::EngineSnapshot*)> breaks;
     const char* expect;
@@ -949,6 +976,13 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
       {{ids, facts}, "event id lengths"},
       {{count, facts}, "event_fingerprints and events_accepted disagree"},
       {{facts, actions, timers}, "facts: kind_sizes"},
+      {{tables, deal_row, other_row}, "accounts: id"},
+      {{facts, deal_row, other_row}, "facts: kind_sizes"},
+      {{deal_row, other_row, actions, timers}, "(kind 1): unknown account"},
+      {{other_row, deal_row}, "(kind 1): unknown account"},
+      {{other_row, actions, timers}, "(kind 10): unknown account"},
+      {{other_time, other_row, timers}, "(kind 9): occurred_at_us out of range"},
+      {{completed, other_row}, "(kind 8): an index, code or value is out of range"},
       {{actions, timers}, "action 'bad'"},
       {{timers}, "rules: the timer columns differ"},
   };

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/kpi/cells.h"
+#include "lib/util/parallel.h"
 #include "rapport/engine.h"
 
 namespace rapport::kpi {
@@ -379,6 +380,14 @@ void WriteFactColumns(const EngineState& s, v1::FactColumns* out) {
 }
 
 absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
+  if (absl::Status st = ReadFactColumnsHead(in, s); !st.ok()) return st;
+  if (absl::Status st = ReadFactRows(in, 0, kFactKinds, s); !st.ok()) return st;
+  // The cells learn of every fact at once: one lock instead of two per fact.
+  s->kpi.cells->OnFactsLoaded(s->kpi);
+  return absl::OkStatus();
+}
+
+absl::Status ReadFactColumnsHead(const v1::FactColumns& in, EngineState* s) {
   auto bad = [](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("snapshot: facts: ", what));
   };
@@ -428,10 +437,23 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
   const Timeline<AttrEntry> none;
   for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, none, s);
   ReserveTimelines(in, &st);
+  return absl::OkStatus();
+}
+
+absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kind, EngineState* s) {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot: facts: ", what));
+  };
+  // No columns at all (an engine with no events): the head let that through.
+  if (in.kind_sizes_size() != kFactKinds) return absl::OkStatus();
+  FactStore& st = s->kpi;
+  const bool deltas = in.occurred_at_us_size() == 0;
   const uint32_t strings = static_cast<uint32_t>(st.strings.size());
   int row = 0;
+  for (int k = 0; k < first_kind; ++k) row += static_cast<int>(in.kind_sizes(k));
+  // Only the order facts (one kind) read order_seq.
   int order_row = 0;
-  for (int k = 0; k < in.kind_sizes_size(); ++k) {
+  for (int k = first_kind; k < end_kind; ++k) {
     const FactKind kind = static_cast<FactKind>(k);
     int64_t prev_t = 0;
     for (uint64_t j = 0; j < in.kind_sizes(k); ++j, ++row) {
@@ -495,9 +517,26 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
       StoreFact(st, kind, t, f, order_seq);
     }
   }
-  // The cells learn of every fact at once: one lock instead of two per fact.
-  st.cells->OnFactsLoaded(st);
   return absl::OkStatus();
 }
 
+absl::Status ReadFactRowsOnTwoThreads(const v1::FactColumns& in, EngineState* s) {
+  // The deal kinds (lead, stage entry, won, lost: every write to a deal's
+  // visits, win and loss) on this thread; the account, order, invoice and
+  // activity kinds (each to its own timelines and columns; the completed
+  // orders read the placed ones, so both go together) on the other. The
+  // two share only reads of the tables, the string count and the synced
+  // entity rows. A bad row of the first part precedes every row of the
+  // second, so the first part's error is the one the one-thread order meets
+  // first.
+  constexpr int kSplit = static_cast<int>(FactKind::kPartnerAgreed);
+  absl::Status deals, others;
+  RunBoth(
+      true, [&] { others = ReadFactRows(in, kSplit, kFactKinds, s); },
+      [&] { deals = ReadFactRows(in, 0, kSplit, s); });
+  if (!deals.ok()) return deals;
+  if (!others.ok()) return others;
+  s->kpi.cells->OnFactsLoaded(s->kpi);
+  return absl::OkStatus();
+}
 }  // namespace rapport::kpi
