@@ -847,6 +847,49 @@ TEST(SnapshotHalves, RestoreOnTwoThreadsEqualsRestoreOnOne) {
   EXPECT_EQ(*(*two)->Snapshot(), bytes);
   EXPECT_EQ(Reads(**one), Reads(**two));
 
+  // The fact store's memory, its spare room too, is the same both ways: the
+  // two threads reserved each timeline as the one thread does.
+  EngineState s1, s2;
+  {
+    ScopedParallelMode m(1);
+    ASSERT_TRUE(ReadSnapshot(bytes, &s1).ok());
+  }
+  {
+    ScopedParallelMode m(2);
+    ASSERT_TRUE(ReadSnapshot(bytes, &s2).ok());
+  }
+  const kpi::FactStore::Memory m1 = s1.kpi.MemoryUse(), m2 = s2.kpi.MemoryUse();
+  EXPECT_GT(m1.slack + m1.accounts + m1.deals + m1.invoices, 0u);
+  EXPECT_EQ(m1.facts, m2.facts);
+  EXPECT_EQ(m1.accounts, m2.accounts);
+  EXPECT_EQ(m1.deals, m2.deals);
+  EXPECT_EQ(m1.orders, m2.orders);
+  EXPECT_EQ(m1.invoices, m2.invoices);
+  EXPECT_EQ(m1.strings, m2.strings);
+  EXPECT_EQ(m1.slack, m2.slack);
+  // And timeline by timeline (a timeline grows one item at a time up to
+  // four, so only a longer one shows its reserve).
+  ASSERT_EQ(s1.kpi.accounts.size(), s2.kpi.accounts.size());
+  ASSERT_EQ(s1.kpi.deals.size(), s2.kpi.deals.size());
+  ASSERT_EQ(s1.kpi.invoice_payments.size(), s2.kpi.invoice_payments.size());
+  size_t long_ones = 0;
+  for (size_t i = 0; i < s1.kpi.accounts.size(); ++i) {
+    const kpi::AccountData &a = s1.kpi.accounts[i], &b = s2.kpi.accounts[i];
+    EXPECT_EQ(a.orders.capacity(), b.orders.capacity()) << i;
+    EXPECT_EQ(a.completed.capacity(), b.completed.capacity()) << i;
+    EXPECT_EQ(a.outbound.capacity(), b.outbound.capacity()) << i;
+    EXPECT_EQ(a.feedback.capacity(), b.feedback.capacity()) << i;
+    EXPECT_EQ(a.status.capacity(), b.status.capacity()) << i;
+    long_ones += a.outbound.size() > 4;
+  }
+  for (size_t i = 0; i < s1.kpi.deals.size(); ++i) {
+    EXPECT_EQ(s1.kpi.deals[i].visits.capacity(), s2.kpi.deals[i].visits.capacity()) << i;
+  }
+  for (size_t i = 0; i < s1.kpi.invoice_payments.size(); ++i) {
+    EXPECT_EQ(s1.kpi.invoice_payments[i].capacity(), s2.kpi.invoice_payments[i].capacity()) << i;
+  }
+  EXPECT_GT(long_ones, 0u);
+
   // The two-thread way did cut the bytes, at a record boundary, with each
   // half a real share of them.
   const size_t cut = SnapshotSplitPoint(bytes);
