@@ -6,12 +6,14 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lib/kpi/cells.h"
 #include "lib/util/parallel.h"
 #include "lib/util/shared_mutex.h"
 #include "rapport/engine.h"
 #include "rapport/testing/generator.h"
+#include "rapport/v1/snapshot.pb.h"
 #include "tests/storage/storage_test_util.h"
 #include "tests/test_util.h"
 
@@ -329,6 +331,46 @@ TEST(ConcurrencyPersistent, TwoWritersPerBatchSync) {
   auto reopened = Engine::Open(scratch.Sub("db"), options);
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   EXPECT_EQ(*(*reopened)->Snapshot(), final_state);
+}
+
+// The fact rows are read on two threads split by kind (the deal kinds on
+// the caller's, the rest on the second): a bad row on either side, or on
+// both, gives the one-thread error (the earlier row's), with no race on the
+// way (run under TSan).
+TEST(Parallel, BadFactRowsOnTwoThreadsFailAsOnOne) {
+  testing::GeneratorOptions o;
+  o.seed = 9;
+  o.max_events = 5000;
+  auto engine = NewEngine();
+  ASSERT_TRUE(engine->IngestBatch(testing::GenerateStream(o)).ok());
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(*engine->Snapshot()));
+  auto row_of = [&](int kind) {
+    int row = 0;
+    for (int k = 0; k < kind; ++k) row += static_cast<int>(snap.facts().kind_sizes(k));
+    return row + static_cast<int>(snap.facts().kind_sizes(kind)) / 2;
+  };
+  ASSERT_GT(snap.facts().kind_sizes(1), 0u);
+  ASSERT_GT(snap.facts().kind_sizes(10), 0u);
+  const int deal = row_of(1), other = row_of(10);
+  for (const auto& rows : std::vector<std::vector<int>>{{deal}, {other}, {deal, other}}) {
+    v1::EngineSnapshot bad = snap;
+    for (int row : rows) bad.mutable_facts()->set_account(row, 1u << 30);
+    const std::string bytes = bad.SerializeAsString();
+    absl::StatusOr<std::unique_ptr<Engine>> two, one;
+    {
+      ScopedParallelMode mode(2);
+      two = Engine::Restore(bytes);
+    }
+    {
+      ScopedParallelMode mode(1);
+      one = Engine::Restore(bytes);
+    }
+    ASSERT_FALSE(one.ok());
+    EXPECT_EQ(two.status(), one.status());
+    EXPECT_NE(one.status().message().find(absl::StrCat("fact ", rows[0], " ")), std::string::npos)
+        << one.status();
+  }
 }
 
 }  // namespace

@@ -847,6 +847,49 @@ TEST(SnapshotHalves, RestoreOnTwoThreadsEqualsRestoreOnOne) {
   EXPECT_EQ(*(*two)->Snapshot(), bytes);
   EXPECT_EQ(Reads(**one), Reads(**two));
 
+  // The fact store's memory, its spare room too, is the same both ways: the
+  // two threads reserved each timeline as the one thread does.
+  EngineState s1, s2;
+  {
+    ScopedParallelMode m(1);
+    ASSERT_TRUE(ReadSnapshot(bytes, &s1).ok());
+  }
+  {
+    ScopedParallelMode m(2);
+    ASSERT_TRUE(ReadSnapshot(bytes, &s2).ok());
+  }
+  const kpi::FactStore::Memory m1 = s1.kpi.MemoryUse(), m2 = s2.kpi.MemoryUse();
+  EXPECT_GT(m1.slack + m1.accounts + m1.deals + m1.invoices, 0u);
+  EXPECT_EQ(m1.facts, m2.facts);
+  EXPECT_EQ(m1.accounts, m2.accounts);
+  EXPECT_EQ(m1.deals, m2.deals);
+  EXPECT_EQ(m1.orders, m2.orders);
+  EXPECT_EQ(m1.invoices, m2.invoices);
+  EXPECT_EQ(m1.strings, m2.strings);
+  EXPECT_EQ(m1.slack, m2.slack);
+  // And timeline by timeline (a timeline grows one item at a time up to
+  // four, so only a longer one shows its reserve).
+  ASSERT_EQ(s1.kpi.accounts.size(), s2.kpi.accounts.size());
+  ASSERT_EQ(s1.kpi.deals.size(), s2.kpi.deals.size());
+  ASSERT_EQ(s1.kpi.invoice_payments.size(), s2.kpi.invoice_payments.size());
+  size_t long_ones = 0;
+  for (size_t i = 0; i < s1.kpi.accounts.size(); ++i) {
+    const kpi::AccountData &a = s1.kpi.accounts[i], &b = s2.kpi.accounts[i];
+    EXPECT_EQ(a.orders.capacity(), b.orders.capacity()) << i;
+    EXPECT_EQ(a.completed.capacity(), b.completed.capacity()) << i;
+    EXPECT_EQ(a.outbound.capacity(), b.outbound.capacity()) << i;
+    EXPECT_EQ(a.feedback.capacity(), b.feedback.capacity()) << i;
+    EXPECT_EQ(a.status.capacity(), b.status.capacity()) << i;
+    long_ones += a.outbound.size() > 4;
+  }
+  for (size_t i = 0; i < s1.kpi.deals.size(); ++i) {
+    EXPECT_EQ(s1.kpi.deals[i].visits.capacity(), s2.kpi.deals[i].visits.capacity()) << i;
+  }
+  for (size_t i = 0; i < s1.kpi.invoice_payments.size(); ++i) {
+    EXPECT_EQ(s1.kpi.invoice_payments[i].capacity(), s2.kpi.invoice_payments[i].capacity()) << i;
+  }
+  EXPECT_GT(long_ones, 0u);
+
   // The two-thread way did cut the bytes, at a record boundary, with each
   // half a real share of them.
   const size_t cut = SnapshotSplitPoint(bytes);
@@ -926,6 +969,13 @@ TEST(SnapshotHalves, CorruptSnapshotsFailAlikeOnOneThreadAndTwo) {
   EXPECT_EQ(*(*twice)->Snapshot(), bytes);
 }
 
+// The first row of fact kind `kind` in the columns, plus half its count.
+int RowOfKind(const v1::EngineSnapshot& m, int kind) {
+  int row = 0;
+  for (int k = 0; k < kind; ++k) row += static_cast<int>(m.facts().kind_sizes(k));
+  return row + static_cast<int>(m.facts().kind_sizes(kind)) / 2;
+}
+
 // The tables and the event-id log, then the fact columns and the actions
 // and timers, are read at once on two threads; the error is still the one
 // the one-thread order meets first.
@@ -939,7 +989,27 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
   auto facts = [](v1::EngineSnapshot* m) { m->mutable_facts()->clear_kind_sizes(); };
   auto actions = [](v1::EngineSnapshot* m) { m->mutable_actions(0)->set_action_id("bad"); };
   auto timers = [](v1::EngineSnapshot* m) { m->mutable_rules()->add_timer_seq(1); };
+  // A bad row in the deal kinds (read on the calling thread) and in the
+  // others (read on the second): each is checked with the other's part of
+  // the rows running at once.
+  auto deal_row = [](v1::EngineSnapshot* m) {
+    m->mutable_facts()->set_account(RowOfKind(*m, 1), 1u << 30);
+  };
+  auto other_row = [](v1::EngineSnapshot* m) {
+    m->mutable_facts()->set_account(RowOfKind(*m, 10), 1u << 30);
+  };
+  auto other_time = [](v1::EngineSnapshot* m) {
+    m->mutable_facts()->set_occurred_at_delta_us(RowOfKind(*m, 9), uint64_t{1} << 62);
+  };
+  auto completed = [](v1::EngineSnapshot* m) {
+    // An order completed twice: read only after the placed orders.
+    const int row = RowOfKind(*m, 8);
+    m->mutable_facts()->set_subject(row + 1, m->facts().subject(row));
+    m->mutable_facts()->set_account(row + 1, m->facts().account(row));
+  };
   ASSERT_GT(snap.actions_size(), 0);
+  for (int k : {1, 9, 10}) ASSERT_GT(snap.facts().kind_sizes(k), 0u) << k;
+  ASSERT_GT(snap.facts().kind_sizes(8), 2u);
   struct Case {
     std::vector<void (*)(v1::EngineSnapshot*)> breaks;
     const char* expect;
@@ -949,6 +1019,13 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
       {{ids, facts}, "event id lengths"},
       {{count, facts}, "event_fingerprints and events_accepted disagree"},
       {{facts, actions, timers}, "facts: kind_sizes"},
+      {{tables, deal_row, other_row}, "accounts: id"},
+      {{facts, deal_row, other_row}, "facts: kind_sizes"},
+      {{deal_row, other_row, actions, timers}, "(kind 1): unknown account"},
+      {{other_row, deal_row}, "(kind 1): unknown account"},
+      {{other_row, actions, timers}, "(kind 10): unknown account"},
+      {{other_time, other_row, timers}, "(kind 9): occurred_at_us out of range"},
+      {{completed, other_row}, "(kind 8): an index, code or value is out of range"},
       {{actions, timers}, "action 'bad'"},
       {{timers}, "rules: the timer columns differ"},
   };

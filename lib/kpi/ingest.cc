@@ -7,6 +7,7 @@
 #include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "lib/kpi/cells.h"
+#include "lib/util/parallel.h"
 #include "rapport/engine.h"
 
 namespace rapport::kpi {
@@ -395,6 +396,14 @@ void WriteFactColumns(const EngineState& s, v1::FactColumns* out) {
 }
 
 absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
+  if (absl::Status st = ReadFactColumnsHead(in, s, /*reserve=*/true); !st.ok()) return st;
+  if (absl::Status st = ReadFactRows(in, 0, kFactKinds, s); !st.ok()) return st;
+  // The cells learn of every fact at once: one lock instead of two per fact.
+  s->kpi.cells->OnFactsLoaded(s->kpi);
+  return absl::OkStatus();
+}
+
+absl::Status ReadFactColumnsHead(const v1::FactColumns& in, EngineState* s, bool reserve) {
   auto bad = [](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("snapshot: facts: ", what));
   };
@@ -443,11 +452,24 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
   Sync(s);
   const Timeline<AttrEntry> none;
   for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, none, s);
-  ReserveTimelines(in, &st);
+  if (reserve) ReserveTimelines(in, &st);
+  return absl::OkStatus();
+}
+
+absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kind, EngineState* s) {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot: facts: ", what));
+  };
+  // No columns at all (an engine with no events): the head let that through.
+  if (in.kind_sizes_size() != kFactKinds) return absl::OkStatus();
+  FactStore& st = s->kpi;
+  const bool deltas = in.occurred_at_us_size() == 0;
   const uint32_t strings = static_cast<uint32_t>(st.strings.size());
   int row = 0;
+  for (int k = 0; k < first_kind; ++k) row += static_cast<int>(in.kind_sizes(k));
+  // Only the order facts (one kind) read order_seq.
   int order_row = 0;
-  for (int k = 0; k < in.kind_sizes_size(); ++k) {
+  for (int k = first_kind; k < end_kind; ++k) {
     const FactKind kind = static_cast<FactKind>(k);
     int64_t prev_t = 0;
     for (uint64_t j = 0; j < in.kind_sizes(k); ++j, ++row) {
@@ -511,9 +533,124 @@ absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* s) {
       StoreFact(st, kind, t, f, order_seq);
     }
   }
-  // The cells learn of every fact at once: one lock instead of two per fact.
-  st.cells->OnFactsLoaded(st);
   return absl::OkStatus();
 }
 
+namespace {
+
+// ReserveTimelines for the timelines the facts of kinds [first_kind,
+// end_kind) fill, and only those: over ranges that cover every kind once,
+// the same reserves as ReserveTimelines (a test compares the memory use).
+// The deal kinds' part touches only the deals' visits, the rest's only the
+// accounts' timelines and the invoices' payments, so the two parts can run
+// at once, each before its own rows.
+void ReserveTimelinesOfKinds(const v1::FactColumns& in, int first_kind, int end_kind,
+                             FactStore* st) {
+  if (in.kind_sizes_size() != kFactKinds) return;
+  auto has = [&](FactKind k) {
+    return static_cast<int>(k) >= first_kind && static_cast<int>(k) < end_kind;
+  };
+  const size_t accounts = st->accounts.size(), deals = st->deals.size();
+  const size_t invoices = st->invoice_payments.size();
+  const bool per_account_kinds = has(FactKind::kPartnerAgreed) || has(FactKind::kPartnerChurned) ||
+                                 has(FactKind::kAccountChurned) || has(FactKind::kOrderPlaced) ||
+                                 has(FactKind::kOrderCompleted) || has(FactKind::kActivity) ||
+                                 has(FactKind::kFeedback);
+  // Per account: orders, completed, outbound, feedback, status.
+  enum { kOrders, kCompleted, kOutbound, kFeedback, kStatus, kPerAccount };
+  std::vector<uint32_t> per_account(per_account_kinds ? accounts * kPerAccount : 0);
+  std::vector<uint32_t> visits(has(FactKind::kStageEntry) ? deals : 0);
+  std::vector<uint32_t> payments(has(FactKind::kPayment) ? invoices : 0);
+  int row = 0;
+  for (int k = 0; k < first_kind; ++k) row += static_cast<int>(in.kind_sizes(k));
+  for (int k = first_kind; k < end_kind; ++k) {
+    const FactKind kind = static_cast<FactKind>(k);
+    const int end = row + static_cast<int>(in.kind_sizes(k));
+    for (; row < end; ++row) {
+      const uint32_t account = in.account(row);
+      if (account >= accounts) continue;
+      uint32_t* a = per_account_kinds ? &per_account[account * kPerAccount] : nullptr;
+      switch (kind) {
+        case FactKind::kStageEntry:
+          if (in.subject(row) < deals) ++visits[in.subject(row)];
+          break;
+        case FactKind::kPartnerAgreed:
+        case FactKind::kPartnerChurned:
+        case FactKind::kAccountChurned:
+          // As StoreFact: partners follow agreed/churned, clients churned.
+          if ((st->accounts[account].kind == v1::ACCOUNT_KIND_PARTNER) !=
+              (kind == FactKind::kAccountChurned)) {
+            ++a[kStatus];
+          }
+          break;
+        case FactKind::kOrderPlaced:
+          ++a[kOrders];
+          break;
+        case FactKind::kOrderCompleted:
+          ++a[kCompleted];
+          break;
+        case FactKind::kPayment:
+          if (in.subject(row) != 0 && in.subject(row) <= invoices) ++payments[in.subject(row) - 1];
+          break;
+        case FactKind::kActivity:
+          if (!ActivityInbound(in.aux(row))) ++a[kOutbound];
+          break;
+        case FactKind::kFeedback:
+          ++a[kFeedback];
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  if (per_account_kinds) {
+    for (size_t i = 0; i < accounts; ++i) {
+      AccountData& d = st->accounts[i];
+      const uint32_t* a = &per_account[i * kPerAccount];
+      if (has(FactKind::kOrderPlaced)) d.orders.reserve(a[kOrders]);
+      if (has(FactKind::kOrderCompleted)) d.completed.reserve(a[kCompleted]);
+      if (has(FactKind::kActivity)) d.outbound.reserve(a[kOutbound]);
+      if (has(FactKind::kFeedback)) d.feedback.reserve(a[kFeedback]);
+      if (has(FactKind::kPartnerAgreed) || has(FactKind::kPartnerChurned) ||
+          has(FactKind::kAccountChurned)) {
+        d.status.reserve(a[kStatus]);
+      }
+    }
+  }
+  if (has(FactKind::kStageEntry)) {
+    for (size_t i = 0; i < deals; ++i) st->deals[i].visits.reserve(visits[i]);
+  }
+  if (has(FactKind::kPayment)) {
+    for (size_t i = 0; i < invoices; ++i) st->invoice_payments[i].reserve(payments[i]);
+  }
+}
+
+}  // namespace
+
+absl::Status ReadFactRowsOnTwoThreads(const v1::FactColumns& in, EngineState* s) {
+  // The deal kinds (lead, stage entry, won, lost: every write to a deal's
+  // visits, win and loss) on this thread; the account, order, invoice and
+  // activity kinds (each to its own timelines and columns; the completed
+  // orders read the placed ones, so both go together) on the other. The
+  // two share only reads of the tables, the string count and the synced
+  // entity rows. A bad row of the first part precedes every row of the
+  // second, so the first part's error is the one the one-thread order meets
+  // first.
+  constexpr int kSplit = static_cast<int>(FactKind::kPartnerAgreed);
+  absl::Status deals, others;
+  RunBoth(
+      true,
+      [&] {
+        ReserveTimelinesOfKinds(in, kSplit, kFactKinds, &s->kpi);
+        others = ReadFactRows(in, kSplit, kFactKinds, s);
+      },
+      [&] {
+        ReserveTimelinesOfKinds(in, 0, kSplit, &s->kpi);
+        deals = ReadFactRows(in, 0, kSplit, s);
+      });
+  if (!deals.ok()) return deals;
+  if (!others.ok()) return others;
+  s->kpi.cells->OnFactsLoaded(s->kpi);
+  return absl::OkStatus();
+}
 }  // namespace rapport::kpi

@@ -26,6 +26,22 @@ void WriteFactColumns(const EngineState& state, v1::FactColumns* out);
 // Errors: INVALID_ARGUMENT naming the column and the offending entry.
 absl::Status ReadFactColumns(const v1::FactColumns& in, EngineState* state);
 
+// ReadFactColumns in its steps, for a restore on two threads; run in this
+// order they are ReadFactColumns, error for error.
+//
+// The checks of the columns' shape, the strings, the store's entity rows
+// from the tables, and if `reserve`, the timelines reserved (the part needing
+// no row). ReadFactRowsOnTwoThreads reserves them itself: pass false there.
+absl::Status ReadFactColumnsHead(const v1::FactColumns& in, EngineState* state, bool reserve);
+// After ReadFactColumnsHead: the rows of kinds [first_kind, end_kind),
+// checked and stored (not yet told to the cells); the first bad row's error.
+absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kind,
+                          EngineState* state);
+// After ReadFactColumnsHead(reserve = false): the timelines reserved and
+// every row, on two threads split by kind, then the cells; the error is the first bad row's, as
+// ReadFactRows over all.
+absl::Status ReadFactRowsOnTwoThreads(const v1::FactColumns& in, EngineState* state);
+
 }  // namespace rapport::kpi
 
 #endif  // RAPPORT_LIB_KPI_INGEST_H_

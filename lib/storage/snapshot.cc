@@ -1088,13 +1088,17 @@ absl::Status ReadSnapshot(absl::string_view bytes, EngineState* s) {
         true, [&] { ids = ReadEventIds(snap, s); }, [&] { tables = ReadTables(snap, s); });
     if (!tables.ok()) return tables;
     if (!ids.ok()) return ids;
+    // The fact columns' head (the part of their work that is not rows) runs
+    // beside the actions and timers; their reserves and rows then on both
+    // threads.
     RunBoth(
         true,
         [&] {
           actions = rules::LoadActions(snap.actions(), s);
           if (actions.ok()) timers = rules::ReadRuntime(snap.rules(), s);
         },
-        [&] { facts = kpi::ReadFactColumns(snap.facts(), s); });
+        [&] { facts = kpi::ReadFactColumnsHead(snap.facts(), s, /*reserve=*/false); });
+    if (facts.ok()) facts = kpi::ReadFactRowsOnTwoThreads(snap.facts(), s);
     if (!facts.ok()) return facts;
     if (!actions.ok()) return Inconsistent(actions.message());
     if (!timers.ok()) return timers;
