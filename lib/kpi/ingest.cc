@@ -215,26 +215,39 @@ bool RecordEntry(uint32_t deal, int stage, int64_t t, int64_t seq, EngineState* 
   return false;
 }
 
-// Gives every timeline the facts will fill exactly the room they need.
-// Restore appends to them fact by fact, and growing each one realloc at a
-// time was a third of reading the facts. Counts only entries in range: the
-// checks come with the facts themselves.
-void ReserveTimelines(const v1::FactColumns& in, FactStore* st) {
+// Gives every timeline the facts of kinds [first_kind, end_kind) will fill
+// exactly the room they need, and only those. Restore appends to them fact by
+// fact, and growing each one realloc at a time was a third of reading the
+// facts. Counts only entries in range: the checks come with the facts
+// themselves. The deal kinds' part touches only the deals' visits, the
+// rest's only the accounts' timelines and the invoices' payments, so a
+// restore on two threads runs the two parts at once, each before its rows.
+void ReserveTimelinesOfKinds(const v1::FactColumns& in, int first_kind, int end_kind,
+                             FactStore* st) {
   if (in.kind_sizes_size() != kFactKinds) return;
+  auto has = [&](FactKind k) {
+    return static_cast<int>(k) >= first_kind && static_cast<int>(k) < end_kind;
+  };
   const size_t accounts = st->accounts.size(), deals = st->deals.size();
   const size_t invoices = st->invoice_payments.size();
+  const bool per_account_kinds = has(FactKind::kPartnerAgreed) || has(FactKind::kPartnerChurned) ||
+                                 has(FactKind::kAccountChurned) || has(FactKind::kOrderPlaced) ||
+                                 has(FactKind::kOrderCompleted) || has(FactKind::kActivity) ||
+                                 has(FactKind::kFeedback);
   // Per account: orders, completed, outbound, feedback, status.
   enum { kOrders, kCompleted, kOutbound, kFeedback, kStatus, kPerAccount };
-  std::vector<uint32_t> per_account(accounts * kPerAccount);
-  std::vector<uint32_t> visits(deals), payments(invoices);
+  std::vector<uint32_t> per_account(per_account_kinds ? accounts * kPerAccount : 0);
+  std::vector<uint32_t> visits(has(FactKind::kStageEntry) ? deals : 0);
+  std::vector<uint32_t> payments(has(FactKind::kPayment) ? invoices : 0);
   int row = 0;
-  for (int k = 0; k < kFactKinds; ++k) {
+  for (int k = 0; k < first_kind; ++k) row += static_cast<int>(in.kind_sizes(k));
+  for (int k = first_kind; k < end_kind; ++k) {
     const FactKind kind = static_cast<FactKind>(k);
     const int end = row + static_cast<int>(in.kind_sizes(k));
     for (; row < end; ++row) {
       const uint32_t account = in.account(row);
       if (account >= accounts) continue;
-      uint32_t* a = &per_account[account * kPerAccount];
+      uint32_t* a = per_account_kinds ? &per_account[account * kPerAccount] : nullptr;
       switch (kind) {
         case FactKind::kStageEntry:
           if (in.subject(row) < deals) ++visits[in.subject(row)];
@@ -268,17 +281,26 @@ void ReserveTimelines(const v1::FactColumns& in, FactStore* st) {
       }
     }
   }
-  for (size_t i = 0; i < accounts; ++i) {
-    AccountData& d = st->accounts[i];
-    const uint32_t* a = &per_account[i * kPerAccount];
-    d.orders.reserve(a[kOrders]);
-    d.completed.reserve(a[kCompleted]);
-    d.outbound.reserve(a[kOutbound]);
-    d.feedback.reserve(a[kFeedback]);
-    d.status.reserve(a[kStatus]);
+  if (per_account_kinds) {
+    for (size_t i = 0; i < accounts; ++i) {
+      AccountData& d = st->accounts[i];
+      const uint32_t* a = &per_account[i * kPerAccount];
+      if (has(FactKind::kOrderPlaced)) d.orders.reserve(a[kOrders]);
+      if (has(FactKind::kOrderCompleted)) d.completed.reserve(a[kCompleted]);
+      if (has(FactKind::kActivity)) d.outbound.reserve(a[kOutbound]);
+      if (has(FactKind::kFeedback)) d.feedback.reserve(a[kFeedback]);
+      if (has(FactKind::kPartnerAgreed) || has(FactKind::kPartnerChurned) ||
+          has(FactKind::kAccountChurned)) {
+        d.status.reserve(a[kStatus]);
+      }
+    }
   }
-  for (size_t i = 0; i < deals; ++i) st->deals[i].visits.reserve(visits[i]);
-  for (size_t i = 0; i < invoices; ++i) st->invoice_payments[i].reserve(payments[i]);
+  if (has(FactKind::kStageEntry)) {
+    for (size_t i = 0; i < deals; ++i) st->deals[i].visits.reserve(visits[i]);
+  }
+  if (has(FactKind::kPayment)) {
+    for (size_t i = 0; i < invoices; ++i) st->invoice_payments[i].reserve(payments[i]);
+  }
 }
 
 }  // namespace
@@ -452,7 +474,7 @@ absl::Status ReadFactColumnsHead(const v1::FactColumns& in, EngineState* s, bool
   Sync(s);
   const Timeline<AttrEntry> none;
   for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, none, s);
-  if (reserve) ReserveTimelines(in, &st);
+  if (reserve) ReserveTimelinesOfKinds(in, 0, kFactKinds, &st);
   return absl::OkStatus();
 }
 
@@ -535,97 +557,6 @@ absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kin
   }
   return absl::OkStatus();
 }
-
-namespace {
-
-// ReserveTimelines for the timelines the facts of kinds [first_kind,
-// end_kind) fill, and only those: over ranges that cover every kind once,
-// the same reserves as ReserveTimelines (a test compares the memory use).
-// The deal kinds' part touches only the deals' visits, the rest's only the
-// accounts' timelines and the invoices' payments, so the two parts can run
-// at once, each before its own rows.
-void ReserveTimelinesOfKinds(const v1::FactColumns& in, int first_kind, int end_kind,
-                             FactStore* st) {
-  if (in.kind_sizes_size() != kFactKinds) return;
-  auto has = [&](FactKind k) {
-    return static_cast<int>(k) >= first_kind && static_cast<int>(k) < end_kind;
-  };
-  const size_t accounts = st->accounts.size(), deals = st->deals.size();
-  const size_t invoices = st->invoice_payments.size();
-  const bool per_account_kinds = has(FactKind::kPartnerAgreed) || has(FactKind::kPartnerChurned) ||
-                                 has(FactKind::kAccountChurned) || has(FactKind::kOrderPlaced) ||
-                                 has(FactKind::kOrderCompleted) || has(FactKind::kActivity) ||
-                                 has(FactKind::kFeedback);
-  // Per account: orders, completed, outbound, feedback, status.
-  enum { kOrders, kCompleted, kOutbound, kFeedback, kStatus, kPerAccount };
-  std::vector<uint32_t> per_account(per_account_kinds ? accounts * kPerAccount : 0);
-  std::vector<uint32_t> visits(has(FactKind::kStageEntry) ? deals : 0);
-  std::vector<uint32_t> payments(has(FactKind::kPayment) ? invoices : 0);
-  int row = 0;
-  for (int k = 0; k < first_kind; ++k) row += static_cast<int>(in.kind_sizes(k));
-  for (int k = first_kind; k < end_kind; ++k) {
-    const FactKind kind = static_cast<FactKind>(k);
-    const int end = row + static_cast<int>(in.kind_sizes(k));
-    for (; row < end; ++row) {
-      const uint32_t account = in.account(row);
-      if (account >= accounts) continue;
-      uint32_t* a = per_account_kinds ? &per_account[account * kPerAccount] : nullptr;
-      switch (kind) {
-        case FactKind::kStageEntry:
-          if (in.subject(row) < deals) ++visits[in.subject(row)];
-          break;
-        case FactKind::kPartnerAgreed:
-        case FactKind::kPartnerChurned:
-        case FactKind::kAccountChurned:
-          // As StoreFact: partners follow agreed/churned, clients churned.
-          if ((st->accounts[account].kind == v1::ACCOUNT_KIND_PARTNER) !=
-              (kind == FactKind::kAccountChurned)) {
-            ++a[kStatus];
-          }
-          break;
-        case FactKind::kOrderPlaced:
-          ++a[kOrders];
-          break;
-        case FactKind::kOrderCompleted:
-          ++a[kCompleted];
-          break;
-        case FactKind::kPayment:
-          if (in.subject(row) != 0 && in.subject(row) <= invoices) ++payments[in.subject(row) - 1];
-          break;
-        case FactKind::kActivity:
-          if (!ActivityInbound(in.aux(row))) ++a[kOutbound];
-          break;
-        case FactKind::kFeedback:
-          ++a[kFeedback];
-          break;
-        default:
-          break;
-      }
-    }
-  }
-  if (per_account_kinds) {
-    for (size_t i = 0; i < accounts; ++i) {
-      AccountData& d = st->accounts[i];
-      const uint32_t* a = &per_account[i * kPerAccount];
-      if (has(FactKind::kOrderPlaced)) d.orders.reserve(a[kOrders]);
-      if (has(FactKind::kOrderCompleted)) d.completed.reserve(a[kCompleted]);
-      if (has(FactKind::kActivity)) d.outbound.reserve(a[kOutbound]);
-      if (has(FactKind::kFeedback)) d.feedback.reserve(a[kFeedback]);
-      if (has(FactKind::kPartnerAgreed) || has(FactKind::kPartnerChurned) ||
-          has(FactKind::kAccountChurned)) {
-        d.status.reserve(a[kStatus]);
-      }
-    }
-  }
-  if (has(FactKind::kStageEntry)) {
-    for (size_t i = 0; i < deals; ++i) st->deals[i].visits.reserve(visits[i]);
-  }
-  if (has(FactKind::kPayment)) {
-    for (size_t i = 0; i < invoices; ++i) st->invoice_payments[i].reserve(payments[i]);
-  }
-}
-
-}  // namespace
 
 absl::Status ReadFactRowsOnTwoThreads(const v1::FactColumns& in, EngineState* s) {
   // The deal kinds (lead, stage entry, won, lost: every write to a deal's
