@@ -209,10 +209,10 @@ RAPPORT_C_API int rapport_kpi_merge(uint8_t** out, size_t* out_len, const uint8_
  * once both are done. If it fails, the write fails with its code, and as the
  * write may already be applied in memory, every later call on the engine
  * fails with RAPPORT_FAILED_PRECONDITION (naming the fdatasync failure and
- * saying to reopen) until the engine is destroyed and opened again, except
- * rapport_events_accepted and rapport_clock_us (which answer 0) and the
- * config, outbox, account and deal lists (which answer empty). Reopening
- * gives every acknowledged write and not the failed one. */
+ * saying to reopen) until the engine is destroyed and opened again, reads
+ * included, except rapport_events_accepted and rapport_clock_us (which have
+ * no status to fail with and answer 0). Reopening gives every acknowledged
+ * write and not the failed one. */
 #define RAPPORT_SYNC_PER_BATCH 0
 /* Writers on several threads share one fdatasync; readers may see a write
  * before it is durable. If the fdatasync fails, the writes waiting on it

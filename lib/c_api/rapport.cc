@@ -21,6 +21,7 @@
 #include "google/protobuf/arena.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "lib/c_api/adopt.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
 #include "rapport/v1/snapshot.pb.h"
@@ -36,6 +37,10 @@ struct rapport_engine {
   std::mutex advance_mu;
   rapport::v1::ActionList advance_list;
 };
+
+rapport_engine* rapport::c_api::AdoptEngine(std::unique_ptr<Engine> engine) {
+  return new rapport_engine(std::move(engine));
+}
 
 namespace {
 
