@@ -137,6 +137,17 @@ void ClearOut(uint8_t** out, size_t* out_len) {
   if (out_len != nullptr) *out_len = 0;
 }
 
+// The first check of every call that returns a buffer from an engine: the
+// output is cleared (so a failed call hands back nothing to free) and none of
+// the three may be NULL.
+absl::Status ClearAndCheckOut(uint8_t** out, size_t* out_len, const rapport_engine* engine) {
+  ClearOut(out, out_len);
+  if (out == nullptr || out_len == nullptr || engine == nullptr) {
+    return absl::InvalidArgumentError("out, out_len and engine must not be NULL");
+  }
+  return absl::OkStatus();
+}
+
 // Runs `body`, turning any exception into a status code.
 template <typename Body>
 int Guard(Body body) {
@@ -323,10 +334,7 @@ int rapport_engine_restore(rapport_engine** out, const uint8_t* snapshot, size_t
 int rapport_engine_snapshot(uint8_t** out, size_t* out_len, const rapport_engine* engine,
                             int format) {
   return Guard([&] {
-    ClearOut(out, out_len);
-    if (out == nullptr || out_len == nullptr || engine == nullptr) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
-    }
+    if (absl::Status st = ClearAndCheckOut(out, out_len, engine); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     absl::StatusOr<std::string> bytes = engine->engine->Snapshot();
     if (!bytes.ok()) return Fail(bytes.status());
@@ -435,10 +443,7 @@ template <typename Getter>
 int GetById(uint8_t** out, size_t* out_len, const rapport_engine* engine, const char* id,
             size_t id_len, int format, Getter get) {
   return Guard([&] {
-    ClearOut(out, out_len);
-    if (out == nullptr || out_len == nullptr || engine == nullptr) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
-    }
+    if (absl::Status st = ClearAndCheckOut(out, out_len, engine); !st.ok()) return Fail(st);
     if (id == nullptr) return FailWith(RAPPORT_INVALID_ARGUMENT, "id is NULL");
     if (id_len > rapport::kMaxIdBytes) {
       return FailWith(
@@ -498,10 +503,7 @@ int rapport_get_team(uint8_t** out, size_t* out_len, const rapport_engine* engin
 int rapport_engine_config(uint8_t** out, size_t* out_len, const rapport_engine* engine,
                           int format) {
   return Guard([&] {
-    ClearOut(out, out_len);
-    if (out == nullptr || out_len == nullptr || engine == nullptr) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
-    }
+    if (absl::Status st = ClearAndCheckOut(out, out_len, engine); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     if (absl::Status st = engine->engine->Usable(); !st.ok()) return Fail(st);
     return Emit(engine->engine->config(), format, out, out_len);
@@ -527,10 +529,7 @@ template <typename Run>
 int RunQuery(uint8_t** out, size_t* out_len, const rapport_engine* engine, const uint8_t* query,
              size_t query_len, int format, Run run) {
   return Guard([&] {
-    ClearOut(out, out_len);
-    if (out == nullptr || out_len == nullptr || engine == nullptr) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
-    }
+    if (absl::Status st = ClearAndCheckOut(out, out_len, engine); !st.ok()) return Fail(st);
     if (absl::Status st = CheckInput(query, query_len, "query"); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     rapport::v1::KpiQuery q;
@@ -669,10 +668,7 @@ int rapport_engine_checkpoint(rapport_engine* engine) {
 
 int rapport_outbox(uint8_t** out, size_t* out_len, const rapport_engine* engine, int format) {
   return Guard([&] {
-    ClearOut(out, out_len);
-    if (out == nullptr || out_len == nullptr || engine == nullptr) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
-    }
+    if (absl::Status st = ClearAndCheckOut(out, out_len, engine); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     if (absl::Status st = engine->engine->Usable(); !st.ok()) return Fail(st);
     return Emit(engine->engine->Outbox(), format, out, out_len);
@@ -711,10 +707,7 @@ int rapport_acknowledge(rapport_engine* engine, const char* const* ids, const si
 int rapport_grades(uint8_t** out, size_t* out_len, const rapport_engine* engine, int64_t as_of_us,
                    int format) {
   return Guard([&] {
-    ClearOut(out, out_len);
-    if (out == nullptr || out_len == nullptr || engine == nullptr) {
-      return FailWith(RAPPORT_INVALID_ARGUMENT, "out, out_len and engine must not be NULL");
-    }
+    if (absl::Status st = ClearAndCheckOut(out, out_len, engine); !st.ok()) return Fail(st);
     if (absl::Status st = CheckFormat(format, false); !st.ok()) return Fail(st);
     auto r = engine->engine->Grades(as_of_us);
     if (!r.ok()) return Fail(r.status());
@@ -747,9 +740,7 @@ int EmitList(const std::vector<T>& items, int format, uint8_t** out, size_t* out
 
 absl::Status CheckListArgs(uint8_t** out, size_t* out_len, const rapport_engine* engine,
                            int format) {
-  if (out == nullptr || out_len == nullptr || engine == nullptr) {
-    return absl::InvalidArgumentError("out, out_len and engine must not be NULL");
-  }
+  if (absl::Status st = ClearAndCheckOut(out, out_len, engine); !st.ok()) return st;
   if (format != RAPPORT_FORMAT_PROTOBUF_DELIMITED && format != RAPPORT_FORMAT_JSON_LINES) {
     return absl::InvalidArgumentError(absl::StrCat(
         "format ", format, " is not valid here (lists are PROTOBUF_DELIMITED or JSON_LINES)"));
@@ -765,7 +756,6 @@ extern "C" {
 int rapport_accounts_by_status(uint8_t** out, size_t* out_len, const rapport_engine* engine,
                                int status, int format) {
   return Guard([&] {
-    ClearOut(out, out_len);
     if (absl::Status st = CheckListArgs(out, out_len, engine, format); !st.ok()) return Fail(st);
     if (!rapport::v1::AccountStatus_IsValid(status)) {
       return FailWith(RAPPORT_INVALID_ARGUMENT, absl::StrCat("account status ", status,
@@ -780,7 +770,6 @@ int rapport_accounts_by_status(uint8_t** out, size_t* out_len, const rapport_eng
 int rapport_deals_by_stage(uint8_t** out, size_t* out_len, const rapport_engine* engine,
                            int format) {
   return Guard([&] {
-    ClearOut(out, out_len);
     if (absl::Status st = CheckListArgs(out, out_len, engine, format); !st.ok()) return Fail(st);
     return EmitList(engine->engine->DealsByStage(), format, out, out_len);
   });
@@ -789,7 +778,6 @@ int rapport_deals_by_stage(uint8_t** out, size_t* out_len, const rapport_engine*
 int rapport_stuck_deals(uint8_t** out, size_t* out_len, const rapport_engine* engine, int64_t at_us,
                         int format) {
   return Guard([&] {
-    ClearOut(out, out_len);
     if (absl::Status st = CheckListArgs(out, out_len, engine, format); !st.ok()) return Fail(st);
     return EmitList(engine->engine->StuckDeals(at_us), format, out, out_len);
   });
