@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -312,6 +313,26 @@ void ForEachFact(const kpi::FactStore& st, Fn&& fn) {
   for (int k = 0; k < kpi::kFactKinds; ++k) st.columns[k].ForAll(fn);
 }
 
+// Calls each(emit) and writes the varint of every value it emits: what
+// out->WriteVarint32/64 does per value, with the position kept in a local
+// rather than in *out across millions of calls. EnsureSpace leaves room for
+// one varint (the stream's slop is 16 bytes).
+template <typename Each>
+void WriteVarints(CodedOutputStream* out, Each&& each) {
+  uint8_t* p = out->Cur();
+  EpsCopyOutputStream* eps = out->EpsCopy();
+  each([&](auto v) {
+    static_assert(std::is_unsigned_v<decltype(v)>);
+    p = eps->EnsureSpace(p);
+    if constexpr (sizeof(v) == sizeof(uint32_t)) {
+      p = CodedOutputStream::WriteVarint32ToArray(v, p);
+    } else {
+      p = CodedOutputStream::WriteVarint64ToArray(v, p);
+    }
+  });
+  out->SetCur(p);
+}
+
 void WriteFactColumnsBody(const kpi::FactStore& st, const FactColumnsSizes& z,
                           CodedOutputStream* out) {
   for (size_t i = 0; i < st.strings.size(); ++i) {
@@ -321,31 +342,41 @@ void WriteFactColumnsBody(const kpi::FactStore& st, const FactColumnsSizes& z,
   for (int k = 0; k < kpi::kFactKinds; ++k) out->WriteVarint64(st.columns[k].size());
   if (z.account != 0) {
     WriteDelimitedHead(4, z.account, out);
-    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.account); });
+    WriteVarints(out, [&](auto&& emit) {
+      ForEachFact(st, [&](int64_t, const kpi::Fact& f) { emit(f.account); });
+    });
     WriteDelimitedHead(5, z.subject, out);
-    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.subject); });
+    WriteVarints(out, [&](auto&& emit) {
+      ForEachFact(st, [&](int64_t, const kpi::Fact& f) { emit(f.subject); });
+    });
     WriteDelimitedHead(6, z.aux, out);
-    ForEachFact(st, [&](int64_t, const kpi::Fact& f) { out->WriteVarint32(f.aux); });
+    WriteVarints(out, [&](auto&& emit) {
+      ForEachFact(st, [&](int64_t, const kpi::Fact& f) { emit(f.aux); });
+    });
     WriteDelimitedHead(7, z.value, out);
-    ForEachFact(st, [&](int64_t, const kpi::Fact& f) {
-      out->WriteVarint64(static_cast<uint64_t>(f.value));
+    WriteVarints(out, [&](auto&& emit) {
+      ForEachFact(st, [&](int64_t, const kpi::Fact& f) { emit(static_cast<uint64_t>(f.value)); });
     });
   }
   if (z.order_seq != 0) {
     WriteDelimitedHead(8, z.order_seq, out);
-    st.column(kpi::FactKind::kOrderPlaced).ForAll([&](int64_t, const kpi::Fact& f) {
-      out->WriteVarint64(static_cast<uint64_t>(st.orders[f.subject].placed.seq));
+    WriteVarints(out, [&](auto&& emit) {
+      st.column(kpi::FactKind::kOrderPlaced).ForAll([&](int64_t, const kpi::Fact& f) {
+        emit(static_cast<uint64_t>(st.orders[f.subject].placed.seq));
+      });
     });
   }
   if (z.delta != 0) {
     WriteDelimitedHead(9, z.delta, out);
-    for (int k = 0; k < kpi::kFactKinds; ++k) {
-      uint64_t prev = 0;
-      st.columns[k].ForAll([&](int64_t t, const kpi::Fact&) {
-        out->WriteVarint64(static_cast<uint64_t>(t) - prev);
-        prev = static_cast<uint64_t>(t);
-      });
-    }
+    WriteVarints(out, [&](auto&& emit) {
+      for (int k = 0; k < kpi::kFactKinds; ++k) {
+        uint64_t prev = 0;
+        st.columns[k].ForAll([&](int64_t t, const kpi::Fact&) {
+          emit(static_cast<uint64_t>(t) - prev);
+          prev = static_cast<uint64_t>(t);
+        });
+      }
+    });
   }
 }
 
@@ -381,24 +412,38 @@ void WriteTimerCauses(const std::vector<uint32_t>& causes, const TimerColumnsSiz
                       CodedOutputStream* out) {
   if (causes.empty()) return;
   WriteDelimitedHead(11, z.causes, out);
-  for (uint32_t c : causes) out->WriteVarint32(c);
+  WriteVarints(out, [&](auto&& emit) {
+    for (uint32_t c : causes) emit(c);
+  });
 }
 
 void WriteTimerColumns(const rules::TimerHeap& timers, const TimerColumnsSizes& z,
                        CodedOutputStream* out) {
   if (timers.empty()) return;
   WriteDelimitedHead(1, z.fire, out);
-  for (const rules::Timer& t : timers) out->WriteVarint64(static_cast<uint64_t>(t.fire_at_us));
+  WriteVarints(out, [&](auto&& emit) {
+    for (const rules::Timer& t : timers) emit(static_cast<uint64_t>(t.fire_at_us));
+  });
   WriteDelimitedHead(2, z.seq, out);
-  for (const rules::Timer& t : timers) out->WriteVarint32(t.seq);
+  WriteVarints(out, [&](auto&& emit) {
+    for (const rules::Timer& t : timers) emit(uint32_t{t.seq});
+  });
   WriteDelimitedHead(3, z.rule, out);
-  for (const rules::Timer& t : timers) out->WriteVarint32(t.rule);
+  WriteVarints(out, [&](auto&& emit) {
+    for (const rules::Timer& t : timers) emit(uint32_t{t.rule});
+  });
   WriteDelimitedHead(4, z.subject, out);
-  for (const rules::Timer& t : timers) out->WriteVarint32(t.subject);
+  WriteVarints(out, [&](auto&& emit) {
+    for (const rules::Timer& t : timers) emit(uint32_t{t.subject});
+  });
   WriteDelimitedHead(5, z.extra, out);
-  for (const rules::Timer& t : timers) out->WriteVarint32(t.extra);
+  WriteVarints(out, [&](auto&& emit) {
+    for (const rules::Timer& t : timers) emit(uint32_t{t.extra});
+  });
   WriteDelimitedHead(6, z.aux, out);
-  for (const rules::Timer& t : timers) out->WriteVarint32(t.aux);
+  WriteVarints(out, [&](auto&& emit) {
+    for (const rules::Timer& t : timers) emit(uint32_t{t.aux});
+  });
 }
 
 // Appends what it is handed to a string already reserved at its final size.
@@ -516,15 +561,9 @@ void WriteTail(const EngineState& s, const Tail& t, CodedOutputStream* out) {
     });
     WireFormatLite::WriteTag(kFieldEventIdLengths, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
     out->WriteVarint32(static_cast<uint32_t>(t.packed_lengths));
-    // What WriteVarint32 does, with the position kept in a register rather
-    // than in *out across a million calls. EnsureSpace leaves room for one
-    // varint (the stream's slop is 16 bytes).
-    uint8_t* p = out->Cur();
-    for (uint32_t n : s.event_ids.lengths()) {
-      p = out->EpsCopy()->EnsureSpace(p);
-      p = CodedOutputStream::WriteVarint32ToArray(n, p);
-    }
-    out->SetCur(p);
+    WriteVarints(out, [&](auto&& emit) {
+      for (uint32_t n : s.event_ids.lengths()) emit(n);
+    });
   }
   out->WriteRaw(t.actions.data(), static_cast<int>(t.actions.size()));
   WriteDelimitedHead(kFieldRules, t.rules_body, out);
