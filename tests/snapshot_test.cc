@@ -1178,6 +1178,7 @@ TEST(SnapshotRows, HandWrittenSerializersMatchProtobufs) {
   ExpectHandWriterMatchesProtobuf<v1::Deal>();
   ExpectHandWriterMatchesProtobuf<v1::StageVisit>();
   ExpectHandWriterMatchesProtobuf<v1::Attribution>();
+  ExpectHandWriterMatchesProtobuf<v1::Action>();
   // The rows written by protobuf's own serializer go through the same entry.
   ExpectHandWriterMatchesProtobuf<v1::Order>();
 }
