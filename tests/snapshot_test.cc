@@ -1179,8 +1179,13 @@ TEST(SnapshotRows, HandWrittenSerializersMatchProtobufs) {
   ExpectHandWriterMatchesProtobuf<v1::StageVisit>();
   ExpectHandWriterMatchesProtobuf<v1::Attribution>();
   ExpectHandWriterMatchesProtobuf<v1::Action>();
-  // The rows written by protobuf's own serializer go through the same entry.
   ExpectHandWriterMatchesProtobuf<v1::Order>();
+  ExpectHandWriterMatchesProtobuf<v1::Invoice>();
+  ExpectHandWriterMatchesProtobuf<v1::Complaint>();
+  ExpectHandWriterMatchesProtobuf<v1::Money>();
+  // The rows written by protobuf's own serializer go through the same entry.
+  ExpectHandWriterMatchesProtobuf<v1::Manager>();
+  ExpectHandWriterMatchesProtobuf<v1::Team>();
 }
 
 // A restored row with a field this build does not know keeps it in the next

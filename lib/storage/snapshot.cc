@@ -91,7 +91,7 @@ void WriteCached(int field, const MessageLite& m, CodedOutputStream* out) {
   m.SerializeWithCachedSizes(out);
 }
 
-// ---- Hand serializers for the biggest rows and the actions ----
+// ---- Hand serializers for the rows and the actions ----
 //
 // The generated _InternalSerialize of a proto3 message checks every string
 // field for valid UTF-8 before writing it (VerifyUtf8String): on the rows of
@@ -207,6 +207,55 @@ uint8_t* SerializeRow(const v1::Deal& m, uint8_t* p, EpsCopyOutputStream* s) {
     p = PutMessageHead(11, v, p, s);
     p = SerializeRow(v, p, s);
   }
+  return p;
+}
+
+uint8_t* SerializeRow(const v1::Money& m, uint8_t* p, EpsCopyOutputStream* s) {
+  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  p = PutInt64(1, m.amount_minor(), p, s);
+  p = PutString(2, m.currency(), p, s);
+  return p;
+}
+
+uint8_t* SerializeRow(const v1::Order& m, uint8_t* p, EpsCopyOutputStream* s) {
+  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  p = PutString(1, m.order_id(), p, s);
+  p = PutString(2, m.account_id(), p, s);
+  p = PutString(3, m.deal_id(), p, s);
+  if (m.has_amount()) {
+    p = PutMessageHead(4, m.amount(), p, s);
+    p = SerializeRow(m.amount(), p, s);
+  }
+  p = PutInt64(5, m.placed_at_us(), p, s);
+  p = PutInt64(6, m.due_at_us(), p, s);
+  p = PutEnum(7, m.status(), p, s);
+  p = PutInt64(8, m.completed_at_us(), p, s);
+  p = PutInt32(9, m.delays(), p, s);
+  return p;
+}
+
+uint8_t* SerializeRow(const v1::Invoice& m, uint8_t* p, EpsCopyOutputStream* s) {
+  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  p = PutString(1, m.invoice_id(), p, s);
+  p = PutString(2, m.account_id(), p, s);
+  p = PutString(3, m.order_id(), p, s);
+  if (m.has_amount()) {
+    p = PutMessageHead(4, m.amount(), p, s);
+    p = SerializeRow(m.amount(), p, s);
+  }
+  p = PutInt64(5, m.issued_at_us(), p, s);
+  p = PutInt64(6, m.due_at_us(), p, s);
+  p = PutInt64(7, m.paid_minor(), p, s);
+  return p;
+}
+
+uint8_t* SerializeRow(const v1::Complaint& m, uint8_t* p, EpsCopyOutputStream* s) {
+  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  p = PutString(1, m.complaint_id(), p, s);
+  p = PutString(2, m.account_id(), p, s);
+  p = PutEnum(3, m.severity(), p, s);
+  p = PutInt64(4, m.opened_at_us(), p, s);
+  p = PutInt64(5, m.resolved_at_us(), p, s);
   return p;
 }
 
@@ -909,6 +958,14 @@ std::string SerializeRowForTesting(const google::protobuf::Message& row) {
       write(static_cast<const v1::Attribution&>(row));
     } else if (d == v1::Action::descriptor()) {
       write(static_cast<const v1::Action&>(row));
+    } else if (d == v1::Order::descriptor()) {
+      write(static_cast<const v1::Order&>(row));
+    } else if (d == v1::Invoice::descriptor()) {
+      write(static_cast<const v1::Invoice&>(row));
+    } else if (d == v1::Complaint::descriptor()) {
+      write(static_cast<const v1::Complaint&>(row));
+    } else if (d == v1::Money::descriptor()) {
+      write(static_cast<const v1::Money&>(row));
     } else {
       write(static_cast<const MessageLite&>(row));
     }

@@ -29,7 +29,7 @@ std::string WriteSnapshotSplitForTesting(const EngineState& state, bool parallel
                                          size_t write_split);
 
 // The bytes WriteSnapshot writes for a table row, an attribution, a stage
-// visit or an action (its body, without tag and length), for the tests that compare them
+// visit, an amount or an action (its body, without tag and length), for the tests that compare them
 // with protobuf's serializer; any other message as protobuf serializes it.
 std::string SerializeRowForTesting(const google::protobuf::Message& row);
 
