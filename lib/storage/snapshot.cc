@@ -94,9 +94,10 @@ void WriteCached(int field, const MessageLite& m, CodedOutputStream* out) {
 // ---- Hand serializers for the rows and the actions ----
 //
 // The generated _InternalSerialize of a proto3 message checks every string
-// field for valid UTF-8 before writing it (VerifyUtf8String): on the rows of
-// a big state that is a third of the writer's work, and it changes nothing
-// in the bytes (an invalid string is logged, then written all the same).
+// field for valid UTF-8 before writing it (VerifyUtf8String): on the 1 M-event
+// state that was 190 M of the writer's 1 138 M instructions (a third of the
+// thread that writes the rows), and it changes nothing in the bytes (an
+// invalid string is logged, then written all the same).
 // These write the same bytes with the same primitives, field by field in
 // field-number order as protoc emits them, without the check. A row with
 // unknown fields takes the generated path. The tests fill every field of
