@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "gtest/gtest.h"
@@ -1040,6 +1041,194 @@ TEST(SnapshotHalves, InconsistentSnapshotsGiveTheOneThreadError) {
     const absl::Status st = ReadSnapshot(bytes, &s);
     EXPECT_NE(st.message().find(c.expect), std::string::npos) << st;
   }
+}
+
+}  // namespace
+}  // namespace rapport::test
+
+// ---- The hand serializers of the biggest rows (SerializeRow) ----
+
+namespace rapport::test {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+// A value for one field: never the proto3 default when `all`, so that the
+// field is written; else the default one time in three. Strings are ASCII,
+// multi-byte UTF-8 or (one time in eight) invalid UTF-8, which protobuf's
+// serializer logs and writes all the same.
+std::string SomeString(std::mt19937_64& rng, bool all) {
+  if (!all && rng() % 3 == 0) return "";
+  static const char* const kPieces[] = {"a", "Z9", "_-", "\xd0\x96", "\xe2\x82\xac", " "};
+  std::string s;
+  const size_t n = 1 + rng() % (rng() % 8 == 0 ? 300 : 12);  // some past one varint byte
+  for (size_t i = 0; i < n; ++i) s += kPieces[rng() % 6];
+  if (rng() % 8 == 0) s += '\xff';
+  return s;
+}
+
+int64_t SomeInt(std::mt19937_64& rng, bool all, int bits) {
+  if (!all && rng() % 3 == 0) return 0;
+  int64_t v = 0;
+  switch (rng() % 4) {
+    case 0:
+      v = static_cast<int64_t>(rng() % 100);
+      break;  // one byte
+    case 1:
+      v = -static_cast<int64_t>(rng() % 1000) - 1;
+      break;  // ten bytes
+    case 2:
+      v = static_cast<int64_t>(rng() >> (rng() % 64));
+      break;
+    default:
+      v = static_cast<int64_t>(rng());
+      break;
+  }
+  if (bits == 32) v = static_cast<int32_t>(v);
+  return v == 0 ? 1 : v;
+}
+
+// Sets every field of `m` (repeated ones to 1..3 elements, or none when not
+// `all`) through reflection; nested messages likewise. Fails on a field type
+// the rows do not have, so that a new kind of field is noticed here.
+void FillEveryField(Message* m, std::mt19937_64& rng, bool all) {
+  const Reflection* r = m->GetReflection();
+  const google::protobuf::Descriptor* d = m->GetDescriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    const int n = f->is_repeated() ? static_cast<int>(rng() % 4) + (all ? 1 : 0) : 1;
+    for (int k = 0; k < n; ++k) {
+      switch (f->cpp_type()) {
+        case FieldDescriptor::CPPTYPE_STRING:
+          f->is_repeated() ? r->AddString(m, f, SomeString(rng, all))
+                           : r->SetString(m, f, SomeString(rng, all));
+          break;
+        case FieldDescriptor::CPPTYPE_INT64:
+          f->is_repeated() ? r->AddInt64(m, f, SomeInt(rng, all, 64))
+                           : r->SetInt64(m, f, SomeInt(rng, all, 64));
+          break;
+        case FieldDescriptor::CPPTYPE_INT32:
+          f->is_repeated() ? r->AddInt32(m, f, static_cast<int32_t>(SomeInt(rng, all, 32)))
+                           : r->SetInt32(m, f, static_cast<int32_t>(SomeInt(rng, all, 32)));
+          break;
+        case FieldDescriptor::CPPTYPE_ENUM: {
+          // A declared value or (proto3 enums are open) any other, negative ones too.
+          const auto* e = f->enum_type();
+          const int v = rng() % 2 == 0
+                            ? e->value(static_cast<int>(rng() % e->value_count()))->number()
+                            : static_cast<int32_t>(SomeInt(rng, true, 32));
+          const int value = all && v == 0 ? 1 : v;
+          f->is_repeated() ? r->AddEnumValue(m, f, value) : r->SetEnumValue(m, f, value);
+          break;
+        }
+        case FieldDescriptor::CPPTYPE_BOOL:
+          f->is_repeated() ? r->AddBool(m, f, all || rng() % 2 == 0)
+                           : r->SetBool(m, f, all || rng() % 2 == 0);
+          break;
+        case FieldDescriptor::CPPTYPE_MESSAGE:
+          FillEveryField(f->is_repeated() ? r->AddMessage(m, f) : r->MutableMessage(m, f), rng,
+                         all);
+          break;
+        default:
+          FAIL() << d->full_name() << "." << f->name() << ": a field type this test does not fill";
+      }
+    }
+  }
+}
+
+// The messages SerializeRow writes by hand: every field set, some fields
+// set, none set, unknown fields on the row or on a nested message; on the
+// heap and on an arena. Their bytes are protobuf's.
+template <typename Row>
+void ExpectHandWriterMatchesProtobuf() {
+  std::mt19937_64 rng(11);
+  google::protobuf::Arena arena;
+  for (int trial = 0; trial < 400; ++trial) {
+    Row* row = trial % 2 == 0 ? google::protobuf::Arena::CreateMessage<Row>(&arena) : new Row;
+    std::unique_ptr<Row> owned(trial % 2 == 0 ? nullptr : row);
+    if (trial > 0) FillEveryField(row, rng, /*all=*/trial % 4 < 2);
+    if (trial % 5 == 4) {
+      row->GetReflection()->MutableUnknownFields(row)->AddVarint(1000 + trial, 7);
+    }
+    if (trial % 7 == 6) {
+      std::vector<const FieldDescriptor*> fields;
+      row->GetReflection()->ListFields(*row, &fields);
+      for (const FieldDescriptor* f : fields) {
+        if (f->is_repeated() && f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          Message* nested = row->GetReflection()->MutableRepeatedMessage(row, f, 0);
+          nested->GetReflection()->MutableUnknownFields(nested)->AddLengthDelimited(99, "x");
+        }
+      }
+    }
+    if (trial % 4 == 0 && trial > 0) {
+      // Every field is set: every one must be in the bytes.
+      std::vector<const FieldDescriptor*> fields;
+      row->GetReflection()->ListFields(*row, &fields);
+      ASSERT_EQ(static_cast<int>(fields.size()), Row::descriptor()->field_count());
+    }
+    const std::string expected = row->SerializeAsString();
+    ASSERT_TRUE(SerializeRowForTesting(*row) == expected)
+        << Row::descriptor()->full_name() << ", trial " << trial << ": " << row->DebugString();
+  }
+}
+
+TEST(SnapshotRows, HandWrittenSerializersMatchProtobufs) {
+  // Protobuf logs each invalid UTF-8 string it serializes.
+  google::protobuf::LogSilencer quiet;
+  ExpectHandWriterMatchesProtobuf<v1::Account>();
+  ExpectHandWriterMatchesProtobuf<v1::Deal>();
+  ExpectHandWriterMatchesProtobuf<v1::StageVisit>();
+  ExpectHandWriterMatchesProtobuf<v1::Attribution>();
+  ExpectHandWriterMatchesProtobuf<v1::Action>();
+  ExpectHandWriterMatchesProtobuf<v1::Order>();
+  ExpectHandWriterMatchesProtobuf<v1::Invoice>();
+  ExpectHandWriterMatchesProtobuf<v1::Complaint>();
+  ExpectHandWriterMatchesProtobuf<v1::Money>();
+  // The rows written by protobuf's own serializer go through the same entry.
+  ExpectHandWriterMatchesProtobuf<v1::Manager>();
+  ExpectHandWriterMatchesProtobuf<v1::Team>();
+}
+
+// A restored row with a field this build does not know keeps it in the next
+// snapshot, as the reference writer does.
+TEST(SnapshotRows, UnknownFieldsOfRowsAreWrittenBack) {
+  auto engine = NewEngine();
+  IngestAll(*engine, Stream(400, 3));
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(*engine->Snapshot()));
+  ASSERT_GT(snap.deals_size(), 0);
+  ASSERT_GT(snap.deals(0).history_size(), 0);
+  ASSERT_GT(snap.attributions_size(), 0);
+  ASSERT_GT(snap.attributions(0).history_size(), 0);
+  snap.mutable_accounts(0)
+      ->GetReflection()
+      ->MutableUnknownFields(snap.mutable_accounts(0))
+      ->AddVarint(77, 1);
+  v1::StageVisit* visit = snap.mutable_deals(0)->mutable_history(0);
+  visit->GetReflection()->MutableUnknownFields(visit)->AddFixed64(55, 9);
+  v1::Attribution* a = snap.mutable_attributions(0)->mutable_history(0);
+  a->GetReflection()->MutableUnknownFields(a)->AddFixed32(66, 3);
+  std::string bytes;
+  ASSERT_TRUE(snap.SerializeToString(&bytes));
+  auto s = Restored(bytes);
+  const std::string reference = WriteSnapshotReference(*s);
+  for (int mode : {1, 2}) {
+    ScopedParallelMode m(mode);
+    EXPECT_TRUE(WriteSnapshot(*s) == reference) << "mode " << mode;
+  }
+  v1::EngineSnapshot back;
+  ASSERT_TRUE(back.ParseFromString(reference));
+  EXPECT_EQ(back.accounts(0).GetReflection()->GetUnknownFields(back.accounts(0)).field_count(), 1);
+  EXPECT_EQ(back.deals(0)
+                .history(0)
+                .GetReflection()
+                ->GetUnknownFields(back.deals(0).history(0))
+                .field_count(),
+            1);
+  const v1::Attribution& back_a = back.attributions(0).history(0);
+  EXPECT_EQ(back_a.GetReflection()->GetUnknownFields(back_a).field_count(), 1);
 }
 
 }  // namespace

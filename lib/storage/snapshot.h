@@ -28,6 +28,11 @@ std::string WriteSnapshotReference(const EngineState& state);
 std::string WriteSnapshotSplitForTesting(const EngineState& state, bool parallel, size_t size_split,
                                          size_t write_split);
 
+// The bytes WriteSnapshot writes for a table row, an attribution, a stage
+// visit, an amount or an action (its body, without tag and length), for the tests that compare them
+// with protobuf's serializer; any other message as protobuf serializes it.
+std::string SerializeRowForTesting(const google::protobuf::Message& row);
+
 // Fills a fresh `state` from snapshot bytes, checking that they describe a
 // consistent state (unique ids, references that resolve, known pipelines and
 // stages). Errors: DATA_LOSS for bytes that do not parse, INVALID_ARGUMENT for
