@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -134,28 +135,33 @@ void Store::SyncLoop() {
       work_cv_.wait(l);
       continue;
     }
-    syncing_ = true;
-    const uint64_t target = sync_requested_;
-    const uint64_t cut = sync_cut_;
-    WritableFile* file = segment_.get();
-    l.unlock();
-    absl::Status st = file->Sync();
-    l.lock();
-    syncing_ = false;
-    if (st.ok()) {
-      synced_seq_ = std::max(synced_seq_, target);
-    } else {
+    SyncSegmentLocked(l, sync_requested_, sync_cut_);
+  }
+}
+
+void Store::SyncSegmentLocked(std::unique_lock<std::mutex>& l, uint64_t target,
+                              std::optional<uint64_t> cut_on_failure) {
+  syncing_ = true;
+  WritableFile* file = segment_.get();  // RollLocked waits for syncing_ to clear
+  l.unlock();
+  absl::Status st = file->Sync();
+  l.lock();
+  syncing_ = false;
+  if (st.ok()) {
+    synced_seq_ = std::max(synced_seq_, target);
+  } else {
+    failed_ = st;
+    if (cut_on_failure.has_value()) {
       // After a failed fdatasync the kernel may have dropped the dirty pages
       // and cleared the error: nothing written since can be trusted until
       // recovery reads the file again. Cut the record so that a reopen does
       // not resurrect a write the caller is told failed (best effort). The
       // writer has applied it meanwhile, hence refuse_all_.
-      failed_ = st;
       refuse_all_.store(true, std::memory_order_relaxed);
-      file->Truncate(cut).IgnoreError();
+      file->Truncate(*cut_on_failure).IgnoreError();
     }
-    cv_.notify_all();
   }
+  cv_.notify_all();
 }
 
 absl::Status Store::Refused() const {
@@ -497,19 +503,9 @@ absl::Status Store::AwaitDurable(uint64_t seq) {
       cv_.wait(l);
       continue;
     }
-    syncing_ = true;
-    const uint64_t target = last_seq_;
-    WritableFile* file = segment_.get();
-    l.unlock();
-    absl::Status st = file->Sync();
-    l.lock();
-    syncing_ = false;
-    if (st.ok()) {
-      synced_seq_ = std::max(synced_seq_, target);
-    } else {
-      failed_ = st;
-    }
-    cv_.notify_all();
+    // The writer applied its write before it came here, and its caller is
+    // told of a failure: nothing to cut, nothing to refuse but writes.
+    SyncSegmentLocked(l, last_seq_, std::nullopt);
   }
   return absl::OkStatus();
 }
