@@ -49,7 +49,8 @@ namespace rapport {
 
 // Snapshot file framing, exposed for the tests and the fuzzer.
 std::string EncodeSnapshotFile(uint64_t seq, absl::string_view payload);
-// Errors: DATA_LOSS naming `name` and what is wrong.
+// The checksum of a large file is computed on two threads (see
+// lib/util/parallel.h). Errors: DATA_LOSS naming `name` and what is wrong.
 absl::Status DecodeSnapshotFile(absl::string_view name, absl::string_view file, uint64_t* seq,
                                 absl::string_view* payload);
 
