@@ -4,7 +4,8 @@
 //   build/release/bench/storage_bench --benchmark_counters_tabular=true
 //
 // Files go under $RAPPORT_BENCH_DIR, else $TMPDIR, else /tmp — on a real
-// disk, since fdatasync is the point — and are removed afterwards.
+// disk, since fdatasync is the point — and are removed afterwards (but see
+// RAPPORT_BENCH_KEEP_DIR at BM_Recovery).
 // RAPPORT_BENCH_EVENTS shrinks the streams (the CTest smoke run);
 // RAPPORT_BENCH_RECOVERY_EVENTS sets the recovery journal (default 10 M).
 #include <dirent.h>
@@ -12,7 +13,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -245,15 +248,32 @@ BENCHMARK(BM_JournalIngestThreads)
 //                        read, checked and replayed from the journal.
 // items_per_second is events in the engine after open per second of open;
 // journal_MiB is what open replays (segments a snapshot covers are gone).
+//
+// Generating 10 M events takes minutes, the open seconds: with
+// RAPPORT_BENCH_KEEP_DIR set, each directory is generated once as
+// $RAPPORT_BENCH_KEEP_DIR/recovery-<events>-<checkpoints> and kept, and a
+// later run (of any build: the formats do not change) only opens it, which
+// is what an A/B of open needs. Remove it by hand.
 void BM_Recovery(benchmark::State& state) {
   const int64_t n =
       EnvCount("RAPPORT_BENCH_EVENTS", EnvCount("RAPPORT_BENCH_RECOVERY_EVENTS", 10000000));
   const bool checkpoints = state.range(0) != 0;
-  const std::string dir = MakeDir();
+  const char* keep = std::getenv("RAPPORT_BENCH_KEEP_DIR");
+  const std::string dir =
+      keep != nullptr ? absl::StrCat(keep, "/recovery-", n, "-", state.range(0)) : MakeDir();
   const std::string db = dir + "/db";
+  // Written last: a directory without it is a generation cut short.
+  const std::string done = dir + "/complete";
   OpenOptions write_options = Options(SyncMode::kOff);
   if (checkpoints) write_options.snapshot_every_bytes = OpenOptions().snapshot_every_bytes;
-  {
+  struct stat kept;
+  const bool reuse = keep != nullptr && stat(done.c_str(), &kept) == 0;
+  if (keep != nullptr && !reuse) {
+    RemoveAll(dir);
+    if (mkdir(keep, 0755) != 0 && errno != EEXIST) std::abort();
+    if (mkdir(dir.c_str(), 0755) != 0) std::abort();
+  }
+  if (!reuse) {
     auto engine = *Engine::Open(db, write_options);
     testing::GeneratorOptions o;
     o.max_events = n;
@@ -265,6 +285,11 @@ void BM_Recovery(benchmark::State& state) {
       if (k == 0) break;
       if (!engine->IngestBatch(absl::MakeConstSpan(batch).subspan(0, k)).ok()) std::abort();
     }
+  }
+  if (keep != nullptr && !reuse) {
+    FILE* f = fopen(done.c_str(), "w");
+    if (f == nullptr) std::abort();
+    fclose(f);
   }
   int64_t journal_bytes = 0;
   int64_t snapshot_bytes = 0;
@@ -291,7 +316,7 @@ void BM_Recovery(benchmark::State& state) {
     engine = absl::StatusOr<std::unique_ptr<Engine>>();
     state.ResumeTiming();
   }
-  RemoveAll(dir);
+  if (keep == nullptr) RemoveAll(dir);
   state.SetItemsProcessed(events);
   state.counters["journal_MiB"] = static_cast<double>(journal_bytes) / (1 << 20);
   state.counters["snapshot_MiB"] = static_cast<double>(snapshot_bytes) / (1 << 20);

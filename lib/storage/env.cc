@@ -3,12 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -87,6 +89,34 @@ class PosixFileLock : public FileLock {
   int fd_;
 };
 
+// Maps the `size` bytes of `fd` into `contents`, all of them in memory
+// already. Reading an 800 MB snapshot into a buffer cost more than the
+// mapping: fresh pages to fault in and zero, then a copy out of the page
+// cache (0.8 to 0.9 s against 0.01 to 0.03 s, on a loaded two-core machine;
+// freeing the buffer cost another 0.1 s). The parse copies what it keeps
+// onto the engine's arena anyway, so the mapping lives only as long as the
+// load. MAP_POPULATE reads the whole file in now, and mincore checks that it
+// did: a page that failed to read (EIO) would otherwise raise SIGBUS when
+// touched, so then this returns false and the caller's read() reports the
+// error as a status. (A page the kernel drops afterwards is read again on
+// touch; only a failed re-read, or another process cutting the file, can
+// still raise SIGBUS.)
+bool Map(int fd, size_t size, FileContents* contents) {
+  void* const addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  if (addr == MAP_FAILED) return false;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  std::vector<unsigned char> resident((size + static_cast<size_t>(page) - 1) /
+                                      static_cast<size_t>(page));
+  bool all = ::mincore(addr, size, resident.data()) == 0;
+  for (size_t i = 0; all && i < resident.size(); ++i) all = (resident[i] & 1) != 0;
+  if (!all) {
+    ::munmap(addr, size);
+    return false;
+  }
+  contents->AdoptMapping(addr, size);
+  return true;
+}
+
 class PosixEnv : public Env {
  public:
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path,
@@ -108,6 +138,10 @@ class PosixEnv : public Env {
       return IoError("cannot stat", path, err);
     }
     const size_t size = static_cast<size_t>(st.st_size);
+    if (size >= kMapFromBytes && Map(fd, size, contents)) {
+      ::close(fd);
+      return absl::OkStatus();
+    }
     char* const buf = contents->Allocate(size);
     size_t done = 0;
     while (done < size) {
@@ -256,6 +290,42 @@ class FaultyWritableFile : public WritableFile {
 };
 
 }  // namespace
+
+FileContents& FileContents::operator=(FileContents&& other) noexcept {
+  if (this == &other) return *this;
+  Clear();
+  heap_ = std::move(other.heap_);
+  map_ = std::exchange(other.map_, nullptr);
+  map_size_ = std::exchange(other.map_size_, 0);
+  data_ = std::exchange(other.data_, nullptr);
+  size_ = std::exchange(other.size_, 0);
+  return *this;
+}
+
+void FileContents::Clear() {
+  heap_.reset();
+  if (map_ != nullptr) ::munmap(map_, map_size_);
+  map_ = nullptr;
+  map_size_ = 0;
+  data_ = nullptr;
+  size_ = 0;
+}
+
+char* FileContents::Allocate(size_t n) {
+  Clear();
+  // new char[n], not make_unique<char[]>(n): the latter zero-fills.
+  heap_.reset(new char[n]);
+  data_ = heap_.get();
+  return heap_.get();
+}
+
+void FileContents::AdoptMapping(void* addr, size_t n) {
+  Clear();
+  map_ = addr;
+  map_size_ = n;
+  data_ = static_cast<const char*>(addr);
+  size_ = n;
+}
 
 Env* Env::Default() {
   static Env* env = new PosixEnv();

@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -26,39 +27,47 @@
 
 namespace rapport {
 
-// The bytes of a whole file (Env::ReadFile). Unlike a std::string, the
-// buffer is not zero-filled before the read overwrites it: recovery reads the
-// snapshot and every journal segment (about 800 MB at 10 M events), and the
-// fill was one more pass over all of it for nothing.
+// The bytes of a whole file (Env::ReadFile): either a heap buffer read into,
+// or (for large files, see PosixEnv::ReadFile) a read-only mapping of the
+// file. Unlike a std::string, a heap buffer is not zero-filled before the
+// read overwrites it: recovery reads the snapshot and every journal segment
+// (about 800 MB at 10 M events), and the fill was one more pass over all of
+// it for nothing.
 class FileContents {
  public:
   FileContents() = default;
-  FileContents(FileContents&&) = default;
-  FileContents& operator=(FileContents&&) = default;
+  FileContents(FileContents&& other) noexcept { *this = std::move(other); }
+  FileContents& operator=(FileContents&& other) noexcept;
+  FileContents(const FileContents&) = delete;
+  FileContents& operator=(const FileContents&) = delete;
+  ~FileContents() { Clear(); }
 
-  absl::string_view view() const { return absl::string_view(data_.get(), size_); }
+  absl::string_view view() const { return absl::string_view(data_, size_); }
   size_t size() const { return size_; }
-  // Frees the buffer.
-  void Clear() {
-    data_.reset();
-    size_ = 0;
-  }
+  // Whether the bytes are a mapping of the file (for the tests).
+  bool mapped() const { return map_ != nullptr; }
+  // Frees the buffer or unmaps the mapping.
+  void Clear();
 
-  // For Env implementations: replaces the buffer with `n` bytes of
-  // unspecified content to read into, then set_size(bytes read), <= n.
-  char* Allocate(size_t n) {
-    data_.reset();
-    size_ = 0;
-    // new char[n], not make_unique<char[]>(n): the latter zero-fills.
-    data_.reset(new char[n]);
-    return data_.get();
-  }
+  // For Env implementations: replaces the contents with a buffer of `n`
+  // bytes of unspecified content to read into, then set_size(bytes read),
+  // <= n.
+  char* Allocate(size_t n);
   void set_size(size_t n) { size_ = n; }
+  // For Env implementations: replaces the contents with the read-only
+  // mapping of `n` bytes (n > 0) at `addr`, which Clear munmaps.
+  void AdoptMapping(void* addr, size_t n);
 
  private:
-  std::unique_ptr<char[]> data_;
+  std::unique_ptr<char[]> heap_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  const char* data_ = nullptr;
   size_t size_ = 0;
 };
+
+// Env::Default()'s ReadFile maps files from this size up.
+inline constexpr size_t kMapFromBytes = size_t{1} << 20;
 
 // A file opened for appending.
 class WritableFile {
@@ -92,7 +101,12 @@ class Env {
   // Creates (or, with `truncate`, empties) `path` for appending.
   virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path,
                                                                         bool truncate) = 0;
-  // The whole file. On failure `contents` is empty.
+  // The whole file. On failure `contents` is empty. Env::Default() maps a
+  // file of kMapFromBytes or more rather than reading it (see env.cc): the
+  // bytes must then not change while `contents` holds them, which the
+  // directory's rules ensure (a snapshot file is never written after its
+  // rename, a segment is only cut after recovery let go of it, and the LOCK
+  // keeps other engines out).
   virtual absl::Status ReadFile(const std::string& path, FileContents* contents) = 0;
   virtual absl::Status RenameFile(const std::string& from, const std::string& to) = 0;
   virtual absl::Status RemoveFile(const std::string& path) = 0;

@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,7 +49,8 @@ namespace rapport {
 
 // Snapshot file framing, exposed for the tests and the fuzzer.
 std::string EncodeSnapshotFile(uint64_t seq, absl::string_view payload);
-// Errors: DATA_LOSS naming `name` and what is wrong.
+// The checksum of a large file is computed on two threads (see
+// lib/util/parallel.h). Errors: DATA_LOSS naming `name` and what is wrong.
 absl::Status DecodeSnapshotFile(absl::string_view name, absl::string_view file, uint64_t* seq,
                                 absl::string_view* payload);
 
@@ -147,6 +149,15 @@ class Store {
   absl::StatusOr<uint64_t> Append(const std::function<void(uint64_t, std::string*)>& encode);
   // Per-batch mode: the body of sync_thread_.
   void SyncLoop();
+  // One fdatasync of the open segment, for the sync thread and group
+  // commit's leader alike: makes records up to `target` durable, with mu_
+  // released around it (syncing_ keeps anyone from starting another or
+  // rolling the segment meanwhile), then records the result and wakes the
+  // waiters. A failure is sticky (failed_); with `cut_on_failure` (per-batch
+  // mode, see SyncLoop) it also cuts the segment there and refuses reads.
+  // `l` holds mu_.
+  void SyncSegmentLocked(std::unique_lock<std::mutex>& l, uint64_t target,
+                         std::optional<uint64_t> cut_on_failure) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Refused() const;
   absl::Status OpenSegmentLocked(uint64_t first_seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `l` holds mu_ (waits on it while the sync thread works).

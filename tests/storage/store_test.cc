@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "lib/storage/env.h"
 #include "lib/storage/store.h"
+#include "lib/util/parallel.h"
 #include "rapport/engine.h"
 #include "tests/storage/storage_test_util.h"
 #include "tests/test_util.h"
@@ -312,6 +313,100 @@ TEST(Storage, DamagedSnapshotIsDataLossNamingTheFile) {
   EXPECT_EQ(Engine::Open(dir, Options()).status().code(), absl::StatusCode::kDataLoss);
 }
 
+// A snapshot file over kMapFromBytes is mapped rather than read: damage to
+// it gives the errors it gives when read (DecodeSnapshotFile's on the same
+// bytes), the undamaged file loads the same state, and the mapping is gone
+// once open returns.
+TEST(Storage, DamagedMappedSnapshotIsDataLossAsWhenRead) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(40000, 5000);
+  std::string state;
+  {
+    auto engine = Engine::Open(dir, Options(SyncMode::kOff));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (size_t i = 0; i < ops.size(); ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    ASSERT_TRUE((*engine)->Checkpoint().ok());
+    state = *(*engine)->Snapshot();
+  }
+  const std::string snap = FilesWithPrefix(dir, "snapshot-")[0];
+  const std::string bytes = ReadAll(snap);
+  ASSERT_GE(bytes.size(), kMapFromBytes) << "the test needs a snapshot that is mapped";
+  {
+    FileContents contents;
+    ASSERT_TRUE(Env::Default()->ReadFile(snap, &contents).ok());
+    ASSERT_TRUE(contents.mapped());
+    // What the check at the end looks for.
+    EXPECT_TRUE(absl::StrContains(ReadAll("/proc/self/maps"), snap));
+  }
+  std::vector<std::string> damaged;
+  for (size_t at : {size_t{3}, size_t{20}, size_t{26}, bytes.size() / 2, bytes.size() - 1}) {
+    damaged.push_back(bytes);
+    damaged.back()[at] ^= 0x10;
+  }
+  damaged.push_back(bytes.substr(0, bytes.size() - 1));
+  damaged.push_back(bytes.substr(0, bytes.size() - 4096));
+  damaged.push_back(bytes + std::string(4096, '\0'));
+  for (size_t k = 0; k < damaged.size(); ++k) {
+    WriteAll(snap, damaged[k]);
+    uint64_t seq = 0;
+    absl::string_view payload;
+    const absl::Status expected = DecodeSnapshotFile(snap, damaged[k], &seq, &payload);
+    ASSERT_FALSE(expected.ok()) << k;
+    auto engine = Engine::Open(dir, Options());
+    ASSERT_FALSE(engine.ok()) << "damage " << k;
+    EXPECT_EQ(engine.status(), expected) << "damage " << k;
+  }
+  WriteAll(snap, bytes);
+  auto engine = Engine::Open(dir, Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(*(*engine)->Snapshot(), state);
+  // Nothing of the file stays mapped (a later cut would raise SIGBUS on a
+  // page still mapped, and the memory would be held for nothing).
+  EXPECT_FALSE(absl::StrContains(ReadAll("/proc/self/maps"), snap));
+}
+
+// DecodeSnapshotFile checks a large payload's CRC on two threads, each half
+// on its own, then joins the two CRCs: forced either way, it must accept
+// exactly the files EncodeSnapshotFile wrote (empty, odd and even payloads,
+// one over a MiB) and give the same checksum error for a flipped bit in
+// either half or at the seam.
+TEST(Storage, SnapshotChecksumOnTwoThreadsAgreesWithOne) {
+  uint64_t x = 88172645463325252u;
+  for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{7}, size_t{8}, size_t{9}, size_t{4099},
+                   (size_t{1} << 20) + 5}) {
+    std::string payload(n, '\0');
+    for (char& c : payload) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      c = static_cast<char>(x);
+    }
+    const std::string file = EncodeSnapshotFile(n * 3 + 1, payload);
+    std::vector<std::string> flipped;
+    for (size_t at :
+         {size_t{8}, size_t{27}, 28 + n / 2 - 1, 28 + n / 2, 28 + n / 2 + 1, file.size() - 1}) {
+      if (at >= file.size()) continue;  // an empty payload has no halves
+      flipped.push_back(file);
+      flipped.back()[at] ^= 0x04;
+    }
+    for (int mode : {1, 2}) {
+      ScopedParallelMode parallel(mode);
+      uint64_t seq = 0;
+      absl::string_view got;
+      const absl::Status st = DecodeSnapshotFile("f", file, &seq, &got);
+      ASSERT_TRUE(st.ok()) << "payload of " << n << " bytes, mode " << mode << ": " << st;
+      EXPECT_EQ(seq, n * 3 + 1);
+      EXPECT_TRUE(got == payload);
+      for (size_t k = 0; k < flipped.size(); ++k) {
+        const absl::Status bad = DecodeSnapshotFile("f", flipped[k], &seq, &got);
+        EXPECT_EQ(bad.code(), absl::StatusCode::kDataLoss) << n << " " << k << " " << mode;
+        EXPECT_TRUE(absl::StrContains(bad.message(), "checksum mismatch")) << bad;
+      }
+    }
+  }
+}
+
 TEST(Storage, JournalWithoutSnapshotIsDataLoss) {
   ScratchDir scratch;
   const std::string dir = scratch.Sub("db");
@@ -563,15 +658,22 @@ TEST(Storage, FailedRenameInCheckpointReachesTheCallerAndKeepsTheJournal) {
   EXPECT_EQ(*(*engine)->Snapshot(), ref[12]);
 }
 
-// ReadFile reads into a buffer that is not zero-filled first: what it hands
-// back must be exactly the file's bytes (the reference: ReadAll, through
-// stdio), for an empty file, a small one, one over the read size and
-// one with zero bytes in it; a failed read leaves nothing behind.
+// ReadFile reads small files into a buffer that is not zero-filled first and
+// maps large ones (kMapFromBytes and up): what it hands back must be exactly
+// the file's bytes (the reference: ReadAll, through stdio), for an empty
+// file, a small one, one with zero bytes in it, one each side of the mapping
+// threshold and one over the read size that does not end on a page; a
+// failed read leaves nothing behind.
 TEST(Storage, ReadFileGivesExactlyTheFilesBytes) {
   ScratchDir scratch;
   std::string big(3 * 1024 * 1024 + 17, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131) ^ (i >> 7));
-  const std::vector<std::string> files = {"", "x", std::string("a\0b\0", 4), big};
+  const std::vector<std::string> files = {"",
+                                          "x",
+                                          std::string("a\0b\0", 4),
+                                          big,
+                                          big.substr(0, kMapFromBytes - 1),
+                                          big.substr(1, kMapFromBytes)};
   Env* env = Env::Default();
   FileContents contents;
   for (size_t k = 0; k < files.size(); ++k) {
@@ -581,10 +683,29 @@ TEST(Storage, ReadFileGivesExactlyTheFilesBytes) {
     ASSERT_TRUE(env->ReadFile(path, &contents).ok());
     EXPECT_EQ(contents.size(), files[k].size()) << k;
     EXPECT_TRUE(contents.view() == files[k]) << "file " << k << " reads back different bytes";
+    // Both ways are under test: the machine has the memory for 3 MiB.
+    EXPECT_EQ(contents.mapped(), files[k].size() >= kMapFromBytes) << k;
   }
   // Shorter after a longer one: no tail of the previous buffer shows.
   ASSERT_TRUE(env->ReadFile(scratch.Sub("f1"), &contents).ok());
   EXPECT_EQ(contents.view(), "x");
+
+  // A mapping moves with its contents, and is given up by Clear and by a
+  // later read into the same contents.
+  ASSERT_TRUE(env->ReadFile(scratch.Sub("f3"), &contents).ok());
+  ASSERT_TRUE(contents.mapped());
+  FileContents moved = std::move(contents);
+  EXPECT_TRUE(moved.mapped());
+  EXPECT_TRUE(moved.view() == big);
+  EXPECT_EQ(contents.size(), 0u);  // NOLINT(bugprone-use-after-move): moved-from is empty
+  EXPECT_FALSE(contents.mapped());
+  ASSERT_TRUE(env->ReadFile(scratch.Sub("f1"), &moved).ok());
+  EXPECT_FALSE(moved.mapped());
+  EXPECT_EQ(moved.view(), "x");
+  ASSERT_TRUE(env->ReadFile(scratch.Sub("f3"), &moved).ok());
+  moved.Clear();
+  EXPECT_FALSE(moved.mapped());
+  EXPECT_EQ(moved.size(), 0u);
 
   absl::Status missing = env->ReadFile(scratch.Sub("missing"), &contents);
   EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
