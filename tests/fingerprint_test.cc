@@ -348,8 +348,10 @@ TEST(FingerprintTest, UnknownFieldsAtEveryLevelTakeTheProtobufPath) {
   // reference (that of the event without them).
   v1::Event cleared = Sample();
   add_unknown(cleared.mutable_order_placed());
-  cleared.mutable_order_placed()->GetReflection()->MutableUnknownFields(
-      cleared.mutable_order_placed())->Clear();
+  cleared.mutable_order_placed()
+      ->GetReflection()
+      ->MutableUnknownFields(cleared.mutable_order_placed())
+      ->Clear();
   EXPECT_EQ(FingerprintEvent(cleared), ReferenceEventFingerprint(cleared));
   EXPECT_EQ(FingerprintEvent(cleared), FingerprintEvent(Sample()));
 }

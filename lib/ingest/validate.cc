@@ -708,9 +708,9 @@ absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const E
   // it new, and comes out again if the event is refused below.
   EventIdLog* const record = overlay != nullptr ? overlay->record_ids : nullptr;
   absl::string_view stored_id;
-  const uint64_t* seen =
-      record != nullptr ? record->FindOrAdd(event.event_id(), id_hash, fingerprint, &stored_id)
-                        : state.event_ids.Find(event.event_id(), id_hash);
+  const uint64_t* seen = record != nullptr
+                             ? record->FindOrAdd(event.event_id(), id_hash, fingerprint, &stored_id)
+                             : state.event_ids.Find(event.event_id(), id_hash);
   if (seen == nullptr && overlay != nullptr && record == nullptr) {
     auto it = overlay->event_ids.find(BatchOverlay::HashedId{event.event_id(), id_hash});
     if (it != overlay->event_ids.end()) seen = &it->second;
