@@ -158,9 +158,16 @@ absl::StatusOr<v1::IngestResult> IngestEvents(EngineState& s, size_t n, At at,
     BatchOverlay overlay;
     overlay.record_ids = &s.event_ids;
     const size_t ids_before = s.event_ids.size();
-    std::vector<uint64_t> fps(n);
-    std::vector<Verdict> verdicts(n);
-    std::vector<EventRefs> refs(n);
+    EngineState::IngestScratch own;
+    EngineState::IngestScratch& scratch =
+        n <= EngineState::IngestScratch::kKeptEvents ? s.ingest_scratch : own;
+    // Not cleared: every entry read below was written for this batch.
+    scratch.fingerprints.resize(n);
+    scratch.verdicts.resize(n);
+    scratch.refs.resize(n);
+    std::vector<uint64_t>& fps = scratch.fingerprints;
+    std::vector<Verdict>& verdicts = scratch.verdicts;
+    std::vector<EventRefs>& refs = scratch.refs;
     std::vector<bool> rejected;
     for (size_t i = 0; i < n; ++i) {
       fps[i] = EventFingerprint(at(i));

@@ -343,6 +343,17 @@ TEST(FingerprintTest, UnknownFieldsAtEveryLevelTakeTheProtobufPath) {
   // And the fingerprint really includes them: it differs from the event's
   // without them.
   EXPECT_NE(FingerprintEvent(money), FingerprintEvent(Sample()));
+  // Unknown fields added then cleared leave protobuf's metadata marked: the
+  // fast path may decline such an event, but its fingerprint is still the
+  // reference (that of the event without them).
+  v1::Event cleared = Sample();
+  add_unknown(cleared.mutable_order_placed());
+  cleared.mutable_order_placed()
+      ->GetReflection()
+      ->MutableUnknownFields(cleared.mutable_order_placed())
+      ->Clear();
+  EXPECT_EQ(FingerprintEvent(cleared), ReferenceEventFingerprint(cleared));
+  EXPECT_EQ(FingerprintEvent(cleared), FingerprintEvent(Sample()));
 }
 
 TEST(FingerprintTest, EventsPastTheBufferTakeTheProtobufPath) {

@@ -227,6 +227,86 @@ TEST(Ingest, EventIdLogKeepsIdsOfEveryLengthExactly) {
   EXPECT_EQ(appended, all);
 }
 
+// FindOrAdd (one probe) leaves the log exactly as Find then Add would: the
+// same ids, bytes, fingerprints and answers, over new ids, repeats, and ids
+// that do not fit the last block (1 MiB of 128-byte ids fills one exactly).
+TEST(Ingest, EventIdLogFindOrAddEqualsFindThenAdd) {
+  EventIdLog one_probe;
+  EventIdLog reference;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8192 + 50; ++i) {
+    std::string id = "id-" + std::to_string(i);
+    id.resize(i < 8192 ? 128 : static_cast<size_t>(1 + i % 128), static_cast<char>('a' + i % 26));
+    ids.push_back(id);
+  }
+  auto step = [&](const std::string& id, uint64_t fp) {
+    absl::string_view stored;
+    const uint64_t* found = one_probe.FindOrAdd(id, EventIdLog::Hash(id), fp, &stored);
+    const uint64_t* expected = reference.Find(id);
+    if (expected == nullptr) {
+      ASSERT_EQ(found, nullptr) << id;
+      ASSERT_EQ(stored, reference.Add(id, fp));
+      ASSERT_EQ(one_probe.Stored(id).data(), stored.data());
+    } else {
+      ASSERT_NE(found, nullptr) << id;
+      ASSERT_EQ(*found, *expected) << id;
+    }
+  };
+  for (size_t i = 0; i < ids.size(); ++i) {
+    step(ids[i], i);
+    // Repeats, among them one arriving just as the block is full.
+    if (i % 7 == 0 || i == 8191) step(ids[i / 2], 1000000 + i);
+  }
+  step(ids[0], 5);  // the next block has room: nothing started for it
+  EXPECT_EQ(one_probe.size(), reference.size());
+  EXPECT_EQ(one_probe.fingerprints(), reference.fingerprints());
+  EXPECT_EQ(one_probe.lengths(), reference.lengths());
+  std::string a, b;
+  one_probe.AppendIds(&a);
+  reference.AppendIds(&b);
+  EXPECT_EQ(a, b);
+  const std::vector<const char*> starts = one_probe.IdStarts();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_EQ(absl::string_view(starts[i], one_probe.lengths()[i]), ids[i]);
+    ASSERT_EQ(one_probe.IndexOf(ids[i], EventIdLog::Hash(ids[i])), static_cast<int64_t>(i));
+  }
+  // A refused event's id is taken back: it is new again.
+  absl::string_view stored;
+  ASSERT_EQ(one_probe.FindOrAdd("late", EventIdLog::Hash("late"), 9, &stored), nullptr);
+  one_probe.Truncate(one_probe.size() - 1);
+  EXPECT_EQ(one_probe.Find("late"), nullptr);
+  EXPECT_EQ(one_probe.size(), reference.size());
+}
+
+// An event refused after its id was recorded (validation records ids as it
+// goes) leaves no trace: a later event with that id is new, in the same
+// batch or the next, in either mode.
+TEST(Ingest, RefusedEventIdIsNewAgain) {
+  auto engine = NewEngine();
+  Seed(*engine);
+  const v1::Event bad = Ev("x1", kT0, "partner_agreed { account_id: 'nope' }");
+  const v1::Event good = Ev("x1", kT0, "partner_agreed { account_id: 'p1' }");
+  IngestOptions best_effort;
+  best_effort.mode = BatchMode::kBestEffort;
+  auto r = engine->IngestBatch(std::vector<v1::Event>{bad, bad, good}, best_effort);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->rejected_size(), 2);
+  EXPECT_EQ(r->accepted(), 1);
+  EXPECT_EQ(r->duplicates(), 0);
+
+  auto atomic = NewEngine();
+  Seed(*atomic);
+  const int64_t before = atomic->events_accepted();
+  const v1::Event bad2 = Ev("x2", kT0, "partner_agreed { account_id: 'nope' }");
+  const v1::Event good2 = Ev("x2", kT0, "partner_churned { account_id: 'p1' }");
+  EXPECT_FALSE(atomic->IngestBatch(std::vector<v1::Event>{good, bad2}).ok());
+  EXPECT_EQ(atomic->events_accepted(), before);
+  auto ok = atomic->IngestBatch(std::vector<v1::Event>{good, good2});
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->accepted(), 2);
+  EXPECT_EQ(ok->duplicates(), 0);
+}
+
 // Which check of an id's bytes fails decides the message.
 TEST(Ingest, IdByteErrorsNameTheirCause) {
   auto engine = NewEngine();

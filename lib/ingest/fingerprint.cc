@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/message_lite.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "lib/util/copy.h"
@@ -272,10 +273,23 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint8_t* WriteVarint(uint64_t v, uint8_t* p)
   return p;
 }
 
+// Whether a message may have unknown fields, from the bit protobuf keeps in
+// its metadata pointer: Reflection::GetUnknownFields costs a call and a look
+// into the schema per message, twice per event, for the same answer in the
+// common case. The metadata is a protected member of MessageLite; a pointer
+// to it may be formed through a derived class ([class.protected]) and
+// applied to any message. The bit can be set with no unknown field left
+// (they were cleared): such an event merely takes the protobuf path.
+class MetadataAccess : public google::protobuf::MessageLite {
+ public:
+  static bool MayHaveUnknownFields(const google::protobuf::MessageLite& m) {
+    return (m.*&MetadataAccess::_internal_metadata_).have_unknown_fields();
+  }
+};
+
 template <class M>
 bool HasUnknownFields(const M& m) {
-  static const google::protobuf::Reflection* const reflection = M::GetReflection();
-  return !reflection->GetUnknownFields(m).empty();
+  return MetadataAccess::MayHaveUnknownFields(m);
 }
 
 // Writes a message as protobuf's serialization does (proto3: scalars and

@@ -679,6 +679,22 @@ void BatchOverlay::Clear() {
   new_accounts = new_deals = new_orders = new_invoices = new_complaints = 0;
 }
 
+namespace {
+
+// The checks of an event whose id is new: its time and payload. Fills `refs`
+// (when given) but for stored_id.
+absl::Status ValidateNew(const v1::Event& event, size_t id_hash, const EngineState& state,
+                         BatchOverlay* overlay, EventRefs* refs) {
+  RETURN_IF_ERROR(CheckTime("occurred_at_us", event.occurred_at_us(), false));
+  EventRefs local;
+  EventRefs* r = refs != nullptr ? refs : &local;
+  *r = EventRefs();
+  r->id_hash = id_hash;
+  return ValidatePayload(event, View(state, overlay), overlay, r);
+}
+
+}  // namespace
+
 uint64_t EventFingerprint(const v1::Event& event) {
   // Protobuf's bytes, written by hand where possible (lib/ingest/fingerprint.h).
   return FingerprintEvent(event);
@@ -688,8 +704,14 @@ absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const E
                            BatchOverlay* overlay, Verdict* verdict, EventRefs* refs) {
   RETURN_IF_ERROR(CheckId("event_id", event.event_id()));
   const size_t id_hash = EventIdLog::Hash(event.event_id());
-  const uint64_t* seen = state.event_ids.Find(event.event_id(), id_hash);
-  if (seen == nullptr && overlay != nullptr && overlay->record_ids == nullptr) {
+  // Recording ids: a new id goes into the log with the one probe that finds
+  // it new, and comes out again if the event is refused below.
+  EventIdLog* const record = overlay != nullptr ? overlay->record_ids : nullptr;
+  absl::string_view stored_id;
+  const uint64_t* seen = record != nullptr
+                             ? record->FindOrAdd(event.event_id(), id_hash, fingerprint, &stored_id)
+                             : state.event_ids.Find(event.event_id(), id_hash);
+  if (seen == nullptr && overlay != nullptr && record == nullptr) {
     auto it = overlay->event_ids.find(BatchOverlay::HashedId{event.event_id(), id_hash});
     if (it != overlay->event_ids.end()) seen = &it->second;
   }
@@ -702,18 +724,15 @@ absl::Status ValidateEvent(const v1::Event& event, uint64_t fingerprint, const E
     *verdict = Verdict::kDuplicate;
     return absl::OkStatus();
   }
-  RETURN_IF_ERROR(CheckTime("occurred_at_us", event.occurred_at_us(), false));
-  EventRefs local;
-  EventRefs* r = refs != nullptr ? refs : &local;
-  *r = EventRefs();
-  r->id_hash = id_hash;
-  RETURN_IF_ERROR(ValidatePayload(event, View(state, overlay), overlay, r));
-  if (overlay != nullptr) {
-    if (overlay->record_ids != nullptr) {
-      r->stored_id = overlay->record_ids->Add(event.event_id(), id_hash, fingerprint);
-    } else {
-      overlay->event_ids.emplace(BatchOverlay::HashedId{event.event_id(), id_hash}, fingerprint);
-    }
+  absl::Status st = ValidateNew(event, id_hash, state, overlay, refs);
+  if (!st.ok()) {
+    if (record != nullptr) record->Truncate(record->size() - 1);
+    return st;
+  }
+  if (record != nullptr) {
+    if (refs != nullptr) refs->stored_id = stored_id;
+  } else if (overlay != nullptr) {
+    overlay->event_ids.emplace(BatchOverlay::HashedId{event.event_id(), id_hash}, fingerprint);
   }
   *verdict = Verdict::kApply;
   return absl::OkStatus();

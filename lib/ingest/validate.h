@@ -92,8 +92,6 @@ struct BatchOverlay {
 // The hash the state's tables (and the overlay) file a row id under.
 inline size_t IdHash(absl::string_view id) { return Table<v1::Account>::Hash(id); }
 
-enum class Verdict { kApply, kDuplicate };
-
 // The fingerprint of an event's content (its deterministic serialization).
 uint64_t EventFingerprint(const v1::Event& event);
 

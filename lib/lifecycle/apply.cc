@@ -1,6 +1,7 @@
 #include "lib/lifecycle/apply.h"
 
 #include <algorithm>
+#include <string>
 
 #include "absl/strings/string_view.h"
 #include "lib/kpi/ingest.h"
@@ -8,6 +9,14 @@
 
 namespace rapport {
 namespace {
+
+// Sets a string field of a row just created, unless the value is empty: on
+// the arena even an empty value allocates a string (with its cleanup entry),
+// and an unset proto3 string reads and serializes exactly as an empty one.
+template <typename Set>
+void SetIfAny(const std::string& value, Set set) {
+  if (!value.empty()) set(value);
+}
 
 void SetStatus(v1::Account& a, v1::AccountStatus status, int64_t at) {
   if (a.status() == status) return;
@@ -109,7 +118,8 @@ void ApplyOrderPlaced(const v1::OrderPlaced& p, int64_t t, const EventRefs& refs
   v1::Order& o = s->orders.Insert(p.order_id());
   o.set_order_id(p.order_id());
   o.set_account_id(p.account_id());
-  o.set_deal_id(p.deal_id());
+  // A new row's empty field is left unset (see SetIfAny).
+  SetIfAny(p.deal_id(), [&](const std::string& v) { o.set_deal_id(v); });
   *o.mutable_amount() = p.amount();
   o.set_placed_at_us(t);
   o.set_due_at_us(p.due_at_us());
@@ -314,8 +324,8 @@ void ApplyRecordedEvent(const v1::Event& e, const EventRefs& refs, EngineState* 
       d.set_deal_id(p.deal_id());
       d.set_account_id(p.account_id());
       d.set_pipeline_id(pl->pipeline.id());
-      d.set_source_partner_id(p.source_partner_id().empty() ? a->source_partner_id()
-                                                            : p.source_partner_id());
+      SetIfAny(p.source_partner_id().empty() ? a->source_partner_id() : p.source_partner_id(),
+               [&](const std::string& v) { d.set_source_partner_id(v); });
       d.set_created_at_us(t);
       d.set_status(v1::DEAL_STATUS_OPEN);
       EnterStage(d, *pl, 0, t);
@@ -345,7 +355,8 @@ void ApplyRecordedEvent(const v1::Event& e, const EventRefs& refs, EngineState* 
       v1::Deal* d = &s->deals.at(refs.deal);
       d->set_status(v1::DEAL_STATUS_LOST);
       d->set_lost_at_us(t);
-      d->set_lost_reason(e.deal_lost().reason());
+      // Mostly no reason on a deal that had none: nothing to set then.
+      if (d->lost_reason() != e.deal_lost().reason()) d->set_lost_reason(e.deal_lost().reason());
       break;
     }
     case v1::Event::kPartnerAgreed:
@@ -380,7 +391,7 @@ void ApplyRecordedEvent(const v1::Event& e, const EventRefs& refs, EngineState* 
       v1::Invoice& inv = s->invoices.Insert(p.invoice_id());
       inv.set_invoice_id(p.invoice_id());
       inv.set_account_id(p.account_id());
-      inv.set_order_id(p.order_id());
+      SetIfAny(p.order_id(), [&](const std::string& v) { inv.set_order_id(v); });
       *inv.mutable_amount() = p.amount();
       inv.set_issued_at_us(t);
       inv.set_due_at_us(p.due_at_us());

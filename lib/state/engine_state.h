@@ -89,6 +89,20 @@ struct EngineState {
   // The KPIs' fact store (lib/kpi/), kept by ApplyEvent.
   kpi::FactStore kpi;
 
+  // What ingest keeps per event of a batch between validating and applying
+  // it (lib/engine.cc), kept from batch to batch: a stream of batches would
+  // otherwise allocate, zero and free them for every batch. Only read where
+  // the current batch wrote; not state.
+  struct IngestScratch {
+    // Batches up to this many events use the kept vectors; a larger one
+    // uses its own, so that one huge batch does not pin its scratch.
+    static constexpr size_t kKeptEvents = 1 << 16;
+    std::vector<uint64_t> fingerprints;
+    std::vector<Verdict> verdicts;
+    std::vector<EventRefs> refs;
+  };
+  IngestScratch ingest_scratch;
+
   // Guards everything above: writers hold it exclusively, readers shared.
   mutable SharedMutex mu;
 };

@@ -31,6 +31,35 @@ absl::string_view EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fi
   return absl::string_view(at, id.size());
 }
 
+const uint64_t* EventIdLog::FindOrAdd(absl::string_view id, size_t hash, uint64_t fingerprint,
+                                      absl::string_view* stored) {
+  // The id is copied to the end of the last block before the probe, so that
+  // the entry an insert files can view it; if the id is there already, the
+  // copy is simply not kept (nor the block started for it).
+  if (blocks_.empty() || blocks_.back().size - blocks_.back().used < id.size()) {
+    Block b;
+    b.size = std::max(kBlockBytes, id.size());
+    b.owned.reset(new char[b.size]);
+    b.data = b.owned.get();
+    blocks_.push_back(std::move(b));
+  }
+  Block& b = blocks_.back();
+  char* at = b.data + b.used;
+  CopyShort(at, id.data(), id.size());
+  const auto [it, inserted] = index_.insert(Entry{
+      at, static_cast<uint32_t>(id.size()), static_cast<uint32_t>(fingerprints_.size()), hash});
+  if (!inserted) {
+    if (b.used == 0) blocks_.pop_back();  // started for this id: holds nothing
+    return &fingerprints_[it->index];
+  }
+  b.used += id.size();
+  id_bytes_ += id.size();
+  fingerprints_.push_back(fingerprint);
+  lengths_.push_back(static_cast<uint32_t>(id.size()));
+  *stored = absl::string_view(at, id.size());
+  return nullptr;
+}
+
 void EventIdLog::Truncate(size_t n) {
   // Undoes Add in reverse: each id is the last bytes of the last block, and a
   // block Add started for an id holds nothing once that id is gone.

@@ -40,6 +40,14 @@ class EventIdLog {
   absl::string_view Add(absl::string_view id, uint64_t fingerprint) {
     return Add(id, Hash(id), fingerprint);
   }
+  // Find and Add in one probe of the index, for ingest, which looks every
+  // event's id up and records most of them: the fingerprint stored for `id`
+  // if it is there (the log unchanged), else nullptr after recording `id`
+  // with `fingerprint` (`*stored` then views the log's copy, what Add
+  // returns). `hash` is Hash(id); `id` is at most 128 bytes. A caller that
+  // then refuses the event takes the id back with Truncate(size() - 1).
+  const uint64_t* FindOrAdd(absl::string_view id, size_t hash, uint64_t fingerprint,
+                            absl::string_view* stored);
 
   // The log's own copy of a recorded id, or an empty view if the id is
   // unknown. Ids never move, so the view stays valid as long as the log:

@@ -54,6 +54,10 @@ struct EventRefs {
   friend bool operator!=(const EventRefs& a, const EventRefs& b) { return !(a == b); }
 };
 
+// What validation says of an event it accepts: new (to apply) or a
+// duplicate of an accepted one.
+enum class Verdict { kApply, kDuplicate };
+
 // Per deal: what validation needs to know about a stored deal without
 // hashing its account and pipeline ids (EngineState::deal_links).
 struct DealLink {
