@@ -13,9 +13,9 @@
 #include "google/protobuf/message.h"
 #include "google/protobuf/message_lite.h"
 #include "google/protobuf/repeated_ptr_field.h"
-#include "google/protobuf/unknown_field_set.h"
 #include "lib/util/copy.h"
 #include "lib/util/fingerprint.h"
+#include "lib/util/unknown_fields.h"
 
 namespace rapport {
 namespace {
@@ -273,25 +273,6 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint8_t* WriteVarint(uint64_t v, uint8_t* p)
   return p;
 }
 
-// Whether a message may have unknown fields, from the bit protobuf keeps in
-// its metadata pointer: Reflection::GetUnknownFields costs a call and a look
-// into the schema per message, twice per event, for the same answer in the
-// common case. The metadata is a protected member of MessageLite; a pointer
-// to it may be formed through a derived class ([class.protected]) and
-// applied to any message. The bit can be set with no unknown field left
-// (they were cleared): such an event merely takes the protobuf path.
-class MetadataAccess : public google::protobuf::MessageLite {
- public:
-  static bool MayHaveUnknownFields(const google::protobuf::MessageLite& m) {
-    return (m.*&MetadataAccess::_internal_metadata_).have_unknown_fields();
-  }
-};
-
-template <class M>
-bool HasUnknownFields(const M& m) {
-  return MetadataAccess::MayHaveUnknownFields(m);
-}
-
 // Writes a message as protobuf's serialization does (proto3: scalars and
 // strings when not default, sub-messages when present, oneof members when
 // set), in one pass into a fixed buffer. A sub-message's length comes before
@@ -305,7 +286,7 @@ class Writer {
 
   template <class M>
   void Begin(const M& m) {
-    if (HasUnknownFields(m)) ok_ = false;
+    if (MayHaveUnknownFields(m)) ok_ = false;
   }
   // Inline: most fields are strings, and the call cost as much as writing
   // a short one.

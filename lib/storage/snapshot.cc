@@ -24,6 +24,7 @@
 #include "lib/rules/runtime.h"
 #include "lib/state/config.h"
 #include "lib/util/parallel.h"
+#include "lib/util/unknown_fields.h"
 #include "rapport/engine.h"
 #include "rapport/v1/snapshot.pb.h"
 
@@ -105,20 +106,6 @@ void WriteCached(int field, const MessageLite& m, CodedOutputStream* out) {
 // serializer, so a field added to the .proto and not here fails them.
 using google::protobuf::io::EpsCopyOutputStream;
 
-// Proto3 messages keep the fields they do not know (from a newer writer).
-// Asked through reflection this costs more than the UTF-8 check it saves
-// (a descriptor lookup behind a thread-local once-flag per message), so it
-// reads the flag the generated code reads: MessageLite's protected
-// _internal_metadata_, reached through a pointer to member formed in a
-// derived class, which the access rules allow.
-struct UnknownFieldsOf : MessageLite {
-  static bool Any(const MessageLite& m) {
-    return (m.*&UnknownFieldsOf::_internal_metadata_).have_unknown_fields();
-  }
-};
-
-inline bool HasUnknownFields(const MessageLite& m) { return UnknownFieldsOf::Any(m); }
-
 inline uint8_t* PutString(int field, const std::string& v, uint8_t* p, EpsCopyOutputStream* s) {
   return v.empty() ? p : s->WriteStringMaybeAliased(static_cast<uint32_t>(field), v, p);
 }
@@ -150,7 +137,7 @@ inline uint8_t* PutMessageHead(int field, const MessageLite& m, uint8_t* p,
 }
 
 uint8_t* SerializeRow(const v1::StageVisit& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutString(1, m.stage(), p, s);
   p = PutInt64(2, m.entered_at_us(), p, s);
   p = PutInt64(3, m.left_at_us(), p, s);
@@ -158,7 +145,7 @@ uint8_t* SerializeRow(const v1::StageVisit& m, uint8_t* p, EpsCopyOutputStream* 
 }
 
 uint8_t* SerializeRow(const v1::Attribution& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutInt64(1, m.since_us(), p, s);
   p = PutInt64(2, m.seq(), p, s);
   p = PutString(3, m.owner_id(), p, s);
@@ -168,7 +155,7 @@ uint8_t* SerializeRow(const v1::Attribution& m, uint8_t* p, EpsCopyOutputStream*
 }
 
 uint8_t* SerializeRow(const v1::Account& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutString(1, m.account_id(), p, s);
   p = PutEnum(2, m.kind(), p, s);
   p = PutString(3, m.name(), p, s);
@@ -193,7 +180,7 @@ uint8_t* SerializeRow(const v1::Account& m, uint8_t* p, EpsCopyOutputStream* s) 
 }
 
 uint8_t* SerializeRow(const v1::Deal& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutString(1, m.deal_id(), p, s);
   p = PutString(2, m.account_id(), p, s);
   p = PutString(3, m.pipeline_id(), p, s);
@@ -212,14 +199,14 @@ uint8_t* SerializeRow(const v1::Deal& m, uint8_t* p, EpsCopyOutputStream* s) {
 }
 
 uint8_t* SerializeRow(const v1::Money& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutInt64(1, m.amount_minor(), p, s);
   p = PutString(2, m.currency(), p, s);
   return p;
 }
 
 uint8_t* SerializeRow(const v1::Order& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutString(1, m.order_id(), p, s);
   p = PutString(2, m.account_id(), p, s);
   p = PutString(3, m.deal_id(), p, s);
@@ -236,7 +223,7 @@ uint8_t* SerializeRow(const v1::Order& m, uint8_t* p, EpsCopyOutputStream* s) {
 }
 
 uint8_t* SerializeRow(const v1::Invoice& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutString(1, m.invoice_id(), p, s);
   p = PutString(2, m.account_id(), p, s);
   p = PutString(3, m.order_id(), p, s);
@@ -251,7 +238,7 @@ uint8_t* SerializeRow(const v1::Invoice& m, uint8_t* p, EpsCopyOutputStream* s) 
 }
 
 uint8_t* SerializeRow(const v1::Complaint& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutString(1, m.complaint_id(), p, s);
   p = PutString(2, m.account_id(), p, s);
   p = PutEnum(3, m.severity(), p, s);
@@ -263,7 +250,7 @@ uint8_t* SerializeRow(const v1::Complaint& m, uint8_t* p, EpsCopyOutputStream* s
 // The actions are not rows of the state (they are stored compactly and
 // turned into messages one at a time), but as many strings.
 uint8_t* SerializeRow(const v1::Action& m, uint8_t* p, EpsCopyOutputStream* s) {
-  if (HasUnknownFields(m)) return m._InternalSerialize(p, s);
+  if (MayHaveUnknownFields(m)) return m._InternalSerialize(p, s);
   p = PutString(1, m.action_id(), p, s);
   p = PutString(2, m.rule_id(), p, s);
   p = PutString(3, m.rule_set_id(), p, s);
