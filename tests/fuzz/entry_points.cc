@@ -8,6 +8,7 @@
 #include "google/protobuf/text_format.h"
 #include "lib/storage/journal.h"
 #include "lib/storage/persistent_engine.h"
+#include "lib/storage/snapshot.h"
 #include "lib/storage/store.h"
 #include "rapport/engine.h"
 #include "rapport/json.h"
@@ -150,6 +151,12 @@ void SnapshotRestore(const uint8_t* data, size_t size) {
   auto again = Engine::Restore(*snap);
   Check(again.ok(), "a snapshot of a restored engine restores");
   Check(*(*again)->Snapshot() == *snap, "restore is exact");
+  // The writer's hand serializers (rows with any field values, unknown
+  // fields included) write what protobuf's serializer writes.
+  auto state = std::make_unique<EngineState>();
+  Check(ReadSnapshot(View(data, size), state.get()).ok(), "ReadSnapshot takes what Restore took");
+  Check(WriteSnapshot(*state) == WriteSnapshotReference(*state),
+        "the snapshot writer matches the reference writer");
 }
 
 void JournalRecovery(const uint8_t* data, size_t size) {
