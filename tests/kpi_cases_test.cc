@@ -19,6 +19,8 @@
 #include "lib/kpi/accumulator.h"
 #include "lib/kpi/cells.h"
 #include "lib/kpi/fact_store.h"
+#include "lib/kpi/query.h"
+#include "lib/kpi/report.h"
 #include "lib/lifecycle/apply.h"
 #include "lib/state/config.h"
 #include "lib/storage/snapshot.h"
@@ -789,6 +791,80 @@ TEST(KpiIngest, RestoreRefusesInconsistentFactColumns) {
     bad.mutable_facts()->set_subject(row, static_cast<uint32_t>(s->orders.size()));
     refused(bad, absl::StrCat("fact ", row, " (kind 7)"));
   }
+}
+
+// Two stage entries of one deal with equal stamps (time and arrival) exist
+// only in a damaged snapshot, which restore takes as it is. The stamp orders
+// "after" for stage_conversion, so neither entry is after the other: here
+// "qualified" and "proposal" are both entered at +1h with one arrival, and the
+// proposal does not convert the qualification. The three paths must agree:
+// the forced scan (the deal pass's equal-stamps loop), the scan of a partial
+// day (entry by entry) and the day cells.
+//
+// An exact copy (the same stage too) is no earlier entry of its stage either:
+// each copy counts as the deal's first entry in the bucket, on every path.
+void ExpectEqualStamps(uint32_t copy_stage, const std::vector<StageFigures>& want,
+                       const std::vector<StageFigures>& want_at_1h) {
+  const std::unique_ptr<EngineState> s = StateOf(DealD1({{kT0 + kHour, "qualified"}}));
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(WriteSnapshot(*s)));
+  v1::FactColumns* f = snap.mutable_facts();
+  const int kind = static_cast<int>(kpi::FactKind::kStageEntry);
+  ASSERT_EQ(f->kind_sizes(kind), 2u) << "lead, qualified";
+  int row = 0;
+  for (int k = 0; k < kind; ++k) row += static_cast<int>(f->kind_sizes(k));
+  ++row;  // the entry into "qualified" (index 1)
+  ASSERT_EQ(f->aux(row), 1u);
+  // A copy of it right after it (time difference 0, same arrival), into
+  // "proposal" (index 2).
+  auto dup = [&](auto* field, auto copy) {
+    std::vector<std::decay_t<decltype(copy)>> v(field->begin(), field->end());
+    v.insert(v.begin() + row + 1, copy);
+    field->Clear();
+    for (const auto& x : v) field->Add(x);
+  };
+  dup(f->mutable_account(), f->account(row));
+  dup(f->mutable_subject(), f->subject(row));
+  dup(f->mutable_aux(), copy_stage);
+  dup(f->mutable_value(), f->value(row));
+  dup(f->mutable_occurred_at_delta_us(), uint64_t{0});
+  f->set_kind_sizes(kind, 3);
+  EngineState back;
+  ASSERT_TRUE(ReadSnapshot(snap.SerializeAsString(), &back).ok());
+  ASSERT_EQ(back.kpi.deals.size(), 1u);
+  const kpi::DealData& d = back.kpi.deals[0];
+  ASSERT_EQ(d.visits.size(), 3u);
+  ASSERT_TRUE(d.visits[1].at == d.visits[2].at);
+  EXPECT_EQ(d.visits[1].stage, 1);
+  EXPECT_EQ(d.visits[2].stage, static_cast<int32_t>(copy_stage));
+  auto figures = [&](const v1::KpiQuery& q, bool force) {
+    kpi::SetForceScanForTesting(force);
+    auto r = kpi::Report(back, *kpi::MakePlan(q));
+    kpi::SetForceScanForTesting(false);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? FiguresOf(*r) : std::vector<StageFigures>();
+  };
+  for (const v1::KpiQuery& q : {Q(kT0, kT0 + kDay), Q(kT0 - kHour / 2, kT0 + kDay)}) {
+    EXPECT_EQ(figures(q, true), want) << "forced scan, " << q.ShortDebugString();
+    EXPECT_EQ(figures(q, false), want) << "normal path, " << q.ShortDebugString();
+  }
+  // as_of at the equal stamps: nothing converts before it (the cells take
+  // late conversions back out).
+  for (const v1::KpiQuery& q :
+       {Q(kT0, kT0 + kDay, kT0 + kHour), Q(kT0 - kHour / 2, kT0 + kDay, kT0 + kHour)}) {
+    EXPECT_EQ(figures(q, true), want_at_1h) << "forced scan, " << q.ShortDebugString();
+    EXPECT_EQ(figures(q, false), want_at_1h) << "normal path, " << q.ShortDebugString();
+  }
+}
+
+TEST(KpiIngest, EqualStampsSeeEachOtherAsNeitherBeforeNorAfter) {
+  ExpectEqualStamps(2, {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}},
+                    {{{"lead", {0, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
+}
+
+TEST(KpiIngest, ExactCopiesOfAnEntryEachCountAsFirstInTheBucket) {
+  ExpectEqualStamps(1, {{{"lead", {1, 1}}, {"qualified", {0, 2}}}},
+                    {{{"lead", {0, 1}}, {"qualified", {0, 2}}}});
 }
 
 // An upsert re-syncs the account's attribution but interns only the entries

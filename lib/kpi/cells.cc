@@ -302,7 +302,10 @@ StageTerm StageTermAt(const FactStore& st, const DealData& d, size_t k, size_t s
   StageTerm x{me.at.t,
               static_cast<uint32_t>(st.stage_offset[static_cast<size_t>(d.pipeline)] + me.stage), 1,
               kNoDay, false};
+  // Visits with equal stamps (only a damaged snapshot has them) are neither
+  // before nor after each other, as in the scan: skipped both ways.
   for (size_t j = k; j-- > 0;) {
+    if (at(j).at == me.at) continue;
     if (at(j).stage == me.stage) {
       x.prev_day = Day32(at(j).at.t);
       x.kind = x.prev_day < Day32(me.at.t) ? 2 : 0;
@@ -310,7 +313,7 @@ StageTerm StageTermAt(const FactStore& st, const DealData& d, size_t k, size_t s
     }
   }
   for (size_t j = k + 1; j < n; ++j) {
-    if (at(j).stage > me.stage) {
+    if (at(j).stage > me.stage && me.at < at(j).at) {
       x.converted = true;
       break;
     }

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "lib/kpi/accumulator.h"
@@ -383,15 +385,24 @@ class Scanner {
   // The cells count a stage entry as converted if a later stage was ever
   // entered after it; an entry whose first such later stage is at or after
   // as_of is taken back out (found from the entries at or after as_of).
+  //
+  // Entries with equal stamps (only a damaged snapshot has them) convert
+  // together: the group is taken once, at the highest of its stages.
   void UnconvertLate() {
+    absl::flat_hash_set<std::pair<uint32_t, int64_t>> groups_done;
     st_.column(FactKind::kStageEntry).ForRange(as_of_, kNever, [&](int64_t t, const Fact& f) {
       const DealData& d = st_.deals[f.subject];
       const auto& vs = d.visits;
-      const int32_t to = static_cast<int32_t>(f.aux);
+      int32_t to = static_cast<int32_t>(f.aux);
+      const Stamp me{t, f.value};
       size_t pos = static_cast<size_t>(
-          std::lower_bound(vs.begin(), vs.end(), Stamp{t, f.value},
+          std::lower_bound(vs.begin(), vs.end(), me,
                            [](const Visit& v, const Stamp& x) { return v.at < x; }) -
           vs.begin());
+      if (pos + 1 < vs.size() && vs[pos + 1].at == me) {
+        if (!groups_done.insert({f.subject, f.value}).second) return;
+        for (size_t k = pos; k < vs.size() && vs[k].at == me; ++k) to = std::max(to, vs[k].stage);
+      }
       int32_t between = -1;  // the highest stage entered between an entry and this one
       for (size_t k = pos; k-- > 0;) {
         const Visit& e = vs[k];
@@ -409,6 +420,7 @@ class Scanner {
     if (b < 0) return;
     for (size_t j = k; j-- > 0;) {
       if (d.visits[j].at.t < p_.bounds[b]) break;
+      if (d.visits[j].at == e.at) continue;      // neither before nor after (as Stages)
       if (d.visits[j].stage == e.stage) return;  // not the first in the bucket
     }
     Acc& a = Slot(b, DealGroup(deal, e.at.t));
