@@ -107,6 +107,8 @@ enum FactField : uint8_t {
   kFieldAux = 8,
 };
 
+struct DealData;
+
 // Facts of one kind ordered by (time, arrival), as structs of arrays in
 // blocks: one array per field, so a scan reads only the fields it needs.
 //
@@ -121,6 +123,15 @@ enum FactField : uint8_t {
 // previous block, and splits the block only when neither has room, so late
 // inserts do not leave a trail of half-full blocks. Every block but the last
 // is at least half full.
+//
+// The deal kinds' columns (lead, stage entry, won, lost) do not store what
+// the deal holds (DerivedFromDeals): their account is the deal's, and a
+// stage entry's arrival seq and stage are its visit's, which the column
+// points at by the visit's index in the deal's visits (in its aux array).
+// So a deal's stage history is stored once, in its visits; the column keeps
+// the time order (and the deal) for the range searches. Read such a column
+// through Block::at (ForRange, ForAll), never its account, value or aux
+// arrays.
 class FactColumn {
  public:
   static constexpr int kBlock = 1024;
@@ -134,7 +145,11 @@ class FactColumn {
     const uint32_t* subject = nullptr;
     const uint32_t* aux = nullptr;
     std::unique_ptr<unsigned char[]> mem;
-    Fact at(int i) const { return Fact{value[i], account[i], subject[i], aux[i]}; }
+    // The column's DerivedFromDeals (null: every field is stored).
+    const std::deque<DealData>* deals = nullptr;
+    bool visit_index = false;
+    // The fact at i, whether stored or derived (defined below DealData).
+    inline Fact at(int i) const;
   };
 
   FactColumn() = default;
@@ -142,6 +157,18 @@ class FactColumn {
   FactColumn& operator=(FactColumn&&) = default;
 
   void Insert(int64_t t, const Fact& f);
+  // Makes the column a deal kind's (see the class comment): at() takes the
+  // account from `deals` (which must outlive the column), and, with
+  // `visit_index`, the value (seq) and aux (stage) from the visit aux[i]
+  // indexes. Insert must then be given the fact as stored: account 0, and
+  // for stage entries value 0 and aux the visit's index. Call before any
+  // Insert.
+  void DerivedFromDeals(const std::deque<DealData>* deals, bool visit_index);
+  // The stored aux of the fact at time `t` of deal `subject` whose aux is
+  // `from` becomes `to` (a stage entry whose visit moved on by a late
+  // visit's insertion before it). Finds it by the time search; nothing if
+  // there is no such fact.
+  void SetAux(int64_t t, uint32_t subject, uint32_t from, uint32_t to);
   size_t size() const { return size_; }
   // Which FactFields are stored.
   uint8_t fields() const { return fields_; }
@@ -196,6 +223,8 @@ class FactColumn {
   std::vector<std::unique_ptr<Block>> blocks_;
   size_t size_ = 0;
   uint8_t fields_ = 0;
+  const std::deque<DealData>* deals_ = nullptr;
+  bool visit_index_ = false;
 };
 
 // (time, arrival seq): the order of "before" and of ties (later arrival wins).
@@ -380,9 +409,18 @@ struct DealData {
   // The first win / loss by (time, arrival); kNever if none.
   Stamp won{kNever, kNever};
   Stamp lost{kNever, kNever};
-  // Sorted by stamp.
+  // Sorted by stamp. The deal's stage history: the stage-entry column
+  // points into it (FactColumn::DerivedFromDeals).
   Timeline<Visit> visits;
 };
+
+inline Fact FactColumn::Block::at(int i) const {
+  if (deals == nullptr) return Fact{value[i], account[i], subject[i], aux[i]};
+  const DealData& d = (*deals)[subject[i]];
+  if (!visit_index) return Fact{value[i], d.account, subject[i], aux[i]};
+  const Visit& v = d.visits[aux[i]];
+  return Fact{v.at.seq, d.account, subject[i], static_cast<uint32_t>(v.stage)};
+}
 
 struct OrderData {
   Stamp placed{0, 0};
@@ -414,6 +452,12 @@ struct CellIndexDeleter {
 CellIndex* NewCellIndex();
 
 struct FactStore {
+  // The deal kinds' columns read the deals (FactColumn::DerivedFromDeals),
+  // so the store stays where it is made.
+  FactStore();
+  FactStore(const FactStore&) = delete;
+  FactStore& operator=(const FactStore&) = delete;
+
   StringPool strings;
   FactColumn columns[kFactKinds];
   std::deque<AccountData> accounts;

@@ -539,7 +539,7 @@ class Scanner {
           .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
             for (int i = i0; i < i1; ++i) {
               const uint32_t deal = blk.subject[i];
-              Acc& a = At(b_, DealGroupOf(deal, blk.account[i], blk.t[i]));
+              Acc& a = At(b_, DealGroupOf(deal, deal_account_[deal], blk.t[i]));
               ++a.c[kLeads];
               a.c[kLeadsWon] += deal_won_[deal].t < as_of_;
             }
@@ -616,6 +616,7 @@ class Scanner {
         st_.stage_offset.empty() ? 0 : static_cast<size_t>(st_.stage_offset.back());
     deal_won_.resize(nd);
     deal_lost_.resize(nd);
+    deal_account_.resize(nd);
     deal_created_.resize(nd);
     deal_partner_.resize(nd);
     for (uint32_t i = 0; i < nd; ++i) {
@@ -624,6 +625,7 @@ class Scanner {
       const DealData& d = st_.deals[i];
       deal_won_[i] = d.won;
       deal_lost_[i] = d.lost;
+      deal_account_[i] = d.account;
       deal_created_[i] = d.created_at;
       deal_partner_[i] = d.source_partner;
       const Timeline<Visit>& vs = d.visits;
@@ -733,7 +735,7 @@ class Scanner {
               const uint32_t deal = blk.subject[i];
               const int64_t t = blk.t[i];
               if (!(deal_won_[deal] == Stamp{t, blk.value[i]})) continue;
-              Acc& a = At(b_, DealGroupOf(deal, blk.account[i], t));
+              Acc& a = At(b_, DealGroupOf(deal, deal_account_[deal], t));
               ++a.c[kWon];
               a.time_to_win.push_back(static_cast<double>(t - deal_created_[deal]) /
                                       static_cast<double>(kDay));
@@ -745,7 +747,7 @@ class Scanner {
               const uint32_t deal = blk.subject[i];
               const int64_t t = blk.t[i];
               if (!(deal_lost_[deal] == Stamp{t, blk.value[i]})) continue;
-              ++At(b_, DealGroupOf(deal, blk.account[i], t)).c[kLost];
+              ++At(b_, DealGroupOf(deal, deal_account_[deal], t)).c[kLost];
             }
           });
       return;
@@ -1135,7 +1137,7 @@ class Scanner {
   std::vector<int64_t> acc_cust_;
   std::vector<Stamp> deal_won_, deal_lost_;
   std::vector<int64_t> deal_created_;
-  std::vector<uint32_t> deal_partner_;
+  std::vector<uint32_t> deal_partner_, deal_account_;
 };
 
 }  // namespace
