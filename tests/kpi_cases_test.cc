@@ -19,6 +19,7 @@
 #include "lib/kpi/accumulator.h"
 #include "lib/kpi/cells.h"
 #include "lib/kpi/fact_store.h"
+#include "lib/kpi/ingest.h"
 #include "lib/kpi/query.h"
 #include "lib/kpi/report.h"
 #include "lib/lifecycle/apply.h"
@@ -639,9 +640,10 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
     kpi::Timeline<kpi::Visit> t;
     std::vector<kpi::Visit> v;
     const int n = static_cast<int>(rng() % 40);
-    auto less = [](const kpi::Visit& x, const kpi::Visit& y) { return x.at < y.at; };
+    auto less = [](const kpi::Visit& x, const kpi::Visit& y) { return x.at() < y.at(); };
     for (int i = 0; i < n; ++i) {
-      const kpi::Visit x{kpi::Stamp{static_cast<int64_t>(rng() % 20), i}, static_cast<int32_t>(i)};
+      const kpi::Visit x{kpi::Stamp{static_cast<int64_t>(rng() % 20), i},
+                         static_cast<int32_t>(i % 64)};
       kpi::InsertSorted(t, x, less);
       kpi::InsertSorted(v, x, less);
     }
@@ -652,7 +654,7 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
       ASSERT_EQ(got->size(), v.size());
       EXPECT_GE(got->capacity(), got->size());
       for (size_t i = 0; i < v.size(); ++i) {
-        EXPECT_TRUE((*got)[i].at == v[i].at && (*got)[i].stage == v[i].stage) << i;
+        EXPECT_TRUE((*got)[i].at() == v[i].at() && (*got)[i].stage() == v[i].stage()) << i;
       }
     }
     // A shrink keeps the items and gives back the room; inserts go on.
@@ -661,14 +663,14 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
     ASSERT_EQ(shrunk.size(), v.size());
     EXPECT_EQ(shrunk.capacity(), v.size());
     for (size_t i = 0; i < v.size(); ++i) {
-      EXPECT_TRUE(shrunk[i].at == v[i].at && shrunk[i].stage == v[i].stage) << i;
+      EXPECT_TRUE(shrunk[i].at() == v[i].at() && shrunk[i].stage() == v[i].stage()) << i;
     }
-    const kpi::Visit late{kpi::Stamp{10, 1000}, -1};
+    const kpi::Visit late{kpi::Stamp{10, 1000}, 63};
     kpi::InsertSorted(shrunk, late, less);
     kpi::InsertSorted(v, late, less);
     ASSERT_EQ(shrunk.size(), v.size());
     for (size_t i = 0; i < v.size(); ++i) {
-      EXPECT_TRUE(shrunk[i].at == v[i].at && shrunk[i].stage == v[i].stage) << i;
+      EXPECT_TRUE(shrunk[i].at() == v[i].at() && shrunk[i].stage() == v[i].stage()) << i;
     }
     moved.clear();
     EXPECT_TRUE(moved.empty());
@@ -725,8 +727,8 @@ TEST(KpiIngest, StageEntriesAreTheHistorysStages) {
     const kpi::DealData& dd = st.deals[i];
     ASSERT_EQ(dd.visits.size(), want[i].size()) << "deal " << i;
     for (size_t j = 0; j < want[i].size(); ++j) {
-      EXPECT_EQ(dd.visits[j].at.t, want[i][j].first) << "deal " << i << " visit " << j;
-      EXPECT_EQ(dd.visits[j].stage, want[i][j].second) << "deal " << i << " visit " << j;
+      EXPECT_EQ(dd.visits[j].at().t, want[i][j].first) << "deal " << i << " visit " << j;
+      EXPECT_EQ(dd.visits[j].stage(), want[i][j].second) << "deal " << i << " visit " << j;
     }
     visits += want[i].size();
   }
@@ -754,7 +756,7 @@ TEST(KpiIngest, StageEntriesAreTheHistorysStages) {
   for (uint32_t i = 0; i < st.deals.size(); ++i) {
     const kpi::DealData& dd = st.deals[i];
     for (size_t j = 0; j < dd.visits.size(); ++j) {
-      want_visits.emplace_back(i, dd.visits[j].at.t, dd.visits[j].at.seq, dd.visits[j].stage);
+      want_visits.emplace_back(i, dd.visits[j].at().t, dd.visits[j].at().seq, dd.visits[j].stage());
     }
   }
   std::sort(got_visits.begin(), got_visits.end());
@@ -777,15 +779,15 @@ TEST(KpiIngest, LateStageEntriesLandBeforeLaterVisits) {
   ASSERT_EQ(d.visits.size(), 5u);
   const int32_t stages[] = {0, 0, 1, 1, 2};
   for (size_t j = 0; j < 5; ++j) {
-    EXPECT_EQ(d.visits[j].at.t, kT0 + static_cast<int64_t>(j) * kHour) << j;
-    EXPECT_EQ(d.visits[j].stage, stages[j]) << j;
+    EXPECT_EQ(d.visits[j].at().t, kT0 + static_cast<int64_t>(j) * kHour) << j;
+    EXPECT_EQ(d.visits[j].stage(), stages[j]) << j;
   }
   size_t j = 0;
   s->kpi.column(kpi::FactKind::kStageEntry).ForAll([&](int64_t t, const kpi::Fact& f) {
     ASSERT_LT(j, d.visits.size());
-    EXPECT_EQ(t, d.visits[j].at.t) << j;
-    EXPECT_EQ(f.value, d.visits[j].at.seq) << j;
-    EXPECT_EQ(f.aux, static_cast<uint32_t>(d.visits[j].stage)) << j;
+    EXPECT_EQ(t, d.visits[j].at().t) << j;
+    EXPECT_EQ(f.value, d.visits[j].at().seq) << j;
+    EXPECT_EQ(f.aux, static_cast<uint32_t>(d.visits[j].stage())) << j;
     EXPECT_EQ(f.account, d.account) << j;
     ++j;
   });
@@ -801,6 +803,20 @@ TEST(KpiIngest, LateStageEntriesLandBeforeLaterVisits) {
                {{{"lead", {1, 1}}, {"qualified", {1, 1}}, {"proposal", {0, 1}}}});
   ExpectStages(ev, Q(kT0 + kHour / 2, kT0 + kDay, kT0 + 4 * kHour),
                {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
+}
+
+// A visit keeps its arrival seq in 56 bits: facts claiming an engine of more
+// events than that are refused, and the store is left empty.
+TEST(KpiIngest, RestoreRefusesSeqsBeyondTheVisitsBits) {
+  const std::unique_ptr<EngineState> s = StateOf(DealD1({{kT0 + kHour, "qualified"}}));
+  v1::FactColumns facts;
+  kpi::WriteFactColumns(*s, &facts);
+  EngineState back;
+  back.events_accepted = kpi::Visit::kSeqLimit + 1;
+  const absl::Status st = kpi::ReadFactColumns(facts, &back);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("2^56"), std::string::npos) << st;
+  EXPECT_EQ(back.kpi.facts(), 0u);
 }
 
 // Restore checks each fact against the tables (an order fact's account by
@@ -892,9 +908,9 @@ void ExpectEqualStamps(uint32_t copy_stage, const std::vector<StageFigures>& wan
   ASSERT_EQ(back.kpi.deals.size(), 1u);
   const kpi::DealData& d = back.kpi.deals[0];
   ASSERT_EQ(d.visits.size(), 3u);
-  ASSERT_TRUE(d.visits[1].at == d.visits[2].at);
-  EXPECT_EQ(d.visits[1].stage, 1);
-  EXPECT_EQ(d.visits[2].stage, static_cast<int32_t>(copy_stage));
+  ASSERT_TRUE(d.visits[1].at() == d.visits[2].at());
+  EXPECT_EQ(d.visits[1].stage(), 1);
+  EXPECT_EQ(d.visits[2].stage(), static_cast<int32_t>(copy_stage));
   auto figures = [&](const v1::KpiQuery& q, bool force) {
     kpi::SetForceScanForTesting(force);
     auto r = kpi::Report(back, *kpi::MakePlan(q));

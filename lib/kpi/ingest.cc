@@ -135,10 +135,11 @@ FirstChange StoreFact(FactStore& st, FactKind kind, int64_t t, const Fact& f, in
       Timeline<Visit>& vs = st.deals[f.subject].visits;
       const Visit v{Stamp{t, f.value}, static_cast<int32_t>(f.aux)};
       size_t pos = vs.size();
-      while (pos > 0 && v.at < vs[pos - 1].at) --pos;
+      const Stamp at = v.at();
+      while (pos > 0 && at < vs[pos - 1].at()) --pos;
       FactColumn& col = st.column(kind);
       for (size_t j = vs.size(); j-- > pos;) {
-        col.SetAux(vs[j].at.t, f.subject, static_cast<uint32_t>(j), static_cast<uint32_t>(j + 1));
+        col.SetAux(vs[j].t(), f.subject, static_cast<uint32_t>(j), static_cast<uint32_t>(j + 1));
       }
       vs.insert(vs.begin() + pos, v);
       col.Insert(t, Fact{0, 0, f.subject, static_cast<uint32_t>(pos)});
@@ -495,6 +496,9 @@ absl::Status ReadFactColumnsHead(const v1::FactColumns& in, EngineState* s, bool
   if (static_cast<uint64_t>(in.order_seq_size()) != orders_expected) {
     return bad("order_seq does not match the order facts");
   }
+  // A visit keeps its arrival seq in 56 bits (Visit): an engine that has
+  // taken 2^56 events (or claims to) is beyond the store.
+  if (s->events_accepted > Visit::kSeqLimit) return bad("events_accepted is beyond 2^56");
   Sync(s);
   const Timeline<AttrEntry> none;
   for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, none, s);
