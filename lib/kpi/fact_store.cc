@@ -331,7 +331,7 @@ FactStore::Memory FactStore::MemoryUse() const {
   }
   m.orders = orders.size() * sizeof(OrderData);
   m.invoices = invoices.size() * sizeof(InvoiceData);
-  for (const auto& p : invoice_payments) m.invoices += sizeof(p) + p.capacity() * sizeof(Payment);
+  for (const auto& p : invoice_payments) m.invoices += sizeof(p) + p.MemoryBytes();
   return m;
 }
 

@@ -482,8 +482,9 @@ struct FactStore {
   std::deque<AccountData> accounts;
   std::deque<DealData> deals;
   std::deque<OrderData> orders;
-  // Payments naming each invoice, by invoice index (empty for most).
-  std::deque<std::vector<Payment>> invoice_payments;
+  // Payments naming each invoice, by invoice index (empty for most: a
+  // Timeline is one pointer where a std::vector was three).
+  std::deque<Timeline<Payment>> invoice_payments;
   std::deque<InvoiceData> invoices;
   // Stage counts of every pipeline, and the offset of each pipeline's first
   // stage in a flat stage numbering.

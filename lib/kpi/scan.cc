@@ -1143,7 +1143,7 @@ class Scanner {
 
 }  // namespace
 
-bool OverdueAt(const v1::Invoice& inv, const std::vector<Payment>& payments, int64_t at,
+bool OverdueAt(const v1::Invoice& inv, const Timeline<Payment>& payments, int64_t at,
                int64_t* owed) {
   if (inv.issued_at_us() >= at || inv.due_at_us() >= at) return false;
   int64_t paid = 0;
