@@ -19,6 +19,9 @@
 #include "lib/kpi/accumulator.h"
 #include "lib/kpi/cells.h"
 #include "lib/kpi/fact_store.h"
+#include "lib/kpi/ingest.h"
+#include "lib/kpi/query.h"
+#include "lib/kpi/report.h"
 #include "lib/lifecycle/apply.h"
 #include "lib/state/config.h"
 #include "lib/storage/snapshot.h"
@@ -637,9 +640,10 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
     kpi::Timeline<kpi::Visit> t;
     std::vector<kpi::Visit> v;
     const int n = static_cast<int>(rng() % 40);
-    auto less = [](const kpi::Visit& x, const kpi::Visit& y) { return x.at < y.at; };
+    auto less = [](const kpi::Visit& x, const kpi::Visit& y) { return x.at() < y.at(); };
     for (int i = 0; i < n; ++i) {
-      const kpi::Visit x{kpi::Stamp{static_cast<int64_t>(rng() % 20), i}, static_cast<int32_t>(i)};
+      const kpi::Visit x{kpi::Stamp{static_cast<int64_t>(rng() % 20), i},
+                         static_cast<int32_t>(i % 64)};
       kpi::InsertSorted(t, x, less);
       kpi::InsertSorted(v, x, less);
     }
@@ -650,7 +654,7 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
       ASSERT_EQ(got->size(), v.size());
       EXPECT_GE(got->capacity(), got->size());
       for (size_t i = 0; i < v.size(); ++i) {
-        EXPECT_TRUE((*got)[i].at == v[i].at && (*got)[i].stage == v[i].stage) << i;
+        EXPECT_TRUE((*got)[i].at() == v[i].at() && (*got)[i].stage() == v[i].stage()) << i;
       }
     }
     // A shrink keeps the items and gives back the room; inserts go on.
@@ -659,14 +663,14 @@ TEST(KpiTimeline, SortedInsertsMatchAVector) {
     ASSERT_EQ(shrunk.size(), v.size());
     EXPECT_EQ(shrunk.capacity(), v.size());
     for (size_t i = 0; i < v.size(); ++i) {
-      EXPECT_TRUE(shrunk[i].at == v[i].at && shrunk[i].stage == v[i].stage) << i;
+      EXPECT_TRUE(shrunk[i].at() == v[i].at() && shrunk[i].stage() == v[i].stage()) << i;
     }
-    const kpi::Visit late{kpi::Stamp{10, 1000}, -1};
+    const kpi::Visit late{kpi::Stamp{10, 1000}, 63};
     kpi::InsertSorted(shrunk, late, less);
     kpi::InsertSorted(v, late, less);
     ASSERT_EQ(shrunk.size(), v.size());
     for (size_t i = 0; i < v.size(); ++i) {
-      EXPECT_TRUE(shrunk[i].at == v[i].at && shrunk[i].stage == v[i].stage) << i;
+      EXPECT_TRUE(shrunk[i].at() == v[i].at() && shrunk[i].stage() == v[i].stage()) << i;
     }
     moved.clear();
     EXPECT_TRUE(moved.empty());
@@ -723,8 +727,8 @@ TEST(KpiIngest, StageEntriesAreTheHistorysStages) {
     const kpi::DealData& dd = st.deals[i];
     ASSERT_EQ(dd.visits.size(), want[i].size()) << "deal " << i;
     for (size_t j = 0; j < want[i].size(); ++j) {
-      EXPECT_EQ(dd.visits[j].at.t, want[i][j].first) << "deal " << i << " visit " << j;
-      EXPECT_EQ(dd.visits[j].stage, want[i][j].second) << "deal " << i << " visit " << j;
+      EXPECT_EQ(dd.visits[j].at().t, want[i][j].first) << "deal " << i << " visit " << j;
+      EXPECT_EQ(dd.visits[j].stage(), want[i][j].second) << "deal " << i << " visit " << j;
     }
     visits += want[i].size();
   }
@@ -741,6 +745,78 @@ TEST(KpiIngest, StageEntriesAreTheHistorysStages) {
   std::sort(got_facts.begin(), got_facts.end());
   std::sort(want_facts.begin(), want_facts.end());
   EXPECT_EQ(got_facts, want_facts);
+  // The column points at the visits by index, and a late visit moves those
+  // after it on: every visit must come out of the column exactly once, with
+  // its arrival seq and the deal's account.
+  std::vector<std::tuple<uint32_t, int64_t, int64_t, int32_t>> got_visits, want_visits;
+  st.column(kpi::FactKind::kStageEntry).ForAll([&](int64_t t, const kpi::Fact& f) {
+    got_visits.emplace_back(f.subject, t, f.value, static_cast<int32_t>(f.aux));
+    EXPECT_EQ(f.account, st.deals[f.subject].account);
+  });
+  for (uint32_t i = 0; i < st.deals.size(); ++i) {
+    const kpi::DealData& dd = st.deals[i];
+    for (size_t j = 0; j < dd.visits.size(); ++j) {
+      want_visits.emplace_back(i, dd.visits[j].at().t, dd.visits[j].at().seq, dd.visits[j].stage());
+    }
+  }
+  std::sort(got_visits.begin(), got_visits.end());
+  EXPECT_EQ(got_visits, want_visits);
+}
+
+// Stage entries arriving late, before visits the deal has (the generator's
+// late events never are): the stage-entry column points at the visits by
+// index, so the entries of the visits a late one lands before move on. The
+// column must give back each visit once, in time order, and the figures
+// must be the reference's, on every path.
+TEST(KpiIngest, LateStageEntriesLandBeforeLaterVisits) {
+  const auto ev = DealD1({{kT0 + 4 * kHour, "proposal"},
+                          {kT0 + 2 * kHour, "qualified"},
+                          {kT0 + kHour, "lead"},
+                          {kT0 + 3 * kHour, "qualified"}});
+  const std::unique_ptr<EngineState> s = StateOf(ev);
+  ASSERT_EQ(s->kpi.deals.size(), 1u);
+  const kpi::DealData& d = s->kpi.deals[0];
+  ASSERT_EQ(d.visits.size(), 5u);
+  const int32_t stages[] = {0, 0, 1, 1, 2};
+  for (size_t j = 0; j < 5; ++j) {
+    EXPECT_EQ(d.visits[j].at().t, kT0 + static_cast<int64_t>(j) * kHour) << j;
+    EXPECT_EQ(d.visits[j].stage(), stages[j]) << j;
+  }
+  size_t j = 0;
+  s->kpi.column(kpi::FactKind::kStageEntry).ForAll([&](int64_t t, const kpi::Fact& f) {
+    ASSERT_LT(j, d.visits.size());
+    EXPECT_EQ(t, d.visits[j].at().t) << j;
+    EXPECT_EQ(f.value, d.visits[j].at().seq) << j;
+    EXPECT_EQ(f.aux, static_cast<uint32_t>(d.visits[j].stage())) << j;
+    EXPECT_EQ(f.account, d.account) << j;
+    ++j;
+  });
+  EXPECT_EQ(j, 5u);
+  // And so after a restore (in time order: no visit moves there).
+  const std::string bytes = WriteSnapshot(*s);
+  EngineState back;
+  ASSERT_TRUE(ReadSnapshot(bytes, &back).ok());
+  EXPECT_TRUE(WriteSnapshot(back) == bytes);
+  // lead at 0 and 1h (qualified after both); qualified at 2h and 3h
+  // (proposal after); proposal at 4h.
+  ExpectStages(ev, Q(kT0, kT0 + kDay),
+               {{{"lead", {1, 1}}, {"qualified", {1, 1}}, {"proposal", {0, 1}}}});
+  ExpectStages(ev, Q(kT0 + kHour / 2, kT0 + kDay, kT0 + 4 * kHour),
+               {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
+}
+
+// A visit keeps its arrival seq in 56 bits: facts claiming an engine of more
+// events than that are refused, and the store is left empty.
+TEST(KpiIngest, RestoreRefusesSeqsBeyondTheVisitsBits) {
+  const std::unique_ptr<EngineState> s = StateOf(DealD1({{kT0 + kHour, "qualified"}}));
+  v1::FactColumns facts;
+  kpi::WriteFactColumns(*s, &facts);
+  EngineState back;
+  back.events_accepted = kpi::Visit::kSeqLimit + 1;
+  const absl::Status st = kpi::ReadFactColumns(facts, &back);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("2^56"), std::string::npos) << st;
+  EXPECT_EQ(back.kpi.facts(), 0u);
 }
 
 // Restore checks each fact against the tables (an order fact's account by
@@ -789,6 +865,80 @@ TEST(KpiIngest, RestoreRefusesInconsistentFactColumns) {
     bad.mutable_facts()->set_subject(row, static_cast<uint32_t>(s->orders.size()));
     refused(bad, absl::StrCat("fact ", row, " (kind 7)"));
   }
+}
+
+// Two stage entries of one deal with equal stamps (time and arrival) exist
+// only in a damaged snapshot, which restore takes as it is. The stamp orders
+// "after" for stage_conversion, so neither entry is after the other: here
+// "qualified" and "proposal" are both entered at +1h with one arrival, and the
+// proposal does not convert the qualification. The three paths must agree:
+// the forced scan (the deal pass's equal-stamps loop), the scan of a partial
+// day (entry by entry) and the day cells.
+//
+// An exact copy (the same stage too) is no earlier entry of its stage either:
+// each copy counts as the deal's first entry in the bucket, on every path.
+void ExpectEqualStamps(uint32_t copy_stage, const std::vector<StageFigures>& want,
+                       const std::vector<StageFigures>& want_at_1h) {
+  const std::unique_ptr<EngineState> s = StateOf(DealD1({{kT0 + kHour, "qualified"}}));
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(WriteSnapshot(*s)));
+  v1::FactColumns* f = snap.mutable_facts();
+  const int kind = static_cast<int>(kpi::FactKind::kStageEntry);
+  ASSERT_EQ(f->kind_sizes(kind), 2u) << "lead, qualified";
+  int row = 0;
+  for (int k = 0; k < kind; ++k) row += static_cast<int>(f->kind_sizes(k));
+  ++row;  // the entry into "qualified" (index 1)
+  ASSERT_EQ(f->aux(row), 1u);
+  // A copy of it right after it (time difference 0, same arrival), into
+  // "proposal" (index 2).
+  auto dup = [&](auto* field, auto copy) {
+    std::vector<std::decay_t<decltype(copy)>> v(field->begin(), field->end());
+    v.insert(v.begin() + row + 1, copy);
+    field->Clear();
+    for (const auto& x : v) field->Add(x);
+  };
+  dup(f->mutable_account(), f->account(row));
+  dup(f->mutable_subject(), f->subject(row));
+  dup(f->mutable_aux(), copy_stage);
+  dup(f->mutable_value(), f->value(row));
+  dup(f->mutable_occurred_at_delta_us(), uint64_t{0});
+  f->set_kind_sizes(kind, 3);
+  EngineState back;
+  ASSERT_TRUE(ReadSnapshot(snap.SerializeAsString(), &back).ok());
+  ASSERT_EQ(back.kpi.deals.size(), 1u);
+  const kpi::DealData& d = back.kpi.deals[0];
+  ASSERT_EQ(d.visits.size(), 3u);
+  ASSERT_TRUE(d.visits[1].at() == d.visits[2].at());
+  EXPECT_EQ(d.visits[1].stage(), 1);
+  EXPECT_EQ(d.visits[2].stage(), static_cast<int32_t>(copy_stage));
+  auto figures = [&](const v1::KpiQuery& q, bool force) {
+    kpi::SetForceScanForTesting(force);
+    auto r = kpi::Report(back, *kpi::MakePlan(q));
+    kpi::SetForceScanForTesting(false);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? FiguresOf(*r) : std::vector<StageFigures>();
+  };
+  for (const v1::KpiQuery& q : {Q(kT0, kT0 + kDay), Q(kT0 - kHour / 2, kT0 + kDay)}) {
+    EXPECT_EQ(figures(q, true), want) << "forced scan, " << q.ShortDebugString();
+    EXPECT_EQ(figures(q, false), want) << "normal path, " << q.ShortDebugString();
+  }
+  // as_of at the equal stamps: nothing converts before it (the cells take
+  // late conversions back out).
+  for (const v1::KpiQuery& q :
+       {Q(kT0, kT0 + kDay, kT0 + kHour), Q(kT0 - kHour / 2, kT0 + kDay, kT0 + kHour)}) {
+    EXPECT_EQ(figures(q, true), want_at_1h) << "forced scan, " << q.ShortDebugString();
+    EXPECT_EQ(figures(q, false), want_at_1h) << "normal path, " << q.ShortDebugString();
+  }
+}
+
+TEST(KpiIngest, EqualStampsSeeEachOtherAsNeitherBeforeNorAfter) {
+  ExpectEqualStamps(2, {{{"lead", {1, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}},
+                    {{{"lead", {0, 1}}, {"qualified", {0, 1}}, {"proposal", {0, 1}}}});
+}
+
+TEST(KpiIngest, ExactCopiesOfAnEntryEachCountAsFirstInTheBucket) {
+  ExpectEqualStamps(1, {{{"lead", {1, 1}}, {"qualified", {0, 2}}}},
+                    {{{"lead", {0, 1}}, {"qualified", {0, 2}}}});
 }
 
 // An upsert re-syncs the account's attribution but interns only the entries

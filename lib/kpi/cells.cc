@@ -296,21 +296,28 @@ struct StageTerm {
 };
 
 StageTerm StageTermAt(const FactStore& st, const DealData& d, size_t k, size_t skip) {
-  auto at = [&](size_t v) -> const Visit& { return d.visits[v < skip ? v : v + 1]; };
+  auto at = [&](size_t v) -> Visit { return d.visits[v < skip ? v : v + 1]; };
   const size_t n = d.visits.size() - (skip < d.visits.size() ? 1 : 0);
-  const Visit& me = at(k);
-  StageTerm x{me.at.t,
-              static_cast<uint32_t>(st.stage_offset[static_cast<size_t>(d.pipeline)] + me.stage), 1,
+  const Visit me = at(k);
+  const Stamp me_at = me.at();
+  const int32_t me_stage = me.stage();
+  StageTerm x{me_at.t,
+              static_cast<uint32_t>(st.stage_offset[static_cast<size_t>(d.pipeline)] + me_stage), 1,
               kNoDay, false};
+  // Visits with equal stamps (only a damaged snapshot has them) are neither
+  // before nor after each other, as in the scan: skipped both ways.
   for (size_t j = k; j-- > 0;) {
-    if (at(j).stage == me.stage) {
-      x.prev_day = Day32(at(j).at.t);
-      x.kind = x.prev_day < Day32(me.at.t) ? 2 : 0;
+    const Visit v = at(j);
+    if (v.at() == me_at) continue;
+    if (v.stage() == me_stage) {
+      x.prev_day = Day32(v.t());
+      x.kind = x.prev_day < Day32(me_at.t) ? 2 : 0;
       break;
     }
   }
   for (size_t j = k + 1; j < n; ++j) {
-    if (at(j).stage > me.stage) {
+    const Visit v = at(j);
+    if (v.stage() > me_stage && me_at < v.at()) {
       x.converted = true;
       break;
     }
@@ -354,7 +361,7 @@ void CellIndex::StageEntered(const FactStore& st, int mode, uint32_t deal, const
   const DealData& d = st.deals[deal];
   const size_t n = d.visits.size();
   size_t i = n - 1;
-  while (!(d.visits[i].at == Stamp{t, f.value})) --i;
+  while (!(d.visits[i].at() == Stamp{t, f.value})) --i;
   // A deal has few visits: every other visit's terms are compared.
   for (size_t r = 0; r < n; ++r) {
     if (r == i) continue;
@@ -427,9 +434,9 @@ void CellIndex::DealInstants(const FactStore& st, int mode, uint32_t deal, const
   // has an SLA is stuck from its entry + SLA + 1 us on.
   const DealData& d = st.deals[deal];
   if (d.lost.t != kNever || d.visits.empty()) return;
-  const Visit& cur = d.visits.back();
+  const Visit cur = d.visits.back();
   const int64_t sla = st.stage_sla[static_cast<size_t>(
-      st.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage)];
+      st.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage())];
   // An SLA beyond the time range never elapses (and would overflow below).
   if (sla <= 0 || sla >= kMaxTimeUs) return;
   const auto by = static_cast<v1::GroupBy>(mode);
@@ -437,7 +444,7 @@ void CellIndex::DealInstants(const FactStore& st, int mode, uint32_t deal, const
                          ? d.source_partner
                          : GroupOfData(a, by, std::numeric_limits<int64_t>::max());
   // Stuck at as_of = A days iff entry + SLA + 1 <= A * kDay.
-  InstAt(mode, DayOf(cur.at.t + sla), g).stuck += sign;
+  InstAt(mode, DayOf(cur.t() + sla), g).stuck += sign;
 }
 
 void CellIndex::InvoiceInstants(const FactStore& st, int mode, uint32_t invoice,

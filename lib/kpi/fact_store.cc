@@ -111,7 +111,34 @@ std::unique_ptr<FactColumn::Block> FactColumn::NewBlock() const {
   auto b = std::make_unique<Block>();
   b->mem.reset(new unsigned char[BlockBytes()]);
   View(b.get(), fields_);
+  b->deals = deals_;
+  b->visit_index = visit_index_;
   return b;
+}
+
+void FactColumn::DerivedFromDeals(const std::deque<DealData>* deals, bool visit_index) {
+  deals_ = deals;
+  visit_index_ = visit_index;
+  for (auto& b : blocks_) {
+    b->deals = deals;
+    b->visit_index = visit_index;
+  }
+}
+
+void FactColumn::SetAux(int64_t t, uint32_t subject, uint32_t from, uint32_t to) {
+  // An absent aux array reads as shared zeros: it must be stored to change.
+  if ((fields_ & kFieldAux) == 0) Widen(kFieldAux);
+  for (size_t b = FirstBlock(t); b < blocks_.size(); ++b) {
+    Block& blk = *blocks_[b];
+    if (blk.n == 0 || blk.t[0] > t) return;
+    for (int i = static_cast<int>(std::lower_bound(blk.t, blk.t + blk.n, t) - blk.t);
+         i < blk.n && blk.t[i] == t; ++i) {
+      if (blk.subject[i] == subject && blk.aux[i] == from) {
+        const_cast<uint32_t*>(blk.aux)[i] = to;
+        return;
+      }
+    }
+  }
 }
 
 void FactColumn::Widen(uint8_t add) {
@@ -273,6 +300,13 @@ size_t FactColumn::MemoryBytes() const {
   return blocks_.capacity() * sizeof(void*) + blocks_.size() * (sizeof(Block) + BlockBytes());
 }
 
+FactStore::FactStore() {
+  column(FactKind::kLead).DerivedFromDeals(&deals, false);
+  column(FactKind::kStageEntry).DerivedFromDeals(&deals, true);
+  column(FactKind::kWon).DerivedFromDeals(&deals, false);
+  column(FactKind::kLost).DerivedFromDeals(&deals, false);
+}
+
 size_t FactStore::facts() const {
   size_t n = 0;
   for (const FactColumn& c : columns) n += c.size();
@@ -297,7 +331,7 @@ FactStore::Memory FactStore::MemoryUse() const {
   }
   m.orders = orders.size() * sizeof(OrderData);
   m.invoices = invoices.size() * sizeof(InvoiceData);
-  for (const auto& p : invoice_payments) m.invoices += sizeof(p) + p.capacity() * sizeof(Payment);
+  for (const auto& p : invoice_payments) m.invoices += sizeof(p) + p.MemoryBytes();
   return m;
 }
 

@@ -107,6 +107,8 @@ enum FactField : uint8_t {
   kFieldAux = 8,
 };
 
+struct DealData;
+
 // Facts of one kind ordered by (time, arrival), as structs of arrays in
 // blocks: one array per field, so a scan reads only the fields it needs.
 //
@@ -121,6 +123,15 @@ enum FactField : uint8_t {
 // previous block, and splits the block only when neither has room, so late
 // inserts do not leave a trail of half-full blocks. Every block but the last
 // is at least half full.
+//
+// The deal kinds' columns (lead, stage entry, won, lost) do not store what
+// the deal holds (DerivedFromDeals): their account is the deal's, and a
+// stage entry's arrival seq and stage are its visit's, which the column
+// points at by the visit's index in the deal's visits (in its aux array).
+// So a deal's stage history is stored once, in its visits; the column keeps
+// the time order (and the deal) for the range searches. Read such a column
+// through Block::at (ForRange, ForAll), never its account, value or aux
+// arrays.
 class FactColumn {
  public:
   static constexpr int kBlock = 1024;
@@ -134,7 +145,11 @@ class FactColumn {
     const uint32_t* subject = nullptr;
     const uint32_t* aux = nullptr;
     std::unique_ptr<unsigned char[]> mem;
-    Fact at(int i) const { return Fact{value[i], account[i], subject[i], aux[i]}; }
+    // The column's DerivedFromDeals (null: every field is stored).
+    const std::deque<DealData>* deals = nullptr;
+    bool visit_index = false;
+    // The fact at i, whether stored or derived (defined below DealData).
+    inline Fact at(int i) const;
   };
 
   FactColumn() = default;
@@ -142,6 +157,18 @@ class FactColumn {
   FactColumn& operator=(FactColumn&&) = default;
 
   void Insert(int64_t t, const Fact& f);
+  // Makes the column a deal kind's (see the class comment): at() takes the
+  // account from `deals` (which must outlive the column), and, with
+  // `visit_index`, the value (seq) and aux (stage) from the visit aux[i]
+  // indexes. Insert must then be given the fact as stored: account 0, and
+  // for stage entries value 0 and aux the visit's index. Call before any
+  // Insert.
+  void DerivedFromDeals(const std::deque<DealData>* deals, bool visit_index);
+  // The stored aux of the fact at time `t` of deal `subject` whose aux is
+  // `from` becomes `to` (a stage entry whose visit moved on by a late
+  // visit's insertion before it). Finds it by the time search; nothing if
+  // there is no such fact.
+  void SetAux(int64_t t, uint32_t subject, uint32_t from, uint32_t to);
   size_t size() const { return size_; }
   // Which FactFields are stored.
   uint8_t fields() const { return fields_; }
@@ -196,6 +223,8 @@ class FactColumn {
   std::vector<std::unique_ptr<Block>> blocks_;
   size_t size_ = 0;
   uint8_t fields_ = 0;
+  const std::deque<DealData>* deals_ = nullptr;
+  bool visit_index_ = false;
 };
 
 // (time, arrival seq): the order of "before" and of ties (later arrival wins).
@@ -366,11 +395,30 @@ struct ClientSpan {
 };
 void ClientSpans(const AccountData& a, int64_t churn_after, std::vector<ClientSpan>* out);
 
-struct Visit {
-  Stamp at;
-  int32_t stage;
+// A deal's entry into a stage: its time, and its arrival seq and stage in one
+// word (seq << 8 | stage), 16 bytes instead of 24 for a Stamp and an int32.
+// A pipeline has at most 64 stages (lib/lifecycle/pipelines.cc); an arrival
+// seq is below 2^56 (restore refuses more; ingest would need 2^56 events).
+// Plain fields read by value: no reference to a packed member (UBSan).
+class Visit {
+ public:
+  static constexpr int kStageBits = 8;
+  static constexpr int64_t kSeqLimit = int64_t{1} << (64 - kStageBits);
+  Visit() = default;
+  Visit(Stamp at, int32_t stage)
+      : t_(at.t),
+        seq_stage_(static_cast<uint64_t>(at.seq) << kStageBits | static_cast<uint64_t>(stage)) {}
+  Stamp at() const { return Stamp{t_, static_cast<int64_t>(seq_stage_ >> kStageBits)}; }
+  int64_t t() const { return t_; }
+  int32_t stage() const {
+    return static_cast<int32_t>(seq_stage_ & ((uint64_t{1} << kStageBits) - 1));
+  }
+
+ private:
+  int64_t t_ = 0;
+  uint64_t seq_stage_ = 0;
 };
-static_assert(sizeof(Visit) == 24);
+static_assert(sizeof(Visit) == 16 && std::is_trivially_copyable_v<Visit>);
 
 struct DealData {
   uint32_t account = 0;
@@ -380,9 +428,18 @@ struct DealData {
   // The first win / loss by (time, arrival); kNever if none.
   Stamp won{kNever, kNever};
   Stamp lost{kNever, kNever};
-  // Sorted by stamp.
+  // Sorted by stamp. The deal's stage history: the stage-entry column
+  // points into it (FactColumn::DerivedFromDeals).
   Timeline<Visit> visits;
 };
+
+inline Fact FactColumn::Block::at(int i) const {
+  if (deals == nullptr) return Fact{value[i], account[i], subject[i], aux[i]};
+  const DealData& d = (*deals)[subject[i]];
+  if (!visit_index) return Fact{value[i], d.account, subject[i], aux[i]};
+  const Visit v = d.visits[aux[i]];
+  return Fact{v.at().seq, d.account, subject[i], static_cast<uint32_t>(v.stage())};
+}
 
 struct OrderData {
   Stamp placed{0, 0};
@@ -414,13 +471,20 @@ struct CellIndexDeleter {
 CellIndex* NewCellIndex();
 
 struct FactStore {
+  // The deal kinds' columns read the deals (FactColumn::DerivedFromDeals),
+  // so the store stays where it is made.
+  FactStore();
+  FactStore(const FactStore&) = delete;
+  FactStore& operator=(const FactStore&) = delete;
+
   StringPool strings;
   FactColumn columns[kFactKinds];
   std::deque<AccountData> accounts;
   std::deque<DealData> deals;
   std::deque<OrderData> orders;
-  // Payments naming each invoice, by invoice index (empty for most).
-  std::deque<std::vector<Payment>> invoice_payments;
+  // Payments naming each invoice, by invoice index (empty for most: a
+  // Timeline is one pointer where a std::vector was three).
+  std::deque<Timeline<Payment>> invoice_payments;
   std::deque<InvoiceData> invoices;
   // Stage counts of every pipeline, and the offset of each pipeline's first
   // stage in a flat stage numbering.

@@ -29,7 +29,7 @@ void AppendHealth(const EngineState& state, int64_t as_of,
 
 // Whether the invoice is overdue at `at` (issued and due before `at`, not
 // fully paid by payments before `at`); sets the amount still owed.
-bool OverdueAt(const v1::Invoice& invoice, const std::vector<Payment>& payments, int64_t at,
+bool OverdueAt(const v1::Invoice& invoice, const Timeline<Payment>& payments, int64_t at,
                int64_t* owed);
 
 }  // namespace rapport::kpi

@@ -112,14 +112,39 @@ void SyncAccount(uint32_t idx, const Timeline<AttrEntry>& old, EngineState* s) {
 // Stores a fact and threads it into the timelines (not the cells); returns
 // what it did to its deal's first win or loss.
 FirstChange StoreFact(FactStore& st, FactKind kind, int64_t t, const Fact& f, int64_t order_seq) {
-  st.column(kind).Insert(t, f);
   FirstChange first = FirstChange::kNone;
   switch (kind) {
-    case FactKind::kStageEntry:
-      InsertSorted(st.deals[f.subject].visits,
-                   Visit{Stamp{t, f.value}, static_cast<int32_t>(f.aux)},
-                   [](const Visit& x, const Visit& y) { return x.at < y.at; });
+    case FactKind::kLead:
+    case FactKind::kWon:
+    case FactKind::kLost:
+      // The deal holds the account (FactColumn::DerivedFromDeals).
+      st.column(kind).Insert(t, Fact{f.value, 0, f.subject, f.aux});
       break;
+    case FactKind::kStageEntry:
+      break;
+    default:
+      st.column(kind).Insert(t, f);
+      break;
+  }
+  switch (kind) {
+    case FactKind::kStageEntry: {
+      // The visit goes after every visit not later; the column stores only
+      // the deal and the visit's index (FactColumn::DerivedFromDeals), so the
+      // entries of the visits it lands before (late visits only) move on by
+      // one, the last first (the column is searched by the old index).
+      Timeline<Visit>& vs = st.deals[f.subject].visits;
+      const Visit v{Stamp{t, f.value}, static_cast<int32_t>(f.aux)};
+      size_t pos = vs.size();
+      const Stamp at = v.at();
+      while (pos > 0 && at < vs[pos - 1].at()) --pos;
+      FactColumn& col = st.column(kind);
+      for (size_t j = vs.size(); j-- > pos;) {
+        col.SetAux(vs[j].t(), f.subject, static_cast<uint32_t>(j), static_cast<uint32_t>(j + 1));
+      }
+      vs.insert(vs.begin() + pos, v);
+      col.Insert(t, Fact{0, 0, f.subject, static_cast<uint32_t>(pos)});
+      break;
+    }
     case FactKind::kWon:
     case FactKind::kLost: {
       Stamp& cur = kind == FactKind::kWon ? st.deals[f.subject].won : st.deals[f.subject].lost;
@@ -471,6 +496,9 @@ absl::Status ReadFactColumnsHead(const v1::FactColumns& in, EngineState* s, bool
   if (static_cast<uint64_t>(in.order_seq_size()) != orders_expected) {
     return bad("order_seq does not match the order facts");
   }
+  // A visit keeps its arrival seq in 56 bits (Visit): an engine that has
+  // taken 2^56 events (or claims to) is beyond the store.
+  if (s->events_accepted > Visit::kSeqLimit) return bad("events_accepted is beyond 2^56");
   Sync(s);
   const Timeline<AttrEntry> none;
   for (uint32_t i = 0; i < s->accounts.size(); ++i) SyncAccount(i, none, s);

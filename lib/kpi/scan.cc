@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "lib/kpi/accumulator.h"
@@ -383,20 +385,30 @@ class Scanner {
   // The cells count a stage entry as converted if a later stage was ever
   // entered after it; an entry whose first such later stage is at or after
   // as_of is taken back out (found from the entries at or after as_of).
+  //
+  // Entries with equal stamps (only a damaged snapshot has them) convert
+  // together: the group is taken once, at the highest of its stages.
   void UnconvertLate() {
+    absl::flat_hash_set<std::pair<uint32_t, int64_t>> groups_done;
     st_.column(FactKind::kStageEntry).ForRange(as_of_, kNever, [&](int64_t t, const Fact& f) {
       const DealData& d = st_.deals[f.subject];
       const auto& vs = d.visits;
-      const int32_t to = static_cast<int32_t>(f.aux);
+      int32_t to = static_cast<int32_t>(f.aux);
+      const Stamp me{t, f.value};
       size_t pos = static_cast<size_t>(
-          std::lower_bound(vs.begin(), vs.end(), Stamp{t, f.value},
-                           [](const Visit& v, const Stamp& x) { return v.at < x; }) -
+          std::lower_bound(vs.begin(), vs.end(), me,
+                           [](const Visit& v, const Stamp& x) { return v.at() < x; }) -
           vs.begin());
+      if (pos + 1 < vs.size() && vs[pos + 1].at() == me) {
+        if (!groups_done.insert({f.subject, f.value}).second) return;
+        for (size_t k = pos; k < vs.size() && vs[k].at() == me; ++k)
+          to = std::max(to, vs[k].stage());
+      }
       int32_t between = -1;  // the highest stage entered between an entry and this one
       for (size_t k = pos; k-- > 0;) {
         const Visit& e = vs[k];
-        if (e.stage < to && between <= e.stage) Unconvert(f.subject, k);
-        between = std::max(between, e.stage);
+        if (e.stage() < to && between <= e.stage()) Unconvert(f.subject, k);
+        between = std::max(between, e.stage());
         if (between >= to) break;
       }
     });
@@ -405,15 +417,16 @@ class Scanner {
   void Unconvert(uint32_t deal, size_t k) {
     const DealData& d = st_.deals[deal];
     const Visit& e = d.visits[k];
-    const int b = WholeBucket(e.at.t);
+    const int b = WholeBucket(e.t());
     if (b < 0) return;
     for (size_t j = k; j-- > 0;) {
-      if (d.visits[j].at.t < p_.bounds[b]) break;
-      if (d.visits[j].stage == e.stage) return;  // not the first in the bucket
+      if (d.visits[j].at().t < p_.bounds[b]) break;
+      if (d.visits[j].at() == e.at()) continue;      // neither before nor after (as Stages)
+      if (d.visits[j].stage() == e.stage()) return;  // not the first in the bucket
     }
-    Acc& a = Slot(b, DealGroup(deal, e.at.t));
+    Acc& a = Slot(b, DealGroup(deal, e.t()));
     const size_t flat =
-        static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + e.stage);
+        static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)] + e.stage());
     if (a.stages.size() <= flat) a.stages.resize(static_cast<size_t>(st_.stage_offset.back()));
     --a.stages[flat].second;
   }
@@ -527,7 +540,7 @@ class Scanner {
           .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
             for (int i = i0; i < i1; ++i) {
               const uint32_t deal = blk.subject[i];
-              Acc& a = At(b_, DealGroupOf(deal, blk.account[i], blk.t[i]));
+              Acc& a = At(b_, DealGroupOf(deal, deal_account_[deal], blk.t[i]));
               ++a.c[kLeads];
               a.c[kLeadsWon] += deal_won_[deal].t < as_of_;
             }
@@ -554,15 +567,15 @@ class Scanner {
       // make this quadratic in its visits).
       const auto& vs = d.visits;
       const auto pos = std::lower_bound(vs.begin(), vs.end(), me,
-                                        [](const Visit& v, const Stamp& x) { return v.at < x; });
+                                        [](const Visit& v, const Stamp& x) { return v.at() < x; });
       for (auto it = pos; it != vs.begin();) {
         --it;
-        if (it->at.t < lo_) break;
-        if (it->stage == stage) return;  // not the first in the bucket
+        if (it->t() < lo_) break;
+        if (it->stage() == stage) return;  // not the first in the bucket
       }
       bool converted = false;
-      for (auto it = pos; it != vs.end() && it->at.t < as_of_; ++it) {
-        if (it->stage > stage && me < it->at) {
+      for (auto it = pos; it != vs.end() && it->t() < as_of_; ++it) {
+        if (it->stage() > stage && me < it->at()) {
           converted = true;
           break;
         }
@@ -604,6 +617,7 @@ class Scanner {
         st_.stage_offset.empty() ? 0 : static_cast<size_t>(st_.stage_offset.back());
     deal_won_.resize(nd);
     deal_lost_.resize(nd);
+    deal_account_.resize(nd);
     deal_created_.resize(nd);
     deal_partner_.resize(nd);
     for (uint32_t i = 0; i < nd; ++i) {
@@ -612,11 +626,12 @@ class Scanner {
       const DealData& d = st_.deals[i];
       deal_won_[i] = d.won;
       deal_lost_[i] = d.lost;
+      deal_account_[i] = d.account;
       deal_created_[i] = d.created_at;
       deal_partner_[i] = d.source_partner;
       const Timeline<Visit>& vs = d.visits;
       Stuck(i, d);
-      if (vs.empty() || vs.back().at.t < first || vs.front().at.t >= last) continue;
+      if (vs.empty() || vs.back().t() < first || vs.front().t() >= last) continue;
       // Locals for everything the loops read: the accumulators' stores
       // could alias members and the deal, and made the compiler reload the
       // visits' pointer and the bounds at every visit.
@@ -631,19 +646,19 @@ class Scanner {
       bool distinct = true;
       int32_t best = -1;
       for (size_t k = n; k-- > 0;) {
-        const bool before = v[k].at.t < as_of;
+        const bool before = v[k].t() < as_of;
         lat[k] = before ? best : -1;
-        if (before) best = std::max(best, v[k].stage);
-        if (k > 0 && v[k - 1].at == v[k].at) distinct = false;
+        if (before) best = std::max(best, v[k].stage());
+        if (k > 0 && v[k - 1].at() == v[k].at()) distinct = false;
       }
       best = -1;
       for (size_t r1 = distinct ? 0 : n; r1 > 0;) {
         size_t r0 = r1 - 1;
-        const Stamp at = v[r0].at;
-        while (r0 > 0 && v[r0 - 1].at == at) --r0;
+        const Stamp at = v[r0].at();
+        while (r0 > 0 && v[r0 - 1].at() == at) --r0;
         if (at.t < as_of) {
           for (size_t k = r0; k < r1; ++k) lat[k] = best;
-          for (size_t k = r0; k < r1; ++k) best = std::max(best, v[k].stage);
+          for (size_t k = r0; k < r1; ++k) best = std::max(best, v[k].stage());
         } else {
           for (size_t k = r0; k < r1; ++k) lat[k] = -1;
         }
@@ -681,9 +696,9 @@ class Scanner {
       };
       if (distinct) {
         for (size_t k = 0; k < n; ++k) {
-          const int64_t t = v[k].at.t;
+          const int64_t t = v[k].t();
           if (t >= last) break;
-          const int32_t stage = v[k].stage;
+          const int32_t stage = v[k].stage();
           if (t >= first) {
             while (bounds[b + 1] <= t) ++b;
             if (pv[stage] < bounds[b]) count(k, stage, t);  // the first in the bucket
@@ -693,20 +708,20 @@ class Scanner {
         continue;
       }
       for (size_t r0 = 0; r0 < n;) {
-        const Stamp at = v[r0].at;
+        const Stamp at = v[r0].at();
         size_t r1 = r0 + 1;
-        while (r1 < n && v[r1].at == at) ++r1;
+        while (r1 < n && v[r1].at() == at) ++r1;
         const int64_t t = at.t;
         if (t >= last) break;
         if (t >= first) {
           while (bounds[b + 1] <= t) ++b;
           const int64_t lo = bounds[b];
           for (size_t k = r0; k < r1; ++k) {
-            const int32_t stage = v[k].stage;
+            const int32_t stage = v[k].stage();
             if (pv[stage] < lo) count(k, stage, t);  // the first in the bucket
           }
         }
-        for (size_t k = r0; k < r1; ++k) pv[v[k].stage] = t;
+        for (size_t k = r0; k < r1; ++k) pv[v[k].stage()] = t;
         r0 = r1;
       }
     }
@@ -721,7 +736,7 @@ class Scanner {
               const uint32_t deal = blk.subject[i];
               const int64_t t = blk.t[i];
               if (!(deal_won_[deal] == Stamp{t, blk.value[i]})) continue;
-              Acc& a = At(b_, DealGroupOf(deal, blk.account[i], t));
+              Acc& a = At(b_, DealGroupOf(deal, deal_account_[deal], t));
               ++a.c[kWon];
               a.time_to_win.push_back(static_cast<double>(t - deal_created_[deal]) /
                                       static_cast<double>(kDay));
@@ -733,7 +748,7 @@ class Scanner {
               const uint32_t deal = blk.subject[i];
               const int64_t t = blk.t[i];
               if (!(deal_lost_[deal] == Stamp{t, blk.value[i]})) continue;
-              ++At(b_, DealGroupOf(deal, blk.account[i], t)).c[kLost];
+              ++At(b_, DealGroupOf(deal, deal_account_[deal], t)).c[kLost];
             }
           });
       return;
@@ -963,13 +978,13 @@ class Scanner {
   void Stuck(uint32_t i, const DealData& d) {
     if (d.lost.t < as_of_) return;
     auto it = std::lower_bound(d.visits.begin(), d.visits.end(), as_of_,
-                               [](const Visit& v, int64_t x) { return v.at.t < x; });
+                               [](const Visit& v, int64_t x) { return v.t() < x; });
     if (it == d.visits.begin()) return;
     const Visit& cur = *(it - 1);
     // 0: no SLA, or the pipeline's last stage.
     const int64_t sla = st_.stage_sla[static_cast<size_t>(
-        st_.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage)];
-    if (sla == 0 || as_of_ - cur.at.t <= sla) return;
+        st_.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage())];
+    if (sla == 0 || as_of_ - cur.t() <= sla) return;
     const uint32_t g = DealGroup(i, as_of_);
     for (int b = 0; b < nb_; ++b) ++At(b, g).c[kStuck];
   }
@@ -1123,12 +1138,12 @@ class Scanner {
   std::vector<int64_t> acc_cust_;
   std::vector<Stamp> deal_won_, deal_lost_;
   std::vector<int64_t> deal_created_;
-  std::vector<uint32_t> deal_partner_;
+  std::vector<uint32_t> deal_partner_, deal_account_;
 };
 
 }  // namespace
 
-bool OverdueAt(const v1::Invoice& inv, const std::vector<Payment>& payments, int64_t at,
+bool OverdueAt(const v1::Invoice& inv, const Timeline<Payment>& payments, int64_t at,
                int64_t* owed) {
   if (inv.issued_at_us() >= at || inv.due_at_us() >= at) return false;
   int64_t paid = 0;
