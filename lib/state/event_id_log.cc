@@ -11,7 +11,7 @@
 
 namespace rapport {
 
-absl::string_view EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fingerprint) {
+char* EventIdLog::CopyToEnd(absl::string_view id) {
   if (blocks_.empty() || blocks_.back().size - blocks_.back().used < id.size()) {
     Block b;
     b.size = std::max(kBlockBytes, id.size());
@@ -22,40 +22,37 @@ absl::string_view EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fi
   Block& b = blocks_.back();
   char* at = b.data + b.used;
   CopyShort(at, id.data(), id.size());
-  b.used += id.size();
-  id_bytes_ += id.size();
+  return at;
+}
+
+void EventIdLog::Keep(size_t id_size, uint64_t fingerprint) {
+  blocks_.back().used += id_size;
+  id_bytes_ += id_size;
+  fingerprints_.push_back(fingerprint);
+  lengths_.push_back(static_cast<uint32_t>(id_size));
+}
+
+absl::string_view EventIdLog::Add(absl::string_view id, size_t hash, uint64_t fingerprint) {
+  char* at = CopyToEnd(id);
   index_.insert(Entry{at, static_cast<uint32_t>(id.size()),
                       static_cast<uint32_t>(fingerprints_.size()), hash});
-  fingerprints_.push_back(fingerprint);
-  lengths_.push_back(static_cast<uint32_t>(id.size()));
+  Keep(id.size(), fingerprint);
   return absl::string_view(at, id.size());
 }
 
 const uint64_t* EventIdLog::FindOrAdd(absl::string_view id, size_t hash, uint64_t fingerprint,
                                       absl::string_view* stored) {
-  // The id is copied to the end of the last block before the probe, so that
-  // the entry an insert files can view it; if the id is there already, the
-  // copy is simply not kept (nor the block started for it).
-  if (blocks_.empty() || blocks_.back().size - blocks_.back().used < id.size()) {
-    Block b;
-    b.size = std::max(kBlockBytes, id.size());
-    b.owned.reset(new char[b.size]);
-    b.data = b.owned.get();
-    blocks_.push_back(std::move(b));
-  }
-  Block& b = blocks_.back();
-  char* at = b.data + b.used;
-  CopyShort(at, id.data(), id.size());
+  // The id is copied before the probe, so that the entry an insert files can
+  // view it; if the id is there already, the copy is simply not kept (nor
+  // the block started for it).
+  char* at = CopyToEnd(id);
   const auto [it, inserted] = index_.insert(Entry{
       at, static_cast<uint32_t>(id.size()), static_cast<uint32_t>(fingerprints_.size()), hash});
   if (!inserted) {
-    if (b.used == 0) blocks_.pop_back();  // started for this id: holds nothing
+    if (blocks_.back().used == 0) blocks_.pop_back();  // started for this id: holds nothing
     return &fingerprints_[it->index];
   }
-  b.used += id.size();
-  id_bytes_ += id.size();
-  fingerprints_.push_back(fingerprint);
-  lengths_.push_back(static_cast<uint32_t>(id.size()));
+  Keep(id.size(), fingerprint);
   *stored = absl::string_view(at, id.size());
   return nullptr;
 }

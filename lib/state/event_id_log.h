@@ -140,6 +140,13 @@ class EventIdLog {
   };
   static constexpr size_t kBlockBytes = 1 << 20;
 
+  // Copies `id` to the end of the last block (starting a block if it does
+  // not fit) without counting it as used, and returns where it is: Add and
+  // FindOrAdd file that place in the index, then Keep it.
+  char* CopyToEnd(absl::string_view id);
+  // Counts the id CopyToEnd copied as stored, with its fingerprint.
+  void Keep(size_t id_size, uint64_t fingerprint);
+
   // The index holds each id's hash beside its view (24 bytes, the size of the
   // string_view + index pair it replaces), so a lookup never hashes an id
   // the caller hashed already, and growing the table never rehashes ids.
