@@ -584,6 +584,73 @@ TEST(FactColumn, LateInsertsKeepTimeThenArrivalOrderAndEveryField) {
   EXPECT_LT(slack, col.size() / 10) << col.blocks().size() << " blocks";
 }
 
+// The aux field is stored in 8 bits until a value passes 255, then widens to
+// 32 bits: every fact reads back as inserted (against a stable sort by time)
+// before and after the widening, through late inserts that move facts between
+// blocks, and SetAux past 255 widens a narrow column rather than truncating.
+TEST(FactColumn, NarrowAuxWidensWithoutLosingAFact) {
+  std::mt19937_64 rng(13);
+  using Row = std::tuple<int64_t, int64_t, uint32_t, uint32_t, uint32_t>;
+  for (const bool wide_late : {false, true}) {
+    kpi::FactColumn col;
+    std::vector<Row> want;
+    int64_t now = 1000;
+    for (int i = 0; i < 12000; ++i) {
+      now += static_cast<int64_t>(rng() % 3);
+      int64_t t = now;
+      if (rng() % 10 == 0) t -= static_cast<int64_t>(rng() % 5000);
+      // Narrow values (0..255, edges included) first; with wide_late, large
+      // ones from fact 8000 on.
+      uint32_t aux = static_cast<uint32_t>(rng() % 256);
+      if (i % 97 == 0) aux = 255;
+      if (wide_late && i >= 8000 && rng() % 3 == 0)
+        aux = i % 2 ? 256 : static_cast<uint32_t>(rng());
+      const kpi::Fact f{0, static_cast<uint32_t>(i + 1), static_cast<uint32_t>(i), aux};
+      col.Insert(t, f);
+      want.emplace_back(t, f.value, f.account, f.subject, f.aux);
+      if (i == 7999) {
+        EXPECT_EQ(col.fields() & kpi::kFieldAuxWide, 0);
+        EXPECT_EQ(col.BlockBytes(), kpi::FactColumn::kBlock * (8 + 4 + 4 + 1));
+      }
+    }
+    EXPECT_EQ((col.fields() & kpi::kFieldAuxWide) != 0, wide_late);
+    EXPECT_EQ(col.BlockBytes(), kpi::FactColumn::kBlock * (8 + 4 + 4 + (wide_late ? 4 : 1)));
+    std::stable_sort(want.begin(), want.end(),
+                     [](const Row& a, const Row& b) { return std::get<0>(a) < std::get<0>(b); });
+    std::vector<Row> got;
+    col.ForAll([&](int64_t t, const kpi::Fact& f) {
+      got.emplace_back(t, f.value, f.account, f.subject, f.aux);
+    });
+    ASSERT_TRUE(got == want) << "wide_late " << wide_late;
+    // The raw view agrees with Fact (the scan's bulk loops read Aux(i)).
+    size_t k = 0;
+    for (const auto& b : col.blocks()) {
+      EXPECT_TRUE((b->aux8 == nullptr) != (b->aux == nullptr));
+      for (int i = 0; i < b->n; ++i) ASSERT_EQ(b->Aux(i), std::get<4>(want[k++]));
+    }
+    // SetAux to a value past 255 widens; the others keep theirs.
+    auto& [t0, v0, a0, s0, x0] = want[want.size() / 2];
+    col.SetAux(t0, s0, x0, 70000);
+    x0 = 70000;
+    EXPECT_NE(col.fields() & kpi::kFieldAuxWide, 0);
+    got.clear();
+    col.ForAll([&](int64_t t, const kpi::Fact& f) {
+      got.emplace_back(t, f.value, f.account, f.subject, f.aux);
+    });
+    ASSERT_TRUE(got == want) << "after SetAux, wide_late " << wide_late;
+  }
+  // A column with no aux at all reads zeros, and a SetAux on it stores one.
+  kpi::FactColumn none;
+  none.Insert(5, kpi::Fact{0, 1, 2, 0});
+  none.Insert(6, kpi::Fact{0, 1, 3, 0});
+  EXPECT_EQ(none.fields() & kpi::kFieldAux, 0);
+  none.SetAux(6, 3, 0, 9);
+  std::vector<uint32_t> aux;
+  none.ForAll([&](int64_t, const kpi::Fact& f) { aux.push_back(f.aux); });
+  EXPECT_EQ(aux, (std::vector<uint32_t>{0, 9}));
+  EXPECT_EQ(none.fields() & kpi::kFieldAuxWide, 0);
+}
+
 // The radix sort of time_to_win lists gives std::sort's sequence, bit for
 // bit: negatives, duplicates, zero, infinities, denormals, the small-list
 // path and lists whose values share their high digits (days of one month).

@@ -33,15 +33,18 @@ namespace {
 // What an absent field reads as.
 alignas(64) constexpr int64_t kZero64[FactColumn::kBlock] = {};
 alignas(64) constexpr uint32_t kZero32[FactColumn::kBlock] = {};
+alignas(64) constexpr uint8_t kZero8[FactColumn::kBlock] = {};
 
 // A block's arrays, writable, in the order of its memory: t, then the
-// present fields among value, account, subject, aux.
+// present fields among value, account, subject, aux (aux8 when narrow, aux
+// when wide).
 struct Arrays {
   int64_t* t;
   int64_t* value;
   uint32_t* account;
   uint32_t* subject;
   uint32_t* aux;
+  uint8_t* aux8;
 };
 
 Arrays ArraysOf(unsigned char* mem, uint8_t fields) {
@@ -54,12 +57,19 @@ Arrays ArraysOf(unsigned char* mem, uint8_t fields) {
     a.value = reinterpret_cast<int64_t*>(p);
     p += k * sizeof(int64_t);
   }
-  uint32_t** u32[] = {&a.account, &a.subject, &a.aux};
-  const uint8_t bits[] = {kFieldAccount, kFieldSubject, kFieldAux};
-  for (int i = 0; i < 3; ++i) {
+  uint32_t** u32[] = {&a.account, &a.subject};
+  const uint8_t bits[] = {kFieldAccount, kFieldSubject};
+  for (int i = 0; i < 2; ++i) {
     if (fields & bits[i]) {
       *u32[i] = reinterpret_cast<uint32_t*>(p);
       p += k * sizeof(uint32_t);
+    }
+  }
+  if (fields & kFieldAux) {
+    if (fields & kFieldAuxWide) {
+      a.aux = reinterpret_cast<uint32_t*>(p);
+    } else {
+      a.aux8 = p;
     }
   }
   return a;
@@ -72,13 +82,15 @@ void View(FactColumn::Block* b, uint8_t fields) {
   b->value = a.value ? a.value : kZero64;
   b->account = a.account ? a.account : kZero32;
   b->subject = a.subject ? a.subject : kZero32;
-  b->aux = a.aux ? a.aux : kZero32;
+  b->aux = a.aux;
+  b->aux8 = a.aux ? nullptr : a.aux8 ? a.aux8 : kZero8;
 }
 
 uint8_t FieldsOf(const Fact& f) {
   return static_cast<uint8_t>((f.value != 0 ? kFieldValue : 0) |
                               (f.account != 0 ? kFieldAccount : 0) |
-                              (f.subject != 0 ? kFieldSubject : 0) | (f.aux != 0 ? kFieldAux : 0));
+                              (f.subject != 0 ? kFieldSubject : 0) | (f.aux != 0 ? kFieldAux : 0) |
+                              (f.aux > UINT8_MAX ? kFieldAuxWide : 0));
 }
 
 void Put(const Arrays& a, int i, int64_t t, const Fact& f) {
@@ -87,6 +99,8 @@ void Put(const Arrays& a, int i, int64_t t, const Fact& f) {
   if (a.account) a.account[i] = f.account;
   if (a.subject) a.subject[i] = f.subject;
   if (a.aux) a.aux[i] = f.aux;
+  // Insert widened the column first if f.aux does not fit.
+  if (a.aux8) a.aux8[i] = static_cast<uint8_t>(f.aux);
 }
 
 // Moves the elements [pos, n) of every present array to [pos + by, n + by).
@@ -97,6 +111,7 @@ void Shift(const Arrays& a, int pos, int n, int by) {
   for (uint32_t* p : {a.account, a.subject, a.aux}) {
     if (p) std::memmove(p + pos + by, p + pos, sizeof(uint32_t) * m);
   }
+  if (a.aux8) std::memmove(a.aux8 + pos + by, a.aux8 + pos, m);
 }
 
 }  // namespace
@@ -104,7 +119,9 @@ void Shift(const Arrays& a, int pos, int n, int by) {
 size_t FactColumn::BlockBytes() const {
   return kBlock *
          (sizeof(int64_t) + ((fields_ & kFieldValue) ? sizeof(int64_t) : 0) +
-          sizeof(uint32_t) * static_cast<size_t>(__builtin_popcount(fields_ & ~kFieldValue)));
+          sizeof(uint32_t) *
+              static_cast<size_t>(__builtin_popcount(fields_ & (kFieldAccount | kFieldSubject))) +
+          ((fields_ & kFieldAux) ? ((fields_ & kFieldAuxWide) ? sizeof(uint32_t) : 1) : 0));
 }
 
 std::unique_ptr<FactColumn::Block> FactColumn::NewBlock() const {
@@ -126,15 +143,23 @@ void FactColumn::DerivedFromDeals(const std::deque<DealData>* deals, bool visit_
 }
 
 void FactColumn::SetAux(int64_t t, uint32_t subject, uint32_t from, uint32_t to) {
-  // An absent aux array reads as shared zeros: it must be stored to change.
-  if ((fields_ & kFieldAux) == 0) Widen(kFieldAux);
+  // An absent aux array reads as shared zeros: it must be stored to change,
+  // and wide to hold `to` past 255.
+  if (const uint8_t need = static_cast<uint8_t>(kFieldAux | (to > UINT8_MAX ? kFieldAuxWide : 0));
+      (need & ~fields_) != 0) {
+    Widen(need);
+  }
   for (size_t b = FirstBlock(t); b < blocks_.size(); ++b) {
     Block& blk = *blocks_[b];
     if (blk.n == 0 || blk.t[0] > t) return;
     for (int i = static_cast<int>(std::lower_bound(blk.t, blk.t + blk.n, t) - blk.t);
          i < blk.n && blk.t[i] == t; ++i) {
-      if (blk.subject[i] == subject && blk.aux[i] == from) {
-        const_cast<uint32_t*>(blk.aux)[i] = to;
+      if (blk.subject[i] == subject && blk.Aux(i) == from) {
+        if (blk.aux != nullptr) {
+          const_cast<uint32_t*>(blk.aux)[i] = to;
+        } else {
+          const_cast<uint8_t*>(blk.aux8)[i] = static_cast<uint8_t>(to);
+        }
         return;
       }
     }
@@ -157,14 +182,28 @@ void FactColumn::Widen(uint8_t add) {
         std::memset(to.value, 0, n * sizeof(int64_t));
       }
     }
-    const std::pair<uint32_t*, uint32_t*> u32[] = {
-        {to.account, from.account}, {to.subject, from.subject}, {to.aux, from.aux}};
+    const std::pair<uint32_t*, uint32_t*> u32[] = {{to.account, from.account},
+                                                   {to.subject, from.subject}};
     for (const auto& [dst, src] : u32) {
       if (dst == nullptr) continue;
       if (src) {
         std::memcpy(dst, src, n * sizeof(uint32_t));
       } else {
         std::memset(dst, 0, n * sizeof(uint32_t));
+      }
+    }
+    // aux: absent, narrow or wide, to narrow or wide (never narrower).
+    if (to.aux8) {
+      if (from.aux8) {
+        std::memcpy(to.aux8, from.aux8, n);
+      } else {
+        std::memset(to.aux8, 0, n);
+      }
+    } else if (to.aux) {
+      if (from.aux) {
+        std::memcpy(to.aux, from.aux, n * sizeof(uint32_t));
+      } else {
+        for (size_t i = 0; i < n; ++i) to.aux[i] = from.aux8 ? from.aux8[i] : 0;
       }
     }
     b->mem = std::move(mem);
@@ -184,6 +223,7 @@ void FactColumn::MoveTail(Block* src, int from, Block* dst) const {
   for (const auto& [to, fr] : u32) {
     if (to) std::memcpy(to, fr + from, sizeof(uint32_t) * static_cast<size_t>(m));
   }
+  if (d.aux8) std::memcpy(d.aux8, s.aux8 + from, static_cast<size_t>(m));
   src->n = from;
   dst->n += m;
 }
@@ -199,6 +239,7 @@ void FactColumn::MoveHead(Block* src, int count, Block* dst) const {
   for (const auto& [to, fr] : u32) {
     if (to) std::memcpy(to + at, fr, sizeof(uint32_t) * m);
   }
+  if (d.aux8) std::memcpy(d.aux8 + at, s.aux8, m);
   Shift(s, count, src->n, -count);
   src->n -= count;
   dst->n += count;
@@ -230,7 +271,13 @@ void FactColumn::Insert(int64_t t, const Fact& f) {
     if (fields_ & kFieldValue) const_cast<int64_t*>(last->value)[i] = f.value;
     if (fields_ & kFieldAccount) const_cast<uint32_t*>(last->account)[i] = f.account;
     if (fields_ & kFieldSubject) const_cast<uint32_t*>(last->subject)[i] = f.subject;
-    if (fields_ & kFieldAux) const_cast<uint32_t*>(last->aux)[i] = f.aux;
+    if (fields_ & kFieldAux) {
+      if (fields_ & kFieldAuxWide) {
+        const_cast<uint32_t*>(last->aux)[i] = f.aux;
+      } else {
+        const_cast<uint8_t*>(last->aux8)[i] = static_cast<uint8_t>(f.aux);
+      }
+    }
     last->n = i + 1;
     return;
   }

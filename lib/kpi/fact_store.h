@@ -105,6 +105,8 @@ enum FactField : uint8_t {
   kFieldAccount = 2,
   kFieldSubject = 4,
   kFieldAux = 8,
+  // With kFieldAux: the aux array holds 32 bits, not 8 (see FactColumn).
+  kFieldAuxWide = 16,
 };
 
 struct DealData;
@@ -117,6 +119,11 @@ struct DealData;
 // widens, once per field, when the first such fact arrives, so nothing is
 // ever lost whatever the facts hold. An absent field reads as zeros (its
 // pointer is a shared block of zeros).
+//
+// The aux field is stored in 8 bits until a fact's aux passes 255 (the column
+// then widens it to 32): most columns' aux is small (an activity code 0..7, a
+// stage entry's visit index, a currency id), and 3 bytes of each of those
+// facts were ~2 bytes per stored event. Read it through Block::Aux.
 //
 // A late fact that lands in a full block shifts the facts after it on into the
 // next block with room (among the next kChain), or the block's head into the
@@ -143,7 +150,11 @@ class FactColumn {
     const int64_t* value = nullptr;
     const uint32_t* account = nullptr;
     const uint32_t* subject = nullptr;
+    // The aux array: aux8 while the column's aux is narrow (shared zeros
+    // when absent), aux once it is wide; the other is null.
+    const uint8_t* aux8 = nullptr;
     const uint32_t* aux = nullptr;
+    uint32_t Aux(int i) const { return aux8 != nullptr ? aux8[i] : aux[i]; }
     std::unique_ptr<unsigned char[]> mem;
     // The column's DerivedFromDeals (null: every field is stored).
     const std::deque<DealData>* deals = nullptr;
@@ -434,10 +445,10 @@ struct DealData {
 };
 
 inline Fact FactColumn::Block::at(int i) const {
-  if (deals == nullptr) return Fact{value[i], account[i], subject[i], aux[i]};
+  if (deals == nullptr) return Fact{value[i], account[i], subject[i], Aux(i)};
   const DealData& d = (*deals)[subject[i]];
-  if (!visit_index) return Fact{value[i], d.account, subject[i], aux[i]};
-  const Visit v = d.visits[aux[i]];
+  if (!visit_index) return Fact{value[i], d.account, subject[i], Aux(i)};
+  const Visit v = d.visits[Aux(i)];
   return Fact{v.at().seq, d.account, subject[i], static_cast<uint32_t>(v.stage())};
 }
 

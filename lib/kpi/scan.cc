@@ -854,7 +854,7 @@ class Scanner {
     st_.column(FactKind::kPayment)
         .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
           for (int i = i0; i < i1; ++i) {
-            const uint32_t currency = blk.aux[i];
+            const uint32_t currency = blk.Aux(i);
             if (!Acc::AddMoney(At(b_, AnyGroup(blk.account[i], blk.t[i])).revenue, currency,
                                blk.value[i], previous)) {
               Overflow(previous ? "revenue_growth" : "revenue", currency);
@@ -871,7 +871,7 @@ class Scanner {
       st_.column(FactKind::kActivity)
           .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
             for (int i = i0; i < i1; ++i) {
-              const uint32_t account = blk.account[i], code = blk.aux[i];
+              const uint32_t account = blk.account[i], code = blk.Aux(i);
               const int64_t t = blk.t[i];
               Acc& a = At(b_, by_maker ? blk.subject[i] : Group(account, t));
               ++a.c[kActivity0 + code];
