@@ -3,6 +3,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -36,6 +37,29 @@ TEST(Crc32c, ImplementationsAgreeAtEveryLengthAndAlignment) {
       // Extending in two pieces is the same as one.
       const size_t half = n / 3;
       ASSERT_EQ(Extend(Extend(0, p, half), p + half, n - half), Value(p, n));
+    }
+  }
+}
+
+// Long inputs take the hardware path's three-stream loops (pieces of 8192
+// and 256 bytes): every length around their edges, at every alignment.
+TEST(Crc32c, ImplementationsAgreeOnLongInputs) {
+  std::mt19937 rng(2);
+  std::string data(3 * 8192 * 2 + 3 * 256 * 2 + 64, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  std::vector<size_t> lengths;
+  for (size_t edge : {3 * 256, 3 * 8192, 3 * 8192 + 3 * 256, 2 * 3 * 8192}) {
+    for (size_t d = 0; d < 17; ++d) lengths.push_back(edge + d - 8);
+  }
+  lengths.push_back(data.size() - 8);
+  for (size_t align = 0; align < 8; ++align) {
+    for (size_t n : lengths) {
+      const char* p = data.data() + align;
+      ASSERT_EQ(ExtendPortable(0, p, n), ExtendHardware(0, p, n)) << align << " " << n;
+      ASSERT_EQ(ExtendPortable(0x12345678u, p, n), ExtendHardware(0x12345678u, p, n))
+          << align << " " << n;
+      const size_t cut = n / 2 + align;
+      ASSERT_EQ(Extend(Extend(0, p, cut), p + cut, n - cut), Value(p, n)) << align << " " << n;
     }
   }
 }
