@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -1229,6 +1230,223 @@ TEST(SnapshotRows, UnknownFieldsOfRowsAreWrittenBack) {
             1);
   const v1::Attribution& back_a = back.attributions(0).history(0);
   EXPECT_EQ(back_a.GetReflection()->GetUnknownFields(back_a).field_count(), 1);
+}
+
+}  // namespace
+}  // namespace rapport::test
+
+// ---- The hand parsers of the rows (ReadSnapshot) ----
+
+namespace rapport::test {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::util::MessageDifferencer;
+
+bool HasUnknownFields(const Message& m) {
+  const google::protobuf::Reflection* r = m.GetReflection();
+  if (r->GetUnknownFields(m).field_count() > 0) return true;
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->is_repeated()) {
+      for (int i = 0; i < r->FieldSize(m, f); ++i) {
+        if (HasUnknownFields(r->GetRepeatedMessage(m, f, i))) return true;
+      }
+    } else if (HasUnknownFields(r->GetMessage(m, f))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+template <typename Row>
+bool IsValidAsParsed(const std::string& bytes) {
+  Row row;
+  return row.ParseFromString(bytes);
+}
+
+// Where the hand parser takes `bytes` (alone, and followed by bytes it must
+// not read), protobuf's parse takes them too and gives the same message.
+// Returns whether the hand parser took them.
+template <typename Row>
+bool ExpectHandParseMatches(const std::string& bytes, google::protobuf::Arena* arena) {
+  Row generated;
+  const bool generated_ok = generated.ParseFromString(bytes);
+  bool took = false;
+  const std::string buffers[] = {bytes, bytes + std::string(24, '\x80')};
+  for (int i = 0; i < 2; ++i) {
+    const std::string& buffer = buffers[i];
+    Row* row = google::protobuf::Arena::CreateMessage<Row>(arena);
+    const bool ok = ParseRowForTesting(buffer, bytes.size(), row);
+    if (ok) {
+      EXPECT_TRUE(generated_ok) << Row::descriptor()->full_name() << ": the hand parser took "
+                                << absl::CEscape(bytes) << " which protobuf refuses";
+      EXPECT_TRUE(MessageDifferencer::Equals(generated, *row))
+          << Row::descriptor()->full_name() << ": " << absl::CEscape(bytes) << "\nprotobuf "
+          << generated.DebugString() << "\nby hand " << row->DebugString();
+    }
+    if (i == 1) {
+      EXPECT_EQ(ok, took) << "the bytes after the record changed the parse";
+    }
+    took = ok;
+  }
+  return took;
+}
+
+// Random rows (every field, some, none; invalid UTF-8 now and then; unknown
+// fields), their bytes as protobuf writes them and mutated (a byte changed,
+// inserted or cut, two rows concatenated, which protobuf merges).
+template <typename Row>
+void ExpectHandParserMatchesProtobuf() {
+  std::mt19937_64 rng(23);
+  google::protobuf::Arena arena;
+  int canonical = 0, mutated_taken = 0;
+  std::string previous;
+  for (int trial = 0; trial < 400; ++trial) {
+    Row row;
+    if (trial > 0) FillEveryField(&row, rng, /*all=*/trial % 4 < 2);
+    if (trial % 9 == 8) row.GetReflection()->MutableUnknownFields(&row)->AddVarint(1000, 7);
+    const std::string bytes = row.SerializeAsString();
+    const bool taken = ExpectHandParseMatches<Row>(bytes, &arena);
+    if (!HasUnknownFields(row) && IsValidAsParsed<Row>(bytes)) {
+      ++canonical;
+      EXPECT_TRUE(taken) << Row::descriptor()->full_name() << ", trial " << trial
+                         << ": protobuf's own bytes of a row without unknown fields";
+    }
+    for (int k = 0; k < 8; ++k) {
+      std::string m = bytes;
+      switch (k) {
+        case 0:
+        case 1:
+          if (!m.empty()) m[rng() % m.size()] = static_cast<char>(rng());
+          break;
+        case 2:
+          m.insert(m.begin() + static_cast<ptrdiff_t>(rng() % (m.size() + 1)),
+                   static_cast<char>(rng()));
+          break;
+        case 3:
+          m.resize(rng() % (m.size() + 1));
+          break;
+        case 4:
+          m += previous;
+          break;
+        case 5:
+          if (!m.empty()) m[rng() % m.size()] ^= static_cast<char>(0x80);
+          break;
+        default:
+          for (int j = 0; j < 3 && !m.empty(); ++j) m[rng() % m.size()] = static_cast<char>(rng());
+          break;
+      }
+      mutated_taken += ExpectHandParseMatches<Row>(m, &arena);
+    }
+    previous = bytes;
+  }
+  EXPECT_GT(canonical, 100) << Row::descriptor()->full_name();
+  EXPECT_GT(mutated_taken, 0) << Row::descriptor()->full_name();
+}
+
+TEST(SnapshotRows, HandParsersMatchProtobufs) {
+  // Protobuf logs each invalid UTF-8 string it parses.
+  google::protobuf::LogSilencer quiet;
+  ExpectHandParserMatchesProtobuf<v1::Account>();
+  ExpectHandParserMatchesProtobuf<v1::Deal>();
+  ExpectHandParserMatchesProtobuf<v1::StageVisit>();
+  ExpectHandParserMatchesProtobuf<v1::Attribution>();
+  ExpectHandParserMatchesProtobuf<v1::AccountAttribution>();
+  ExpectHandParserMatchesProtobuf<v1::Order>();
+  ExpectHandParserMatchesProtobuf<v1::Invoice>();
+  ExpectHandParserMatchesProtobuf<v1::Complaint>();
+  ExpectHandParserMatchesProtobuf<v1::Money>();
+  // Not a row it parses: always left to protobuf.
+  google::protobuf::Arena arena;
+  EXPECT_FALSE(ParseRowForTesting("", 0, google::protobuf::Arena::CreateMessage<v1::Team>(&arena)));
+}
+
+// A whole snapshot: the hand parse of the writer's bytes is protobuf's parse,
+// and of damaged bytes, where it takes them, too.
+TEST(SnapshotRows, HandParseOfSnapshotsMatchesProtobuf) {
+  google::protobuf::LogSilencer quiet;
+  auto engine = NewEngine();
+  IngestAll(*engine, Stream(3000, 5));
+  const std::string bytes = *engine->Snapshot();
+  google::protobuf::Arena arena;
+  auto expect_same = [&](const std::string& b) {
+    auto* hand = google::protobuf::Arena::CreateMessage<v1::EngineSnapshot>(&arena);
+    if (!ParseSnapshotByHandForTesting(b, hand)) return false;
+    v1::EngineSnapshot generated;
+    EXPECT_TRUE(generated.ParseFromString(b));
+    EXPECT_TRUE(MessageDifferencer::Equals(generated, *hand));
+    return true;
+  };
+  ASSERT_TRUE(expect_same(bytes));
+  v1::EngineSnapshot snap;
+  ASSERT_TRUE(snap.ParseFromString(bytes));
+  ASSERT_GT(snap.deals_size(), 0);
+  ASSERT_GT(snap.orders_size(), 0);
+  ASSERT_GT(snap.invoices_size(), 0);
+  ASSERT_GT(snap.complaints_size(), 0);
+  std::mt19937_64 rng(5);
+  int taken = 0;
+  for (int trial = 0; trial < 100; ++trial) {
+    std::string b = bytes;
+    if (trial % 3 == 0) {
+      b.resize(rng() % b.size());
+    } else {
+      b[rng() % b.size()] = static_cast<char>(rng());
+    }
+    taken += expect_same(b);
+  }
+  EXPECT_GT(taken, 0);
+  // An unknown field in a row: protobuf's parse of the whole keeps it.
+  snap.mutable_deals(0)
+      ->GetReflection()
+      ->MutableUnknownFields(snap.mutable_deals(0))
+      ->AddVarint(99, 1);
+  EXPECT_FALSE(ParseSnapshotByHandForTesting(
+      snap.SerializeAsString(),
+      google::protobuf::Arena::CreateMessage<v1::EngineSnapshot>(&arena)));
+}
+
+// Encodings protobuf's writer never produces but its parser takes: varints
+// longer than needed, negative int32 in ten bytes, a tag in two bytes where
+// one would do, a varint cut by the end of the record or of the bytes.
+TEST(SnapshotRows, HandParsersTakeUnusualEncodingsAsProtobufDoes) {
+  google::protobuf::LogSilencer quiet;
+  google::protobuf::Arena arena;
+  const std::vector<std::string> accounts = {
+      std::string("\x90\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12),      // -1, field 18
+      std::string("\x90\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 12),      // 10th byte > 1
+      std::string("\x90\x01\xff\xff\xff\xff\x7f", 7),                           // int32 in 5 bytes
+      std::string("\x90\x01\xff\xff\xff\xff\xff\x01", 8),                       // ... in 6
+      std::string("\x90\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 13),  // 11 bytes
+      std::string("\x58\x80\x80\x80\x00", 5),                                   // overlong 0
+      std::string("\x58\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11),          // created_at -1
+      std::string("\x8a\x00\x01x", 4),             // account_id, tag in 2 bytes
+      std::string("\x8a\x80\x00\x01x", 5),         // ... in 3
+      std::string("\x0a\x81\x00x", 4),             // length in 2 bytes
+      std::string("\x0a\x02x", 3),                 // string past the end
+      std::string("\x58\xff\xff", 3),              // varint past the end
+      std::string("\x10\xff\xff\xff\xff\x0f", 6),  // kind 2^32 - 1
+      std::string("\x10\x80\x80\x80\x80\x10", 6),  // kind 2^32 (open enum, truncated)
+      std::string("\x0a\x01x\x0a\x01y", 6),        // the last value wins
+      std::string("\x0a\x00", 2),                  // an explicit empty string
+      std::string("\x00", 1),                      // tag 0
+      std::string("\x0c", 1),                      // end group
+      std::string("\x0b\x0c", 2),                  // an empty group at field 1
+      std::string("\x0d\x01\x02\x03\x04", 5),      // field 1 as fixed32
+      std::string("\x0a\x02\xc0\x80", 4),          // overlong UTF-8
+      std::string("\x0a\x03\xed\xa0\x80", 5),      // a surrogate
+      std::string("\x0a\x02\xd0\x96", 4),          // valid two-byte UTF-8
+  };
+  int taken = 0;
+  for (const std::string& b : accounts) taken += ExpectHandParseMatches<v1::Account>(b, &arena);
+  EXPECT_GE(taken, 12);
+  // A nested message given twice is merged.
+  const std::string twice("\x22\x02\x08\x05\x22\x05\x12\x03RUB", 11);
+  EXPECT_TRUE(ExpectHandParseMatches<v1::Order>(twice, &arena));
 }
 
 }  // namespace

@@ -33,6 +33,17 @@ std::string WriteSnapshotSplitForTesting(const EngineState& state, bool parallel
 // with protobuf's serializer; any other message as protobuf serializes it.
 std::string SerializeRowForTesting(const google::protobuf::Message& row);
 
+// ReadSnapshot's hand parser of a row (Account, Deal, StageVisit,
+// Attribution, AccountAttribution, Order, Invoice, Complaint, Money), for the
+// tests that compare it with protobuf's parse: parses bytes[0, n) (the bytes
+// past n are there, as the rest of a snapshot is, but not parsed) into `row`,
+// or returns false where it leaves the bytes to protobuf's parser (any other
+// message type too).
+bool ParseRowForTesting(absl::string_view bytes, size_t n, google::protobuf::Message* row);
+// ReadSnapshot's parse with the rows by hand, without falling back to
+// protobuf's parse of the whole: false where it would.
+bool ParseSnapshotByHandForTesting(absl::string_view bytes, v1::EngineSnapshot* snap);
+
 // Fills a fresh `state` from snapshot bytes, checking that they describe a
 // consistent state (unique ids, references that resolve, known pipelines and
 // stages). Errors: DATA_LOSS for bytes that do not parse, INVALID_ARGUMENT for
