@@ -13,6 +13,7 @@
 #include "lib/state/engine_state.h"
 #include "lib/storage/snapshot.h"
 #include "lib/storage/store.h"
+#include "lib/util/parallel.h"
 
 namespace rapport {
 
@@ -68,6 +69,34 @@ absl::Status ReplayRecord(const journal::Record& record, Engine* engine) {
   return absl::DataLossError("unknown record kind");
 }
 
+void CatchUpDerivedLinks(EngineState* s, bool parallel) {
+  RunBoth(
+      parallel,
+      [s] {
+        s->order_links.reserve(s->orders.size());
+        while (s->order_links.size() < s->orders.size()) {
+          s->order_links.push_back(
+              ComputeOrderLink(*s, static_cast<uint32_t>(s->order_links.size())));
+        }
+        s->account_kinds.reserve(s->accounts.size());
+        while (s->account_kinds.size() < s->accounts.size()) {
+          s->account_kinds.push_back(static_cast<uint8_t>(
+              s->accounts.at(static_cast<uint32_t>(s->account_kinds.size())).kind()));
+        }
+      },
+      [s] {
+        s->deal_links.reserve(s->deals.size());
+        while (s->deal_links.size() < s->deals.size()) {
+          s->deal_links.push_back(ComputeDealLink(*s, static_cast<uint32_t>(s->deal_links.size())));
+        }
+        s->complaint_accounts.reserve(s->complaints.size());
+        while (s->complaint_accounts.size() < s->complaints.size()) {
+          s->complaint_accounts.push_back(
+              ComputeComplaintAccount(*s, static_cast<uint32_t>(s->complaint_accounts.size())));
+        }
+      });
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::string& dir,
                                                      const OpenOptions& options) {
   std::unique_ptr<Engine> engine;
@@ -82,6 +111,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::string& dir,
     absl::StatusOr<std::unique_ptr<Engine>> e = Restore(payload);
     if (!e.ok()) return e.status();
     engine = *std::move(e);
+    // A persistent engine is opened to take writes (the journal tail first).
+    CatchUpDerivedLinks(engine->state_.get(), WorthParallel(payload.size()));
     return absl::OkStatus();
   };
   hooks.replay = [&](const journal::Record& r) { return ReplayRecord(r, engine.get()); };
