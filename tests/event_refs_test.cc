@@ -294,5 +294,38 @@ TEST(EventIdLog, TruncateUndoesAdd) {
   }
 }
 
+// Load leaves room for the journal tail a restore replays next: adding up to
+// LoadRoom(n) ids after a Load of n never moves the per-id vectors (which a
+// doubling would copy whole), and the log then is the one of adding them all.
+TEST(EventIdLog, LoadLeavesRoomForTheTail) {
+  std::string stored;
+  std::vector<uint32_t> lengths;
+  std::vector<uint64_t> fps;
+  EventIdLog reference;
+  const int n = 5000;
+  for (int i = 0; i < n; ++i) {
+    stored += LongId(i);
+    lengths.push_back(100);
+    fps.push_back(static_cast<uint64_t>(i) * 3);
+    reference.Add(LongId(i), fps.back());
+  }
+  EventIdLog log;
+  ASSERT_TRUE(log.Load(stored, lengths, fps, 128, /*borrow=*/true).ok());
+  const size_t room = EventIdLog::LoadRoom(n);
+  ASSERT_GT(room, static_cast<size_t>(n));
+  EXPECT_GE(log.fingerprints().capacity(), room);
+  EXPECT_GE(log.lengths().capacity(), room);
+  const uint64_t* fp_data = log.fingerprints().data();
+  const uint32_t* len_data = log.lengths().data();
+  for (size_t i = n; i < room; ++i) {
+    const int id = static_cast<int>(i);
+    log.Add(LongId(id), i);
+    reference.Add(LongId(id), i);
+  }
+  EXPECT_EQ(log.fingerprints().data(), fp_data);
+  EXPECT_EQ(log.lengths().data(), len_data);
+  EXPECT_EQ(ContentsOf(log), ContentsOf(reference));
+}
+
 }  // namespace
 }  // namespace rapport::test

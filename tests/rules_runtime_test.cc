@@ -15,6 +15,7 @@
 #include "lib/rules/action_store.h"
 #include "lib/rules/runtime.h"
 #include "lib/state/engine_state.h"
+#include "lib/storage/snapshot.h"
 #include "rapport/engine.h"
 #include "tests/test_util.h"
 
@@ -256,6 +257,34 @@ TEST(Rules, ManyTimersFireOnceInTimeOrderAcrossStoreBlocksAndSnapshots) {
   for (size_t i = 0; i < whole.size(); ++i) {
     ASSERT_EQ(split[i].SerializeAsString(), whole[i].SerializeAsString()) << i;
   }
+}
+
+// A restore leaves the timer heap room for the timers the journal tail sets
+// next (half as many again), so that replay does not copy the whole heap at
+// its first timer; the heap itself is the snapshot's.
+TEST(Rules, RestoredTimerHeapHasRoomForTheTail) {
+  auto engine = NewEngine(Parse<v1::EngineConfig>(absl::StrCat(
+      "rule_set { id: 'many' version: 1 rules { id: 'follow' trigger { on_event { filter { type: "
+      "EVENT_TYPE_ACCOUNT_UPSERTED } } } delay_us: ",
+      30 * kDay,
+      " actions { kind: ACTION_KIND_CREATE_TASK assignee: ASSIGNEE_OWNER template: 'follow_up' } } "
+      "}")));
+  MustIngest(*engine, Ev("m", kT0, "manager_upserted { manager_id: 'm' }"));
+  const size_t n = 1000;
+  std::vector<v1::Event> batch;
+  for (size_t i = 0; i < n; ++i) {
+    batch.push_back(Ev(absl::StrCat("a", i), kT0 + static_cast<int64_t>(i),
+                       absl::StrCat("account_upserted { account_id: 'c", i,
+                                    "' kind: ACCOUNT_KIND_CLIENT owner_id: 'm' }")));
+  }
+  ASSERT_TRUE(engine->IngestBatch(batch).ok());
+  auto bytes = engine->Snapshot();
+  ASSERT_TRUE(bytes.ok());
+  EngineState s;
+  ASSERT_TRUE(ReadSnapshot(*bytes, &s).ok());
+  ASSERT_EQ(s.rules.timers.size(), n);
+  EXPECT_GE(s.rules.timers.capacity(), n + n / 2);
+  EXPECT_EQ(WriteSnapshot(s), *bytes);
 }
 
 }  // namespace

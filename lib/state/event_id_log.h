@@ -128,6 +128,11 @@ class EventIdLog {
   absl::Status Load(absl::string_view ids, absl::Span<const uint32_t> lengths,
                     absl::Span<const uint64_t> fingerprints, size_t max_id_bytes,
                     bool borrow = false);
+  // The capacity Load gives the per-id vectors for `n` ids: half as many
+  // again, what a log that grew by doubling holds on average, so that the
+  // journal tail replayed after a restore (up to snapshot_every_bytes of
+  // events) mostly fits without a copy of the whole log.
+  static size_t LoadRoom(size_t n) { return n + n / 2; }
 
  private:
   // Ids live in fixed blocks that never move, so the index can view them

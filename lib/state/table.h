@@ -69,6 +69,10 @@ class Table {
     auto it = index_.find(id, hash);
     return it == index_.end() ? kNone : it->second;
   }
+  // Starts loading the memory IndexOf(id) will touch, so that a loop of
+  // lookups in a table far larger than the caches (restore) overlaps their
+  // misses.
+  void Prefetch(absl::string_view id) const { index_.prefetch(id); }
   // The hash the index files `id` under (the same for every table).
   static size_t Hash(absl::string_view id) { return Index::hasher{}(id); }
   const Row* Find(absl::string_view id) const {

@@ -7,12 +7,15 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/arena.h"
 #include "lib/state/engine_state.h"
 #include "lib/storage/snapshot.h"
 #include "lib/storage/store.h"
+#include "lib/util/parallel.h"
+#include "lib/util/prefetch.h"
 
 namespace rapport {
 
@@ -68,6 +71,73 @@ absl::Status ReplayRecord(const journal::Record& record, Engine* engine) {
   return absl::DataLossError("unknown record kind");
 }
 
+void CatchUpDerivedLinks(EngineState* s, bool parallel) {
+  // Each loop looks ids up in tables far larger than the caches: the row
+  // kAhead places on is hashed and its slot prefetched meanwhile.
+  constexpr size_t kAhead = 16;
+  const size_t deals = s->deals.size();
+  const size_t orders = s->orders.size();
+  const size_t complaints = s->complaints.size();
+  const size_t accounts = s->accounts.size();
+  RunBoth(
+      parallel,
+      [&] {
+        std::vector<OrderLink>& links = s->order_links;
+        links.reserve(orders);
+        const size_t first = links.size();
+        // The bodies never fail.
+        ForEachHashedAhead<kAhead>(
+            orders > first ? orders - first : 0,
+            [&](size_t j) -> size_t {
+              const v1::Order& o = s->orders.at(static_cast<uint32_t>(first + j));
+              s->accounts.Prefetch(o.account_id());
+              if (!o.deal_id().empty()) s->deals.Prefetch(o.deal_id());
+              return 0;
+            },
+            [&](size_t i, size_t) {
+              links.push_back(ComputeOrderLink(*s, static_cast<uint32_t>(first + i)));
+            })
+            .IgnoreError();
+        s->account_kinds.reserve(accounts);
+        while (s->account_kinds.size() < accounts) {
+          s->account_kinds.push_back(static_cast<uint8_t>(
+              s->accounts.at(static_cast<uint32_t>(s->account_kinds.size())).kind()));
+        }
+      },
+      [&] {
+        std::vector<DealLink>& links = s->deal_links;
+        links.reserve(deals);
+        const size_t first = links.size();
+        // The bodies never fail.
+        ForEachHashedAhead<kAhead>(
+            deals > first ? deals - first : 0,
+            [&](size_t j) -> size_t {
+              s->accounts.Prefetch(s->deals.at(static_cast<uint32_t>(first + j)).account_id());
+              return 0;
+            },
+            [&](size_t i, size_t) {
+              links.push_back(ComputeDealLink(*s, static_cast<uint32_t>(first + i)));
+            })
+            .IgnoreError();
+        std::vector<uint32_t>& of_complaint = s->complaint_accounts;
+        of_complaint.reserve(complaints);
+        const size_t first_complaint = of_complaint.size();
+        // The bodies never fail.
+        ForEachHashedAhead<kAhead>(
+            complaints > first_complaint ? complaints - first_complaint : 0,
+            [&](size_t j) -> size_t {
+              s->accounts.Prefetch(
+                  s->complaints.at(static_cast<uint32_t>(first_complaint + j)).account_id());
+              return 0;
+            },
+            [&](size_t i, size_t) {
+              of_complaint.push_back(
+                  ComputeComplaintAccount(*s, static_cast<uint32_t>(first_complaint + i)));
+            })
+            .IgnoreError();
+      });
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::string& dir,
                                                      const OpenOptions& options) {
   std::unique_ptr<Engine> engine;
@@ -82,6 +152,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const std::string& dir,
     absl::StatusOr<std::unique_ptr<Engine>> e = Restore(payload);
     if (!e.ok()) return e.status();
     engine = *std::move(e);
+    // A persistent engine is opened to take writes (the journal tail first).
+    CatchUpDerivedLinks(engine->state_.get(), WorthParallel(payload.size()));
     return absl::OkStatus();
   };
   hooks.replay = [&](const journal::Record& r) { return ReplayRecord(r, engine.get()); };

@@ -7,8 +7,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "lib/lifecycle/apply.h"
 #include "lib/storage/journal.h"
+#include "lib/storage/persistent_engine.h"
+#include "lib/storage/snapshot.h"
 #include "rapport/engine.h"
+#include "rapport/testing/generator.h"
 #include "tests/storage/storage_test_util.h"
 
 namespace rapport::test {
@@ -154,6 +158,55 @@ TEST(JournalRecovery, BitFlipInEveryByteOfARecordIsDetected) {
     }
   }
   EXPECT_GT(flips, 100);
+}
+
+// Open fills a restored state's derived links up front (CatchUpDerivedLinks,
+// on one thread or two): they must be what ApplyEvent's catch-up appends at
+// the first event after a plain restore.
+TEST(JournalRecovery, DerivedLinksAreTheCatchUpsOwn) {
+  testing::GeneratorOptions o;
+  o.max_events = 6000;
+  const std::vector<v1::Event> events = testing::GenerateStream(o);
+  auto engine = Engine::Create(Engine::DefaultConfig());
+  ASSERT_TRUE(engine.ok());
+  ASSERT_TRUE((*engine)->IngestBatch(events).ok());
+  auto bytes = (*engine)->Snapshot();
+  ASSERT_TRUE(bytes.ok());
+
+  // The reference: a manager upsert creates no deal, order, complaint or
+  // account, so the links after it are the catch-up's alone.
+  EngineState caught_up;
+  ASSERT_TRUE(ReadSnapshot(*bytes, &caught_up).ok());
+  v1::Event e;
+  e.set_event_id("links-test-manager");
+  e.set_occurred_at_us(caught_up.clock_us);
+  e.mutable_manager_upserted()->set_manager_id("links-test-manager");
+  ApplyEvent(e, 1, &caught_up);
+  ASSERT_GT(caught_up.deal_links.size(), 0u);
+  ASSERT_GT(caught_up.order_links.size(), 0u);
+  ASSERT_GT(caught_up.account_kinds.size(), 0u);
+
+  for (bool parallel : {false, true}) {
+    SCOPED_TRACE(parallel);
+    EngineState s;
+    ASSERT_TRUE(ReadSnapshot(*bytes, &s).ok());
+    CatchUpDerivedLinks(&s, parallel);
+    ASSERT_EQ(s.deal_links.size(), caught_up.deal_links.size());
+    for (size_t i = 0; i < s.deal_links.size(); ++i) {
+      EXPECT_EQ(s.deal_links[i].account, caught_up.deal_links[i].account) << i;
+      EXPECT_EQ(s.deal_links[i].pipeline, caught_up.deal_links[i].pipeline) << i;
+    }
+    ASSERT_EQ(s.order_links.size(), caught_up.order_links.size());
+    for (size_t i = 0; i < s.order_links.size(); ++i) {
+      EXPECT_EQ(s.order_links[i].account, caught_up.order_links[i].account) << i;
+      EXPECT_EQ(s.order_links[i].deal, caught_up.order_links[i].deal) << i;
+    }
+    EXPECT_EQ(s.complaint_accounts, caught_up.complaint_accounts);
+    EXPECT_EQ(s.account_kinds, caught_up.account_kinds);
+    // Applying the same event now catches up nothing and gives the same state.
+    ApplyEvent(e, 1, &s);
+    EXPECT_EQ(WriteSnapshot(s), WriteSnapshot(caught_up));
+  }
 }
 
 }  // namespace
