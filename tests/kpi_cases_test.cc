@@ -1046,8 +1046,8 @@ TEST(KpiIngest, AttributionsFollowTheHistoryThroughLateOwnerChanges) {
     ASSERT_EQ(a.attr.size(), h.size()) << "account " << i;
     longest = std::max(longest, h.size());
     for (size_t j = 0; j < h.size(); ++j) {
-      EXPECT_EQ(a.attr[j].since.t, h[j].since_us());
-      EXPECT_EQ(a.attr[j].since.seq, h[j].seq());
+      EXPECT_EQ(a.attr[j].since().t, h[j].since_us());
+      EXPECT_EQ(a.attr[j].since().seq, h[j].seq());
       EXPECT_EQ(st.strings.at(a.attr[j].owner), h[j].owner_id()) << i << " " << j;
       EXPECT_EQ(st.strings.at(a.attr[j].team), h[j].team_id()) << i << " " << j;
       EXPECT_EQ(st.strings.at(a.attr[j].segment), h[j].segment()) << i << " " << j;

@@ -22,7 +22,7 @@ const AttrEntry* AttrAt(const AccountData& a, int64_t t) {
   if (a.attr.empty()) return nullptr;
   if (a.attr.size() == 1) return &a.attr.front();
   auto it = std::upper_bound(a.attr.begin(), a.attr.end(), t,
-                             [](int64_t x, const AttrEntry& e) { return x < e.since.t; });
+                             [](int64_t x, const AttrEntry& e) { return x < e.t(); });
   return it == a.attr.begin() ? &a.attr.front() : &*(it - 1);
 }
 
@@ -55,7 +55,7 @@ bool AnyIn(const Timeline<int64_t>& v, int64_t from, int64_t len) {
 }
 
 bool SameAttr(const AttrEntry& x, const AttrEntry& y) {
-  return x.since == y.since && x.owner == y.owner && x.team == y.team && x.segment == y.segment;
+  return x.since() == y.since() && x.owner == y.owner && x.team == y.team && x.segment == y.segment;
 }
 
 }  // namespace
@@ -379,7 +379,7 @@ void CellIndex::AccountInstants(const FactStore& st, int mode, uint32_t account,
                                 const AccountData& a, int sign) {
   const auto by = static_cast<v1::GroupBy>(mode);
   std::vector<int64_t> days;
-  for (const AttrEntry& e : a.attr) days.push_back(BoundaryDayFrom(e.since.t));
+  for (const AttrEntry& e : a.attr) days.push_back(BoundaryDayFrom(e.t()));
   if (a.kind == v1::ACCOUNT_KIND_PARTNER) {
     // partners_active at a day boundary x: the status before x.
     if (a.status.empty()) return;
@@ -658,7 +658,7 @@ void CellIndex::OnFactsLoaded(const FactStore& st) {
 
 void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before) {
   const AccountData& now = st.accounts[account];
-  for (const AttrEntry& e : now.attr) max_t_ = std::max(max_t_, e.since.t);
+  for (const AttrEntry& e : now.attr) max_t_ = std::max(max_t_, e.t());
   if (!AnyBuilt()) return;
   const bool facts =
       account < last_t_.size() && last_t_[account] != std::numeric_limits<int64_t>::min();
@@ -683,8 +683,8 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
         attr = true;
       } else {
         int64_t from = std::numeric_limits<int64_t>::max();
-        if (i < now.attr.size()) from = std::min(from, now.attr[i].since.t);
-        if (i < before.attr.size()) from = std::min(from, before.attr[i].since.t);
+        if (i < now.attr.size()) from = std::min(from, now.attr[i].t());
+        if (i < before.attr.size()) from = std::min(from, before.attr[i].t());
         attr = from <= last_t_[account];
       }
     }
@@ -748,7 +748,7 @@ void CellIndex::Rebuild(const FactStore& st, int mode) {
   const auto by = static_cast<v1::GroupBy>(mode);
   for (uint32_t i = 0; i < st.accounts.size(); ++i) {
     const AccountData& a = st.accounts[i];
-    for (const AttrEntry& e : a.attr) max_t_ = std::max(max_t_, e.since.t);
+    for (const AttrEntry& e : a.attr) max_t_ = std::max(max_t_, e.t());
     for (size_t j = 0; j < a.orders.size(); ++j) {
       OrderTerms(st, mode, i, j, SIZE_MAX, 1);
       const int64_t t = a.orders[j].at.t;

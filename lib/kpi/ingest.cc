@@ -96,7 +96,7 @@ void SyncAccount(uint32_t idx, const Timeline<AttrEntry>& old, EngineState* s) {
   uint32_t owner = 0, team = 0, segment = 0;
   for (const v1::Attribution& x : h) {
     const Stamp since{x.since_us(), x.seq()};
-    if (j < old.size() && old[j].since == since) {
+    if (j < old.size() && old[j].since() == since) {
       a.attr.push_back(old[j++]);
       continue;
     }
