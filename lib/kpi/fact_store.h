@@ -125,11 +125,16 @@ struct DealData;
 // stage entry's visit index, a currency id), and 3 bytes of each of those
 // facts were ~2 bytes per stored event. Read it through Block::Aux.
 //
-// A late fact that lands in a full block shifts the facts after it on into the
-// next block with room (among the next kChain), or the block's head into the
-// previous block, and splits the block only when neither has room, so late
-// inserts do not leave a trail of half-full blocks. Every block but the last
-// is at least half full.
+// A block's arrays hold `cap` facts (kBlock when appended in order). A late
+// fact in a full block takes room from the next few blocks (shifting facts
+// on), or else grows the block by kGrow (a copy of its arrays) up to
+// kMaxBlock, where it splits into two of kBlock facts and kGrow room: no
+// block but the last has more than kGrow slots of room. (Splitting when the
+// next blocks had none left 20 % of the activity column's slots empty at 10 M
+// events: late activities land up to 10 days back, beyond a shift's reach,
+// and each split left 512 slots that the few later late facts there never
+// filled; 1.2 B per stored event.)
+// Every block but the last is at least half of kBlock full.
 //
 // The deal kinds' columns (lead, stage entry, won, lost) do not store what
 // the deal holds (DerivedFromDeals): their account is the deal's, and a
@@ -142,10 +147,13 @@ struct DealData;
 class FactColumn {
  public:
   static constexpr int kBlock = 1024;
-  // How many blocks a late fact may shift facts through (see Insert).
-  static constexpr size_t kChain = 8;
+  // How far a full block grows for a late fact, and how far at most.
+  static constexpr int kGrow = kBlock / 32;
+  static constexpr int kMaxBlock = 2 * kBlock;
   struct Block {
     int n = 0;
+    // The facts the arrays have room for.
+    int cap = 0;
     const int64_t* t = nullptr;
     const int64_t* value = nullptr;
     const uint32_t* account = nullptr;
@@ -185,8 +193,8 @@ class FactColumn {
   uint8_t fields() const { return fields_; }
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }
   size_t MemoryBytes() const;
-  // Bytes a block of this column holds (its arrays).
-  size_t BlockBytes() const;
+  // Bytes the arrays of a block of kBlock facts of this column hold.
+  size_t BlockBytes() const { return BlockBytes(kBlock); }
 
   // Calls fn(block, i0, i1) for the index ranges [i0, i1) of the blocks that
   // hold the facts with t in [from, to), in order.
@@ -224,15 +232,20 @@ class FactColumn {
  private:
   // The first block that may hold a fact at or after `t`.
   size_t FirstBlock(int64_t t) const;
-  std::unique_ptr<Block> NewBlock() const;
+  // Bytes of a block's arrays with room for `cap` facts.
+  size_t BlockBytes(int cap) const;
+  std::unique_ptr<Block> NewBlock(int cap);
   // Stores the fields of `add` too, in every block.
   void Widen(uint8_t add);
+  // Gives `b` new arrays with room for `cap` facts (at least b->n) of
+  // `fields_`, its facts copied from its arrays of fields `old`.
+  void Relayout(Block* b, uint8_t old, int cap);
   // Moves the facts [from, n) of `src` to the front of `dst`.
   void MoveTail(Block* src, int from, Block* dst) const;
-  // Moves the first `count` facts of `src` to the end of `dst`.
-  void MoveHead(Block* src, int count, Block* dst) const;
   std::vector<std::unique_ptr<Block>> blocks_;
   size_t size_ = 0;
+  // The blocks' cap, summed.
+  size_t slots_ = 0;
   uint8_t fields_ = 0;
   const std::deque<DealData>* deals_ = nullptr;
   bool visit_index_ = false;
