@@ -638,22 +638,40 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
 void CellIndex::OnFactsLoaded(const FactStore& st) {
   WriterLock lock(&mu_);
   if (AnyBuilt()) MarkStale();
-  // As OnFact does for each fact before its `AnyBuilt` return.
+  // As OnFact does for each fact before its `AnyBuilt` return, block by
+  // block: the lists sized once for every account and deal (OnFact grows
+  // them an entity at a time; the lookups treat an entry past the end and a
+  // kNoEntity or minimum one alike), and a deal kind's account read from its
+  // deal alone (Block::at reads a stage entry's visit too). This runs on the
+  // restore's one thread after its two.
+  constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
+  if (last_t_.size() < st.accounts.size()) last_t_.resize(st.accounts.size(), kNone);
+  if (first_deal_.size() < st.accounts.size()) first_deal_.resize(st.accounts.size(), kNoEntity);
+  if (next_deal_.size() < st.deals.size()) next_deal_.resize(st.deals.size(), kNoEntity);
+  int64_t max_t = max_t_;
   for (int k = 0; k < kFactKinds; ++k) {
     const bool lead = static_cast<FactKind>(k) == FactKind::kLead;
-    st.columns[k].ForAll([&](int64_t t, const Fact& f) {
-      if (last_t_.size() <= f.account)
-        last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
-      last_t_[f.account] = std::max(last_t_[f.account], t);
-      max_t_ = std::max(max_t_, t);
-      if (lead) {
-        if (first_deal_.size() <= f.account) first_deal_.resize(f.account + 1, kNoEntity);
-        if (next_deal_.size() <= f.subject) next_deal_.resize(f.subject + 1, kNoEntity);
-        next_deal_[f.subject] = first_deal_[f.account];
-        first_deal_[f.account] = f.subject;
+    for (const auto& b : st.columns[k].blocks()) {
+      const FactColumn::Block& blk = *b;
+      if (blk.n == 0) continue;
+      // Each block is in time order: its last time is its largest.
+      max_t = std::max(max_t, blk.t[blk.n - 1]);
+      for (int i = 0; i < blk.n; ++i) {
+        const uint32_t account =
+            blk.deals != nullptr ? (*blk.deals)[blk.subject[i]].account : blk.account[i];
+        if (last_t_.size() <= account) last_t_.resize(account + 1, kNone);
+        last_t_[account] = std::max(last_t_[account], blk.t[i]);
+        if (lead) {
+          const uint32_t deal = blk.subject[i];
+          if (first_deal_.size() <= account) first_deal_.resize(account + 1, kNoEntity);
+          if (next_deal_.size() <= deal) next_deal_.resize(deal + 1, kNoEntity);
+          next_deal_[deal] = first_deal_[account];
+          first_deal_[account] = deal;
+        }
       }
-    });
+    }
   }
+  max_t_ = max_t;
 }
 
 void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before) {

@@ -338,7 +338,8 @@ class Timeline {
     const size_t i = static_cast<size_t>(pos - begin()), n = size();
     if (n == capacity()) Reserve(n < 4 ? n + 1 : n + n / 2);
     T* d = data();
-    std::memmove(d + i + 1, d + i, (n - i) * sizeof(T));
+    // Mostly an append (restore's always): no call to move nothing.
+    if (i < n) std::memmove(d + i + 1, d + i, (n - i) * sizeof(T));
     d[i] = x;
     ++h_->size;
     return d + i;
