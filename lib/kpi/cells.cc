@@ -537,8 +537,7 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
   max_t_ = std::max(max_t_, t);
   if (kind == FactKind::kLead) {
     if (first_deal_.size() <= f.account) first_deal_.resize(f.account + 1, kNoEntity);
-    if (next_deal_.size() <= f.subject) next_deal_.resize(f.subject + 1, kNoEntity);
-    next_deal_[f.subject] = first_deal_[f.account];
+    st.deals[f.subject].next_of_account = first_deal_[f.account];
     first_deal_[f.account] = f.subject;
   }
   if (!AnyBuilt()) return;
@@ -647,7 +646,6 @@ void CellIndex::OnFactsLoaded(const FactStore& st) {
   constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
   if (last_t_.size() < st.accounts.size()) last_t_.resize(st.accounts.size(), kNone);
   if (first_deal_.size() < st.accounts.size()) first_deal_.resize(st.accounts.size(), kNoEntity);
-  if (next_deal_.size() < st.deals.size()) next_deal_.resize(st.deals.size(), kNoEntity);
   int64_t max_t = max_t_;
   for (int k = 0; k < kFactKinds; ++k) {
     const bool lead = static_cast<FactKind>(k) == FactKind::kLead;
@@ -664,8 +662,7 @@ void CellIndex::OnFactsLoaded(const FactStore& st) {
         if (lead) {
           const uint32_t deal = blk.subject[i];
           if (first_deal_.size() <= account) first_deal_.resize(account + 1, kNoEntity);
-          if (next_deal_.size() <= deal) next_deal_.resize(deal + 1, kNoEntity);
-          next_deal_[deal] = first_deal_[account];
+          st.deals[deal].next_of_account = first_deal_[account];
           first_deal_[account] = deal;
         }
       }
@@ -733,7 +730,7 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
     AccountInstants(st, mode, account, before, -1);
     AccountInstants(st, mode, account, now, 1);
     for (uint32_t d = account < first_deal_.size() ? first_deal_[account] : kNoEntity;
-         d != kNoEntity; d = next_deal_[d]) {
+         d != kNoEntity; d = st.deals[d].next_of_account) {
       DealInstants(st, mode, d, before, -1);
       DealInstants(st, mode, d, now, 1);
     }
@@ -1016,7 +1013,7 @@ int64_t CellIndex::MaxTime() const {
 size_t CellIndex::MemoryBytes() const {
   WriterLock lock(&mu_);
   size_t n = last_t_.capacity() * sizeof(int64_t);
-  for (const auto* list : {&first_deal_, &next_deal_, &first_invoice_, &next_invoice_}) {
+  for (const auto* list : {&first_deal_, &first_invoice_, &next_invoice_}) {
     n += list->capacity() * sizeof(uint32_t);
   }
   for (const Mode& m : modes_) {

@@ -471,6 +471,12 @@ struct DealData {
   uint32_t account = 0;
   uint32_t source_partner = 0;
   int32_t pipeline = 0;
+  // The next deal of the same account in the cells' list of an account's
+  // deals (CellIndex; UINT32_MAX: the end), kept in what was padding here
+  // rather than in a vector of the cells' own (4 B a deal). The cells link it
+  // through the const store they are given, hence mutable; only ingest and
+  // restore (under the engine's writer lock) write it.
+  mutable uint32_t next_of_account = UINT32_MAX;
   int64_t created_at = 0;
   // The first win / loss by (time, arrival); kNever if none.
   Stamp won{kNever, kNever};
@@ -479,6 +485,7 @@ struct DealData {
   // points into it (FactColumn::DerivedFromDeals).
   Timeline<Visit> visits;
 };
+static_assert(sizeof(DealData) == 64);
 
 inline Fact FactColumn::Block::at(int i) const {
   if (deals == nullptr) return Fact{value[i], account[i], subject[i], Aux(i)};
