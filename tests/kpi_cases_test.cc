@@ -528,7 +528,7 @@ TEST(KpiCases, MoneyOverflowIsAnError) {
 }
 
 // The fact column against a stable sort by time: facts mostly in order with
-// late ones (into full blocks, which move their tail to the next block or
+// late ones (into full blocks, which grow, or past kMaxBlock
 // split), fields that appear late (the column widens), and every range.
 TEST(FactColumn, LateInsertsKeepTimeThenArrivalOrderAndEveryField) {
   std::mt19937_64 rng(7);
@@ -571,17 +571,67 @@ TEST(FactColumn, LateInsertsKeepTimeThenArrivalOrderAndEveryField) {
     }
     ASSERT_TRUE(in == expect) << "range [" << from << ", " << to << ")";
   }
-  // Late inserts fill the room of the neighbouring blocks before splitting:
-  // every block but the last is at least half full, and most are fuller.
-  size_t slack = 0;
+  // A late fact takes room from the next blocks or grows its full block
+  // rather than splitting it: every block but the last is at least half of
+  // kBlock full and has at most kGrow room, and the memory counted is that
+  // of the slots the blocks have.
+  size_t slack = 0, slots = 0;
   for (size_t b = 0; b < col.blocks().size(); ++b) {
-    const int n = col.blocks()[b]->n;
+    const kpi::FactColumn::Block& blk = *col.blocks()[b];
+    ASSERT_LE(blk.n, blk.cap);
+    ASSERT_LE(blk.cap, kpi::FactColumn::kMaxBlock);
     if (b + 1 < col.blocks().size()) {
-      EXPECT_GE(n, kpi::FactColumn::kBlock / 2) << "block " << b;
+      EXPECT_GE(blk.n, kpi::FactColumn::kBlock / 2) << "block " << b;
+      EXPECT_LE(blk.cap - blk.n, kpi::FactColumn::kGrow) << "block " << b;
     }
-    slack += static_cast<size_t>(kpi::FactColumn::kBlock - n);
+    slack += static_cast<size_t>(blk.cap - blk.n);
+    slots += static_cast<size_t>(blk.cap);
   }
   EXPECT_LT(slack, col.size() / 10) << col.blocks().size() << " blocks";
+  EXPECT_EQ(col.MemoryBytes(), col.blocks().capacity() * sizeof(void*) +
+                                   col.blocks().size() * sizeof(kpi::FactColumn::Block) +
+                                   slots * col.BlockBytes() / kpi::FactColumn::kBlock);
+}
+
+// Late facts spread over more blocks than a shift reaches (a window of ~40
+// full blocks behind the newest, as late activities at 10 M events) grow the
+// blocks they land in, which stay nearly full, and splits past kMaxBlock keep
+// every fact in order.
+TEST(FactColumn, LateFactsFarBackLeaveLittleRoom) {
+  std::mt19937_64 rng(29);
+  kpi::FactColumn col;
+  std::vector<std::pair<int64_t, uint32_t>> want;
+  int64_t now = 1'000'000;
+  constexpr int kWindow = 40 * kpi::FactColumn::kBlock;
+  for (uint32_t i = 0; i < 400'000; ++i) {
+    now += 1;
+    int64_t t = now;
+    if (rng() % 25 == 0) t -= static_cast<int64_t>(rng() % kWindow);
+    // One stretch of time, before every other fact, takes many late facts:
+    // its blocks grow to kMaxBlock and split.
+    if (i >= 200'000 && i < 260'000 && rng() % 2 == 0) t = 500'000 + static_cast<int64_t>(i % 997);
+    col.Insert(t, kpi::Fact{0, i + 1, 0, 0});
+    want.emplace_back(t, i + 1);
+  }
+  std::stable_sort(want.begin(), want.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::pair<int64_t, uint32_t>> got;
+  col.ForAll([&](int64_t t, const kpi::Fact& f) { got.emplace_back(t, f.account); });
+  ASSERT_TRUE(got == want);
+  size_t slack = 0;
+  int crowded = 0, grown = 0;
+  for (size_t b = 0; b + 1 < col.blocks().size(); ++b) {
+    const kpi::FactColumn::Block& blk = *col.blocks()[b];
+    slack += static_cast<size_t>(blk.cap - blk.n);
+    EXPECT_LE(blk.cap - blk.n, kpi::FactColumn::kGrow) << "block " << b;
+    EXPECT_GE(blk.n, kpi::FactColumn::kBlock / 2) << "block " << b;
+    crowded += blk.t[0] < 1'000'000;
+    grown += blk.cap > kpi::FactColumn::kBlock;
+  }
+  EXPECT_GT(grown, 100);
+  // ~30 000 facts before every in-order one: the first block split many times.
+  EXPECT_GT(crowded, 10);
+  EXPECT_LT(slack, col.size() / 40);
 }
 
 // The aux field is stored in 8 bits until a value passes 255, then widens to
@@ -1046,8 +1096,8 @@ TEST(KpiIngest, AttributionsFollowTheHistoryThroughLateOwnerChanges) {
     ASSERT_EQ(a.attr.size(), h.size()) << "account " << i;
     longest = std::max(longest, h.size());
     for (size_t j = 0; j < h.size(); ++j) {
-      EXPECT_EQ(a.attr[j].since.t, h[j].since_us());
-      EXPECT_EQ(a.attr[j].since.seq, h[j].seq());
+      EXPECT_EQ(a.attr[j].since().t, h[j].since_us());
+      EXPECT_EQ(a.attr[j].since().seq, h[j].seq());
       EXPECT_EQ(st.strings.at(a.attr[j].owner), h[j].owner_id()) << i << " " << j;
       EXPECT_EQ(st.strings.at(a.attr[j].team), h[j].team_id()) << i << " " << j;
       EXPECT_EQ(st.strings.at(a.attr[j].segment), h[j].segment()) << i << " " << j;

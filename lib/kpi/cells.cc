@@ -22,7 +22,7 @@ const AttrEntry* AttrAt(const AccountData& a, int64_t t) {
   if (a.attr.empty()) return nullptr;
   if (a.attr.size() == 1) return &a.attr.front();
   auto it = std::upper_bound(a.attr.begin(), a.attr.end(), t,
-                             [](int64_t x, const AttrEntry& e) { return x < e.since.t; });
+                             [](int64_t x, const AttrEntry& e) { return x < e.t(); });
   return it == a.attr.begin() ? &a.attr.front() : &*(it - 1);
 }
 
@@ -55,7 +55,7 @@ bool AnyIn(const Timeline<int64_t>& v, int64_t from, int64_t len) {
 }
 
 bool SameAttr(const AttrEntry& x, const AttrEntry& y) {
-  return x.since == y.since && x.owner == y.owner && x.team == y.team && x.segment == y.segment;
+  return x.since() == y.since() && x.owner == y.owner && x.team == y.team && x.segment == y.segment;
 }
 
 }  // namespace
@@ -379,7 +379,7 @@ void CellIndex::AccountInstants(const FactStore& st, int mode, uint32_t account,
                                 const AccountData& a, int sign) {
   const auto by = static_cast<v1::GroupBy>(mode);
   std::vector<int64_t> days;
-  for (const AttrEntry& e : a.attr) days.push_back(BoundaryDayFrom(e.since.t));
+  for (const AttrEntry& e : a.attr) days.push_back(BoundaryDayFrom(e.t()));
   if (a.kind == v1::ACCOUNT_KIND_PARTNER) {
     // partners_active at a day boundary x: the status before x.
     if (a.status.empty()) return;
@@ -537,8 +537,7 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
   max_t_ = std::max(max_t_, t);
   if (kind == FactKind::kLead) {
     if (first_deal_.size() <= f.account) first_deal_.resize(f.account + 1, kNoEntity);
-    if (next_deal_.size() <= f.subject) next_deal_.resize(f.subject + 1, kNoEntity);
-    next_deal_[f.subject] = first_deal_[f.account];
+    st.deals[f.subject].next_of_account = first_deal_[f.account];
     first_deal_[f.account] = f.subject;
   }
   if (!AnyBuilt()) return;
@@ -638,27 +637,43 @@ void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact
 void CellIndex::OnFactsLoaded(const FactStore& st) {
   WriterLock lock(&mu_);
   if (AnyBuilt()) MarkStale();
-  // As OnFact does for each fact before its `AnyBuilt` return.
+  // As OnFact does for each fact before its `AnyBuilt` return, block by
+  // block: the lists sized once for every account and deal (OnFact grows
+  // them an entity at a time; the lookups treat an entry past the end and a
+  // kNoEntity or minimum one alike), and a deal kind's account read from its
+  // deal alone (Block::at reads a stage entry's visit too). This runs on the
+  // restore's one thread after its two.
+  constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
+  if (last_t_.size() < st.accounts.size()) last_t_.resize(st.accounts.size(), kNone);
+  if (first_deal_.size() < st.accounts.size()) first_deal_.resize(st.accounts.size(), kNoEntity);
+  int64_t max_t = max_t_;
   for (int k = 0; k < kFactKinds; ++k) {
     const bool lead = static_cast<FactKind>(k) == FactKind::kLead;
-    st.columns[k].ForAll([&](int64_t t, const Fact& f) {
-      if (last_t_.size() <= f.account)
-        last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
-      last_t_[f.account] = std::max(last_t_[f.account], t);
-      max_t_ = std::max(max_t_, t);
-      if (lead) {
-        if (first_deal_.size() <= f.account) first_deal_.resize(f.account + 1, kNoEntity);
-        if (next_deal_.size() <= f.subject) next_deal_.resize(f.subject + 1, kNoEntity);
-        next_deal_[f.subject] = first_deal_[f.account];
-        first_deal_[f.account] = f.subject;
+    for (const auto& b : st.columns[k].blocks()) {
+      const FactColumn::Block& blk = *b;
+      if (blk.n == 0) continue;
+      // Each block is in time order: its last time is its largest.
+      max_t = std::max(max_t, blk.t[blk.n - 1]);
+      for (int i = 0; i < blk.n; ++i) {
+        const uint32_t account =
+            blk.deals != nullptr ? (*blk.deals)[blk.subject[i]].account : blk.account[i];
+        if (last_t_.size() <= account) last_t_.resize(account + 1, kNone);
+        last_t_[account] = std::max(last_t_[account], blk.t[i]);
+        if (lead) {
+          const uint32_t deal = blk.subject[i];
+          if (first_deal_.size() <= account) first_deal_.resize(account + 1, kNoEntity);
+          st.deals[deal].next_of_account = first_deal_[account];
+          first_deal_[account] = deal;
+        }
       }
-    });
+    }
   }
+  max_t_ = max_t;
 }
 
 void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const AccountData& before) {
   const AccountData& now = st.accounts[account];
-  for (const AttrEntry& e : now.attr) max_t_ = std::max(max_t_, e.since.t);
+  for (const AttrEntry& e : now.attr) max_t_ = std::max(max_t_, e.t());
   if (!AnyBuilt()) return;
   const bool facts =
       account < last_t_.size() && last_t_[account] != std::numeric_limits<int64_t>::min();
@@ -683,8 +698,8 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
         attr = true;
       } else {
         int64_t from = std::numeric_limits<int64_t>::max();
-        if (i < now.attr.size()) from = std::min(from, now.attr[i].since.t);
-        if (i < before.attr.size()) from = std::min(from, before.attr[i].since.t);
+        if (i < now.attr.size()) from = std::min(from, now.attr[i].t());
+        if (i < before.attr.size()) from = std::min(from, before.attr[i].t());
         attr = from <= last_t_[account];
       }
     }
@@ -715,7 +730,7 @@ void CellIndex::OnAccountChange(const FactStore& st, uint32_t account, const Acc
     AccountInstants(st, mode, account, before, -1);
     AccountInstants(st, mode, account, now, 1);
     for (uint32_t d = account < first_deal_.size() ? first_deal_[account] : kNoEntity;
-         d != kNoEntity; d = next_deal_[d]) {
+         d != kNoEntity; d = st.deals[d].next_of_account) {
       DealInstants(st, mode, d, before, -1);
       DealInstants(st, mode, d, now, 1);
     }
@@ -748,7 +763,7 @@ void CellIndex::Rebuild(const FactStore& st, int mode) {
   const auto by = static_cast<v1::GroupBy>(mode);
   for (uint32_t i = 0; i < st.accounts.size(); ++i) {
     const AccountData& a = st.accounts[i];
-    for (const AttrEntry& e : a.attr) max_t_ = std::max(max_t_, e.since.t);
+    for (const AttrEntry& e : a.attr) max_t_ = std::max(max_t_, e.t());
     for (size_t j = 0; j < a.orders.size(); ++j) {
       OrderTerms(st, mode, i, j, SIZE_MAX, 1);
       const int64_t t = a.orders[j].at.t;
@@ -998,7 +1013,7 @@ int64_t CellIndex::MaxTime() const {
 size_t CellIndex::MemoryBytes() const {
   WriterLock lock(&mu_);
   size_t n = last_t_.capacity() * sizeof(int64_t);
-  for (const auto* list : {&first_deal_, &next_deal_, &first_invoice_, &next_invoice_}) {
+  for (const auto* list : {&first_deal_, &first_invoice_, &next_invoice_}) {
     n += list->capacity() * sizeof(uint32_t);
   }
   for (const Mode& m : modes_) {

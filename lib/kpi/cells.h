@@ -314,9 +314,10 @@ class CellIndex {
   int64_t max_t_ = std::numeric_limits<int64_t>::min();
   // The deals and invoices of each account (an owner change moves their
   // instant terms), as lists threaded through the entities: the first of an
-  // account, then the next of each (kNoEntity: end).
+  // account, then the next of each (kNoEntity: end; a deal's next is its
+  // DealData::next_of_account).
   static constexpr uint32_t kNoEntity = UINT32_MAX;
-  std::vector<uint32_t> first_deal_, next_deal_, first_invoice_, next_invoice_;
+  std::vector<uint32_t> first_deal_, first_invoice_, next_invoice_;
 };
 
 template <typename Fn>

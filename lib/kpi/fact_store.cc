@@ -30,10 +30,13 @@ size_t StringPool::MemoryBytes() const {
 
 namespace {
 
+// How many blocks a late fact may shift facts through (FactColumn::Insert).
+constexpr size_t kChain = 8;
+
 // What an absent field reads as.
-alignas(64) constexpr int64_t kZero64[FactColumn::kBlock] = {};
-alignas(64) constexpr uint32_t kZero32[FactColumn::kBlock] = {};
-alignas(64) constexpr uint8_t kZero8[FactColumn::kBlock] = {};
+alignas(64) constexpr int64_t kZero64[FactColumn::kMaxBlock] = {};
+alignas(64) constexpr uint32_t kZero32[FactColumn::kMaxBlock] = {};
+alignas(64) constexpr uint8_t kZero8[FactColumn::kMaxBlock] = {};
 
 // A block's arrays, writable, in the order of its memory: t, then the
 // present fields among value, account, subject, aux (aux8 when narrow, aux
@@ -47,8 +50,9 @@ struct Arrays {
   uint8_t* aux8;
 };
 
-Arrays ArraysOf(unsigned char* mem, uint8_t fields) {
-  constexpr size_t k = FactColumn::kBlock;
+// `cap` is a multiple of 8, so every array stays 8-byte aligned.
+Arrays ArraysOf(unsigned char* mem, uint8_t fields, int cap) {
+  const size_t k = static_cast<size_t>(cap);
   Arrays a{};
   unsigned char* p = mem;
   a.t = reinterpret_cast<int64_t*>(p);
@@ -77,7 +81,7 @@ Arrays ArraysOf(unsigned char* mem, uint8_t fields) {
 
 // Points the block's read views at its arrays, or at zeros for the absent.
 void View(FactColumn::Block* b, uint8_t fields) {
-  const Arrays a = ArraysOf(b->mem.get(), fields);
+  const Arrays a = ArraysOf(b->mem.get(), fields, b->cap);
   b->t = a.t;
   b->value = a.value ? a.value : kZero64;
   b->account = a.account ? a.account : kZero32;
@@ -116,20 +120,22 @@ void Shift(const Arrays& a, int pos, int n, int by) {
 
 }  // namespace
 
-size_t FactColumn::BlockBytes() const {
-  return kBlock *
+size_t FactColumn::BlockBytes(int cap) const {
+  return static_cast<size_t>(cap) *
          (sizeof(int64_t) + ((fields_ & kFieldValue) ? sizeof(int64_t) : 0) +
           sizeof(uint32_t) *
               static_cast<size_t>(__builtin_popcount(fields_ & (kFieldAccount | kFieldSubject))) +
           ((fields_ & kFieldAux) ? ((fields_ & kFieldAuxWide) ? sizeof(uint32_t) : 1) : 0));
 }
 
-std::unique_ptr<FactColumn::Block> FactColumn::NewBlock() const {
+std::unique_ptr<FactColumn::Block> FactColumn::NewBlock(int cap) {
   auto b = std::make_unique<Block>();
-  b->mem.reset(new unsigned char[BlockBytes()]);
+  b->cap = cap;
+  b->mem.reset(new unsigned char[BlockBytes(cap)]);
   View(b.get(), fields_);
   b->deals = deals_;
   b->visit_index = visit_index_;
+  slots_ += static_cast<size_t>(cap);
   return b;
 }
 
@@ -169,52 +175,56 @@ void FactColumn::SetAux(int64_t t, uint32_t subject, uint32_t from, uint32_t to)
 void FactColumn::Widen(uint8_t add) {
   const uint8_t old = fields_;
   fields_ = static_cast<uint8_t>(fields_ | add);
-  for (auto& b : blocks_) {
-    std::unique_ptr<unsigned char[]> mem(new unsigned char[BlockBytes()]);
-    const Arrays to = ArraysOf(mem.get(), fields_);
-    const Arrays from = ArraysOf(b->mem.get(), old);
-    const size_t n = static_cast<size_t>(b->n);
-    std::memcpy(to.t, from.t, n * sizeof(int64_t));
-    if (to.value) {
-      if (from.value) {
-        std::memcpy(to.value, from.value, n * sizeof(int64_t));
-      } else {
-        std::memset(to.value, 0, n * sizeof(int64_t));
-      }
+  for (auto& b : blocks_) Relayout(b.get(), old, b->cap);
+}
+
+void FactColumn::Relayout(Block* b, uint8_t old, int cap) {
+  std::unique_ptr<unsigned char[]> mem(new unsigned char[BlockBytes(cap)]);
+  const Arrays to = ArraysOf(mem.get(), fields_, cap);
+  const Arrays from = ArraysOf(b->mem.get(), old, b->cap);
+  const size_t n = static_cast<size_t>(b->n);
+  std::memcpy(to.t, from.t, n * sizeof(int64_t));
+  if (to.value) {
+    if (from.value) {
+      std::memcpy(to.value, from.value, n * sizeof(int64_t));
+    } else {
+      std::memset(to.value, 0, n * sizeof(int64_t));
     }
-    const std::pair<uint32_t*, uint32_t*> u32[] = {{to.account, from.account},
-                                                   {to.subject, from.subject}};
-    for (const auto& [dst, src] : u32) {
-      if (dst == nullptr) continue;
-      if (src) {
-        std::memcpy(dst, src, n * sizeof(uint32_t));
-      } else {
-        std::memset(dst, 0, n * sizeof(uint32_t));
-      }
-    }
-    // aux: absent, narrow or wide, to narrow or wide (never narrower).
-    if (to.aux8) {
-      if (from.aux8) {
-        std::memcpy(to.aux8, from.aux8, n);
-      } else {
-        std::memset(to.aux8, 0, n);
-      }
-    } else if (to.aux) {
-      if (from.aux) {
-        std::memcpy(to.aux, from.aux, n * sizeof(uint32_t));
-      } else {
-        for (size_t i = 0; i < n; ++i) to.aux[i] = from.aux8 ? from.aux8[i] : 0;
-      }
-    }
-    b->mem = std::move(mem);
-    View(b.get(), fields_);
   }
+  const std::pair<uint32_t*, uint32_t*> u32[] = {{to.account, from.account},
+                                                 {to.subject, from.subject}};
+  for (const auto& [dst, src] : u32) {
+    if (dst == nullptr) continue;
+    if (src) {
+      std::memcpy(dst, src, n * sizeof(uint32_t));
+    } else {
+      std::memset(dst, 0, n * sizeof(uint32_t));
+    }
+  }
+  // aux: absent, narrow or wide, to narrow or wide (never narrower).
+  if (to.aux8) {
+    if (from.aux8) {
+      std::memcpy(to.aux8, from.aux8, n);
+    } else {
+      std::memset(to.aux8, 0, n);
+    }
+  } else if (to.aux) {
+    if (from.aux) {
+      std::memcpy(to.aux, from.aux, n * sizeof(uint32_t));
+    } else {
+      for (size_t i = 0; i < n; ++i) to.aux[i] = from.aux8 ? from.aux8[i] : 0;
+    }
+  }
+  slots_ += static_cast<size_t>(cap) - static_cast<size_t>(b->cap);
+  b->mem = std::move(mem);
+  b->cap = cap;
+  View(b, fields_);
 }
 
 void FactColumn::MoveTail(Block* src, int from, Block* dst) const {
   const int m = src->n - from;
-  const Arrays s = ArraysOf(src->mem.get(), fields_);
-  const Arrays d = ArraysOf(dst->mem.get(), fields_);
+  const Arrays s = ArraysOf(src->mem.get(), fields_, src->cap);
+  const Arrays d = ArraysOf(dst->mem.get(), fields_, dst->cap);
   Shift(d, 0, dst->n, m);
   std::memcpy(d.t, s.t + from, sizeof(int64_t) * static_cast<size_t>(m));
   if (d.value) std::memcpy(d.value, s.value + from, sizeof(int64_t) * static_cast<size_t>(m));
@@ -228,23 +238,6 @@ void FactColumn::MoveTail(Block* src, int from, Block* dst) const {
   dst->n += m;
 }
 
-void FactColumn::MoveHead(Block* src, int count, Block* dst) const {
-  const Arrays s = ArraysOf(src->mem.get(), fields_);
-  const Arrays d = ArraysOf(dst->mem.get(), fields_);
-  const size_t m = static_cast<size_t>(count), at = static_cast<size_t>(dst->n);
-  std::memcpy(d.t + at, s.t, sizeof(int64_t) * m);
-  if (d.value) std::memcpy(d.value + at, s.value, sizeof(int64_t) * m);
-  const std::pair<uint32_t*, uint32_t*> u32[] = {
-      {d.account, s.account}, {d.subject, s.subject}, {d.aux, s.aux}};
-  for (const auto& [to, fr] : u32) {
-    if (to) std::memcpy(to + at, fr, sizeof(uint32_t) * m);
-  }
-  if (d.aux8) std::memcpy(d.aux8 + at, s.aux8, m);
-  Shift(s, count, src->n, -count);
-  src->n -= count;
-  dst->n += count;
-}
-
 size_t FactColumn::FirstBlock(int64_t t) const {
   auto it =
       std::lower_bound(blocks_.begin(), blocks_.end(), t,
@@ -255,12 +248,12 @@ size_t FactColumn::FirstBlock(int64_t t) const {
 void FactColumn::Insert(int64_t t, const Fact& f) {
   if (const uint8_t need = FieldsOf(f); (need & ~fields_) != 0) Widen(need);
   ++size_;
-  if (blocks_.empty()) blocks_.push_back(NewBlock());
+  if (blocks_.empty()) blocks_.push_back(NewBlock(kBlock));
   Block* last = blocks_.back().get();
   // In-order arrival (the common case) appends.
   if (last->n == 0 || t >= last->t[last->n - 1]) {
-    if (last->n == kBlock) {
-      blocks_.push_back(NewBlock());
+    if (last->n == last->cap) {
+      blocks_.push_back(NewBlock(kBlock));
       last = blocks_.back().get();
     }
     // Through the block's own views: a present field's view is its array
@@ -289,46 +282,43 @@ void FactColumn::Insert(int64_t t, const Fact& f) {
   size_t b = it == blocks_.begin() ? 0 : static_cast<size_t>(it - blocks_.begin()) - 1;
   Block* blk = blocks_[b].get();
   int pos = static_cast<int>(std::upper_bound(blk->t, blk->t + blk->n, t) - blk->t);
-  if (blk->n == kBlock && pos == kBlock && b + 1 < blocks_.size()) {
-    // After every fact of a full block: the front of the next one.
+  if (blk->n == blk->cap && pos == blk->n && b + 1 < blocks_.size() &&
+      blocks_[b + 1]->n < blocks_[b + 1]->cap) {
+    // After every fact of a full block: the front of the next one, which has
+    // room (its first fact is later than t, or it would have been chosen).
     ++b;
     blk = blocks_[b].get();
     pos = 0;
   }
-  if (blk->n == kBlock) {
-    // The first block with room among the next few: each full block in
-    // between passes its last `move` facts on to the next, so the room
-    // travels back to this block (at most kChain block moves per late fact,
-    // and then that room takes the next late facts here).
+  if (blk->n == blk->cap && pos < blk->n) {
+    // First the room of the next few blocks: each full block in between
+    // passes its last `move` facts on to the next, so the room travels back
+    // here (at most kChain block moves, and then that room takes the next
+    // late facts here). Where late facts land near the newest (the last
+    // block has room), this keeps every block full.
     size_t c = b + 1;
-    while (c < blocks_.size() && c <= b + kChain && blocks_[c]->n == kBlock) ++c;
-    // Every block to the end is full: a new last block takes the room, as
-    // the next in-order fact would have made one.
-    if (c == blocks_.size() && c <= b + kChain) blocks_.push_back(NewBlock());
-    Block* prev = b > 0 ? blocks_[b - 1].get() : nullptr;
+    while (c < blocks_.size() && c <= b + kChain && blocks_[c]->n == blocks_[c]->cap) ++c;
     if (c < blocks_.size() && c <= b + kChain) {
-      // The fact stays in this block: only facts after it move. A few at a
-      // time (kBlock / 32), so that the blocks passed through stay full and
-      // the room made here is what the next late facts need.
+      // The fact stays in this block: only facts after it move, a few at a
+      // time, so that the blocks passed through stay full.
       const int move =
-          std::min({std::max(1, (kBlock - blocks_[c]->n) / 2), kBlock / 32, kBlock - pos});
-      for (size_t j = c; j-- > b;) MoveTail(blocks_[j].get(), kBlock - move, blocks_[j + 1].get());
-    } else if (prev != nullptr && prev->n < kBlock - 1) {
-      // Else half the previous block's room takes the head (leaving room
-      // for the fact, which goes there when it falls in that head).
-      const int move = (kBlock - prev->n) / 2;
-      const int at = prev->n;
-      MoveHead(blk, move, prev);
-      if (pos < move) {
-        blk = prev;
-        pos += at;
-      } else {
-        pos -= move;
+          std::min({std::max(1, (blocks_[c]->cap - blocks_[c]->n) / 2), kGrow, blk->n - pos});
+      for (size_t j = c; j-- > b;) {
+        MoveTail(blocks_[j].get(), blocks_[j]->n - move, blocks_[j + 1].get());
       }
+    }
+  }
+  if (blk->n == blk->cap) {
+    // No room within reach: this block grows.
+    if (blk->cap + kGrow <= kMaxBlock) {
+      // Room for this fact and the next few late ones here.
+      Relayout(blk, fields_, blk->cap + kGrow);
     } else {
-      auto half = NewBlock();
-      const int keep = kBlock / 2;
+      // Two blocks of half the facts each, with kGrow room apiece.
+      const int keep = blk->n / 2;
+      auto half = NewBlock(blk->n - keep + kGrow);
       MoveTail(blk, keep, half.get());
+      Relayout(blk, fields_, keep + kGrow);
       Block* second = half.get();
       blocks_.insert(blocks_.begin() + static_cast<std::ptrdiff_t>(b) + 1, std::move(half));
       if (pos > keep) {
@@ -337,14 +327,15 @@ void FactColumn::Insert(int64_t t, const Fact& f) {
       }
     }
   }
-  const Arrays a = ArraysOf(blk->mem.get(), fields_);
+  const Arrays a = ArraysOf(blk->mem.get(), fields_, blk->cap);
   Shift(a, pos, blk->n, 1);
   Put(a, pos, t, f);
   ++blk->n;
 }
 
 size_t FactColumn::MemoryBytes() const {
-  return blocks_.capacity() * sizeof(void*) + blocks_.size() * (sizeof(Block) + BlockBytes());
+  return blocks_.capacity() * sizeof(void*) + blocks_.size() * sizeof(Block) +
+         BlockBytes(1) * slots_;
 }
 
 FactStore::FactStore() {

@@ -125,11 +125,16 @@ struct DealData;
 // stage entry's visit index, a currency id), and 3 bytes of each of those
 // facts were ~2 bytes per stored event. Read it through Block::Aux.
 //
-// A late fact that lands in a full block shifts the facts after it on into the
-// next block with room (among the next kChain), or the block's head into the
-// previous block, and splits the block only when neither has room, so late
-// inserts do not leave a trail of half-full blocks. Every block but the last
-// is at least half full.
+// A block's arrays hold `cap` facts (kBlock when appended in order). A late
+// fact in a full block takes room from the next few blocks (shifting facts
+// on), or else grows the block by kGrow (a copy of its arrays) up to
+// kMaxBlock, where it splits into two of kBlock facts and kGrow room: no
+// block but the last has more than kGrow slots of room. (Splitting when the
+// next blocks had none left 20 % of the activity column's slots empty at 10 M
+// events: late activities land up to 10 days back, beyond a shift's reach,
+// and each split left 512 slots that the few later late facts there never
+// filled; 1.2 B per stored event.)
+// Every block but the last is at least half of kBlock full.
 //
 // The deal kinds' columns (lead, stage entry, won, lost) do not store what
 // the deal holds (DerivedFromDeals): their account is the deal's, and a
@@ -142,10 +147,13 @@ struct DealData;
 class FactColumn {
  public:
   static constexpr int kBlock = 1024;
-  // How many blocks a late fact may shift facts through (see Insert).
-  static constexpr size_t kChain = 8;
+  // How far a full block grows for a late fact, and how far at most.
+  static constexpr int kGrow = kBlock / 32;
+  static constexpr int kMaxBlock = 2 * kBlock;
   struct Block {
     int n = 0;
+    // The facts the arrays have room for.
+    int cap = 0;
     const int64_t* t = nullptr;
     const int64_t* value = nullptr;
     const uint32_t* account = nullptr;
@@ -185,8 +193,8 @@ class FactColumn {
   uint8_t fields() const { return fields_; }
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }
   size_t MemoryBytes() const;
-  // Bytes a block of this column holds (its arrays).
-  size_t BlockBytes() const;
+  // Bytes the arrays of a block of kBlock facts of this column hold.
+  size_t BlockBytes() const { return BlockBytes(kBlock); }
 
   // Calls fn(block, i0, i1) for the index ranges [i0, i1) of the blocks that
   // hold the facts with t in [from, to), in order.
@@ -224,15 +232,20 @@ class FactColumn {
  private:
   // The first block that may hold a fact at or after `t`.
   size_t FirstBlock(int64_t t) const;
-  std::unique_ptr<Block> NewBlock() const;
+  // Bytes of a block's arrays with room for `cap` facts.
+  size_t BlockBytes(int cap) const;
+  std::unique_ptr<Block> NewBlock(int cap);
   // Stores the fields of `add` too, in every block.
   void Widen(uint8_t add);
+  // Gives `b` new arrays with room for `cap` facts (at least b->n) of
+  // `fields_`, its facts copied from its arrays of fields `old`.
+  void Relayout(Block* b, uint8_t old, int cap);
   // Moves the facts [from, n) of `src` to the front of `dst`.
   void MoveTail(Block* src, int from, Block* dst) const;
-  // Moves the first `count` facts of `src` to the end of `dst`.
-  void MoveHead(Block* src, int count, Block* dst) const;
   std::vector<std::unique_ptr<Block>> blocks_;
   size_t size_ = 0;
+  // The blocks' cap, summed.
+  size_t slots_ = 0;
   uint8_t fields_ = 0;
   const std::deque<DealData>* deals_ = nullptr;
   bool visit_index_ = false;
@@ -325,7 +338,8 @@ class Timeline {
     const size_t i = static_cast<size_t>(pos - begin()), n = size();
     if (n == capacity()) Reserve(n < 4 ? n + 1 : n + n / 2);
     T* d = data();
-    std::memmove(d + i + 1, d + i, (n - i) * sizeof(T));
+    // Mostly an append (restore's always): no call to move nothing.
+    if (i < n) std::memmove(d + i + 1, d + i, (n - i) * sizeof(T));
     d[i] = x;
     ++h_->size;
     return d + i;
@@ -351,18 +365,40 @@ class Timeline {
   Header* h_ = nullptr;
 };
 
-// Not packed, and neither is Visit: packing them (28 and 20 bytes instead of
-// 32 and 24) saved ~1.5 bytes per stored event, but a packed Stamp is
-// misaligned in every other item, and clang binds const references (Stamp's
-// operators, std::max, comparators) to it in place, which is undefined
-// behaviour (the fuzz job's UBSan found it); g++ copied it.
+// An attribution entry in 28 bytes, not 32: its stamp is kept as 32-bit
+// halves (4-byte aligned), so the ids need no padding after it; nearly every
+// account has one entry, and the 4 bytes were ~0.4 B per stored event. Not a
+// packed struct: a packed Stamp member is misaligned in every other item, and
+// clang binds const references (Stamp's operators, std::max, comparators) to
+// it in place, which is undefined behaviour (the fuzz job's UBSan found it).
+// Here the stamp is only ever read by value, through memcpy.
 struct AttrEntry {
-  Stamp since;
-  uint32_t owner;
-  uint32_t team;
-  uint32_t segment;
+  AttrEntry() = default;
+  AttrEntry(Stamp since, uint32_t owner_id, uint32_t team_id, uint32_t segment_id)
+      : owner(owner_id), team(team_id), segment(segment_id) {
+    std::memcpy(since_, &since, sizeof(since_));
+  }
+  Stamp since() const {
+    Stamp s;
+    std::memcpy(&s, since_, sizeof(s));
+    return s;
+  }
+  // since().t, without reading the seq.
+  int64_t t() const {
+    int64_t t;
+    std::memcpy(&t, since_, sizeof(t));
+    return t;
+  }
+  uint32_t owner = 0;
+  uint32_t team = 0;
+  uint32_t segment = 0;
+
+ private:
+  // Stamp's bytes: t, then seq.
+  uint32_t since_[4] = {};
 };
-static_assert(sizeof(AttrEntry) == 32);
+static_assert(sizeof(AttrEntry) == 28 && alignof(AttrEntry) == 4 &&
+              std::is_trivially_copyable_v<AttrEntry>);
 
 struct OrderRef {
   Stamp at;
@@ -435,6 +471,12 @@ struct DealData {
   uint32_t account = 0;
   uint32_t source_partner = 0;
   int32_t pipeline = 0;
+  // The next deal of the same account in the cells' list of an account's
+  // deals (CellIndex; UINT32_MAX: the end), kept in what was padding here
+  // rather than in a vector of the cells' own (4 B a deal). The cells link it
+  // through the const store they are given, hence mutable; only ingest and
+  // restore (under the engine's writer lock) write it.
+  mutable uint32_t next_of_account = UINT32_MAX;
   int64_t created_at = 0;
   // The first win / loss by (time, arrival); kNever if none.
   Stamp won{kNever, kNever};
@@ -443,6 +485,7 @@ struct DealData {
   // points into it (FactColumn::DerivedFromDeals).
   Timeline<Visit> visits;
 };
+static_assert(sizeof(DealData) == 64);
 
 inline Fact FactColumn::Block::at(int i) const {
   if (deals == nullptr) return Fact{value[i], account[i], subject[i], Aux(i)};

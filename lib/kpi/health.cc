@@ -59,8 +59,7 @@ void AppendHealth(const EngineState& s, int64_t as_of,
 
   std::vector<uint32_t> order;
   for (uint32_t i = 0; i < n; ++i) {
-    if (!st.accounts[i].attr.empty() && st.accounts[i].attr.front().since.t < as_of)
-      order.push_back(i);
+    if (!st.accounts[i].attr.empty() && st.accounts[i].attr.front().t() < as_of) order.push_back(i);
   }
   std::sort(order.begin(), order.end(), [&](uint32_t x, uint32_t y) {
     return s.accounts.at(x).account_id() < s.accounts.at(y).account_id();
@@ -70,7 +69,7 @@ void AppendHealth(const EngineState& s, int64_t as_of,
     v1::AccountHealth* h = out->Add();
     h->set_account_id(s.accounts.at(i).account_id());
     auto attr = std::upper_bound(a.attr.begin(), a.attr.end(), as_of,
-                                 [](int64_t x, const AttrEntry& e) { return x < e.since.t; });
+                                 [](int64_t x, const AttrEntry& e) { return x < e.t(); });
     h->set_owner_id(st.strings.at((attr == a.attr.begin() ? a.attr.front() : *(attr - 1)).owner));
 
     // Last outbound contact before as_of.

@@ -96,7 +96,7 @@ void SyncAccount(uint32_t idx, const Timeline<AttrEntry>& old, EngineState* s) {
   uint32_t owner = 0, team = 0, segment = 0;
   for (const v1::Attribution& x : h) {
     const Stamp since{x.since_us(), x.seq()};
-    if (j < old.size() && old[j].since == since) {
+    if (j < old.size() && old[j].since() == since) {
       a.attr.push_back(old[j++]);
       continue;
     }
@@ -519,8 +519,17 @@ absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kin
   for (int k = 0; k < first_kind; ++k) row += static_cast<int>(in.kind_sizes(k));
   // Only the order facts (one kind) read order_seq.
   int order_row = 0;
+  // The counts the checks compare with, read once: the tables do not change
+  // while the rows are read, but for the store's orders, which the placed
+  // orders grow before the completed ones read it (so once per kind). A
+  // deque's size() is a dozen instructions, and the compiler cannot keep it
+  // across StoreFact's writes.
+  const uint32_t accounts = static_cast<uint32_t>(s->accounts.size());
+  const size_t deals = st.deals.size();
+  const int64_t accepted = s->events_accepted;
   for (int k = first_kind; k < end_kind; ++k) {
     const FactKind kind = static_cast<FactKind>(k);
+    const size_t store_orders = st.orders.size();
     int64_t prev_t = 0;
     for (uint64_t j = 0; j < in.kind_sizes(k); ++j, ++row) {
       // The sum wraps modulo 2^64 as the writer's difference did; a wrapped
@@ -535,26 +544,27 @@ absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kin
         return bad(absl::StrCat(where(), ": occurred_at_us out of range or order"));
       }
       prev_t = t;
-      if (f.account >= s->accounts.size()) return bad(absl::StrCat(where(), ": unknown account"));
+      if (f.account >= accounts) return bad(absl::StrCat(where(), ": unknown account"));
       bool ok = true;
       int64_t order_seq = 0;
       switch (kind) {
         case FactKind::kLead:
         case FactKind::kStageEntry:
         case FactKind::kWon:
-        case FactKind::kLost:
-          ok = f.subject < st.deals.size() && st.deals[f.subject].account == f.account;
+        case FactKind::kLost: {
+          const DealData* d = f.subject < deals ? &st.deals[f.subject] : nullptr;
+          ok = d != nullptr && d->account == f.account;
           if (ok && kind == FactKind::kStageEntry) {
             ok = f.aux <
-                 static_cast<uint32_t>(
-                     s->pipelines.all()[static_cast<size_t>(st.deals[f.subject].pipeline)].size());
+                 static_cast<uint32_t>(s->pipelines.all()[static_cast<size_t>(d->pipeline)].size());
           }
-          if (kind != FactKind::kLead) ok = ok && f.value >= 0 && f.value < s->events_accepted;
+          if (kind != FactKind::kLead) ok = ok && f.value >= 0 && f.value < accepted;
           break;
+        }
         case FactKind::kPartnerAgreed:
         case FactKind::kPartnerChurned:
         case FactKind::kAccountChurned:
-          ok = f.value >= 0 && f.value < s->events_accepted;
+          ok = f.value >= 0 && f.value < accepted;
           break;
         case FactKind::kOrderPlaced:
           order_seq = in.order_seq(order_row++);
@@ -562,11 +572,11 @@ absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kin
           // are unique in the table): a compare instead of a hash and probe.
           // (An order row is always at its id's index, so that needs no check.)
           ok = f.subject < s->orders.size() && f.aux < strings && f.value >= 0 && order_seq >= 0 &&
-               order_seq < s->events_accepted &&
+               order_seq < accepted &&
                s->orders.at(f.subject).account_id() == s->accounts.at(f.account).account_id();
           break;
         case FactKind::kOrderCompleted:
-          ok = f.subject < st.orders.size() && st.orders[f.subject].account == f.account &&
+          ok = f.subject < store_orders && st.orders[f.subject].account == f.account &&
                !st.orders[f.subject].completed;
           break;
         case FactKind::kPayment:

@@ -140,7 +140,7 @@ class Scanner {
     if (a.attr.empty()) return nullptr;
     if (a.attr.size() == 1) return &a.attr.front();
     auto it = std::upper_bound(a.attr.begin(), a.attr.end(), t,
-                               [](int64_t x, const AttrEntry& e) { return x < e.since.t; });
+                               [](int64_t x, const AttrEntry& e) { return x < e.t(); });
     return it == a.attr.begin() ? &a.attr.front() : &*(it - 1);
   }
 
