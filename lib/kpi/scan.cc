@@ -877,14 +877,28 @@ class Scanner {
   void Payments(int64_t from, int64_t to, bool previous) {
     st_.column(FactKind::kPayment)
         .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
-          for (int i = i0; i < i1; ++i) {
-            const uint32_t currency = blk.Aux(i);
-            if (!Acc::AddMoney(At(b_, AnyGroup(blk.account[i], blk.t[i])).revenue, currency,
-                               blk.value[i], previous)) {
-              Overflow(previous ? "revenue_growth" : "revenue", currency);
+          WithAux(blk, [&](auto aux) {
+            for (int i = i0; i < i1; ++i) {
+              const uint32_t currency = aux[i];
+              if (!Acc::AddMoney(At(b_, AnyGroup(blk.account[i], blk.t[i])).revenue, currency,
+                                 blk.value[i], previous)) {
+                Overflow(previous ? "revenue_growth" : "revenue", currency);
+              }
             }
-          }
+          });
         });
+  }
+
+  // Calls fn(aux) with the block's aux array, 8 or 32 bits wide (see
+  // FactColumn): the width is decided once per block, not per fact by
+  // Block::Aux.
+  template <typename Fn>
+  static void WithAux(const FactColumn::Block& blk, Fn&& fn) {
+    if (blk.aux8 != nullptr) {
+      fn(blk.aux8);
+    } else {
+      fn(blk.aux);
+    }
   }
 
   // activities; hunter_share: outbound contacts with accounts that were not
@@ -894,18 +908,20 @@ class Scanner {
       const bool by_maker = by_ == v1::GROUP_BY_MANAGER;
       st_.column(FactKind::kActivity)
           .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
-            for (int i = i0; i < i1; ++i) {
-              const uint32_t account = blk.account[i], code = blk.Aux(i);
-              const int64_t t = blk.t[i];
-              Acc& a = At(b_, by_maker ? blk.subject[i] : Group(account, t));
-              ++a.c[kActivity0 + code];
-              if (ActivityInbound(code)) continue;
-              ++a.c[kHunterDen];
-              const int64_t since = acc_cust_[account];
-              const bool customer =
-                  since == kPartner ? PartnerActiveAt(st_.accounts[account], t) : since < t;
-              a.c[kHunterNum] += !customer;
-            }
+            WithAux(blk, [&](auto aux) {
+              for (int i = i0; i < i1; ++i) {
+                const uint32_t account = blk.account[i], code = aux[i];
+                const int64_t t = blk.t[i];
+                Acc& a = At(b_, by_maker ? blk.subject[i] : Group(account, t));
+                ++a.c[kActivity0 + code];
+                if (ActivityInbound(code)) continue;
+                ++a.c[kHunterDen];
+                const int64_t since = acc_cust_[account];
+                const bool customer =
+                    since == kPartner ? PartnerActiveAt(st_.accounts[account], t) : since < t;
+                a.c[kHunterNum] += !customer;
+              }
+            });
           });
       return;
     }
