@@ -969,12 +969,22 @@ class Scanner {
   void ActivePartners() {
     for (uint32_t i = 0; i < st_.accounts.size(); ++i) ActivePartner(i, st_.accounts[i]);
   }
+  // A bucket's end is the next one's start: each bound is looked at once,
+  // and the bounds and the status events are both in time order, so one
+  // walk through the events finds the last one before each bound (as
+  // PartnerActiveAt: the events before x are those with t < x).
   void ActivePartner(uint32_t i, const AccountData& a) {
     if (a.kind != v1::ACCOUNT_KIND_PARTNER || a.status.empty()) return;
-    for (int b = 0; b < nb_; ++b) {
-      const int64_t s = p_.bounds[b], e = p_.bounds[b + 1];
-      if (PartnerActiveAt(a, s)) ++At(b, GroupOf(i, s)).c[kPartnersActiveStart];
-      if (PartnerActiveAt(a, e)) ++At(b, GroupOf(i, e)).c[kPartnersActiveEnd];
+    const StatusEvent* const first = a.status.begin();
+    const StatusEvent* const end = a.status.end();
+    const StatusEvent* it = first;
+    for (int k = 0; k <= nb_; ++k) {
+      const int64_t x = p_.bounds[static_cast<size_t>(k)];
+      while (it != end && it->at.t < x) ++it;
+      if (it == first || !(it - 1)->agreed) continue;
+      const uint32_t g = AnyGroup(i, x);
+      if (k < nb_) ++At(k, g).c[kPartnersActiveStart];
+      if (k > 0) ++At(k - 1, g).c[kPartnersActiveEnd];
     }
   }
 
@@ -999,14 +1009,14 @@ class Scanner {
         const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), sp.to) -
                                        p_.bounds.begin()) -
                       1;
-        ++At(b, GroupOf(i, sp.to)).c[kChurnNum];
+        ++At(b, AnyGroup(i, sp.to)).c[kChurnNum];
       }
       if (sp.from >= last || sp.to < first) continue;
       // The bucket starts x with sp.from < x <= sp.to.
       const auto starts = p_.bounds.begin(), starts_end = p_.bounds.begin() + nb_;
       for (auto x = std::upper_bound(starts, starts_end, sp.from); x != starts_end && *x <= sp.to;
            ++x) {
-        ++At(static_cast<int>(x - starts), GroupOf(i, *x)).c[kChurnDen];
+        ++At(static_cast<int>(x - starts), AnyGroup(i, *x)).c[kChurnDen];
       }
     }
   }
@@ -1056,7 +1066,7 @@ class Scanner {
       if (paid >= inv.amount) continue;
       const int64_t owed = inv.amount - paid;
       const uint32_t cur = inv.currency;
-      const uint32_t g = GroupOf(inv.account, as_of_);
+      const uint32_t g = AnyGroup(inv.account, as_of_);
       for (int b = 0; b < nb_; ++b) {
         Acc& a = At(b, g);
         ++a.c[kReceivables];
