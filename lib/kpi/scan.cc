@@ -183,6 +183,10 @@ class Scanner {
     const size_t na = st_.accounts.size();
     acc_group_.resize(na);
     acc_cust_.resize(na);
+    acc_orders_.resize(na);
+    acc_outbound_.resize(na);
+    acc_feedback_.resize(na);
+    acc_referred_.resize(na);
     const bool attr =
         by_ == v1::GROUP_BY_MANAGER || by_ == v1::GROUP_BY_TEAM || by_ == v1::GROUP_BY_SEGMENT;
     const int64_t after = s_.config.client_churn_after_us();
@@ -200,6 +204,10 @@ class Scanner {
       }
       const AccountData& a = st_.accounts[i];
       acc_group_[i] = attr && a.attr.size() > 1 ? kVaries : GroupOf(i, 0);
+      acc_orders_[i] = a.orders.data();
+      acc_outbound_[i] = a.outbound.data();
+      acc_feedback_[i] = a.feedback.data();
+      acc_referred_[i] = a.referred;
       acc_cust_[i] = a.kind == v1::ACCOUNT_KIND_PARTNER ? kPartner
                      : a.orders.empty()                 ? kNever
                                                         : a.orders.front().at.t;
@@ -804,6 +812,35 @@ class Scanner {
   // clients_new, referral_rate, repeat_order_share, repeat_customer_rate,
   // post_purchase_contact_rate.
   void Orders() {
+    if (bulk_) {
+      st_.column(FactKind::kOrderPlaced)
+          .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
+            for (int i = i0; i < i1; ++i) {
+              // Each order reads its account's entries of the flat tables
+              // and the timelines they point at: ask for the entries two
+              // steps ahead, the timelines (their size in front) one step.
+              if (i + 2 * static_cast<int>(kAhead) < i1) {
+                const int j = i + 2 * static_cast<int>(kAhead);
+                const uint32_t account = blk.account[j];
+                __builtin_prefetch(&acc_orders_[account]);
+                __builtin_prefetch(&acc_outbound_[account]);
+                __builtin_prefetch(&acc_group_[account]);
+                __builtin_prefetch(&st_.orders[blk.subject[j]]);
+              }
+              if (i + static_cast<int>(kAhead) < i1) {
+                const uint32_t account = blk.account[i + kAhead];
+                PrefetchItems(acc_orders_[account]);
+                PrefetchItems(acc_outbound_[account]);
+              }
+              const uint32_t account = blk.account[i];
+              const OrderRef* const ob = acc_orders_[account];
+              const int64_t* const out = acc_outbound_[account];
+              Order(blk.t[i], account, blk.subject[i], ob, Items(ob), out, Items(out),
+                    acc_referred_[account] != 0);
+            }
+          });
+      return;
+    }
     st_.column(FactKind::kOrderPlaced)
         .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
           for (int i = i0; i < i1; ++i) {
@@ -819,32 +856,49 @@ class Scanner {
               __builtin_prefetch(next.orders.data());
               __builtin_prefetch(next.outbound.data());
             }
-            Order(blk.t[i], blk.account[i], blk.subject[i]);
+            const AccountData& acc = st_.accounts[blk.account[i]];
+            Order(blk.t[i], blk.account[i], blk.subject[i], acc.orders.data(), acc.orders.size(),
+                  acc.outbound.data(), acc.outbound.size(), acc.referred);
           }
         });
   }
-  void Order(int64_t t, uint32_t account, uint32_t order) {
-    const AccountData& acc = st_.accounts[account];
+  // The count of a timeline's items from its data() (null: none).
+  template <typename T>
+  static size_t Items(const T* items) {
+    return items == nullptr ? 0 : Timeline<T>::SizeOf(items);
+  }
+  // Asks for a timeline's first items and its size in front of them.
+  template <typename T>
+  static void PrefetchItems(const T* items) {
+    if (items == nullptr) return;
+    const char* c = reinterpret_cast<const char*>(items);
+    __builtin_prefetch(c - sizeof(uint64_t));
+    __builtin_prefetch(c + 64 - sizeof(uint64_t));
+  }
+  // The order's figures; [ob, ob + on) are its account's orders, [out, out +
+  // outn) its outbound contacts.
+  void Order(int64_t t, uint32_t account, uint32_t order, const OrderRef* ob, size_t on,
+             const int64_t* out, size_t outn, bool referred) {
     Acc& a = At(b_, AnyGroup(account, t));
     ++a.c[kOrders];
     const Stamp me = st_.orders[order].placed;
-    if (acc.orders.front().order == order) {
+    if (on > 0 && ob[0].order == order) {
       ++a.c[kClientsNew];
-      if (acc.referred) ++a.c[kReferred];
+      if (referred) ++a.c[kReferred];
     } else {
       ++a.c[kRepeatOrders];
     }
     // The account's first order in the bucket stands for the account.
-    auto it = std::lower_bound(acc.orders.begin(), acc.orders.end(), me,
-                               [](const OrderRef& o, const Stamp& x) { return o.at < x; });
-    if (it == acc.orders.begin() || (it - 1)->at.t < lo_) {
+    const OrderRef* it = std::lower_bound(
+        ob, ob + on, me, [](const OrderRef& o, const Stamp& x) { return o.at < x; });
+    if (it == ob || (it - 1)->at.t < lo_) {
       ++a.c[kRcrDen];
-      if (acc.orders.size() >= 2 && acc.orders[1].at.t < hi_) ++a.c[kRcrNum];
+      if (on >= 2 && ob[1].at.t < hi_) ++a.c[kRcrNum];
     }
     if (t + 7 * kDay < as_of_) {
       ++a.c[kPpcDen];
-      auto o = std::upper_bound(acc.outbound.begin(), acc.outbound.end(), t);
-      if (o != acc.outbound.end() && *o <= t + 7 * kDay) ++a.c[kPpcNum];
+      const int64_t* o = std::upper_bound(out, out + outn, t);
+      if (o != out + outn && *o <= t + 7 * kDay) ++a.c[kPpcNum];
     }
   }
 
@@ -853,22 +907,31 @@ class Scanner {
     st_.column(FactKind::kOrderCompleted)
         .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
           for (int i = i0; i < i1; ++i) {
-            // As Orders: the account two steps ahead, its feedback one.
+            // As Orders: the account (or its flat table entry) two steps
+            // ahead, its feedback one.
             if (i + 2 * static_cast<int>(kAhead) < i1) {
-              PrefetchAll(&st_.accounts[blk.account[i + 2 * kAhead]]);
+              const uint32_t account = blk.account[i + 2 * kAhead];
+              if (bulk_) {
+                __builtin_prefetch(&acc_feedback_[account]);
+              } else {
+                PrefetchAll(&st_.accounts[account]);
+              }
             }
             if (i + static_cast<int>(kAhead) < i1) {
-              __builtin_prefetch(st_.accounts[blk.account[i + kAhead]].feedback.data());
+              const uint32_t account = blk.account[i + kAhead];
+              PrefetchItems(bulk_ ? acc_feedback_[account] : st_.accounts[account].feedback.data());
             }
             const int64_t t = blk.t[i];
             if (!(t + 30 * kDay < as_of_)) continue;
             const uint32_t account = blk.account[i];
             Acc& a = At(b_, AnyGroup(account, t));
             ++a.c[kFbDen];
-            const auto& fb = st_.accounts[account].feedback;
-            auto it = std::upper_bound(fb.begin(), fb.end(), t,
-                                       [](int64_t x, const FeedbackRef& r) { return x < r.t; });
-            if (it != fb.end() && it->t <= t + 30 * kDay) ++a.c[kFbNum];
+            const FeedbackRef* const fb =
+                bulk_ ? acc_feedback_[account] : st_.accounts[account].feedback.data();
+            const FeedbackRef* const fe = fb + Items(fb);
+            const FeedbackRef* it = std::upper_bound(
+                fb, fe, t, [](int64_t x, const FeedbackRef& r) { return x < r.t; });
+            if (it != fe && it->t <= t + 30 * kDay) ++a.c[kFbNum];
           }
         });
   }
@@ -1194,6 +1257,14 @@ class Scanner {
   bool bulk_ = false;
   std::vector<uint32_t> acc_group_;
   std::vector<int64_t> acc_cust_;
+  // Per account: where its orders, outbound contacts and feedback are (null:
+  // none; Timeline::SizeOf gives their count), and whether it was referred.
+  // The fact passes read these instead of the account, a deque element
+  // whose cache line had to arrive before its timelines could be asked for.
+  std::vector<const OrderRef*> acc_orders_;
+  std::vector<const int64_t*> acc_outbound_;
+  std::vector<const FeedbackRef*> acc_feedback_;
+  std::vector<uint8_t> acc_referred_;
   std::vector<Stamp> deal_won_, deal_lost_;
   std::vector<int64_t> deal_created_;
   std::vector<uint32_t> deal_partner_, deal_account_;
