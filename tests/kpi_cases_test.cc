@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "kpi_reference.h"
 #include "lib/ingest/validate.h"
@@ -1126,6 +1128,71 @@ TEST(KpiIngest, StringPoolHintsGiveTheSameIds) {
   hint = 1000;
   EXPECT_EQ(pool.Intern("USD", &hint), usd);
   EXPECT_EQ(pool.size(), 4u);
+}
+
+// Payments in a currency whose string id passes 255 (every account its own
+// segment first): the payment and order columns then hold aux in 32 bits,
+// which the scan reads per block (Scanner::WithAux), not per fact. The
+// forced scan must still give the reference's report, revenue included.
+TEST(KpiScan, WideCurrencyIdsMatchTheReference) {
+  std::vector<v1::Event> events = LateStream(14, 8000);
+  int accounts = 0;
+  for (v1::Event& e : events) {
+    if (e.has_account_upserted()) {
+      e.mutable_account_upserted()->set_segment(absl::StrCat("segment ", accounts++));
+    }
+    // After 300 segments, a currency not seen before.
+    if (accounts < 300) continue;
+    if (e.has_order_placed()) e.mutable_order_placed()->mutable_amount()->set_currency("XTS");
+    if (e.has_payment_received()) {
+      e.mutable_payment_received()->mutable_amount()->set_currency("XTS");
+    }
+    if (e.has_invoice_issued()) e.mutable_invoice_issued()->mutable_amount()->set_currency("XTS");
+  }
+  ASSERT_GE(accounts, 320) << "the stream must have accounts after the currency changes";
+  auto s = std::make_unique<EngineState>();
+  ASSERT_TRUE(Configure(*WithDefaults({}), s.get()).ok());
+  std::vector<v1::Event> accepted;
+  for (const v1::Event& e : events) {
+    Verdict v;
+    if (!ValidateEvent(e, EventFingerprint(e), *s, nullptr, &v).ok() || v != Verdict::kApply)
+      continue;
+    ApplyEvent(e, EventFingerprint(e), s.get());
+    accepted.push_back(e);
+  }
+  const kpi::FactStore& st = s->kpi;
+  ASSERT_NE(st.column(kpi::FactKind::kPayment).fields() & kpi::kFieldAuxWide, 0)
+      << "the payments' currency id must need 32 bits";
+  const ReferenceKpis ref(accepted, s->config);
+  int64_t from = INT64_MAX, to = 0;
+  for (const v1::Event& e : accepted) {
+    from = std::min(from, e.occurred_at_us());
+    to = std::max(to, e.occurred_at_us() + 1);
+  }
+  int xts = 0;
+  for (const v1::GroupBy by : {v1::GROUP_BY_NONE, v1::GROUP_BY_MANAGER, v1::GROUP_BY_SEGMENT}) {
+    for (const bool half : {false, true}) {
+      v1::KpiQuery q;
+      q.set_start_us(half ? from + (to - from) / 2 : from);
+      q.set_end_us(to);
+      q.set_bucket(v1::BUCKET_MONTH);
+      q.set_group_by(by);
+      kpi::SetForceScanForTesting(true);
+      auto scanned = kpi::Report(*s, *kpi::MakePlan(q));
+      kpi::SetForceScanForTesting(false);
+      ASSERT_TRUE(scanned.ok()) << scanned.status();
+      std::string diff;
+      google::protobuf::util::MessageDifferencer d;
+      d.ReportDifferencesToString(&diff);
+      EXPECT_TRUE(d.Compare(*scanned, ref.Report(q))) << q.ShortDebugString() << "\n"
+                                                      << diff.substr(0, 3000);
+      for (const v1::KpiRow& row : scanned->rows()) {
+        for (const auto& l : row.values().revenue())
+          xts += l.currency() == "XTS" && l.amount_minor() > 0;
+      }
+    }
+  }
+  EXPECT_GT(xts, 0) << "revenue in the wide currency was counted";
 }
 
 }  // namespace

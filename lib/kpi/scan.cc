@@ -183,6 +183,10 @@ class Scanner {
     const size_t na = st_.accounts.size();
     acc_group_.resize(na);
     acc_cust_.resize(na);
+    acc_orders_.resize(na);
+    acc_outbound_.resize(na);
+    acc_feedback_.resize(na);
+    acc_referred_.resize(na);
     const bool attr =
         by_ == v1::GROUP_BY_MANAGER || by_ == v1::GROUP_BY_TEAM || by_ == v1::GROUP_BY_SEGMENT;
     const int64_t after = s_.config.client_churn_after_us();
@@ -200,6 +204,10 @@ class Scanner {
       }
       const AccountData& a = st_.accounts[i];
       acc_group_[i] = attr && a.attr.size() > 1 ? kVaries : GroupOf(i, 0);
+      acc_orders_[i] = a.orders.data();
+      acc_outbound_[i] = a.outbound.data();
+      acc_feedback_[i] = a.feedback.data();
+      acc_referred_[i] = a.referred;
       acc_cust_[i] = a.kind == v1::ACCOUNT_KIND_PARTNER ? kPartner
                      : a.orders.empty()                 ? kNever
                                                         : a.orders.front().at.t;
@@ -210,6 +218,9 @@ class Scanner {
 
   // How many entities ahead a pass prefetches their timelines.
   static constexpr uint32_t kAhead = 16;
+  // How many deals ahead the deal pass asks for their visits (their
+  // addresses are in a flat table, so the distance costs no stall).
+  static constexpr uint32_t kVisitsAhead = 32;
 
   // GroupOf through the tables.
   uint32_t Group(uint32_t account, int64_t t) const {
@@ -620,23 +631,45 @@ class Scanner {
     deal_account_.resize(nd);
     deal_created_.resize(nd);
     deal_partner_.resize(nd);
+    // Two passes. The first copies what the scan reads of each deal into
+    // flat tables, in the deque's order (sequential reads the hardware
+    // prefetches); the second reads the visits, each a separate allocation,
+    // asking for them far ahead from the flat table of their addresses.
+    // One pass did both, and the visits' prefetch had to wait for the
+    // deal's own cache line first: it stalled there (64 % of the pass's
+    // cycles at 10 M events in `perf record`).
+    std::vector<const Visit*> visits(nd);
+    std::vector<int32_t> pipeline(nd);
+    {
+      uint32_t i = 0;
+      for (const DealData& d : st_.deals) {
+        deal_won_[i] = d.won;
+        deal_lost_[i] = d.lost;
+        deal_account_[i] = d.account;
+        deal_created_[i] = d.created_at;
+        deal_partner_[i] = d.source_partner;
+        visits[i] = d.visits.data();
+        pipeline[i] = d.pipeline;
+        ++i;
+      }
+    }
     for (uint32_t i = 0; i < nd; ++i) {
-      if (i + 2 * kAhead < nd) PrefetchAll(&st_.deals[i + 2 * kAhead]);
-      if (i + kAhead < nd) __builtin_prefetch(st_.deals[i + kAhead].visits.data());
-      const DealData& d = st_.deals[i];
-      deal_won_[i] = d.won;
-      deal_lost_[i] = d.lost;
-      deal_account_[i] = d.account;
-      deal_created_[i] = d.created_at;
-      deal_partner_[i] = d.source_partner;
-      const Timeline<Visit>& vs = d.visits;
-      Stuck(i, d);
-      if (vs.empty() || vs.back().t() < first || vs.front().t() >= last) continue;
+      if (i + kVisitsAhead < nd && visits[i + kVisitsAhead] != nullptr) {
+        // The timeline's size is in front of its items.
+        const char* c = reinterpret_cast<const char*>(visits[i + kVisitsAhead]);
+        __builtin_prefetch(c - sizeof(uint64_t));
+        __builtin_prefetch(c + 64 - sizeof(uint64_t));
+      }
+      const Visit* const v = visits[i];
+      if (v == nullptr) continue;
+      const size_t n = Timeline<Visit>::SizeOf(v);
+      const uint32_t account = deal_account_[i];
+      const int32_t pl = pipeline[i];
+      if (StuckAt(deal_lost_[i].t, v, n, pl)) CountStuck(DealGroupOf(i, account, as_of_));
+      if (n == 0 || v[n - 1].t() < first || v[0].t() >= last) continue;
       // Locals for everything the loops read: the accumulators' stores
       // could alias members and the deal, and made the compiler reload the
       // visits' pointer and the bounds at every visit.
-      const Visit* v = vs.data();
-      const size_t n = vs.size();
       const int64_t as_of = as_of_;
       if (later.size() < n) later.resize(n);
       int32_t* lat = later.data();
@@ -664,9 +697,9 @@ class Scanner {
         }
         r1 = r0;
       }
-      const size_t offset = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline)]);
+      const size_t offset = static_cast<size_t>(st_.stage_offset[static_cast<size_t>(pl)]);
       const size_t stages =
-          static_cast<size_t>(st_.stage_offset[static_cast<size_t>(d.pipeline) + 1]) - offset;
+          static_cast<size_t>(st_.stage_offset[static_cast<size_t>(pl) + 1]) - offset;
       int64_t* pv = prev.data();
       std::fill_n(pv, stages, std::numeric_limits<int64_t>::min());
       // The deal's group is the same at every visit unless its account's
@@ -674,9 +707,8 @@ class Scanner {
       // accumulator per bucket serves all its visits there, and no other
       // group is added to a row meanwhile, so the pointer stays valid.
       const bool fixed = by_ == v1::GROUP_BY_NONE || by_ == v1::GROUP_BY_SOURCE_PARTNER ||
-                         acc_group_[d.account] != kVaries;
-      const uint32_t fixed_group = fixed ? DealGroupOf(i, d.account, 0) : 0;
-      const uint32_t account = d.account;
+                         acc_group_[account] != kVaries;
+      const uint32_t fixed_group = fixed ? DealGroupOf(i, account, 0) : 0;
       Acc* cached = nullptr;
       size_t cached_b = SIZE_MAX;
       size_t b = 0;
@@ -780,6 +812,35 @@ class Scanner {
   // clients_new, referral_rate, repeat_order_share, repeat_customer_rate,
   // post_purchase_contact_rate.
   void Orders() {
+    if (bulk_) {
+      st_.column(FactKind::kOrderPlaced)
+          .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
+            for (int i = i0; i < i1; ++i) {
+              // Each order reads its account's entries of the flat tables
+              // and the timelines they point at: ask for the entries two
+              // steps ahead, the timelines (their size in front) one step.
+              if (i + 2 * static_cast<int>(kAhead) < i1) {
+                const int j = i + 2 * static_cast<int>(kAhead);
+                const uint32_t account = blk.account[j];
+                __builtin_prefetch(&acc_orders_[account]);
+                __builtin_prefetch(&acc_outbound_[account]);
+                __builtin_prefetch(&acc_group_[account]);
+                __builtin_prefetch(&st_.orders[blk.subject[j]]);
+              }
+              if (i + static_cast<int>(kAhead) < i1) {
+                const uint32_t account = blk.account[i + kAhead];
+                PrefetchItems(acc_orders_[account]);
+                PrefetchItems(acc_outbound_[account]);
+              }
+              const uint32_t account = blk.account[i];
+              const OrderRef* const ob = acc_orders_[account];
+              const int64_t* const out = acc_outbound_[account];
+              Order(blk.t[i], account, blk.subject[i], ob, Items(ob), out, Items(out),
+                    acc_referred_[account] != 0);
+            }
+          });
+      return;
+    }
     st_.column(FactKind::kOrderPlaced)
         .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
           for (int i = i0; i < i1; ++i) {
@@ -795,32 +856,49 @@ class Scanner {
               __builtin_prefetch(next.orders.data());
               __builtin_prefetch(next.outbound.data());
             }
-            Order(blk.t[i], blk.account[i], blk.subject[i]);
+            const AccountData& acc = st_.accounts[blk.account[i]];
+            Order(blk.t[i], blk.account[i], blk.subject[i], acc.orders.data(), acc.orders.size(),
+                  acc.outbound.data(), acc.outbound.size(), acc.referred);
           }
         });
   }
-  void Order(int64_t t, uint32_t account, uint32_t order) {
-    const AccountData& acc = st_.accounts[account];
+  // The count of a timeline's items from its data() (null: none).
+  template <typename T>
+  static size_t Items(const T* items) {
+    return items == nullptr ? 0 : Timeline<T>::SizeOf(items);
+  }
+  // Asks for a timeline's first items and its size in front of them.
+  template <typename T>
+  static void PrefetchItems(const T* items) {
+    if (items == nullptr) return;
+    const char* c = reinterpret_cast<const char*>(items);
+    __builtin_prefetch(c - sizeof(uint64_t));
+    __builtin_prefetch(c + 64 - sizeof(uint64_t));
+  }
+  // The order's figures; [ob, ob + on) are its account's orders, [out, out +
+  // outn) its outbound contacts.
+  void Order(int64_t t, uint32_t account, uint32_t order, const OrderRef* ob, size_t on,
+             const int64_t* out, size_t outn, bool referred) {
     Acc& a = At(b_, AnyGroup(account, t));
     ++a.c[kOrders];
     const Stamp me = st_.orders[order].placed;
-    if (acc.orders.front().order == order) {
+    if (on > 0 && ob[0].order == order) {
       ++a.c[kClientsNew];
-      if (acc.referred) ++a.c[kReferred];
+      if (referred) ++a.c[kReferred];
     } else {
       ++a.c[kRepeatOrders];
     }
     // The account's first order in the bucket stands for the account.
-    auto it = std::lower_bound(acc.orders.begin(), acc.orders.end(), me,
-                               [](const OrderRef& o, const Stamp& x) { return o.at < x; });
-    if (it == acc.orders.begin() || (it - 1)->at.t < lo_) {
+    const OrderRef* it = std::lower_bound(
+        ob, ob + on, me, [](const OrderRef& o, const Stamp& x) { return o.at < x; });
+    if (it == ob || (it - 1)->at.t < lo_) {
       ++a.c[kRcrDen];
-      if (acc.orders.size() >= 2 && acc.orders[1].at.t < hi_) ++a.c[kRcrNum];
+      if (on >= 2 && ob[1].at.t < hi_) ++a.c[kRcrNum];
     }
     if (t + 7 * kDay < as_of_) {
       ++a.c[kPpcDen];
-      auto o = std::upper_bound(acc.outbound.begin(), acc.outbound.end(), t);
-      if (o != acc.outbound.end() && *o <= t + 7 * kDay) ++a.c[kPpcNum];
+      const int64_t* o = std::upper_bound(out, out + outn, t);
+      if (o != out + outn && *o <= t + 7 * kDay) ++a.c[kPpcNum];
     }
   }
 
@@ -829,22 +907,31 @@ class Scanner {
     st_.column(FactKind::kOrderCompleted)
         .ForSpans(lo_, hi_, [&](const FactColumn::Block& blk, int i0, int i1) {
           for (int i = i0; i < i1; ++i) {
-            // As Orders: the account two steps ahead, its feedback one.
+            // As Orders: the account (or its flat table entry) two steps
+            // ahead, its feedback one.
             if (i + 2 * static_cast<int>(kAhead) < i1) {
-              PrefetchAll(&st_.accounts[blk.account[i + 2 * kAhead]]);
+              const uint32_t account = blk.account[i + 2 * kAhead];
+              if (bulk_) {
+                __builtin_prefetch(&acc_feedback_[account]);
+              } else {
+                PrefetchAll(&st_.accounts[account]);
+              }
             }
             if (i + static_cast<int>(kAhead) < i1) {
-              __builtin_prefetch(st_.accounts[blk.account[i + kAhead]].feedback.data());
+              const uint32_t account = blk.account[i + kAhead];
+              PrefetchItems(bulk_ ? acc_feedback_[account] : st_.accounts[account].feedback.data());
             }
             const int64_t t = blk.t[i];
             if (!(t + 30 * kDay < as_of_)) continue;
             const uint32_t account = blk.account[i];
             Acc& a = At(b_, AnyGroup(account, t));
             ++a.c[kFbDen];
-            const auto& fb = st_.accounts[account].feedback;
-            auto it = std::upper_bound(fb.begin(), fb.end(), t,
-                                       [](int64_t x, const FeedbackRef& r) { return x < r.t; });
-            if (it != fb.end() && it->t <= t + 30 * kDay) ++a.c[kFbNum];
+            const FeedbackRef* const fb =
+                bulk_ ? acc_feedback_[account] : st_.accounts[account].feedback.data();
+            const FeedbackRef* const fe = fb + Items(fb);
+            const FeedbackRef* it = std::upper_bound(
+                fb, fe, t, [](int64_t x, const FeedbackRef& r) { return x < r.t; });
+            if (it != fe && it->t <= t + 30 * kDay) ++a.c[kFbNum];
           }
         });
   }
@@ -853,14 +940,28 @@ class Scanner {
   void Payments(int64_t from, int64_t to, bool previous) {
     st_.column(FactKind::kPayment)
         .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
-          for (int i = i0; i < i1; ++i) {
-            const uint32_t currency = blk.Aux(i);
-            if (!Acc::AddMoney(At(b_, AnyGroup(blk.account[i], blk.t[i])).revenue, currency,
-                               blk.value[i], previous)) {
-              Overflow(previous ? "revenue_growth" : "revenue", currency);
+          WithAux(blk, [&](auto aux) {
+            for (int i = i0; i < i1; ++i) {
+              const uint32_t currency = aux[i];
+              if (!Acc::AddMoney(At(b_, AnyGroup(blk.account[i], blk.t[i])).revenue, currency,
+                                 blk.value[i], previous)) {
+                Overflow(previous ? "revenue_growth" : "revenue", currency);
+              }
             }
-          }
+          });
         });
+  }
+
+  // Calls fn(aux) with the block's aux array, 8 or 32 bits wide (see
+  // FactColumn): the width is decided once per block, not per fact by
+  // Block::Aux.
+  template <typename Fn>
+  static void WithAux(const FactColumn::Block& blk, Fn&& fn) {
+    if (blk.aux8 != nullptr) {
+      fn(blk.aux8);
+    } else {
+      fn(blk.aux);
+    }
   }
 
   // activities; hunter_share: outbound contacts with accounts that were not
@@ -870,18 +971,20 @@ class Scanner {
       const bool by_maker = by_ == v1::GROUP_BY_MANAGER;
       st_.column(FactKind::kActivity)
           .ForSpans(from, to, [&](const FactColumn::Block& blk, int i0, int i1) {
-            for (int i = i0; i < i1; ++i) {
-              const uint32_t account = blk.account[i], code = blk.Aux(i);
-              const int64_t t = blk.t[i];
-              Acc& a = At(b_, by_maker ? blk.subject[i] : Group(account, t));
-              ++a.c[kActivity0 + code];
-              if (ActivityInbound(code)) continue;
-              ++a.c[kHunterDen];
-              const int64_t since = acc_cust_[account];
-              const bool customer =
-                  since == kPartner ? PartnerActiveAt(st_.accounts[account], t) : since < t;
-              a.c[kHunterNum] += !customer;
-            }
+            WithAux(blk, [&](auto aux) {
+              for (int i = i0; i < i1; ++i) {
+                const uint32_t account = blk.account[i], code = aux[i];
+                const int64_t t = blk.t[i];
+                Acc& a = At(b_, by_maker ? blk.subject[i] : Group(account, t));
+                ++a.c[kActivity0 + code];
+                if (ActivityInbound(code)) continue;
+                ++a.c[kHunterDen];
+                const int64_t since = acc_cust_[account];
+                const bool customer =
+                    since == kPartner ? PartnerActiveAt(st_.accounts[account], t) : since < t;
+                a.c[kHunterNum] += !customer;
+              }
+            });
           });
       return;
     }
@@ -929,12 +1032,22 @@ class Scanner {
   void ActivePartners() {
     for (uint32_t i = 0; i < st_.accounts.size(); ++i) ActivePartner(i, st_.accounts[i]);
   }
+  // A bucket's end is the next one's start: each bound is looked at once,
+  // and the bounds and the status events are both in time order, so one
+  // walk through the events finds the last one before each bound (as
+  // PartnerActiveAt: the events before x are those with t < x).
   void ActivePartner(uint32_t i, const AccountData& a) {
     if (a.kind != v1::ACCOUNT_KIND_PARTNER || a.status.empty()) return;
-    for (int b = 0; b < nb_; ++b) {
-      const int64_t s = p_.bounds[b], e = p_.bounds[b + 1];
-      if (PartnerActiveAt(a, s)) ++At(b, GroupOf(i, s)).c[kPartnersActiveStart];
-      if (PartnerActiveAt(a, e)) ++At(b, GroupOf(i, e)).c[kPartnersActiveEnd];
+    const StatusEvent* const first = a.status.begin();
+    const StatusEvent* const end = a.status.end();
+    const StatusEvent* it = first;
+    for (int k = 0; k <= nb_; ++k) {
+      const int64_t x = p_.bounds[static_cast<size_t>(k)];
+      while (it != end && it->at.t < x) ++it;
+      if (it == first || !(it - 1)->agreed) continue;
+      const uint32_t g = AnyGroup(i, x);
+      if (k < nb_) ++At(k, g).c[kPartnersActiveStart];
+      if (k > 0) ++At(k - 1, g).c[kPartnersActiveEnd];
     }
   }
 
@@ -959,14 +1072,14 @@ class Scanner {
         const int b = static_cast<int>(std::upper_bound(p_.bounds.begin(), p_.bounds.end(), sp.to) -
                                        p_.bounds.begin()) -
                       1;
-        ++At(b, GroupOf(i, sp.to)).c[kChurnNum];
+        ++At(b, AnyGroup(i, sp.to)).c[kChurnNum];
       }
       if (sp.from >= last || sp.to < first) continue;
       // The bucket starts x with sp.from < x <= sp.to.
       const auto starts = p_.bounds.begin(), starts_end = p_.bounds.begin() + nb_;
       for (auto x = std::upper_bound(starts, starts_end, sp.from); x != starts_end && *x <= sp.to;
            ++x) {
-        ++At(static_cast<int>(x - starts), GroupOf(i, *x)).c[kChurnDen];
+        ++At(static_cast<int>(x - starts), AnyGroup(i, *x)).c[kChurnDen];
       }
     }
   }
@@ -976,16 +1089,24 @@ class Scanner {
     for (uint32_t i = 0; i < st_.deals.size(); ++i) Stuck(i, st_.deals[i]);
   }
   void Stuck(uint32_t i, const DealData& d) {
-    if (d.lost.t < as_of_) return;
-    auto it = std::lower_bound(d.visits.begin(), d.visits.end(), as_of_,
-                               [](const Visit& v, int64_t x) { return v.t() < x; });
-    if (it == d.visits.begin()) return;
+    if (StuckAt(d.lost.t, d.visits.data(), d.visits.size(), d.pipeline)) {
+      CountStuck(DealGroup(i, as_of_));
+    }
+  }
+  // Whether a deal of that first loss, visits [v, v + n) and pipeline is
+  // stuck at as_of: not lost, and in its stage at as_of past the stage's SLA.
+  bool StuckAt(int64_t lost, const Visit* v, size_t n, int32_t pipeline) const {
+    if (lost < as_of_) return false;
+    const Visit* it =
+        std::lower_bound(v, v + n, as_of_, [](const Visit& x, int64_t t) { return x.t() < t; });
+    if (it == v) return false;
     const Visit& cur = *(it - 1);
     // 0: no SLA, or the pipeline's last stage.
     const int64_t sla = st_.stage_sla[static_cast<size_t>(
-        st_.stage_offset[static_cast<size_t>(d.pipeline)] + cur.stage())];
-    if (sla == 0 || as_of_ - cur.t() <= sla) return;
-    const uint32_t g = DealGroup(i, as_of_);
+        st_.stage_offset[static_cast<size_t>(pipeline)] + cur.stage())];
+    return sla != 0 && as_of_ - cur.t() > sla;
+  }
+  void CountStuck(uint32_t g) {
     for (int b = 0; b < nb_; ++b) ++At(b, g).c[kStuck];
   }
 
@@ -1008,7 +1129,7 @@ class Scanner {
       if (paid >= inv.amount) continue;
       const int64_t owed = inv.amount - paid;
       const uint32_t cur = inv.currency;
-      const uint32_t g = GroupOf(inv.account, as_of_);
+      const uint32_t g = AnyGroup(inv.account, as_of_);
       for (int b = 0; b < nb_; ++b) {
         Acc& a = At(b, g);
         ++a.c[kReceivables];
@@ -1136,6 +1257,14 @@ class Scanner {
   bool bulk_ = false;
   std::vector<uint32_t> acc_group_;
   std::vector<int64_t> acc_cust_;
+  // Per account: where its orders, outbound contacts and feedback are (null:
+  // none; Timeline::SizeOf gives their count), and whether it was referred.
+  // The fact passes read these instead of the account, a deque element
+  // whose cache line had to arrive before its timelines could be asked for.
+  std::vector<const OrderRef*> acc_orders_;
+  std::vector<const int64_t*> acc_outbound_;
+  std::vector<const FeedbackRef*> acc_feedback_;
+  std::vector<uint8_t> acc_referred_;
   std::vector<Stamp> deal_won_, deal_lost_;
   std::vector<int64_t> deal_created_;
   std::vector<uint32_t> deal_partner_, deal_account_;
