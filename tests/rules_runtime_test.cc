@@ -192,10 +192,9 @@ TEST(ActionToProto, FreshAndReusedMessagesAgree) {
   }
 }
 
-// Thousands of timers of one rule through the engine: each fires exactly
-// once, in time order, whether or not the engine went through a snapshot;
-// the ids of the first and the last block of the store stay nameable.
-std::vector<v1::Action> RunManyTimers(bool restore_midway) {
+// An engine whose one rule sets a 30-day follow-up timer on every account
+// upsert, with manager 'm' known.
+std::unique_ptr<Engine> NewFollowUpEngine() {
   auto engine = NewEngine(Parse<v1::EngineConfig>(absl::StrCat(
       "rule_set { id: 'many' version: 1 rules { id: 'follow' trigger { on_event { filter { type: "
       "EVENT_TYPE_ACCOUNT_UPSERTED } } } delay_us: ",
@@ -203,6 +202,14 @@ std::vector<v1::Action> RunManyTimers(bool restore_midway) {
       " actions { kind: ACTION_KIND_CREATE_TASK assignee: ASSIGNEE_OWNER template: 'follow_up' } } "
       "}")));
   MustIngest(*engine, Ev("m", kT0, "manager_upserted { manager_id: 'm' }"));
+  return engine;
+}
+
+// Thousands of timers of one rule through the engine: each fires exactly
+// once, in time order, whether or not the engine went through a snapshot;
+// the ids of the first and the last block of the store stay nameable.
+std::vector<v1::Action> RunManyTimers(bool restore_midway) {
+  auto engine = NewFollowUpEngine();
   const int n = 9000;
   std::vector<v1::Event> batch;
   for (int i = 0; i < n; ++i) {
@@ -263,13 +270,7 @@ TEST(Rules, ManyTimersFireOnceInTimeOrderAcrossStoreBlocksAndSnapshots) {
 // next (half as many again), so that replay does not copy the whole heap at
 // its first timer; the heap itself is the snapshot's.
 TEST(Rules, RestoredTimerHeapHasRoomForTheTail) {
-  auto engine = NewEngine(Parse<v1::EngineConfig>(absl::StrCat(
-      "rule_set { id: 'many' version: 1 rules { id: 'follow' trigger { on_event { filter { type: "
-      "EVENT_TYPE_ACCOUNT_UPSERTED } } } delay_us: ",
-      30 * kDay,
-      " actions { kind: ACTION_KIND_CREATE_TASK assignee: ASSIGNEE_OWNER template: 'follow_up' } } "
-      "}")));
-  MustIngest(*engine, Ev("m", kT0, "manager_upserted { manager_id: 'm' }"));
+  auto engine = NewFollowUpEngine();
   const size_t n = 1000;
   std::vector<v1::Event> batch;
   for (size_t i = 0; i < n; ++i) {
