@@ -29,18 +29,15 @@ absl::Status ReplayRecord(const journal::Record& record, Engine* engine) {
         return absl::DataLossError("the events do not parse as a rapport.v1.EventBatch");
       }
       if (batch->events_size() == 0) return absl::DataLossError("an events record with no events");
-      // Best effort applies each event on the state the previous one left,
-      // as the original write did (atomic or not), and reports rather than
-      // stops at an event that no longer fits.
+      // A record holds only events its write accepted, validated then
+      // against the state plus the earlier events of the batch: the atomic
+      // path validates them the same way, and a record that no longer fits
+      // anywhere in it changes nothing, so that point-in-time recovery stops
+      // at the last good record and keeps none of this one's events.
       IngestOptions options;
-      options.mode = BatchMode::kBestEffort;
+      options.mode = BatchMode::kAtomic;
       absl::StatusOr<v1::IngestResult> r = engine->IngestBatch(*batch, options);
       if (!r.ok()) return absl::DataLossError(r.status().message());
-      if (r->rejected_size() > 0) {
-        return absl::DataLossError(absl::StrCat("event ", r->rejected(0).index(), " of ",
-                                                batch->events_size(),
-                                                " is rejected: ", r->rejected(0).message()));
-      }
       if (r->accepted() != batch->events_size()) {
         return absl::DataLossError(absl::StrCat(batch->events_size() - r->accepted(), " of ",
                                                 batch->events_size(),

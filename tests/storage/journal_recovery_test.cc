@@ -14,6 +14,7 @@
 #include "rapport/engine.h"
 #include "rapport/testing/generator.h"
 #include "tests/storage/storage_test_util.h"
+#include "tests/test_util.h"
 
 namespace rapport::test {
 namespace {
@@ -158,6 +159,47 @@ TEST(JournalRecovery, BitFlipInEveryByteOfARecordIsDetected) {
     }
   }
   EXPECT_GT(flips, 100);
+}
+
+// A record that frames and checksums well but does not replay (here its
+// second event names a deal nobody created) is damage like any other: it
+// replays whole or not at all, so point-in-time recovery keeps none of its
+// events, not the first one that would fit alone.
+TEST(JournalRecovery, RecordThatDoesNotReplayLeavesNoneOfItsEvents) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(40, 2);
+  const size_t n = 6;
+  const std::vector<std::string> ref = ReferenceStates(ops, n);
+  Built b = Build(dir, ops, n);
+  std::string bytes = ReadAll(b.segment);
+  uint64_t last = 0;
+  {
+    journal::SegmentReader reader(bytes);
+    journal::Record r;
+    std::string why;
+    while (reader.Next(&r, &why) == journal::ReadStatus::kRecord) last = r.seq;
+  }
+  ASSERT_GT(last, 0u);
+  const v1::Event fits = Ev("fresh-manager", kT0, "manager_upserted { manager_id: 'fresh-m' }");
+  const v1::Event does_not =
+      Ev("stage-of-nothing", kT0, "deal_stage_changed { deal_id: 'no-such-deal' to_stage: 'x' }");
+  const std::vector<const v1::Event*> events = {&fits, &does_not};
+  journal::AppendEventsRecord(last + 1, events, &bytes);
+  WriteAll(b.segment, bytes);
+
+  auto engine = Engine::Open(dir, Options());
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), "does not replay")) << engine.status();
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), "no-such-deal")) << engine.status();
+
+  OpenOptions pit = Options();
+  pit.point_in_time_recovery = true;
+  auto recovered = Engine::Open(dir, pit);
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_FALSE((*recovered)->GetManager("fresh-m").ok());
+  EXPECT_TRUE(*(*recovered)->Snapshot() == ref[n]) << "the state is not the last good record's";
 }
 
 // Open fills a restored state's derived links up front (CatchUpDerivedLinks,
