@@ -205,6 +205,21 @@ void CellIndex::Contribute(const FactStore& st, int mode, FactKind kind, int64_t
   }
 }
 
+namespace {
+
+// Grows a per-account or per-invoice list to n entries of `fill`. Capacity
+// grows by an eighth, not doubled as std::vector would: these lists reach
+// millions of entries, and doubling left up to half of them unused (about
+// 0.2 B per stored event at 10 M); an eighth still amortises the copies.
+template <typename T>
+void GrowTo(std::vector<T>& v, size_t n, T fill) {
+  if (v.size() >= n) return;
+  if (v.capacity() < n) v.reserve(n + n / 8 + 16);
+  v.resize(n, fill);
+}
+
+}  // namespace
+
 // ---- orders: clients_new, referral, repeat orders, repeat_customer_rate ----
 
 namespace {
@@ -520,8 +535,8 @@ void CellIndex::BeforeFact(const FactStore& st, FactKind kind, const Fact& f) {
 
 void CellIndex::OnInvoice(const FactStore& st, uint32_t invoice) {
   const uint32_t account = st.invoices[invoice].account;
-  if (first_invoice_.size() <= account) first_invoice_.resize(account + 1, kNoEntity);
-  if (next_invoice_.size() <= invoice) next_invoice_.resize(invoice + 1, kNoEntity);
+  GrowTo(first_invoice_, account + 1, kNoEntity);
+  GrowTo(next_invoice_, invoice + 1, kNoEntity);
   next_invoice_[invoice] = first_invoice_[account];
   first_invoice_[account] = invoice;
   for (int mode = 0; mode < kModes; ++mode) {
@@ -531,12 +546,11 @@ void CellIndex::OnInvoice(const FactStore& st, uint32_t invoice) {
 
 void CellIndex::OnFact(const FactStore& st, FactKind kind, int64_t t, const Fact& f,
                        FirstChange first) {
-  if (last_t_.size() <= f.account)
-    last_t_.resize(f.account + 1, std::numeric_limits<int64_t>::min());
+  GrowTo(last_t_, f.account + 1, std::numeric_limits<int64_t>::min());
   last_t_[f.account] = std::max(last_t_[f.account], t);
   max_t_ = std::max(max_t_, t);
   if (kind == FactKind::kLead) {
-    if (first_deal_.size() <= f.account) first_deal_.resize(f.account + 1, kNoEntity);
+    GrowTo(first_deal_, f.account + 1, kNoEntity);
     st.deals[f.subject].next_of_account = first_deal_[f.account];
     first_deal_[f.account] = f.subject;
   }
@@ -644,8 +658,11 @@ void CellIndex::OnFactsLoaded(const FactStore& st) {
   // deal alone (Block::at reads a stage entry's visit too). This runs on the
   // restore's one thread after its two.
   constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
-  if (last_t_.size() < st.accounts.size()) last_t_.resize(st.accounts.size(), kNone);
-  if (first_deal_.size() < st.accounts.size()) first_deal_.resize(st.accounts.size(), kNoEntity);
+  // Exactly the restored accounts: ingest grows them from there.
+  last_t_.reserve(st.accounts.size());
+  first_deal_.reserve(st.accounts.size());
+  GrowTo(last_t_, st.accounts.size(), kNone);
+  GrowTo(first_deal_, st.accounts.size(), kNoEntity);
   int64_t max_t = max_t_;
   for (int k = 0; k < kFactKinds; ++k) {
     const bool lead = static_cast<FactKind>(k) == FactKind::kLead;
@@ -657,11 +674,11 @@ void CellIndex::OnFactsLoaded(const FactStore& st) {
       for (int i = 0; i < blk.n; ++i) {
         const uint32_t account =
             blk.deals != nullptr ? (*blk.deals)[blk.subject[i]].account : blk.account[i];
-        if (last_t_.size() <= account) last_t_.resize(account + 1, kNone);
+        GrowTo(last_t_, account + 1, kNone);
         last_t_[account] = std::max(last_t_[account], blk.t[i]);
         if (lead) {
           const uint32_t deal = blk.subject[i];
-          if (first_deal_.size() <= account) first_deal_.resize(account + 1, kNoEntity);
+          GrowTo(first_deal_, account + 1, kNoEntity);
           st.deals[deal].next_of_account = first_deal_[account];
           first_deal_[account] = deal;
         }
