@@ -475,7 +475,7 @@ class Engine(_Closing):
 
         ``actions=False`` leaves the actions out of the result (they wait in
         the outbox all the same), which spares decoding them: the fast path
-        for bulk loads (about a quarter faster from protobuf bytes).
+        for bulk loads (bench/python_ingest.py measures both ways).
 
         Raises the exception of the first bad event (atomic), or
         InvalidArgumentError for input that does not parse (either mode).
