@@ -521,15 +521,16 @@ absl::Status ReadFactRows(const v1::FactColumns& in, int first_kind, int end_kin
   int order_row = 0;
   // The counts the checks compare with, read once: the tables do not change
   // while the rows are read, but for the store's orders, which the placed
-  // orders grow before the completed ones read it (so once per kind). A
-  // deque's size() is a dozen instructions, and the compiler cannot keep it
-  // across StoreFact's writes.
+  // orders grow before the completed ones read it (so read for that kind
+  // alone: on two threads the deal kinds' thread must not read it while the
+  // other grows it). A deque's size() is a dozen instructions, and the
+  // compiler cannot keep it across StoreFact's writes.
   const uint32_t accounts = static_cast<uint32_t>(s->accounts.size());
   const size_t deals = st.deals.size();
   const int64_t accepted = s->events_accepted;
   for (int k = first_kind; k < end_kind; ++k) {
     const FactKind kind = static_cast<FactKind>(k);
-    const size_t store_orders = st.orders.size();
+    const size_t store_orders = kind == FactKind::kOrderCompleted ? st.orders.size() : 0;
     int64_t prev_t = 0;
     for (uint64_t j = 0; j < in.kind_sizes(k); ++j, ++row) {
       // The sum wraps modulo 2^64 as the writer's difference did; a wrapped
