@@ -106,6 +106,16 @@ std::vector<v1::Event> Stream() {
 // With `record_ids`, validation records the new ids in the state's log and
 // the events are applied with ApplyRecordedEvent (what the engine's batches
 // do).
+// An activity's manager (a hint, not compared by ==) is the stored manager's
+// index when validation gives one: a manager the batch creates has kNone.
+void ExpectManagerRef(const v1::Event& e, const EventRefs& refs, const EngineState& s) {
+  if (e.payload_case() != v1::Event::kActivity) {
+    EXPECT_EQ(refs.manager, EventRefs::kNone) << e.DebugString();
+  } else if (refs.manager != EventRefs::kNone) {
+    EXPECT_EQ(refs.manager, s.managers.IndexOf(e.activity().manager_id())) << e.DebugString();
+  }
+}
+
 int64_t IngestChecking(const std::vector<v1::Event>& events, size_t batch, EngineState* s,
                        bool record_ids = false) {
   int64_t applied = 0;
@@ -123,6 +133,7 @@ int64_t IngestChecking(const std::vector<v1::Event>& events, size_t batch, Engin
                   .ok();
       if (batch == 1 && ok[i] && verdicts[i] == Verdict::kApply) {
         EXPECT_EQ(refs[i], ResolveEventRefs(e, *s)) << e.DebugString();
+        ExpectManagerRef(e, refs[i], *s);
         ApplyEvent(e, EventFingerprint(e), refs[i], s);
         ++applied;
       }
@@ -132,6 +143,7 @@ int64_t IngestChecking(const std::vector<v1::Event>& events, size_t batch, Engin
       if (!ok[i] || verdicts[i] != Verdict::kApply) continue;
       const v1::Event& e = events[start + i];
       EXPECT_EQ(refs[i], ResolveEventRefs(e, *s)) << "index " << i << ": " << e.DebugString();
+      ExpectManagerRef(e, refs[i], *s);
       if (record_ids) {
         // Validation handed on the log's own copy of the id.
         EXPECT_EQ(refs[i].stored_id.data(), s->event_ids.Stored(e.event_id()).data());
@@ -192,6 +204,39 @@ TEST(EventRefs, EqualTheLookupsForSingleEventsAndBatches) {
       EXPECT_EQ(s->account_kinds[i], s->accounts.at(i).kind()) << i;
     }
   }
+}
+
+// The KPI facts intern an activity's manager id by this index: a stored
+// manager gives its row index, one the same batch creates kNone (the facts
+// then hash the id).
+TEST(EventRefs, ActivityManagerIsTheStoredRowOrNone) {
+  auto s = NewState();
+  BatchOverlay overlay;
+  const std::vector<v1::Event> batch = {
+      Ev("m1", kT0, "manager_upserted { manager_id: 'm1' }"),
+      Ev("a1", kT0, "account_upserted { account_id: 'a1' kind: ACCOUNT_KIND_CLIENT }"),
+      Ev("x1", kT0,
+         "activity { account_id: 'a1' manager_id: 'm1' kind: ACTIVITY_KIND_CALL "
+         "direction: DIRECTION_OUTBOUND }")};
+  std::vector<EventRefs> refs(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Verdict v;
+    ASSERT_TRUE(
+        ValidateEvent(batch[i], EventFingerprint(batch[i]), *s, &overlay, &v, &refs[i]).ok());
+  }
+  EXPECT_EQ(refs[2].manager, EventRefs::kNone);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    ApplyEvent(batch[i], EventFingerprint(batch[i]), refs[i], s.get());
+  }
+  const v1::Event later =
+      Ev("x2", kT0 + 1,
+         "activity { account_id: 'a1' manager_id: 'm1' kind: ACTIVITY_KIND_CALL "
+         "direction: DIRECTION_INBOUND }");
+  Verdict v;
+  EventRefs r;
+  ASSERT_TRUE(ValidateEvent(later, EventFingerprint(later), *s, nullptr, &v, &r).ok());
+  EXPECT_EQ(r.manager, 0u);
+  EXPECT_EQ(ResolveEventRefs(later, *s).manager, 0u);
 }
 
 TEST(EventRefs, EqualTheLookupsAfterARestore) {

@@ -313,6 +313,30 @@ TEST_F(PlaybookTest, C3CancelledByAContactOnDaySix) {
   EXPECT_TRUE(OfRule(Adv(e(), t + 80 * kDay).actions(), "C3").empty());
 }
 
+// The watch of outbound contacts keeps a log per account, by account index:
+// an account created after the log last grew, and the logs after a restore,
+// each answer for their own account only.
+TEST_F(PlaybookTest, C3WatchLogsPerAccountAcrossARestore) {
+  const int64_t t = kT0 + kDay;
+  MustIngest(e(), Ev("call0", t, Call("c1")));
+  MustIngest(e(), Ev("c2", t,
+                     "account_upserted { account_id: 'c2' kind: ACCOUNT_KIND_CLIENT "
+                     "owner_id: 'm1' segment: 'retail' }"));
+  MustIngest(e(), Ev("o1", t + kDay, Order("o1", "c1")));
+  MustIngest(e(), Ev("o2", t + kDay, Order("o2", "c2")));
+  MustIngest(e(), Ev("call1", t + 2 * kDay, Call("c1")));
+  absl::StatusOr<std::string> snap = e().Snapshot();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  absl::StatusOr<std::unique_ptr<Engine>> restored = Engine::Restore(*snap);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  for (Engine* engine : {&e(), restored->get()}) {
+    std::vector<v1::Action> c3 = OfRule(Adv(*engine, t + 30 * kDay).actions(), "C3");
+    ASSERT_EQ(c3.size(), 1u);
+    EXPECT_EQ(c3[0].account_id(), "c2");
+    EXPECT_EQ(c3[0].cause_event_id(), "o2");
+  }
+}
+
 // C4: a complaint -> resolve_complaint due the same day; critical -> the head.
 TEST_F(PlaybookTest, C4ComplaintTaskSameDayCriticalToTheHead) {
   const int64_t t = kT0 + 10 * kHour;

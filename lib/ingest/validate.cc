@@ -119,9 +119,14 @@ class View {
     }
     return Account{};
   }
+  // The stored manager's row index, else kNone; false when unknown.
+  bool FindManager(const Key& k, uint32_t* index) const {
+    *index = s_.managers.IndexOf(k.id, k.hash);
+    return *index != kNone || (o_ != nullptr && o_->managers.contains(k));
+  }
   bool HasManager(const Key& k) const {
-    return s_.managers.IndexOf(k.id, k.hash) != kNone ||
-           (o_ != nullptr && o_->managers.contains(k));
+    uint32_t unused;
+    return FindManager(k, &unused);
   }
   bool HasTeam(const Key& k) const {
     return s_.teams.IndexOf(k.id, k.hash) != kNone || (o_ != nullptr && o_->teams.contains(k));
@@ -274,9 +279,12 @@ absl::Status NeedPartner(const View& v, absl::string_view field, absl::string_vi
   return absl::OkStatus();
 }
 
-absl::Status NeedManager(const View& v, absl::string_view field, absl::string_view id) {
+absl::Status NeedManager(const View& v, absl::string_view field, absl::string_view id,
+                         uint32_t* index = nullptr) {
   if (absl::Status st = CheckId(field, id); !st.ok()) return st;
-  if (!v.HasManager(KeyOf(id))) return NotFound(field, "manager", id);
+  uint32_t i;
+  if (!v.FindManager(KeyOf(id), &i)) return NotFound(field, "manager", id);
+  if (index != nullptr) *index = i;
   return absl::OkStatus();
 }
 
@@ -584,7 +592,8 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
       const auto& p = e.activity();
       uint32_t account;
       RETURN_IF_ERROR(NeedAccount(v, "activity.account_id", p.account_id(), &account));
-      RETURN_IF_ERROR(NeedManager(v, "activity.manager_id", p.manager_id()));
+      uint32_t manager;
+      RETURN_IF_ERROR(NeedManager(v, "activity.manager_id", p.manager_id(), &manager));
       if (p.kind() == v1::ACTIVITY_KIND_UNSPECIFIED || !v1::ActivityKind_IsValid(p.kind())) {
         return Invalid("activity.kind", "must be call, email, messenger or meeting");
       }
@@ -592,6 +601,7 @@ absl::Status ValidatePayload(const v1::Event& e, const View& v, BatchOverlay* o,
         return Invalid("activity.direction", "must be outbound or inbound");
       }
       r->account = account;
+      r->manager = manager;
       return absl::OkStatus();
     }
     case v1::Event::kFeedbackReceived: {

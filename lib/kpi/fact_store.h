@@ -555,6 +555,10 @@ struct FactStore {
   std::unique_ptr<CellIndex, CellIndexDeleter> cells{NewCellIndex()};
   // The currency ingest interned last (StringPool::Intern's hint).
   uint32_t last_currency = 0;
+  // By the engine's manager row index: the manager id's interned id, 0 until
+  // an activity of the manager interned it (ingest, EventRefs::manager).
+  // Derived; a restored store starts empty and fills as activities come.
+  std::vector<uint32_t> manager_strings;
   // The engine's accounts + deals + invoices when ingest last caught the
   // tables above up with them (lib/kpi/ingest.cc Sync): an equal sum means
   // nothing to catch up, known without reading the deques' sizes.

@@ -237,6 +237,7 @@ EventRefs ResolveEventRefs(const v1::Event& e, const EngineState& s) {
     }
     case v1::Event::kActivity:
       r.account = s.accounts.IndexOf(e.activity().account_id());
+      r.manager = s.managers.IndexOf(e.activity().manager_id());
       break;
     case v1::Event::kFeedbackReceived:
       r.account = s.accounts.IndexOf(e.feedback_received().account_id());

@@ -419,14 +419,15 @@ class Runner {
   // Times in the watch's log for the account within (from, to].
   int64_t CountIn(int watch, uint32_t account, int64_t from, int64_t to) const {
     const auto& logs = rt_.watch_logs[watch];
-    auto it = logs.find(account);
-    if (it == logs.end()) return 0;
-    const std::vector<int64_t>& v = it->second;
+    if (account >= logs.size()) return 0;
+    const std::vector<int64_t>& v = logs[account];
     return std::upper_bound(v.begin(), v.end(), to) - std::upper_bound(v.begin(), v.end(), from);
   }
 
   void Record(int watch, uint32_t account, int64_t t) {
-    std::vector<int64_t>& v = rt_.watch_logs[watch][account];
+    auto& logs = rt_.watch_logs[watch];
+    if (account >= logs.size()) logs.resize(std::max<size_t>(account + 1, s_.accounts.size()));
+    std::vector<int64_t>& v = logs[account];
     // Starting at four saves the reallocations through one and two (a
     // malloc, copy and free each) of a log that grows past them.
     if (v.capacity() == 0) v.reserve(4);
@@ -923,12 +924,9 @@ void WriteRuntimeAfterTimers(const EngineState& s, v1::RulesRuntime* out) {
     f->mutable_accounts()->Assign(accounts.begin(), accounts.end());
   }
   for (size_t w = 0; w < rt.watch_logs.size(); ++w) {
-    std::vector<uint32_t> accounts;
-    accounts.reserve(rt.watch_logs[w].size());
-    for (const auto& [account, times] : rt.watch_logs[w]) accounts.push_back(account);
-    std::sort(accounts.begin(), accounts.end());
-    for (uint32_t account : accounts) {
-      const std::vector<int64_t>& times = rt.watch_logs[w].at(account);
+    for (uint32_t account = 0; account < rt.watch_logs[w].size(); ++account) {
+      const std::vector<int64_t>& times = rt.watch_logs[w][account];
+      if (times.empty()) continue;
       v1::RulesRuntime::WatchLog* log = out->add_watch_logs();
       log->set_watch(static_cast<uint32_t>(w));
       log->set_account(account);
@@ -1067,7 +1065,9 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
     if (log.watch() >= r.watches().size() || log.account() >= s->accounts.size()) {
       return bad("watch_logs: watch or account index out of range");
     }
-    std::vector<int64_t>& v = rt.watch_logs[log.watch()][log.account()];
+    auto& logs = rt.watch_logs[log.watch()];
+    if (logs.size() < s->accounts.size()) logs.resize(s->accounts.size());
+    std::vector<int64_t>& v = logs[log.account()];
     if (!v.empty()) return bad("watch_logs: a watch and account repeat");
     v.assign(log.times_us().begin(), log.times_us().end());
     if (v.empty() || !std::is_sorted(v.begin(), v.end()))

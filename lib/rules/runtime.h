@@ -141,8 +141,10 @@ struct Runtime {
   // Per rule: accounts that had their first event matching the rule's
   // first-for-account filter.
   std::vector<absl::flat_hash_set<uint32_t>> first_seen;
-  // Per watch: account index -> ascending times.
-  std::vector<absl::flat_hash_map<uint32_t, std::vector<int64_t>>> watch_logs;
+  // Per watch, by account index: ascending times (empty: none). Dense, not
+  // a hash map: a watch records on most events of its type, and the map's
+  // probe was a cache miss on nearly every one.
+  std::vector<std::vector<std::vector<int64_t>>> watch_logs;
 
   // Derived from the tables (rebuilt on restore).
   // Stage visits already seen per deal index, to spot new stage entries.

@@ -40,6 +40,11 @@ struct EventRefs {
   int32_t pipeline = -1;
   // deal_stage_changed: the index of to_stage in the pipeline; -1 otherwise.
   int32_t stage = -1;
+  // activity: its manager's row index when validation found the manager
+  // stored, else kNone (also for a manager the same batch creates). The KPI
+  // facts intern the manager id by it instead of hashing the id again. A
+  // hint, not a row the event is about, so not compared below.
+  uint32_t manager = kNone;
   // The event id log's own copy of the event id when validation recorded it
   // there (BatchOverlay::record_ids), else empty. The regulations' timers
   // keep this view; without it they look the id up in the log, a cache miss
