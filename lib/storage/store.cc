@@ -108,8 +108,9 @@ uint32_t ExtendCrc(uint32_t crc, const char* data, size_t n) {
 // Parses a segment's events records on a second thread while Open replays
 // the ones before: the parse is a tenth or so of a record's replay, off the
 // critical path. The helper reads the segment exactly as Open's reader does,
-// so its n-th parse is of the n-th events record Open reads; it stays a few
-// megabytes of payload ahead, and parses nothing the snapshot covers.
+// so its n-th parse is of the n-th events record Open reads; it stays up to
+// 1 MB of payload (64 records) ahead, two records of 10 000 events, enough
+// to keep the replay fed, and parses nothing the snapshot covers.
 class EventsReadAhead {
  public:
   EventsReadAhead(absl::string_view data, uint64_t snap_seq) : data_(data), snap_seq_(snap_seq) {}
@@ -166,8 +167,8 @@ class EventsReadAhead {
   }
 
  private:
-  static constexpr size_t kAheadBytes = size_t{4} << 20;
-  static constexpr size_t kAheadRecords = 256;
+  static constexpr size_t kAheadBytes = size_t{1} << 20;
+  static constexpr size_t kAheadRecords = 64;
   struct Item {
     std::unique_ptr<journal::ParsedEvents> parsed;
     size_t bytes;
