@@ -416,7 +416,8 @@ namespace {
 // hash lookup. Over a log of several blocks (a borrowed loaded one, then
 // blocks Add starts, some emptied by Truncate) and ids of every length, the
 // locator must give every stored id's index, exactly IndexOf's, and -1 for an
-// address that is not the start of a stored id.
+// address that is not the start of a stored id; and StartFinder every id's
+// start, exactly IdStarts'.
 TEST(Snapshot, LocatorFindsEveryStoredIdByAddress) {
   auto id_of = [](size_t i) {
     // Lengths 8 to 128, so a 64-byte chunk holds from none to 8 starts.
@@ -449,7 +450,9 @@ TEST(Snapshot, LocatorFindsEveryStoredIdByAddress) {
   const EventIdLog::Locator locator(log);
   const std::vector<const char*> starts = log.IdStarts();
   ASSERT_EQ(starts.size(), log.size());
+  const EventIdLog::StartFinder finder(log);
   for (size_t i = 0; i < log.size(); ++i) {
+    ASSERT_EQ(finder.Start(i), starts[i]) << i;
     const absl::string_view id(starts[i], log.lengths()[i]);
     ASSERT_EQ(log.IndexOf(id, EventIdLog::Hash(id)), static_cast<int64_t>(i));
     ASSERT_EQ(log.Stored(id).data(), starts[i]);

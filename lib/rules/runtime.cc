@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -960,7 +961,7 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
   rt.timers.reserve(static_cast<size_t>(n) + static_cast<size_t>(n) / 2);
   // By index: where each id starts, built at the first cause (one pass over
   // the log's lengths instead of a hash lookup per timer).
-  std::vector<const char*> id_starts;
+  std::optional<EventIdLog::StartFinder> id_starts;
   const uint32_t ids = static_cast<uint32_t>(s->event_ids.size());
   // Old-format causes are looked up in the event id index, which is far
   // larger than the caches: the cause 8 timers later is hashed and prefetched
@@ -1000,8 +1001,8 @@ absl::Status ReadRuntime(const v1::RulesRuntime& in, EngineState* s) {
         return bad(absl::StrCat(where(), ": timer_cause_index ", ref,
                                 " is out of range (the event-id log holds ", ids, " ids)"));
       } else {
-        if (id_starts.empty()) id_starts = s->event_ids.IdStarts();
-        t.cause = id_starts[ref - 1];
+        if (!id_starts.has_value()) id_starts.emplace(s->event_ids);
+        t.cause = id_starts->Start(ref - 1);
         t.cause_len = static_cast<uint8_t>(s->event_ids.lengths()[ref - 1]);
       }
     } else if (const std::string& cause = in.timer_cause(i); cause.empty()) {

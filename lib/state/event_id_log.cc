@@ -91,6 +91,38 @@ std::vector<const char*> EventIdLog::IdStarts() const {
   return starts;
 }
 
+EventIdLog::StartFinder::StartFinder(const EventIdLog& log) : log_(log) {
+  const size_t n = log.lengths_.size();
+  marks_.reserve((n + kStride - 1) / kStride);
+  size_t b = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t len = log.lengths_[i];
+    // As in IdStarts: an id that does not fit in a block starts the next.
+    while (b < log.blocks_.size() && at + len > log.blocks_[b].used) {
+      ++b;
+      at = 0;
+    }
+    if (i % kStride == 0) marks_.push_back(Mark{b, at});
+    at += len;
+  }
+}
+
+const char* EventIdLog::StartFinder::Start(size_t i) const {
+  const Mark& m = marks_[i / kStride];
+  const uint32_t* const len = log_.lengths_.data();
+  size_t b = m.block;
+  size_t at = m.at;
+  for (size_t j = i - i % kStride; j < i; ++j) {
+    at += len[j];
+    while (at + len[j + 1] > log_.blocks_[b].used) {
+      ++b;
+      at = 0;
+    }
+  }
+  return log_.blocks_[b].data + at;
+}
+
 EventIdLog::Locator::Locator(const EventIdLog& log) : lengths_(log.lengths_) {
   spans_.reserve(log.blocks_.size());
   chunks_.reserve(log.id_bytes_ / kChunkBytes + 2 * log.blocks_.size());

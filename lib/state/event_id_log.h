@@ -69,6 +69,26 @@ class EventIdLog {
   // One pass over the lengths, for resolving many indexes at once (restore)
   // without a hash lookup each.
   std::vector<const char*> IdStarts() const;
+  // IdStarts' answers without its pointer per id (80 MB at 10 M ids, the
+  // restore's fresh pages): the start of every kStride-th id, and from there
+  // at most kStride - 1 lengths, which share the cache lines of the length
+  // the caller reads anyway. Built in one pass over the lengths; valid until
+  // the log changes.
+  class StartFinder {
+   public:
+    explicit StartFinder(const EventIdLog& log);
+    // Where the i-th id starts; i < log.size().
+    const char* Start(size_t i) const;
+
+   private:
+    static constexpr size_t kStride = 16;
+    struct Mark {
+      size_t block;  // into blocks_
+      size_t at;     // the id's offset in that block
+    };
+    const EventIdLog& log_;
+    std::vector<Mark> marks_;  // of ids 0, kStride, 2 kStride, ...
+  };
   // Finds the arrival indexes of stored ids from their views alone (the data
   // pointer Add or Stored returned), without hashing the ids: a pointer's
   // block and 64-byte chunk lead to the first id starting in that chunk, and

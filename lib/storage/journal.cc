@@ -1,5 +1,6 @@
 #include "lib/storage/journal.h"
 
+#include <climits>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -149,6 +150,16 @@ ReadStatus SegmentReader::Next(Record* record, std::string* why) {
   record->offset = offset_;
   offset_ += kHeaderSize + n;
   return ReadStatus::kRecord;
+}
+
+std::unique_ptr<ParsedEvents> ParseEvents(absl::string_view payload) {
+  auto parsed = std::make_unique<ParsedEvents>();
+  parsed->batch = google::protobuf::Arena::CreateMessage<v1::EventBatch>(&parsed->arena);
+  if (payload.size() > static_cast<size_t>(INT_MAX) ||
+      !parsed->batch->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    parsed->batch = nullptr;
+  }
+  return parsed;
 }
 
 absl::StatusOr<int64_t> DecodeAdvance(absl::string_view payload) {

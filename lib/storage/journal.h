@@ -31,12 +31,14 @@
 #define RAPPORT_LIB_STORAGE_JOURNAL_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "google/protobuf/arena.h"
 #include "rapport/v1/event.pb.h"
 
 namespace rapport::journal {
@@ -83,7 +85,18 @@ struct Record {
   absl::string_view payload;
   // Offset of the record's header in the segment.
   uint64_t offset;
+  // An events record's payload parsed already (Store::Open parses the next
+  // records on a second thread while one replays), or null: parse it.
+  const v1::EventBatch* events = nullptr;
 };
+
+// An events record's payload parsed, on an arena of its own, so that it can
+// be parsed on one thread and replayed on another.
+struct ParsedEvents {
+  google::protobuf::Arena arena;
+  v1::EventBatch* batch;  // on `arena`; null if the payload does not parse
+};
+std::unique_ptr<ParsedEvents> ParseEvents(absl::string_view payload);
 
 enum class ReadStatus {
   kRecord,   // *record is the next record

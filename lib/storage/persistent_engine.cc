@@ -2,7 +2,6 @@
 // does after the journal took it. The in-memory half is lib/engine.cc.
 #include "lib/storage/persistent_engine.h"
 
-#include <climits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -10,7 +9,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/arena.h"
 #include "lib/state/engine_state.h"
 #include "lib/storage/snapshot.h"
 #include "lib/storage/store.h"
@@ -22,10 +20,13 @@ namespace rapport {
 absl::Status ReplayRecord(const journal::Record& record, Engine* engine) {
   switch (record.kind) {
     case journal::RecordKind::kEvents: {
-      google::protobuf::Arena arena;
-      auto* batch = google::protobuf::Arena::CreateMessage<v1::EventBatch>(&arena);
-      if (record.payload.size() > static_cast<size_t>(INT_MAX) ||
-          !batch->ParseFromArray(record.payload.data(), static_cast<int>(record.payload.size()))) {
+      std::unique_ptr<journal::ParsedEvents> parsed;
+      const v1::EventBatch* batch = record.events;
+      if (batch == nullptr) {
+        parsed = journal::ParseEvents(record.payload);
+        batch = parsed->batch;
+      }
+      if (batch == nullptr) {
         return absl::DataLossError("the events do not parse as a rapport.v1.EventBatch");
       }
       if (batch->events_size() == 0) return absl::DataLossError("an events record with no events");

@@ -1,9 +1,9 @@
 // Snapshot and restore of a large state are a few independent passes over
 // hundreds of megabytes (parse or write the rows, the fact columns, the
-// event-id log); on a machine with a second core they overlap. RunBoth is the
-// one place the library starts such a thread, so that the policy (when a
-// second thread is worth starting, what happens when none can be) is decided
-// once.
+// event-id log); on a machine with a second core they overlap. RunBoth (and
+// RunBeside) is the one place the library starts such a thread, so that the
+// policy (when a second thread is worth starting, what happens when none can
+// be) is decided once.
 #ifndef RAPPORT_LIB_UTIL_PARALLEL_H_
 #define RAPPORT_LIB_UTIL_PARALLEL_H_
 
@@ -73,6 +73,28 @@ void RunBoth(bool parallel, A&& a, B&& b) {
   }
   a();
   b();
+}
+
+// Runs `helper` on a second thread beside main(true), and returns when both
+// have returned; if `parallel` is false or the thread cannot be started,
+// runs main(false) alone and never `helper`. For a helper that works ahead
+// of main (and may wait for it): main(false) must do without it.
+template <typename Helper, typename Main>
+void RunBeside(bool parallel, Helper&& helper, Main&& main) {
+  if (parallel) {
+    std::thread t;
+    try {
+      t = std::thread(std::ref(helper));
+    } catch (const std::system_error&) {
+      parallel = false;
+    }
+    if (parallel) {
+      main(true);
+      t.join();
+      return;
+    }
+  }
+  main(false);
 }
 
 }  // namespace rapport

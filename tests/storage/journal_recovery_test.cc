@@ -11,6 +11,7 @@
 #include "lib/storage/journal.h"
 #include "lib/storage/persistent_engine.h"
 #include "lib/storage/snapshot.h"
+#include "lib/util/parallel.h"
 #include "rapport/engine.h"
 #include "rapport/testing/generator.h"
 #include "tests/storage/storage_test_util.h"
@@ -163,6 +164,78 @@ TEST(JournalRecovery, BitFlipInEveryByteOfARecordIsDetected) {
     }
   }
   EXPECT_GT(flips, 100);
+}
+
+// Open parses the next events records on a second thread while one replays
+// (forced here on a small segment, hundreds of records long, so that the
+// parse runs as far ahead as it may and waits): the same state as on one
+// thread, the same error at damage in the middle (a flipped payload bit; a
+// payload that checksums well but is not an EventBatch), and point-in-time
+// recovery keeps exactly the records before it.
+TEST(JournalRecovery, ReadAheadReplayAgreesWithOneThread) {
+  ScratchDir scratch;
+  const std::string dir = scratch.Sub("db");
+  Ops ops(3000, 4);
+  const size_t n = ops.size();
+  Built b = Build(dir, ops, n);
+  const size_t records = b.boundaries.size() - 1;
+  ASSERT_GT(records, size_t{600});
+  const std::string full = ReadAll(b.segment);
+  // An events record in the middle.
+  size_t rec = records / 2;
+  while (static_cast<uint8_t>(full[b.boundaries[rec] + 20]) !=
+         static_cast<uint8_t>(journal::RecordKind::kEvents)) {
+    ++rec;
+  }
+  const uint64_t payload_at = b.boundaries[rec] + journal::kHeaderSize;
+  std::string flipped = full;
+  flipped[payload_at + 3] = static_cast<char>(flipped[payload_at + 3] ^ 0x10);
+  std::string unparsable = full;
+  for (uint64_t at = payload_at; at < b.boundaries[rec + 1]; ++at) unparsable[at] = '\xff';
+  journal::FixChecksums(&unparsable);
+  std::string whole;
+  {
+    auto engine = Engine::Create(v1::EngineConfig());
+    ASSERT_TRUE(engine.ok());
+    for (size_t i = 0; i < n; ++i) ASSERT_TRUE(ops.Apply(**engine, i).ok());
+    whole = *(*engine)->Snapshot();
+  }
+  // The records before the damaged one: that journal cut there.
+  std::string before_damage;
+  {
+    auto engine =
+        Engine::Open(Variant(scratch, dir, b, full.substr(0, b.boundaries[rec]), 2), Options());
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    before_damage = *(*engine)->Snapshot();
+    ASSERT_FALSE(before_damage == whole);
+  }
+
+  std::vector<std::string> errors[2];
+  for (int mode : {1, 2}) {
+    SCOPED_TRACE(mode);
+    ScopedParallelMode parallel(mode);
+    {
+      auto engine = Engine::Open(Variant(scratch, dir, b, full, 0), Options());
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      EXPECT_TRUE(*(*engine)->Snapshot() == whole);
+    }
+    for (const std::string* bytes : {&flipped, &unparsable}) {
+      const std::string copy = Variant(scratch, dir, b, *bytes, 1);
+      auto engine = Engine::Open(copy, Options());
+      ASSERT_FALSE(engine.ok());
+      EXPECT_EQ(engine.status().code(), absl::StatusCode::kDataLoss);
+      errors[mode - 1].push_back(std::string(engine.status().message()));
+      OpenOptions pit = Options();
+      pit.point_in_time_recovery = true;
+      auto recovered = Engine::Open(copy, pit);
+      ASSERT_TRUE(recovered.ok()) << recovered.status();
+      EXPECT_TRUE(*(*recovered)->Snapshot() == before_damage);
+    }
+  }
+  EXPECT_EQ(errors[0], errors[1]);
+  ASSERT_EQ(errors[1].size(), 2u);
+  EXPECT_TRUE(absl::StrContains(errors[1][0], "checksum mismatch")) << errors[1][0];
+  EXPECT_TRUE(absl::StrContains(errors[1][1], "do not parse")) << errors[1][1];
 }
 
 // A record that frames and checksums well but does not replay (here its
