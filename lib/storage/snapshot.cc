@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -1162,27 +1163,20 @@ struct TopCursor {
   }
 };
 
-// A proto3 string field: its bytes, if they are UTF-8, into *s (as the
-// generated parser assigns them). ASCII, eight bytes at a time, is UTF-8
-// without asking protobuf.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool String(Cursor& c, std::string* s) {
-  const char* b;
-  size_t n;
-  if (!c.Delimited(&b, &n)) return false;
+// A proto3 string field: its bytes, [*b, *b + *n), if they are UTF-8.
+// ASCII, eight bytes at a time, is UTF-8 without asking protobuf.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool StringBytes(Cursor& c, const char** b, size_t* n) {
+  if (!c.Delimited(b, n)) return false;
   uint64_t high = 0;
   size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  for (; i + 8 <= *n; i += 8) {
     uint64_t w;
-    std::memcpy(&w, b + i, 8);
+    std::memcpy(&w, *b + i, 8);
     high |= w;
   }
-  for (; i < n; ++i) high |= static_cast<unsigned char>(b[i]);
-  if ((high & 0x8080808080808080ULL) != 0 &&
-      !google::protobuf::internal::IsStructurallyValidUTF8(b, static_cast<int>(n))) {
-    return false;
-  }
-  s->assign(b, n);
-  return true;
+  for (; i < *n; ++i) high |= static_cast<unsigned char>((*b)[i]);
+  return (high & 0x8080808080808080ULL) == 0 ||
+         google::protobuf::internal::IsStructurallyValidUTF8(*b, static_cast<int>(*n));
 }
 
 template <typename Enum>
@@ -1214,10 +1208,18 @@ constexpr uint32_t Var(int field) { return static_cast<uint32_t>(field) << 3; }
 // The cases of the parse loops below: for each tag, the field it names (any
 // other tag gives up). A field repeated in the record takes its last value,
 // a nested message is merged, as protobuf does.
-#define RAPPORT_ROW_STRING(n, name)                    \
-  case Str(n):                                         \
-    if (!String(c, m->mutable_##name())) return false; \
-    break;
+// A string is set from a std::string built at its size and moved into the
+// field: the arena string protobuf creates then takes its buffer (or its
+// short bytes), where mutable_x()->assign() created an empty arena string
+// first and grew it through string::_M_replace.
+#define RAPPORT_ROW_STRING(n, name)              \
+  case Str(n): {                                 \
+    const char* b;                               \
+    size_t len;                                  \
+    if (!StringBytes(c, &b, &len)) return false; \
+    m->set_##name(std::string(b, len));          \
+    break;                                       \
+  }
 #define RAPPORT_ROW_INT64(n, name)   \
   case Var(n): {                     \
     int64_t v;                       \
@@ -1556,11 +1558,14 @@ bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* v) {
 // a little more per byte (a tag, a field, an arena string for every few bytes)
 // than the packed columns (a varint every byte or two) and far more than the
 // event-id blob and fingerprints (one copy); the rows the hand parsers read
-// (rowparse) cost about 0.77 of the generated parse's. Measured with
-// callgrind on the 1 M-event snapshot of BM_Restore, where the generated
-// parse's weights put ~850 M instructions on each side and the hand parsers
-// then left 671 M against 768 M. Only the balance of the two halves depends
-// on them; the result does not.
+// (rowparse) cost about 0.77 of the generated parse's, and 0.92 of that
+// since they move each string into its field (at 100 000 events of
+// BM_Restore, the calling thread's half went from 72.1 M to 66.3 M
+// instructions against the other's 70.3 M). Measured with callgrind on the
+// 1 M-event snapshot of BM_Restore, where the generated parse's weights put
+// ~850 M instructions on each side and the hand parsers then left 671 M
+// against 768 M. Only the balance of the two halves depends on them; the
+// result does not.
 uint64_t ParseWeight(uint32_t field, uint64_t len) {
   switch (field) {
     case kFieldEventFingerprints:
@@ -1576,7 +1581,7 @@ uint64_t ParseWeight(uint32_t field, uint64_t len) {
     case kFieldInvoices:
     case kFieldComplaints:
     case kFieldAttributions:
-      return 49 + 9 * len + len / 4;
+      return 45 + 8 * len + len / 2;
     default:
       return 64 + 12 * len;
   }
@@ -1724,9 +1729,13 @@ absl::Status ReadTables(v1::EngineSnapshot& snap, EngineState* s) {
         &s->complaints);
   if (!st.ok()) return st;
 
-  // References the lifecycle dereferences without checking.
+  // References the lifecycle dereferences without checking. Deals name one
+  // of a few pipelines, mostly the previous deal's: comparing its id costs
+  // less than hashing it.
+  const PipelineInfo* pl = nullptr;
   for (const v1::Deal& d : s->deals.rows()) {
-    const PipelineInfo* pl = s->pipelines.Find(d.pipeline_id());
+    if (pl == nullptr || pl->pipeline.id() != d.pipeline_id())
+      pl = s->pipelines.Find(d.pipeline_id());
     if (pl == nullptr || pl->StageIndex(d.stage()) < 0 ||
         s->accounts.Find(d.account_id()) == nullptr) {
       return Inconsistent(
@@ -1818,9 +1827,21 @@ size_t SnapshotSplitPoint(absl::string_view bytes) {
   constexpr size_t kNone = ~size_t{0};
   // The first and last record of each singular field (end offsets).
   std::vector<size_t> first(singular.size(), kNone), last(singular.size(), 0);
+  // Every kStride-th record's end and the weight up to it: the cut is then
+  // found by walking on from the last mark before it, not from the start
+  // again (at 100 000 events of BM_Restore, 3.70 M instructions -> 2.95 M,
+  // which both threads wait for).
+  constexpr size_t kStride = 64;
+  struct Mark {
+    size_t at;
+    uint64_t sum;
+  };
+  std::vector<Mark> marks;
+  size_t records = 0;
   uint64_t total = 0;
   if (!ForEachTopLevelRecord(bytes, [&](uint32_t field, size_t at, uint64_t weight) {
         total += weight;
+        if (++records % kStride == 0) marks.push_back(Mark{at, total});
         if (field < singular.size() && singular[field]) {
           if (first[field] == kNone) first[field] = at;
           last[field] = at;
@@ -1830,11 +1851,14 @@ size_t SnapshotSplitPoint(absl::string_view bytes) {
     return 0;
   }
   // Cut after the first record that brings the first half to half the work.
+  auto after = std::partition_point(marks.begin(), marks.end(),
+                                    [&](const Mark& m) { return 2 * m.sum < total; });
+  const size_t from = after == marks.begin() ? 0 : std::prev(after)->at;
+  uint64_t sum = after == marks.begin() ? 0 : std::prev(after)->sum;
   size_t cut = 0;
-  uint64_t sum = 0;
-  ForEachTopLevelRecord(bytes, [&](uint32_t, size_t at, uint64_t weight) {
+  ForEachTopLevelRecord(bytes.substr(from), [&](uint32_t, size_t at, uint64_t weight) {
     sum += weight;
-    if (2 * sum >= total) cut = at;
+    if (2 * sum >= total) cut = from + at;
     return cut == 0;
   });
   if (cut == 0 || cut >= bytes.size()) return 0;
