@@ -1163,20 +1163,24 @@ struct TopCursor {
   }
 };
 
-// A proto3 string field: its bytes, [*b, *b + *n), if they are UTF-8.
-// ASCII, eight bytes at a time, is UTF-8 without asking protobuf.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool StringBytes(Cursor& c, const char** b, size_t* n) {
-  if (!c.Delimited(b, n)) return false;
+// Whether [b, b + n) is UTF-8, as a proto3 string must be: ASCII, eight
+// bytes at a time, is without asking protobuf.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsUtf8(const char* b, size_t n) {
   uint64_t high = 0;
   size_t i = 0;
-  for (; i + 8 <= *n; i += 8) {
+  for (; i + 8 <= n; i += 8) {
     uint64_t w;
-    std::memcpy(&w, *b + i, 8);
+    std::memcpy(&w, b + i, 8);
     high |= w;
   }
-  for (; i < *n; ++i) high |= static_cast<unsigned char>((*b)[i]);
+  for (; i < n; ++i) high |= static_cast<unsigned char>(b[i]);
   return (high & 0x8080808080808080ULL) == 0 ||
-         google::protobuf::internal::IsStructurallyValidUTF8(*b, static_cast<int>(*n));
+         google::protobuf::internal::IsStructurallyValidUTF8(b, static_cast<int>(n));
+}
+
+// A proto3 string field: its bytes, [*b, *b + *n), if they are UTF-8.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool StringBytes(Cursor& c, const char** b, size_t* n) {
+  return c.Delimited(b, n) && IsUtf8(*b, *n);
 }
 
 template <typename Enum>
@@ -1421,6 +1425,114 @@ bool Parse(Cursor c, v1::Complaint* m) {
   return true;
 }
 
+// A packed repeated varint field's payload [b, b + n) appended to `out`, as
+// the generated parser reads it (each value read as 64 bits, then cast to
+// T). Counted first, eight bytes at a time (a varint ends at each byte under
+// 0x80), so that `out` grows once and the values are stored through a plain
+// pointer; then decoded in place where kPad bytes of the payload are left,
+// and the last few from a zero-padded copy, so that nothing past the payload
+// is read. False if a varint is malformed or runs past the payload.
+template <typename T>
+bool PackedVarints(const char* b, size_t n, google::protobuf::RepeatedField<T>* out) {
+  size_t count = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, b + i, 8);
+    // One in each byte that ends a varint, summed by the multiply's top byte.
+    count += (((~w >> 7) & 0x0101010101010101ULL) * 0x0101010101010101ULL) >> 56;
+  }
+  for (; i < n; ++i) count += static_cast<unsigned char>(b[i]) < 0x80;
+  if (count == 0) return n == 0;
+  if (count > static_cast<size_t>(INT_MAX - out->size())) return false;
+  out->Reserve(out->size() + static_cast<int>(count));
+  T* dst = out->AddNAlreadyReserved(static_cast<int>(count));
+  T* const dst_end = dst + count;
+  auto decode = [&](const char* p, const char* end, bool padded) {
+    while (padded ? p < end : end - p >= kPad) {
+      const unsigned char b0 = static_cast<unsigned char>(p[0]);
+      const unsigned char b1 = static_cast<unsigned char>(p[1]);
+      uint64_t v;
+      if (b0 < 0x80) {
+        v = b0;
+        ++p;
+      } else if (b1 < 0x80) {
+        v = (b0 & 0x7fu) | uint64_t{b1} << 7;
+        p += 2;
+      } else {
+        p = ParseVarint64(p, &v);
+        if (p == nullptr) return static_cast<const char*>(nullptr);
+      }
+      // Each varint ends at a byte counted above, so this holds but for a
+      // varint that runs past the payload into the zero padding.
+      if (dst == dst_end) return static_cast<const char*>(nullptr);
+      *dst++ = static_cast<T>(v);
+    }
+    return p;
+  };
+  const char* p = decode(b, b + n, /*padded=*/false);
+  if (p == nullptr) return false;
+  if (p != b + n) {
+    char buf[2 * kPad] = {};
+    const size_t left = static_cast<size_t>(b + n - p);
+    std::memcpy(buf, p, left);
+    const char* q = decode(buf, buf + left, /*padded=*/true);
+    if (q != buf + left) return false;
+  }
+  return dst == dst_end;
+}
+
+// rapport.v1.FactColumns, [p, end): the strings and packed columns as the
+// writer writes them (any other encoding, such as unpacked columns, gives
+// up). The record is the last of a snapshot, and most of it: it is read in
+// place, reading nothing past `end`, where the rows are copied when they
+// end near the end of the bytes.
+bool ParseFacts(const char* p, const char* end, v1::FactColumns* m) {
+  TopCursor c{p, end};
+  while (c.p != end) {
+    uint32_t tag;
+    if (!c.Tag(&tag) || (tag & 7) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) return false;
+    const char* b;
+    size_t n;
+    if (!c.Delimited(&b, &n)) return false;
+    bool ok = true;
+    switch (tag >> 3) {
+      case 1:
+        ok = IsUtf8(b, n);
+        if (ok) m->add_strings(std::string(b, n));
+        break;
+      case 2:
+        ok = PackedVarints(b, n, m->mutable_kind_sizes());
+        break;
+      case 3:
+        ok = PackedVarints(b, n, m->mutable_occurred_at_us());
+        break;
+      case 4:
+        ok = PackedVarints(b, n, m->mutable_account());
+        break;
+      case 5:
+        ok = PackedVarints(b, n, m->mutable_subject());
+        break;
+      case 6:
+        ok = PackedVarints(b, n, m->mutable_aux());
+        break;
+      case 7:
+        ok = PackedVarints(b, n, m->mutable_value());
+        break;
+      case 8:
+        ok = PackedVarints(b, n, m->mutable_order_seq());
+        break;
+      case 9:
+        ok = PackedVarints(b, n, m->mutable_occurred_at_delta_us());
+        break;
+      default:
+        return false;
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
 #undef RAPPORT_ROW_STRING
 #undef RAPPORT_ROW_INT64
 #undef RAPPORT_ROW_INT32
@@ -1503,6 +1615,12 @@ bool ParseSnapshot(absl::string_view bytes, v1::EngineSnapshot* snap) {
       case kFieldAttributions:
         ok = hand([&] { return snap->add_attributions(); });
         break;
+      case kFieldFacts:
+        // As a singular message field given twice, merged: the columns append.
+        if (!MergeGenerated(run, record, snap)) return false;
+        run = c.p;
+        ok = ParseFacts(row, row + n, snap->mutable_facts());
+        break;
       default:
         break;  // left to the generated parser, with the records around it
     }
@@ -1557,15 +1675,13 @@ bool ReadVarint(const uint8_t** p, const uint8_t* end, uint64_t* v) {
 // Parse cost of a top-level record, in rough instructions: a row message costs
 // a little more per byte (a tag, a field, an arena string for every few bytes)
 // than the packed columns (a varint every byte or two) and far more than the
-// event-id blob and fingerprints (one copy); the rows the hand parsers read
-// (rowparse) cost about 0.77 of the generated parse's, and 0.92 of that
-// since they move each string into its field (at 100 000 events of
-// BM_Restore, the calling thread's half went from 72.1 M to 66.3 M
-// instructions against the other's 70.3 M). Measured with callgrind on the
-// 1 M-event snapshot of BM_Restore, where the generated parse's weights put
-// ~850 M instructions on each side and the hand parsers then left 671 M
-// against 768 M. Only the balance of the two halves depends on them; the
-// result does not.
+// event-id blob and fingerprints (one copy). Measured with callgrind on the
+// 1 M-event snapshot of BM_Restore: the generated parse's weights put ~850 M
+// instructions on each side; the rows the hand parsers read (rowparse) cost
+// about 0.77 of the generated parse's, and 0.92 of that since they move each
+// string into its field; the fact columns read by hand (ParseFacts) 0.8 of
+// their generated parse's (at 100 000 events, 18.7 M -> 14.9 M). Only the
+// balance of the two halves depends on them; the result does not.
 uint64_t ParseWeight(uint32_t field, uint64_t len) {
   switch (field) {
     case kFieldEventFingerprints:
@@ -1573,8 +1689,9 @@ uint64_t ParseWeight(uint32_t field, uint64_t len) {
       return len / 4;
     case kFieldEventIdLengths:
     case kFieldRules:
-    case kFieldFacts:
       return 9 * len;
+    case kFieldFacts:
+      return 7 * len;
     case kFieldAccounts:
     case kFieldDeals:
     case kFieldOrders:
@@ -1803,6 +1920,9 @@ bool ParseRowForTesting(absl::string_view bytes, size_t n, google::protobuf::Mes
   }
   const rowparse::Cursor c{bytes.data(), bytes.data() + n};
   const google::protobuf::Descriptor* d = row->GetDescriptor();
+  if (d == v1::FactColumns::descriptor()) {
+    return rowparse::ParseFacts(bytes.data(), bytes.data() + n, static_cast<v1::FactColumns*>(row));
+  }
   auto parse = [&](auto* m) { return rowparse::Parse(c, m); };
   if (d == v1::Account::descriptor()) return parse(static_cast<v1::Account*>(row));
   if (d == v1::Deal::descriptor()) return parse(static_cast<v1::Deal*>(row));
