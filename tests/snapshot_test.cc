@@ -1463,8 +1463,17 @@ TEST(SnapshotRows, HandParsersTakeUnusualEncodingsAsProtobufDoes) {
       {std::string("\x22\x02\x05\x86", 4), false},                 // a varint runs past the field
       {std::string("\x22\x06\xff\xff\xff\xff\xff\x01", 8), true},  // uint32 from 6 bytes
       {std::string("\x22\x00", 2), true},                          // an empty packed field
-      {std::string("\x0a\x00\x0a\x01x", 5), true},                 // strings
-      {std::string("\x0a\x02\xc0\x80", 4), false},                 // overlong UTF-8
+      {std::string("\x22\x04\xff\xff\x7f\x01", 6), true},          // three bytes, then one
+      {std::string("\x22\x02\xff\xff", 4), false},                 // ... the third missing
+      {"\x22\x12" +
+           [] {
+             std::string s;
+             for (int i = 0; i < 6; ++i) s += "\xff\xff\x7f";
+             return s;
+           }(),
+       true},                                       // three bytes each, in place
+      {std::string("\x0a\x00\x0a\x01x", 5), true},  // strings
+      {std::string("\x0a\x02\xc0\x80", 4), false},  // overlong UTF-8
       {std::string("\x3a\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12), true},  // value -1
       {std::string("\x4a\x15\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"
                    "\x10\x11\x12\x80\x80\x01",
