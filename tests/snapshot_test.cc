@@ -1117,6 +1117,14 @@ void FillEveryField(Message* m, std::mt19937_64& rng, bool all) {
           f->is_repeated() ? r->AddInt32(m, f, static_cast<int32_t>(SomeInt(rng, all, 32)))
                            : r->SetInt32(m, f, static_cast<int32_t>(SomeInt(rng, all, 32)));
           break;
+        case FieldDescriptor::CPPTYPE_UINT64:
+          f->is_repeated() ? r->AddUInt64(m, f, static_cast<uint64_t>(SomeInt(rng, all, 64)))
+                           : r->SetUInt64(m, f, static_cast<uint64_t>(SomeInt(rng, all, 64)));
+          break;
+        case FieldDescriptor::CPPTYPE_UINT32:
+          f->is_repeated() ? r->AddUInt32(m, f, static_cast<uint32_t>(SomeInt(rng, all, 32)))
+                           : r->SetUInt32(m, f, static_cast<uint32_t>(SomeInt(rng, all, 32)));
+          break;
         case FieldDescriptor::CPPTYPE_ENUM: {
           // A declared value or (proto3 enums are open) any other, negative ones too.
           const auto* e = f->enum_type();
@@ -1363,6 +1371,7 @@ TEST(SnapshotRows, HandParsersMatchProtobufs) {
   ExpectHandParserMatchesProtobuf<v1::Invoice>();
   ExpectHandParserMatchesProtobuf<v1::Complaint>();
   ExpectHandParserMatchesProtobuf<v1::Money>();
+  ExpectHandParserMatchesProtobuf<v1::FactColumns>();
   // Not a row it parses: always left to protobuf.
   google::protobuf::Arena arena;
   EXPECT_FALSE(ParseRowForTesting("", 0, google::protobuf::Arena::CreateMessage<v1::Team>(&arena)));
@@ -1450,6 +1459,39 @@ TEST(SnapshotRows, HandParsersTakeUnusualEncodingsAsProtobufDoes) {
   // A nested message given twice is merged.
   const std::string twice("\x22\x02\x08\x05\x22\x05\x12\x03RUB", 11);
   EXPECT_TRUE(ExpectHandParseMatches<v1::Order>(twice, &arena));
+  // The fact columns: packed as the writer writes them, or left to protobuf.
+  const std::vector<std::pair<std::string, bool>> facts = {
+      {std::string("\x20\x05", 2), false},                         // account 5, not packed
+      {std::string("\x22\x02\x05\x06\x22\x01\x07", 7), true},      // packed twice: appended
+      {std::string("\x22\x02\x05\x86", 4), false},                 // a varint runs past the field
+      {std::string("\x22\x06\xff\xff\xff\xff\xff\x01", 8), true},  // uint32 from 6 bytes
+      {std::string("\x22\x00", 2), true},                          // an empty packed field
+      {std::string("\x22\x04\xff\xff\x7f\x01", 6), true},          // three bytes, then one
+      {std::string("\x22\x02\xff\xff", 4), false},                 // ... the third missing
+      {"\x22\x12" +
+           [] {
+             std::string s;
+             for (int i = 0; i < 6; ++i) s += "\xff\xff\x7f";
+             return s;
+           }(),
+       true},                                       // three bytes each, in place
+      {std::string("\x0a\x00\x0a\x01x", 5), true},  // strings
+      {std::string("\x0a\x02\xc0\x80", 4), false},  // overlong UTF-8
+      {std::string("\x3a\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12), true},  // value -1
+      {std::string("\x4a\x15\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"
+                   "\x10\x11\x12\x80\x80\x01",
+                   23),
+       true},  // past the eight-bytes-at-a-time part
+      {std::string("\x4a\x15\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"
+                   "\x10\x11\x12\x80\x80\x80",
+                   23),
+       false},                                  // ... and its last varint unfinished
+      {std::string("\x52\x01\x05", 3), false},  // field 10: unknown
+  };
+  for (const auto& [bytes, taken] : facts) {
+    EXPECT_EQ(ExpectHandParseMatches<v1::FactColumns>(bytes, &arena), taken)
+        << absl::CEscape(bytes);
+  }
 }
 
 }  // namespace
