@@ -37,16 +37,18 @@ struct AddrRef {
   uint32_t deal;
 };
 
-// Sorts `v` by address: a stable LSD radix sort, 11 bits a digit, that skips
-// the digits where every address agrees (the low bits of an aligned
-// allocation, the high bits of one heap), so a heap of a few GB takes three
-// passes.
+// Sorts `v` by the page of the address (within a page the order does not
+// matter to the TLB): a stable LSD radix sort, 11 bits a digit, that skips
+// the digits where every address agrees (the high bits of one heap), so a
+// heap of a few GB takes two passes.
 void SortByAddress(std::vector<AddrRef>* v) {
   const size_t n = v->size();
   if (n < 2) return;
+  constexpr uintptr_t kPageBits = 12;
   uintptr_t varies = 0;
   const uintptr_t a0 = (*v)[0].addr;
   for (const AddrRef& r : *v) varies |= r.addr ^ a0;
+  varies &= ~((uintptr_t{1} << kPageBits) - 1);
   if (varies == 0) return;
   constexpr int kBits = 11;
   constexpr size_t kRadix = size_t{1} << kBits;
@@ -675,18 +677,19 @@ class Scanner {
     // cycles at 10 M events in `perf record`).
     std::vector<const Visit*> visits(nd);
     std::vector<int32_t> pipeline(nd);
-    {
-      uint32_t i = 0;
-      for (const DealData& d : st_.deals) {
-        deal_won_[i] = d.won;
-        deal_lost_[i] = d.lost;
-        deal_account_[i] = d.account;
-        deal_created_[i] = d.created_at;
-        deal_partner_[i] = d.source_partner;
-        visits[i] = d.visits.data();
-        pipeline[i] = d.pipeline;
-        ++i;
-      }
+    // The deque keeps 8 deals per 512-byte chunk, each chunk an allocation
+    // of its own that the hardware prefetcher does not follow: ask for the
+    // deals ahead (a fifth of the pass's samples waited on them at 10 M).
+    for (uint32_t i = 0; i < nd; ++i) {
+      if (i + kAhead < nd) PrefetchAll(&st_.deals[i + kAhead]);
+      const DealData& d = st_.deals[i];
+      deal_won_[i] = d.won;
+      deal_lost_[i] = d.lost;
+      deal_account_[i] = d.account;
+      deal_created_[i] = d.created_at;
+      deal_partner_[i] = d.source_partner;
+      visits[i] = d.visits.data();
+      pipeline[i] = d.pipeline;
     }
     // The second pass takes the deals in the order of their visits'
     // addresses, not of the deals: each deal's visits are an allocation of
