@@ -51,30 +51,6 @@ inline bool WorthParallel(size_t bytes) {
   }
 }
 
-// Runs `a` on a second thread while `b` runs on the caller's, and returns
-// when both have returned. If `parallel` is false, or the thread cannot be
-// started (the process is out of threads), runs a then b on the caller's
-// thread: the result must not depend on which way they ran. `a` and `b` must
-// not touch the same memory unless it is read-only or synchronized.
-template <typename A, typename B>
-void RunBoth(bool parallel, A&& a, B&& b) {
-  if (parallel) {
-    std::thread t;
-    try {
-      t = std::thread(std::ref(a));
-    } catch (const std::system_error&) {
-      parallel = false;
-    }
-    if (parallel) {
-      b();
-      t.join();
-      return;
-    }
-  }
-  a();
-  b();
-}
-
 // Runs `helper` on a second thread beside main(true), and returns when both
 // have returned; if `parallel` is false or the thread cannot be started,
 // runs main(false) alone and never `helper`. For a helper that works ahead
@@ -95,6 +71,19 @@ void RunBeside(bool parallel, Helper&& helper, Main&& main) {
     }
   }
   main(false);
+}
+
+// Runs `a` on a second thread while `b` runs on the caller's, and returns
+// when both have returned. If `parallel` is false, or the thread cannot be
+// started (the process is out of threads), runs a then b on the caller's
+// thread: the result must not depend on which way they ran. `a` and `b` must
+// not touch the same memory unless it is read-only or synchronized.
+template <typename A, typename B>
+void RunBoth(bool parallel, A&& a, B&& b) {
+  RunBeside(parallel, a, [&](bool beside) {
+    if (!beside) a();
+    b();
+  });
 }
 
 }  // namespace rapport
